@@ -1,15 +1,137 @@
-"""The `mqttd` command (placeholder until the broker lands)."""
+"""The `mqttd` command: run the broker, or check a configuration file.
+
+    mqttd [-c FILE] [--host ADDR] [-p N] [--db PATH] [-v] [--log-format text|json]
+    mqttd check-config FILE
+
+Exit status: 0 after a clean stop (SIGINT/SIGTERM) or a valid config, 1 when the broker
+cannot start (a port in use), 2 for bad usage or an invalid configuration (one line per
+problem on stderr, each naming the key). SIGHUP reloads the config file (`App.reload`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from . import __version__
+from .config import Config, ConfigError, Overrides, load_config
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """\
+With no config file mqttd listens on 127.0.0.1:1883 only (loopback): use --host 0.0.0.0
+to accept clients from other machines. --host applies to every listener, --port to the
+first one; port 0 picks a free port (the "listening on" line says which).
+See config/mqttd.toml for every setting.
+
+signals:
+  SIGTERM, SIGINT  stop gracefully: 5.0 clients are told why, the store is flushed
+                   (a second signal exits at once)
+  SIGHUP           reload the config file: log.level, log.format and sys.interval
+                   apply at once, without dropping a connection; other changes are
+                   logged and wait for the next start
+
+exit status: 0 clean stop, 1 cannot start (e.g. a port in use), 2 bad usage or config
+
+examples:
+  mqttd                               loopback only, state in ./data/mqttd.db
+  mqttd --host 0.0.0.0 -p 1883        every interface
+  mqttd -c /etc/mqttd/mqttd.toml -v   a config file, DEBUG logs
+  mqttd check-config /etc/mqttd/mqttd.toml"""
+
+_CHECK_DESCRIPTION = """\
+Validate FILE exactly as `mqttd -c FILE` would load it, without starting anything:
+TOML syntax, every key and value (type, range, allowed values), listeners that would
+clash, and the TLS certificate, key and CA files (readable and matching). Options
+given before the command (--host, -p, --db, --log-format) are applied first, as they
+would be at a start.
+
+Prints "FILE: OK" and exits 0 when the file is usable; otherwise prints one line per
+problem on stderr, each naming the key, and exits 2."""
+
+_CHECK_EPILOG = """\
+examples:
+  mqttd check-config config/mqttd.toml
+  mqttd --port 1884 check-config /etc/mqttd/mqttd.toml"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `mqttd` (exits 2 with a usage message on bad arguments)."""
+    parser = argparse.ArgumentParser(
+        prog="mqttd",
+        description="An MQTT 3.1/3.1.1/5.0 broker.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--host", metavar="ADDR", help="bind address of every listener")
+    parser.add_argument("-p", "--port", metavar="N", type=int, help="port of the first listener")
+    parser.add_argument(
+        "--ws-port",
+        metavar="N",
+        type=int,
+        help="also serve MQTT over WebSocket on port N at /mqtt, dashboard on / (0 = a free port)",
+    )
+    parser.add_argument("--db", metavar="PATH", help="SQLite file (turns persistence on)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    parser.add_argument("--version", action="version", version=f"mqttd {__version__}")
+    commands = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        title="commands",
+        description="without a command mqttd runs the broker; "
+        "`mqttd COMMAND --help` tells more about each",
+    )
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file (and its TLS files), print OK or the errors",
+        description=_CHECK_DESCRIPTION,
+        epilog=_CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("file", metavar="FILE", help="the TOML configuration file to check")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print(f"mqttd {__version__}")
-    return 0
+    """Run `mqttd` with `argv` (default: sys.argv[1:]); return the exit status."""
+    args = build_parser().parse_args(argv)
+    overrides = Overrides(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        log_level="debug" if args.verbose else None,
+        log_format=args.log_format,
+        ws_port=getattr(args, "ws_port", None),
+    )
+    # Imported here: `--help` and `--version` need none of the broker.
+    from .app import build_ssl_contexts, run
+
+    if args.command == "check-config":
+        try:
+            build_ssl_contexts(load_config(args.file, overrides))
+        except ConfigError as exc:
+            _print_errors(exc)
+            return 2
+        print(f"{args.file}: OK")
+        return 0
+    try:
+        config: Config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return 2
+    from .ops.logging import setup_logging
+
+    setup_logging(config.log.level, config.log.format)
+    # SIGHUP loads the same file with the same command-line overrides again.
+    path = args.config
+    return run(config, reload=(lambda: load_config(path, overrides)) if path else None)
+
+
+def _print_errors(exc: ConfigError) -> None:
+    for line in exc.lines:
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,23 @@ class PacketTooLarge(MQTTError):
 
 
 class UnsupportedProtocolVersion(MQTTError):
-    """CONNECT named a protocol name or level we do not speak (0x84, 3.x: 0x01)."""
+    """CONNECT named a protocol name or level we do not speak (0x84, 3.x: 0x01).
+
+    `protocol_level` is the level byte the CONNECT carried (None when the packet ended
+    before it), so the broker can answer in a CONNACK format that client understands
+    (3.1.1 and 5.0 both say: answer 0x01/0x84, then close [MQTT-3.1.2-2]).
+    """
 
     reason_code = ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
+
+    def __init__(
+        self,
+        message: str,
+        reason_code: ReasonCode | None = None,
+        protocol_level: int | None = None,
+    ) -> None:
+        super().__init__(message, reason_code)
+        self.protocol_level = protocol_level
 
 
 class TopicNameInvalid(MQTTError):

@@ -91,3 +91,32 @@ def connack_code_for_v3(reason: int) -> int:
     if reason in _V5_TO_V3_CONNACK:
         return int(_V5_TO_V3_CONNACK[reason])
     return int(ConnackReturnCode.SERVER_UNAVAILABLE)
+
+
+# Which reason codes each MQTT 5 packet may carry (5.0 sections 3.2.2.2, 3.4.2.1, 3.5.2.1,
+# 3.6.2.1, 3.7.2.1, 3.9.3, 3.11.3, 3.14.2.1, 3.15.2.1). A sender MUST use one of these;
+# the reader treats any other value as a Protocol Error.
+CONNACK_REASON_CODES: frozenset[int] = frozenset(
+    {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90,
+     0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}
+)
+PUBACK_REASON_CODES: frozenset[int] = frozenset(
+    {0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99}
+)
+PUBREC_REASON_CODES: frozenset[int] = PUBACK_REASON_CODES
+PUBREL_REASON_CODES: frozenset[int] = frozenset({0x00, 0x92})
+PUBCOMP_REASON_CODES: frozenset[int] = PUBREL_REASON_CODES
+SUBACK_REASON_CODES: frozenset[int] = frozenset(
+    {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}
+)
+UNSUBACK_REASON_CODES: frozenset[int] = frozenset({0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91})
+DISCONNECT_REASON_CODES: frozenset[int] = frozenset(
+    {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93,
+     0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1,
+     0xA2}
+)
+AUTH_REASON_CODES: frozenset[int] = frozenset({0x00, 0x18, 0x19})
+
+# MQTT 3.x: CONNACK return codes 0-5 (3.1.1 3.2.2.3) and SUBACK return codes (3.1.1 3.9.3).
+CONNACK_RETURN_CODES_V3: frozenset[int] = frozenset(int(code) for code in ConnackReturnCode)
+SUBACK_RETURN_CODES_V3: frozenset[int] = frozenset({0x00, 0x01, 0x02, SUBACK_FAILURE})

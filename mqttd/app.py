@@ -1,0 +1,588 @@
+"""Wires one `Config` into a running broker and owns start-up and graceful shutdown.
+
+An `App` is the store, the sans-IO `Broker`, one network listener per configured
+`[[listeners]]` and the single timer-driver task that runs the core's scheduler. It is
+used two ways:
+
+- in a process, by `run(config)` (the `mqttd` command): uvloop when installed,
+  SIGINT/SIGTERM start a graceful stop, SIGHUP reloads what can change without a
+  restart (`App.reload`), and the exit status is returned;
+- in-process, by tests: ``async with running(config) as app:`` gives a started App
+  (`app.broker`, `app.listeners`, `app.port`) and stops it on the way out.
+
+Once every listener is up the App logs, on the "mqttd" logger, one line per listener and
+then the ready line, in exactly this shape (tests and scripts parse them)::
+
+    mqttd 0.1.0 listening on mqtt://127.0.0.1:1883
+    mqttd ready
+
+Shutdown order: stop accepting, `Broker.stop()` (5.0 clients get DISCONNECT 0x8B, every
+Connection is closed, the store flushed and closed), give sockets a moment to send what
+is queued, abort the rest, stop the timer driver. Each step is bounded in time, so a
+client that stops reading cannot hold the process up.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sqlite3
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+from websockets.asyncio.server import Server as WsServer
+
+from . import __version__
+from .broker.broker import Broker
+from .broker.clock import Clock, MonotonicClock
+from .config import Config, ConfigError, ListenerConfig, PersistenceConfig
+from .net.tcp import ListenerConnections, serve_tcp, server_ssl_context
+from .net.ws import serve_ws
+from .ops.logging import set_log_level, setup_logging
+from .ops.metrics import Collector, MetricsServer, collect_broker, collect_store
+from .ops.sys_tree import SysTree, clear_sys_topics
+from .store.base import Store
+from .store.memory import MemoryStore
+
+__all__ = [
+    "App",
+    "ReloadHook",
+    "StartupError",
+    "build_ssl_contexts",
+    "build_store",
+    "ephemeral_config",
+    "run",
+    "running",
+    "serve",
+]
+
+logger = logging.getLogger("mqttd")
+
+# Bounds of a graceful stop, in seconds.
+BROKER_STOP_TIMEOUT = 5.0  # Broker.stop(): DISCONNECTs and the last store commit
+DRAIN_TIMEOUT = 2.0  # sockets sending what Broker.stop() queued before they are dropped
+
+# The timer driver sleeps at most this long, so a timer scheduled without waking it
+# (see `Scheduler.on_earliest`) is never late by more than this.
+TIMER_MAX_SLEEP = 0.5
+TIMER_MIN_SLEEP = 0.01
+
+
+class StartupError(Exception):
+    """The broker could not start (a port in use, a store that cannot open)."""
+
+
+ReloadHook = Callable[[Config], None]
+"""Called by `App.reload` (SIGHUP) with the newly loaded config; see `App.reload_hooks`."""
+
+
+def build_store(persistence: PersistenceConfig) -> Store:
+    """The one place where persistence is chosen.
+
+    The SQLite store (WAL, group commit; `persistence.path`, `durability`,
+    `commit_interval_ms`, `commit_batch`) plugs in here when `persistence.enabled`;
+    until it exists every broker keeps its state in memory.
+    """
+    if persistence.enabled:
+        logger.info(
+            "persistence: the SQLite store is not built yet; state is kept in memory "
+            "(%s is not used)",
+            persistence.path,
+        )
+    return MemoryStore()
+
+
+def build_ssl_contexts(config: Config) -> dict[int, ssl.SSLContext]:
+    """A TLS context for every listener with `[listeners.tls]`, keyed by listener index.
+
+    Raises `ConfigError` naming the listener when a file cannot be read or is invalid,
+    so `mqttd check-config` catches a bad certificate before a start does.
+    """
+    contexts: dict[int, ssl.SSLContext] = {}
+    errors: list[str] = []
+    for i, listener in enumerate(config.listeners):
+        tls = listener.tls
+        if tls is None:
+            continue
+        try:
+            contexts[i] = server_ssl_context(
+                tls.certfile, tls.keyfile, tls.cafile, tls.require_certificate, tls.min_version
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errors.append(
+                f"config error: listeners[{i}].tls: cannot load {tls.certfile!r}"
+                f"{f' / {tls.keyfile!r}' if tls.keyfile else ''}"
+                f"{f' / {tls.cafile!r}' if tls.cafile else ''}: {reason}"
+            )
+    if errors:
+        raise ConfigError(errors)
+    return contexts
+
+
+def ephemeral_config() -> Config:
+    """The defaults, but on a free port of 127.0.0.1 and without persistence (for tests)."""
+    config = Config()
+    config.listeners[0].port = 0
+    config.persistence.enabled = False
+    return config
+
+
+class _Listener(abc.ABC):
+    """One started listener, whichever transport: stop accepting, drain, abort the rest."""
+
+    def __init__(self, config: ListenerConfig, url: str, address: tuple[str, int]) -> None:
+        self.config = config
+        self.url = url
+        self.address = address
+
+    @abc.abstractmethod
+    def stop_accepting(self) -> None:
+        """Close the listening socket; open connections stay."""
+
+    @abc.abstractmethod
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for open connections to close, then drop the rest."""
+
+
+class _TcpListener(_Listener):
+    def __init__(
+        self,
+        config: ListenerConfig,
+        url: str,
+        address: tuple[str, int],
+        server: asyncio.Server,
+        connections: ListenerConnections,
+    ) -> None:
+        super().__init__(config, url, address)
+        self.server = server
+        self.connections = connections
+
+    def stop_accepting(self) -> None:
+        self.server.close()
+
+    async def drain(self, timeout: float) -> None:
+        if not await self.connections.wait_closed(timeout):
+            logger.info(
+                "%s: dropping %d sockets that did not close in time",
+                self.config.name,
+                len(self.connections),
+            )
+            self.connections.abort_all()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), timeout)
+
+
+class _WsListener(_Listener):
+    def __init__(
+        self, config: ListenerConfig, url: str, address: tuple[str, int], server: WsServer
+    ) -> None:
+        super().__init__(config, url, address)
+        self.server = server
+
+    def stop_accepting(self) -> None:
+        # Not close_connections: Broker.stop() first tells 5.0 clients why (0x8B).
+        self.server.close(close_connections=False)
+
+    async def drain(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), timeout)
+        except TimeoutError:
+            logger.info(
+                "%s: dropping %d WebSockets that did not close in time",
+                self.config.name,
+                len(self.server.connections),
+            )
+            for connection in self.server.connections:
+                connection.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), timeout)
+
+
+def _bound(sockets: Iterable[socket.socket]) -> tuple[str, int]:
+    """(host, port) a server is bound to: its first socket (IPv4 first when both)."""
+    names = [s.getsockname() for s in sockets]
+    names.sort(key=lambda name: len(name))  # (host, port) before (host, port, flow, scope)
+    return str(names[0][0]), int(names[0][1])
+
+
+def _url(scheme: str, host: str, port: int, path: str = "") -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}{path}"
+
+
+@dataclass(eq=False)
+class App:
+    """One broker: store, core, listeners and timer driver, built from one `Config`.
+
+    `broker` and `store` exist from construction; `start()` starts the core (which
+    opens and loads the store) and the listeners and logs the ready lines; `stop()`
+    shuts everything down (idempotent, bounded in time). `listeners` maps each
+    listener's name to the (host, port) it is bound to, the real port when 0 was asked;
+    `urls` maps it to its URL.
+
+    `sys_tree` publishes $SYS when `sys.interval` > 0; `metrics` serves /metrics and
+    /health when `metrics.enabled` (`metrics_address` is where); each scrape also calls
+    every `metrics_collectors` entry (bridges add theirs). `reload(config)` (SIGHUP)
+    applies what can change without a restart and then calls every `reload_hooks`
+    entry with the new config (the password file and ACLs register there).
+    """
+
+    config: Config
+    clock: Clock = field(default_factory=MonotonicClock)
+    broker: Broker = field(init=False)
+    store: Store = field(init=False)
+    listeners: dict[str, tuple[str, int]] = field(default_factory=dict, init=False)
+    urls: dict[str, str] = field(default_factory=dict, init=False)
+    _listeners: list[_Listener] = field(default_factory=list, init=False)
+    _timer_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _wake: asyncio.Future[None] | None = field(default=None, init=False)
+    _wake_at: float = field(default=0.0, init=False)
+    _started: bool = field(default=False, init=False)
+    _stopping: asyncio.Task[None] | None = field(default=None, init=False)
+    _ready: bool = field(default=False, init=False)
+    sys_tree: SysTree | None = field(default=None, init=False)
+    metrics: MetricsServer | None = field(default=None, init=False)
+    metrics_address: tuple[str, int] | None = field(default=None, init=False)
+    reload_hooks: list[ReloadHook] = field(default_factory=list, init=False)
+    metrics_collectors: list[Collector] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.store = build_store(self.config.persistence)
+        self.broker = Broker(self.config.broker_settings(), self.store, self.clock)
+
+    @property
+    def host(self) -> str:
+        """The bound address of the first listener."""
+        return next(iter(self.listeners.values()))[0]
+
+    @property
+    def port(self) -> int:
+        """The bound port of the first listener (the real one when 0 was asked)."""
+        return next(iter(self.listeners.values()))[1]
+
+    @property
+    def running(self) -> bool:
+        """True from the ready line until a stop begins (what /health reports)."""
+        return self._ready and self._stopping is None
+
+    async def start(self) -> None:
+        """Start the core (it opens the store), bind every listener, log the ready lines.
+
+        Raises `ConfigError` for unusable TLS files and `StartupError` when a listener
+        cannot bind or the store cannot open; what was started is stopped again first.
+        """
+        if self._started:
+            raise RuntimeError("App.start() called twice")
+        contexts = build_ssl_contexts(self.config)
+        self._started = True
+        try:
+            try:
+                await self.broker.start()  # opens the store and loads it
+            except (OSError, ValueError, sqlite3.Error) as exc:
+                raise StartupError(f"cannot open the store: {exc}") from exc
+            self.broker.scheduler.on_earliest = self._on_earliest
+            self._timer_task = asyncio.create_task(self._drive_timers(), name="mqttd-timers")
+            self._start_sys_tree()
+            for i, listener in enumerate(self.config.listeners):
+                await self._start_listener(listener, contexts.get(i))
+            if self.config.metrics.enabled:
+                await self._start_metrics()
+        except BaseException:
+            await self.stop()
+            raise
+        for entry in self._listeners:
+            logger.info("mqttd %s listening on %s", __version__, entry.url)
+        if self.metrics is not None:
+            logger.info("metrics listening on %s/metrics", self.metrics.url)
+        self._ready = True
+        logger.info("mqttd ready")
+
+    def _start_sys_tree(self) -> None:
+        interval = self.config.sys.interval
+        if interval > 0:
+            self.sys_tree = SysTree(self.broker, interval)
+            self.sys_tree.start()
+        else:
+            # Retained $SYS values of an earlier run would otherwise be served forever.
+            clear_sys_topics(self.broker)
+
+    async def _start_metrics(self) -> None:
+        config = self.config.metrics
+        started_at = self.clock.now()
+        names = [listener.name for listener in self.config.listeners]
+        # The broker's and the store's figures first, then whatever was registered.
+        self.metrics_collectors[:0] = [
+            lambda: collect_broker(self.broker, names, started_at),
+            lambda: collect_store(self.store),
+        ]
+        server = MetricsServer(self.metrics_collectors, lambda: self.running)
+        try:
+            self.metrics_address = await server.start(config.host, config.port)
+        except OSError as exc:
+            asked = _url("http", config.host, config.port)
+            raise StartupError(
+                f"cannot listen on {asked} (metrics): {exc.strerror or exc}"
+            ) from exc
+        self.metrics = server
+
+    async def _start_listener(
+        self, listener: ListenerConfig, context: ssl.SSLContext | None
+    ) -> None:
+        asked = _url(listener.scheme, listener.host, listener.port)
+        started: _Listener
+        try:
+            if listener.type == "ws":
+                ws_server = await serve_ws(
+                    self.broker,
+                    listener.host,
+                    listener.port,
+                    path=listener.path,
+                    ssl=context,
+                    name=listener.name,
+                    allowed_origins=listener.allowed_origins or None,
+                    trust_proxy=listener.trust_proxy,
+                    dashboard=listener.dashboard,
+                    subprotocols=tuple(listener.subprotocols),
+                    max_size=listener.max_size or None,
+                    compression=listener.compression,
+                    open_timeout=self.config.limits.connect_timeout,
+                )
+                address = _bound(ws_server.sockets)
+                url = _url(listener.scheme, *address, listener.path)
+                started = _WsListener(listener, url, address, ws_server)
+            else:
+                connections = ListenerConnections(listener.max_connections)
+                server = await serve_tcp(
+                    self.broker,
+                    listener.host,
+                    listener.port,
+                    ssl=context,
+                    name=listener.name,
+                    connections=connections,
+                    ssl_handshake_timeout=self.config.limits.connect_timeout,
+                )
+                address = _bound(server.sockets)
+                url = _url(listener.scheme, *address)
+                started = _TcpListener(listener, url, address, server, connections)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {asked}: {exc.strerror or exc}") from exc
+        self._listeners.append(started)
+        self.listeners[listener.name] = started.address
+        self.urls[listener.name] = started.url
+
+    async def stop(self) -> None:
+        """Stop gracefully: see the module docstring for the order. Idempotent."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        if self.sys_tree is not None:
+            self.sys_tree.stop()
+        for entry in self._listeners:
+            entry.stop_accepting()
+        if self._started:
+            try:
+                await asyncio.wait_for(self.broker.stop(), BROKER_STOP_TIMEOUT)
+            except TimeoutError:
+                logger.warning("broker stop took over %.0f s; closing anyway", BROKER_STOP_TIMEOUT)
+            except Exception:
+                logger.exception("broker stop failed")
+        await asyncio.gather(*(entry.drain(DRAIN_TIMEOUT) for entry in self._listeners))
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer_task
+        self.broker.scheduler.on_earliest = None
+        if self.metrics is not None:
+            # Last: /health answers 503 while the stop is under way.
+            await self.metrics.stop()
+
+    # -- reload (SIGHUP) ---------------------------------------------------------------------
+
+    def reload(self, config: Config) -> None:
+        """Apply a newly loaded config without dropping a connection; log what changed.
+
+        Applied at once: `log.level`, `log.format` and `sys.interval`. Then every
+        `reload_hooks` entry is called with `config` (an exception in one is logged and
+        the others still run). Other changed sections are named in a warning: they take
+        effect at the next start.
+        """
+        old = self.config
+        applied: list[str] = []
+        if config.log.format != old.log.format:
+            setup_logging(config.log.level, config.log.format)
+            applied.append(f"log.format {old.log.format} -> {config.log.format}")
+        set_log_level(config.log.level)
+        if config.log.level != old.log.level:
+            applied.append(f"log.level {old.log.level} -> {config.log.level}")
+        if config.sys.interval != old.sys.interval:
+            self._reload_sys_interval(config.sys.interval)
+            applied.append(f"sys.interval {old.sys.interval} -> {config.sys.interval}")
+        restart = [
+            name
+            for name in ("listeners", "limits", "mqtt", "persistence", "metrics")
+            if getattr(config, name) != getattr(old, name)
+        ]
+        # Sections only partly reloadable keep what the running broker uses.
+        config.listeners = old.listeners
+        config.limits, config.mqtt = old.limits, old.mqtt
+        config.persistence, config.metrics = old.persistence, old.metrics
+        self.config = config
+        logger.info("reloaded: %s", ", ".join(applied) if applied else "nothing changed")
+        if restart:
+            logger.warning("changed, applied at the next start: %s", ", ".join(restart))
+        for hook in list(self.reload_hooks):
+            try:
+                hook(config)
+            except Exception:
+                logger.exception("reload hook %r failed", hook)
+
+    def _reload_sys_interval(self, interval: int) -> None:
+        if self.sys_tree is not None:
+            self.sys_tree.set_interval(interval)
+        elif interval > 0 and self._started:
+            self.sys_tree = SysTree(self.broker, interval)
+            self.sys_tree.start()
+
+    # -- the timer driver: one task for every timer of the core ---------------------------
+
+    async def _drive_timers(self) -> None:
+        scheduler = self.broker.scheduler
+        clock = self.clock
+        loop = asyncio.get_running_loop()
+        while True:
+            scheduler.run_due()
+            deadline = scheduler.next_deadline()
+            now = clock.now()
+            delay = TIMER_MAX_SLEEP if deadline is None else deadline - now
+            delay = min(max(delay, TIMER_MIN_SLEEP), TIMER_MAX_SLEEP)
+            wake = self._wake = loop.create_future()
+            self._wake_at = now + delay
+            handle = loop.call_later(delay, _resolve, wake)
+            try:
+                await wake
+            finally:
+                handle.cancel()
+                self._wake = None
+
+    def _on_earliest(self, deadline: float) -> None:
+        # A new timer is due before the driver planned to wake: wake it now, it re-plans.
+        wake = self._wake
+        if wake is not None and deadline < self._wake_at and not wake.done():
+            wake.set_result(None)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def serve(config: Config) -> App:
+    """Build and start an App for `config`; the caller stops it with `await app.stop()`."""
+    app = App(config)
+    await app.start()
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config | None = None) -> AsyncIterator[App]:
+    """``async with running(config) as app:`` a started App, stopped on the way out.
+
+    Without `config`, `ephemeral_config()`: the defaults on a free port of 127.0.0.1,
+    persistence off. Connect to `app.host`, `app.port` (or `app.listeners[name]`).
+    """
+    app = App(config if config is not None else ephemeral_config())
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (default dependency on Linux/macOS)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Run the broker until SIGINT/SIGTERM; return the exit status.
+
+    0 after a graceful stop, 1 when start-up failed or a second signal cut the stop
+    short, 2 for a configuration error found while starting (a TLS file). SIGHUP calls
+    `reload()` (which loads the config file again) and applies the result with
+    `App.reload`; an invalid file is logged and changes nothing.
+    """
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        try:
+            return runner.run(_main(config, reload))
+        except asyncio.CancelledError:
+            logger.warning("stopped before the shutdown completed")
+            return 1
+
+
+async def _main(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    stop = asyncio.Event()
+    signals_seen: list[str] = []
+    app: App | None = None
+
+    def on_signal(sig: signal.Signals) -> None:
+        signals_seen.append(sig.name)
+        if len(signals_seen) == 1:
+            logger.info("%s received: stopping", sig.name)
+            stop.set()
+        elif main_task is not None:
+            logger.warning("%s received again: exiting without waiting", sig.name)
+            main_task.cancel()
+
+    def on_hangup() -> None:
+        if app is None or not app.running:
+            logger.info("SIGHUP received before the broker is ready: ignored")
+            return
+        if reload is None:
+            logger.info("SIGHUP received: no config file to reload")
+            return
+        logger.info("SIGHUP received: reloading the configuration")
+        try:
+            new = reload()
+        except ConfigError as exc:
+            for line in exc.lines:
+                logger.error("%s", line)
+            logger.error("configuration not reloaded: the running one stays")
+            return
+        app.reload(new)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    logger.debug("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
+    try:
+        app = App(config)
+        try:
+            await app.start()
+        except ConfigError as exc:
+            for line in exc.lines:
+                logger.error("%s", line)
+            return 2
+        except StartupError as exc:
+            logger.error("%s", exc)
+            return 1
+        await stop.wait()
+        await app.stop()
+        logger.info("mqttd stopped")
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)

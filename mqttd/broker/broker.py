@@ -1,0 +1,759 @@
+"""The broker: client registry, session takeover, routing, retained messages, wills.
+
+Theory of operation. `Broker` owns what is shared between connections: the sessions by
+client id, the subscription tree (keys are `Session` objects, values their
+`SubOptions`), the shared-subscription groups, the retained tree, the one `Scheduler`
+and the counters. It is as free of I/O as the rest of the core: the shell calls
+`connection()` per socket and drives `scheduler.run_due()`; only `start`/`stop` are
+async, because they load from and flush the store.
+
+Routing (`publish`): the tree's match for a topic is cached (a tuple that stays the same
+object until a subscription changes), and so is the delivery plan built from it here:
+the plan folds several matching subscriptions of one session into one delivery (3.1.1
+3.3.5: the highest QoS; 5.0 3.3.4: one PUBLISH carrying every Subscription Identifier).
+Delivered QoS is min(published, granted) [MQTT-3.8.4-8]. The retain flag of a normal
+delivery is 0 [MQTT-3.3.1-9] unless a 5.0 subscription asked for Retain As Published.
+
+Wills (3.1.2.5, 5.0 3.1.3.2.2): published when a connection ends without a normal
+DISCONNECT. With a 5.0 Will Delay Interval the will waits in its session (persisted as
+a pending will) and goes out when the delay passes or the session ends, whichever is
+first; a new connection for the client id in the meantime cancels it. On takeover the
+old connection's will is published unless it has a delay (the new connection is "a new
+Network Connection opened before the Will Delay Interval has elapsed").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from ..protocol.errors import TopicFilterInvalid
+from ..protocol.packets import Subscribe
+from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
+from ..protocol.topics import parse_shared_subscription, validate_topic_filter
+from ..store.base import (
+    OutboundState,
+    Store,
+    StoredMessage,
+    StoredSession,
+    StoredWill,
+)
+from .auth import Authenticate, AuthResult, ConnectInfo, allow_all
+from .clock import Clock
+from .connection import Connection, Sink
+from .message import Message
+from .retained import RetainedTree
+from .scheduler import Scheduler
+from .session import Outbound, Session, SubOptions
+from .settings import BrokerSettings
+from .stats import BrokerStats
+from .topic_tree import TopicTree
+
+__all__ = ["PUBLISH_MATCHED", "PUBLISH_RECORDED", "Broker", "SharedGroup"]
+
+logger = logging.getLogger("mqttd.broker")
+
+#: `Broker.publish` result bits.
+PUBLISH_MATCHED = 1  # at least one subscription matched
+PUBLISH_RECORDED = 2  # something was recorded in the store: ack after commit
+
+_NEVER_EXPIRES = 0xFFFFFFFF
+_PLAN_CACHE_SIZE = 10_000
+
+_Plan = tuple[
+    tuple[tuple[Session, SubOptions], ...],
+    tuple[tuple[Session, tuple[SubOptions, ...]], ...],
+]
+
+
+class SharedGroup:
+    """The members of one shared subscription "$share/{name}/{filter}" (5.0 4.8.2).
+
+    Each message goes to one member, round robin, preferring members that are online.
+    """
+
+    __slots__ = ("_members", "_next", "members", "name", "topic_filter")
+
+    def __init__(self, name: str, topic_filter: str) -> None:
+        self.name = name
+        self.topic_filter = topic_filter
+        self.members: dict[Session, SubOptions] = {}
+        self._members: list[tuple[Session, SubOptions]] = []
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"<SharedGroup $share/{self.name}/{self.topic_filter} members={len(self.members)}>"
+
+    def add(self, session: Session, options: SubOptions) -> bool:
+        """Add or update a member; True if it is new."""
+        is_new = session not in self.members
+        self.members[session] = options
+        self._members = list(self.members.items())
+        return is_new
+
+    def remove(self, session: Session) -> bool:
+        """Remove a member; True if it was one."""
+        if self.members.pop(session, None) is None:
+            return False
+        self._members = list(self.members.items())
+        return True
+
+    def pick(self) -> tuple[Session, SubOptions] | None:
+        """The member for the next message: the next online one, else the next one."""
+        members = self._members
+        n = len(members)
+        if not n:
+            return None
+        start = self._next % n
+        for i in range(n):
+            member = members[(start + i) % n]
+            if member[0].writable:
+                self._next = start + i + 1
+                return member
+        self._next = start + 1
+        return members[start]
+
+
+class Broker:
+    """The MQTT broker core (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        store: Store,
+        clock: Clock,
+        authenticate: Authenticate | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.scheduler = Scheduler(clock)
+        self.stats = BrokerStats()
+        self._authenticate: Authenticate = authenticate or allow_all
+        self._sessions: dict[str, Session] = {}
+        self._connections: set[Connection] = set()
+        self._tree: TopicTree[Session, SubOptions] = TopicTree()
+        self._shared_tree: TopicTree[SharedGroup, SharedGroup] = TopicTree()
+        self._shared_groups: dict[tuple[str, str], SharedGroup] = {}
+        self._retained: RetainedTree[Message] = RetainedTree()
+        self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], _Plan]] = {}
+        self._next_message_id = 1
+        self._stopping = False
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and load retained messages and persistent sessions from it."""
+        await self.store.open()
+        state = await self.store.load()
+        now = self.clock.now()
+        wall = self.clock.wall()
+        for stored in state.retained:
+            message = self._message_from_stored(stored, now, wall)
+            if message.expiry_at is not None and message.expiry_at <= now:
+                self.store.delete_retained(stored.topic)
+                continue
+            self._retained.set(stored.topic, message)
+        if state.messages:
+            self._next_message_id = max(state.messages) + 1
+        messages: dict[int, Message] = {}
+        for mid, stored in state.messages.items():
+            message = self._message_from_stored(stored, now, wall)
+            message.store_id = mid
+            messages[mid] = message
+        ended: list[Session] = []
+        for stored_session in state.sessions:
+            session = self._restore_session(stored_session, messages, now, wall)
+            if session is None:
+                continue
+            remaining = session.expiry_interval
+            disconnected_at = stored_session.disconnected_at
+            if disconnected_at is None:
+                # Connected when the process stopped: the countdown starts now.
+                self.store.save_session(
+                    session.client_id, session.protocol_level, session.expiry_interval, wall
+                )
+            elif remaining != _NEVER_EXPIRES:
+                remaining = int(remaining - max(0.0, wall - disconnected_at))
+            if remaining != _NEVER_EXPIRES:
+                if remaining <= 0:
+                    ended.append(session)
+                    continue
+                session.expiry_timer = self.scheduler.call_later(
+                    remaining,
+                    lambda s=session: self._expire_session(s),  # type: ignore[misc]
+                )
+        for session in ended:
+            self.stats.sessions_expired += 1
+            self._end_session(session)
+        logger.info(
+            "loaded %d retained messages and %d persistent sessions",
+            len(self._retained),
+            len(self._sessions),
+        )
+
+    async def stop(self) -> None:
+        """DISCONNECT 0x8B to 5.0 clients, close every connection, flush the store.
+
+        Wills are not published for a shutdown; persistent sessions and pending
+        delayed wills stay in the store for the next start.
+        """
+        self._stopping = True
+        for connection in list(self._connections):
+            connection.disconnect(ReasonCode.SERVER_SHUTTING_DOWN, publish_will=False)
+        await self.store.close()
+
+    def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> Connection:
+        """A new connection for a socket (the shell calls this on accept)."""
+        connection = Connection(self, sink, peer, listener)
+        self._connections.add(connection)
+        return connection
+
+    # -- read-only views ---------------------------------------------------------------
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        """Every session by client id (connected or not)."""
+        return self._sessions
+
+    @property
+    def connections(self) -> frozenset[Connection]:
+        """Every open connection."""
+        return frozenset(self._connections)
+
+    @property
+    def retained(self) -> RetainedTree[Message]:
+        """The retained messages."""
+        return self._retained
+
+    def refresh_gauges(self) -> BrokerStats:
+        """Fill the gauge fields of `stats` from the current state, and return it."""
+        stats = self.stats
+        stats.sessions = len(self._sessions)
+        stats.subscriptions = sum(len(s.subscriptions) for s in self._sessions.values())
+        stats.retained_messages = len(self._retained)
+        stats.messages_inflight = sum(len(s.inflight) for s in self._sessions.values())
+        stats.messages_queued = sum(len(s.queue) for s in self._sessions.values())
+        return stats
+
+    # -- called by Connection ----------------------------------------------------------
+
+    def authenticate(self, info: ConnectInfo) -> AuthResult:
+        """Ask the authentication hook about a CONNECT."""
+        return self._authenticate(info)
+
+    def open_session(
+        self, connection: Connection, client_id: str, clean_start: bool, expiry_interval: int
+    ) -> tuple[Session, bool]:
+        """Find or create the session for an accepted CONNECT; return (session, present).
+
+        Takes over a connection already using the client id [MQTT-3.1.4-3]. A session is
+        resumed only when it outlives connections and the client did not ask for a clean
+        start [MQTT-3.2.2-2]; otherwise it ends and a new one starts.
+        """
+        session = self._sessions.get(client_id)
+        if session is not None:
+            old = session.connection
+            if old is not None:
+                self._take_over(old, session)
+            if session.will_timer is not None:
+                # A new connection within the Will Delay Interval cancels the will.
+                self._cancel_pending_will(session)
+            if session.expiry_timer is not None:
+                session.expiry_timer.cancel()
+                session.expiry_timer = None
+            if clean_start or not session.persistent:
+                self._end_session(session)
+                session = None
+        present = session is not None and connection.protocol_level != 3
+        if session is None:
+            session = Session(self, client_id, connection.protocol_level)
+            self._sessions[client_id] = session
+        session.protocol_level = connection.protocol_level
+        session.expiry_interval = expiry_interval
+        self._set_persistent(session, expiry_interval > 0)
+        connection.session = session
+        return session, present
+
+    def _take_over(self, old: Connection, session: Session) -> None:
+        self.stats.takeovers += 1
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("client %r connected again: closing its old connection", session.client_id)
+        will = old.will
+        # 3.x (Mosquitto) and 5.0 without a delay publish the old will now; a delayed
+        # will is cancelled by the new connection (5.0 3.1.2.5).
+        publish = will is not None and (old.protocol_level != 5 or old.will_delay == 0)
+        old.will = None
+        old.session = None
+        session.detach()
+        old.disconnect(ReasonCode.SESSION_TAKEN_OVER, publish_will=False)
+        if publish and will is not None:
+            self._publish_will(will)
+
+    def _set_persistent(self, session: Session, persistent: bool) -> None:
+        if persistent:
+            if session.persistent:
+                self.store.save_session(
+                    session.client_id, session.protocol_level, session.expiry_interval, None
+                )
+            else:
+                session.persistent = True
+                session.record_all(None)
+        elif session.persistent:
+            session.persistent = False
+            session.forget_records()
+            self.store.delete_session(session.client_id)
+
+    def set_session_expiry(self, session: Session, expiry_interval: int) -> None:
+        """A 5.0 DISCONNECT changed the Session Expiry Interval (3.14.2.2.2)."""
+        expiry_interval = min(expiry_interval, self.settings.max_session_expiry_interval)
+        session.expiry_interval = expiry_interval
+        self._set_persistent(session, expiry_interval > 0)
+
+    def connection_closed(
+        self, connection: Connection, was_connected: bool, publish_will: bool
+    ) -> None:
+        """A connection ended: detach its session, publish or schedule its will."""
+        self._connections.discard(connection)
+        if was_connected:
+            self.stats.clients_connected -= 1
+        session = connection.session
+        will = connection.will
+        connection.session = None
+        connection.will = None
+        if session is None:
+            return
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("client %r disconnected", session.client_id)
+        session.detach()
+        if session.persistent:
+            self.store.save_session(
+                session.client_id,
+                session.protocol_level,
+                session.expiry_interval,
+                self.clock.wall(),
+            )
+        if self._stopping:
+            if not session.persistent:
+                self._end_session(session)
+            return
+        if will is not None and publish_will:
+            delay = connection.will_delay
+            if delay and session.persistent and delay < session.expiry_interval:
+                self._schedule_will(session, will, delay)
+            elif session.persistent and delay:
+                # The session ends first: the will goes out with it.
+                self._schedule_will(session, will, session.expiry_interval)
+            else:
+                self._publish_will(will)
+        if not session.persistent:
+            self._end_session(session)
+        elif session.expiry_interval != _NEVER_EXPIRES:
+            session.expiry_timer = self.scheduler.call_later(
+                session.expiry_interval, lambda: self._expire_session(session)
+            )
+
+    # -- sessions ending -----------------------------------------------------------------
+
+    def _expire_session(self, session: Session) -> None:
+        session.expiry_timer = None
+        if session.connection is not None or self._sessions.get(session.client_id) is not session:
+            return
+        self.stats.sessions_expired += 1
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("session %r expired", session.client_id)
+        self._end_session(session)
+
+    def _end_session(self, session: Session) -> None:
+        """The session is over: publish a pending will, drop subscriptions and messages."""
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        if session.will_timer is not None:
+            self._publish_pending_will(session)
+        for topic_filter in session.subscriptions:
+            self._remove_subscription(session, topic_filter)
+        session.subscriptions.clear()
+        session.clear()
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+        if session.persistent:
+            session.persistent = False
+            self.store.delete_session(session.client_id)
+
+    # -- wills -------------------------------------------------------------------------
+
+    def _schedule_will(self, session: Session, will: Message, delay: int) -> None:
+        session.pending_will = will
+        session.will_timer = self.scheduler.call_later(
+            delay, lambda: self._publish_pending_will(session)
+        )
+        if session.persistent:
+            self.store.save_will(
+                session.client_id,
+                StoredWill(self.stored_message(will), self.clock.wall() + delay),
+            )
+
+    def _publish_pending_will(self, session: Session) -> None:
+        will = session.pending_will
+        if session.will_timer is not None:
+            session.will_timer.cancel()
+        session.will_timer = None
+        session.pending_will = None
+        if session.persistent:
+            self.store.delete_will(session.client_id)
+        if will is not None:
+            self._publish_will(will)
+
+    def _cancel_pending_will(self, session: Session) -> None:
+        if session.will_timer is not None:
+            session.will_timer.cancel()
+        session.will_timer = None
+        session.pending_will = None
+        if session.persistent:
+            self.store.delete_will(session.client_id)
+
+    def _publish_will(self, will: Message) -> None:
+        props = will.properties
+        if props is not None and props.message_expiry_interval is not None:
+            # The will's expiry counts from its publication (3.1.3.2.4).
+            will.expiry_at = self.clock.now() + props.message_expiry_interval
+        self.stats.wills_published += 1
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("publishing the will of %r on %r", will.origin, will.topic)
+        self.publish(will, None)
+
+    # -- routing -----------------------------------------------------------------------
+
+    def next_message_id(self) -> int:
+        """A fresh id for a message recorded in the store."""
+        mid = self._next_message_id
+        self._next_message_id = mid + 1
+        return mid
+
+    def publish(self, message: Message, origin: Session | None = None) -> int:
+        """Route `message` to every matching session; retain it if asked.
+
+        `origin` is the publishing client's session (None for wills, bridges, $SYS).
+        Returns PUBLISH_MATCHED | PUBLISH_RECORDED bits: RECORDED means the publisher's
+        acknowledgement must wait for `store.after_commit`.
+        """
+        self.stats.messages_routed += 1
+        flags = 0
+        if message.retain and self._retain(message):
+            flags = PUBLISH_RECORDED
+        topic = message.topic
+        matches = self._tree.match(topic)
+        if matches:
+            flags |= PUBLISH_MATCHED
+            mqos = message.qos
+            mretain = message.retain
+            origin_id = message.origin
+            if len(matches) == 1:
+                session, options = matches[0]
+                if not (options.no_local and session.client_id == origin_id):
+                    qos = options.qos
+                    if mqos < qos:
+                        qos = mqos
+                    if session.deliver(
+                        message, qos, mretain and options.retain_as_published, options.sub_ids
+                    ):
+                        flags |= PUBLISH_RECORDED
+            else:
+                cached = self._plans.get(topic)
+                if cached is None or cached[0] is not matches:
+                    if len(self._plans) >= _PLAN_CACHE_SIZE:
+                        self._plans.clear()
+                    cached = self._plans[topic] = (matches, _build_plan(matches))
+                singles, multiples = cached[1]
+                for session, options in singles:
+                    if options.no_local and session.client_id == origin_id:
+                        continue
+                    qos = options.qos
+                    if mqos < qos:
+                        qos = mqos
+                    if session.deliver(
+                        message, qos, mretain and options.retain_as_published, options.sub_ids
+                    ):
+                        flags |= PUBLISH_RECORDED
+                for session, all_options in multiples:
+                    if self._deliver_aggregated(session, all_options, message):
+                        flags |= PUBLISH_RECORDED
+        if self._shared_groups:
+            for group, _ in self._shared_tree.match(topic):
+                member = group.pick()
+                if member is None:
+                    continue
+                flags |= PUBLISH_MATCHED
+                session, options = member
+                qos = min(options.qos, message.qos)
+                retain = message.retain and options.retain_as_published
+                if session.deliver(message, qos, retain, options.sub_ids):
+                    flags |= PUBLISH_RECORDED
+        return flags
+
+    def _deliver_aggregated(
+        self, session: Session, all_options: tuple[SubOptions, ...], message: Message
+    ) -> bool:
+        """One delivery for several matching subscriptions of one session (3.3.4)."""
+        qos = -1
+        retain = False
+        sub_ids: tuple[int, ...] = ()
+        for options in all_options:
+            if options.no_local and session.client_id == message.origin:
+                continue
+            if options.qos > qos:
+                qos = options.qos
+            retain = retain or options.retain_as_published
+            sub_ids += options.sub_ids
+        if qos < 0:
+            return False
+        return session.deliver(message, min(qos, message.qos), retain and message.retain, sub_ids)
+
+    # -- retained messages ---------------------------------------------------------------
+
+    def _retain(self, message: Message) -> bool:
+        """Store, replace or clear (empty payload) the retained message; True if recorded."""
+        topic = message.topic
+        if not message.payload:
+            # [MQTT-3.3.1-10] [MQTT-3.3.1-11]: an empty retained message clears the topic.
+            if self._retained.delete(topic) and not topic.startswith("$SYS/"):
+                self.store.delete_retained(topic)
+                return True
+            return False
+        self._retained.set(topic, message)
+        if topic.startswith("$SYS/"):
+            # The broker's own figures are made afresh after a restart: not persisted.
+            return False
+        self.store.save_retained(self.stored_message(message))
+        return True
+
+    def deliver_retained(self, session: Session, topic_filter: str, options: SubOptions) -> None:
+        """Send the retained messages matching a new subscription, with retain=1."""
+        if not len(self._retained):
+            return
+        now = self.clock.now()
+        for topic, message in self._retained.match(topic_filter):
+            if message.expiry_at is not None and message.expiry_at <= now:
+                self._retained.delete(topic)
+                self.store.delete_retained(topic)
+                self.stats.messages_expired += 1
+                continue
+            session.deliver(message, min(message.qos, options.qos), True, options.sub_ids)
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def subscribe(
+        self, session: Session, packet: Subscribe
+    ) -> tuple[list[int], list[tuple[str, SubOptions]]]:
+        """Apply a SUBSCRIBE; return its SUBACK codes and the (filter, options) whose
+        retained messages go out after the SUBACK (Retain Handling, 3.8.3.1)."""
+        settings = self.settings
+        v5 = session.protocol_level == 5
+        props = packet.properties
+        sub_id = (
+            props.subscription_identifier[0] if props and props.subscription_identifier else None
+        )
+        codes: list[int] = []
+        retained: list[tuple[str, SubOptions]] = []
+        for sub in packet.subscriptions:
+            topic_filter = sub.topic_filter
+            try:
+                share, inner = parse_shared_subscription(topic_filter)
+                if share is None:
+                    validate_topic_filter(topic_filter)
+                self._check_filter_limits(inner)
+            except TopicFilterInvalid:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE)
+                continue
+            if share is not None and not settings.shared_subscription_available:
+                codes.append(
+                    ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
+                )
+                continue
+            if not settings.wildcard_subscription_available and ("+" in inner or "#" in inner):
+                codes.append(
+                    ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
+                )
+                continue
+            if sub_id is not None and not settings.subscription_identifier_available:
+                codes.append(
+                    ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
+                )
+                continue
+            limit = settings.max_subscriptions_per_client
+            if (
+                limit
+                and topic_filter not in session.subscriptions
+                and (len(session.subscriptions) >= limit)
+            ):
+                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else SUBACK_FAILURE)
+                continue
+            qos = min(sub.qos, settings.maximum_qos)
+            options = SubOptions(
+                qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
+            )
+            if share is not None:
+                is_new = self._shared_subscribe(session, share, inner, options)
+            else:
+                is_new = self._tree.subscribe(topic_filter, session, options)
+                # The tree dropped its cached matches; drop the plans built on them too,
+                # so they hold no session that may go away.
+                self._plans.clear()
+            session.subscriptions[topic_filter] = options
+            if session.persistent:
+                self.store.add_subscription(session.client_id, options.to_stored(topic_filter))
+            codes.append(qos)
+            # Shared subscriptions get no retained messages (5.0 4.8.2).
+            if share is None and (
+                sub.retain_handling == 0 or (sub.retain_handling == 1 and is_new)
+            ):
+                retained.append((topic_filter, options))
+        return codes, retained
+
+    def _check_filter_limits(self, topic_filter: str) -> None:
+        settings = self.settings
+        if len(topic_filter) > settings.max_topic_length:
+            raise TopicFilterInvalid("topic filter longer than max_topic_length")
+        if settings.max_topic_levels and topic_filter.count("/") >= settings.max_topic_levels:
+            raise TopicFilterInvalid("topic filter deeper than max_topic_levels")
+
+    def _shared_subscribe(
+        self, session: Session, share: str, topic_filter: str, options: SubOptions
+    ) -> bool:
+        key = (share, topic_filter)
+        group = self._shared_groups.get(key)
+        if group is None:
+            group = self._shared_groups[key] = SharedGroup(share, topic_filter)
+            self._shared_tree.subscribe(topic_filter, group, group)
+        return group.add(session, options)
+
+    def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
+        """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""
+        codes: list[int] = []
+        for topic_filter in topic_filters:
+            try:
+                share, _ = parse_shared_subscription(topic_filter)
+                if share is None:
+                    validate_topic_filter(topic_filter)
+            except TopicFilterInvalid:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
+                continue
+            if session.subscriptions.pop(topic_filter, None) is None:
+                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
+                continue
+            self._remove_subscription(session, topic_filter)
+            if session.persistent:
+                self.store.remove_subscription(session.client_id, topic_filter)
+            codes.append(ReasonCode.SUCCESS)
+        return codes
+
+    def _remove_subscription(self, session: Session, topic_filter: str) -> None:
+        """Take the session's subscription on `topic_filter` out of the trees."""
+        share, inner = parse_shared_subscription(topic_filter)
+        if share is None:
+            self._tree.unsubscribe(topic_filter, session)
+            self._plans.clear()
+            return
+        key = (share, inner)
+        group = self._shared_groups.get(key)
+        if group is not None and group.remove(session) and not group.members:
+            del self._shared_groups[key]
+            self._shared_tree.unsubscribe(inner, group)
+
+    # -- persistence helpers -------------------------------------------------------------
+
+    def stored_message(self, message: Message) -> StoredMessage:
+        """The store's record of `message` (expiry converted to wall-clock time)."""
+        expiry_at = message.expiry_at
+        if expiry_at is not None:
+            expiry_at = self.clock.wall() + (expiry_at - self.clock.now())
+        return StoredMessage(
+            message.topic,
+            message.payload,
+            message.qos,
+            message.retain,
+            message.properties,
+            expiry_at,
+            message.origin,
+        )
+
+    @staticmethod
+    def _message_from_stored(stored: StoredMessage, now: float, wall: float) -> Message:
+        expiry_at = stored.expiry_at
+        if expiry_at is not None:
+            expiry_at = now + (expiry_at - wall)
+        return Message(
+            stored.topic,
+            stored.payload,
+            stored.qos,
+            stored.retain,
+            stored.properties,
+            expiry_at,
+            stored.origin,
+        )
+
+    def _restore_session(
+        self, stored: StoredSession, messages: dict[int, Message], now: float, wall: float
+    ) -> Session | None:
+        session = Session(self, stored.client_id, stored.protocol_level)
+        session.persistent = True
+        session.expiry_interval = stored.expiry_interval
+        self._sessions[stored.client_id] = session
+        for sub in stored.subscriptions:
+            options = SubOptions(
+                sub.qos,
+                sub.no_local,
+                sub.retain_as_published,
+                sub.retain_handling,
+                sub.subscription_identifier,
+            )
+            try:
+                share, inner = parse_shared_subscription(sub.topic_filter)
+                if share is not None:
+                    self._shared_subscribe(session, share, inner, options)
+                else:
+                    self._tree.subscribe(sub.topic_filter, session, options)
+            except TopicFilterInvalid:
+                logger.warning("session %r: dropping stored filter %r", stored.client_id, sub)
+                continue
+            session.subscriptions[sub.topic_filter] = options
+        max_seq = 0
+        for out in stored.outbound:
+            max_seq = max(max_seq, out.seq)
+            message = messages.get(out.message_id)
+            if message is None:
+                continue
+            entry = Outbound(message, out.qos, out.retain, out.subscription_ids)
+            entry.seq = out.seq
+            if out.state == OutboundState.QUEUED or out.packet_id is None:
+                session.queue.append(entry)
+                session.queued_bytes += len(message.payload)
+            else:
+                entry.packet_id = out.packet_id
+                entry.state = out.state
+                session.inflight[out.packet_id] = entry
+        session.next_seq = max_seq + 1
+        session.inbound_qos2 = set(stored.inbound_qos2)
+        if stored.will is not None:
+            will = self._message_from_stored(stored.will.message, now, wall)
+            delay = max(0.0, stored.will.publish_at - wall)
+            session.pending_will = will
+            session.will_timer = self.scheduler.call_later(
+                delay, lambda: self._publish_pending_will(session)
+            )
+        return session
+
+
+def _build_plan(matches: Sequence[tuple[Session, SubOptions]]) -> _Plan:
+    """Group matches by session: single subscriptions apart from overlapping ones."""
+    by_session: dict[Session, list[SubOptions]] = {}
+    for session, options in matches:
+        found = by_session.get(session)
+        if found is None:
+            by_session[session] = [options]
+        else:
+            found.append(options)
+    singles = tuple((s, opts[0]) for s, opts in by_session.items() if len(opts) == 1)
+    multiples = tuple((s, tuple(opts)) for s, opts in by_session.items() if len(opts) > 1)
+    return singles, multiples

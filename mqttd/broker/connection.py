@@ -1,0 +1,711 @@
+"""The per-client MQTT state machine: bytes in, packets decoded, bytes out (sans-IO).
+
+Theory of operation. The network shell creates one `Connection` per socket through
+`Broker.connection(sink, peer)` and feeds it whatever bytes arrive; everything the
+connection says goes to the `Sink`. Time comes from the broker's clock and every timer
+lives in the broker's one `Scheduler`.
+
+States: AWAIT_CONNECT -> CONNECTED -> CLOSED. The first packet must be CONNECT
+[MQTT-3.1.0-1] and must arrive within `settings.connect_timeout`; a second CONNECT is
+a protocol error [MQTT-3.1.0-2]. Packets are dispatched through a table keyed by packet
+class. Any `MQTTError` raised while decoding or handling ends the connection with that
+error's reason code: a 5.0 client gets DISCONNECT (or CONNACK before the session
+starts), a 3.x client just sees the socket close (3.x has no way to say why).
+
+Every packet from the client moves the keepalive deadline (`Timer.postpone`, O(1)): a
+client silent for 1.5 x Keep Alive is disconnected [MQTT-3.1.2-24] (5.0: DISCONNECT
+0x8D first).
+
+Acknowledgement order. A PUBACK/PUBREC for a message that was recorded in the store is
+sent only from `store.after_commit` (the persistence contract). Once one ack waits for
+a commit, later acks wait too, so acks leave in the order the PUBLISH packets came
+[MQTT-4.6.0-2], [MQTT-4.6.0-3].
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+from ..protocol.encoder import encode
+from ..protocol.errors import (
+    MQTTError,
+    ProtocolError,
+    TopicNameInvalid,
+    UnsupportedProtocolVersion,
+)
+from ..protocol.packets import (
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from ..protocol.properties import Properties
+from ..protocol.reader import PacketReader
+from ..protocol.reason_codes import ConnackReturnCode, ReasonCode, connack_code_for_v3
+from ..protocol.topics import validate_topic_name
+from .auth import ConnectInfo
+from .message import Message
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .scheduler import Timer
+    from .session import Session
+
+__all__ = ["Connection", "Sink"]
+
+logger = logging.getLogger("mqttd.connection")
+
+_AWAIT_CONNECT = 0
+_CONNECTED = 1
+_CLOSED = 2
+
+_MAX_PACKET_SIZE = 268_435_455
+_MAX_PACKET_SIZE_UNLIMITED = 268_435_460  # above anything the wire can carry
+_PINGRESP = b"\xd0\x00"
+
+# First bytes of the acknowledgements the server sends.
+_PUBACK = 0x40
+_PUBREC = 0x50
+_PUBREL = 0x62
+_PUBCOMP = 0x70
+_ACK_CLASS: dict[int, type[PubAck | PubRec | PubRel | PubComp]] = {
+    _PUBACK: PubAck,
+    _PUBREC: PubRec,
+    _PUBREL: PubRel,
+    _PUBCOMP: PubComp,
+}
+
+
+class Sink(Protocol):
+    """What the network shell gives a Connection: where its bytes go."""
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the peer (bytes-like; the shell coalesces writes)."""
+        ...
+
+    def close(self) -> None:
+        """Flush then close the transport. Idempotent."""
+        ...
+
+    def pause_reading(self) -> None:
+        """Stop reading from the peer (backpressure on a publisher)."""
+        ...
+
+    def resume_reading(self) -> None:
+        """Read from the peer again."""
+        ...
+
+
+class Connection:
+    """One client connection: packets in, packets out (see the module docstring)."""
+
+    __slots__ = (
+        "_acks_waiting",
+        "_alias_max",
+        "_aliases",
+        "_broker",
+        "_connect_timer",
+        "_keepalive_grace",
+        "_keepalive_timer",
+        "_max_topic_length",
+        "_max_topic_levels",
+        "_maximum_qos",
+        "_publish",
+        "_qos1_unacked",
+        "_reader",
+        "_retain_available",
+        "_settings",
+        "_sink",
+        "_state",
+        "_stats",
+        "client_id",
+        "keep_alive",
+        "listener",
+        "peer",
+        "protocol_level",
+        "session",
+        "will",
+        "will_delay",
+    )
+
+    def __init__(self, broker: Broker, sink: Sink, peer: str, listener: str = "tcp") -> None:
+        self._broker = broker
+        self._settings = settings = broker.settings
+        self._stats = broker.stats
+        self._publish = broker.publish
+        self._maximum_qos = settings.maximum_qos
+        self._max_topic_length = settings.max_topic_length
+        self._max_topic_levels = settings.max_topic_levels
+        self._retain_available = settings.retain_available
+        self._sink = sink
+        self.peer = peer
+        self.listener = listener
+        self._reader = PacketReader(max_packet_size=settings.max_packet_size)
+        self._state = _AWAIT_CONNECT
+        self.protocol_level = 4
+        self.client_id: str | None = None
+        self.session: Session | None = None
+        self.keep_alive = 0
+        self._keepalive_grace = 0.0
+        self._keepalive_timer: Timer | None = None
+        self._connect_timer: Timer | None = broker.scheduler.call_later(
+            settings.connect_timeout, self._on_connect_timeout
+        )
+        #: The will (3.1.2.5) while connected; None once the client said DISCONNECT.
+        self.will: Message | None = None
+        self.will_delay = 0
+        self._aliases: dict[int, str] | None = None
+        self._alias_max = 0
+        self._acks_waiting = 0  # acks queued behind a store commit
+        self._qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
+
+    def __repr__(self) -> str:
+        state = ("awaiting CONNECT", "connected", "closed")[self._state]
+        return f"<Connection {self.client_id!r} {self.peer} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended (the sink was told to close)."""
+        return self._state == _CLOSED
+
+    @property
+    def connected(self) -> bool:
+        """True between CONNACK and the end of the connection."""
+        return self._state == _CONNECTED
+
+    # -- input from the shell ----------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the peer. Never raises for bad bytes: it answers or closes."""
+        if self._state == _CLOSED:
+            return
+        self._stats.bytes_received += len(data)
+        try:
+            packets = self._reader.feed(data)
+        except UnsupportedProtocolVersion as exc:
+            self._refuse_protocol_version(exc)
+            return
+        except MQTTError as exc:
+            self._fail(exc.reason_code, str(exc))
+            return
+        if not packets:
+            return
+        timer = self._keepalive_timer
+        if timer is not None:
+            timer.postpone(self._broker.clock.now() + self._keepalive_grace)
+        try:
+            for packet in packets:
+                if self._state != _CONNECTED:
+                    if self._state == _CLOSED:
+                        return
+                    if type(packet) is not Connect:
+                        # [MQTT-3.1.0-1]: nothing before CONNECT; just close.
+                        self._fail(ReasonCode.PROTOCOL_ERROR, "first packet is not CONNECT")
+                        return
+                _DISPATCH[type(packet)](self, packet)
+        except MQTTError as exc:
+            self._fail(exc.reason_code, str(exc))
+        except Exception:
+            logger.exception("internal error on %r", self)
+            self._fail(ReasonCode.UNSPECIFIED_ERROR, "internal error")
+
+    def connection_lost(self) -> None:
+        """The socket is gone (EOF, reset, or our own close). Publishes the will if any."""
+        if self._state == _CLOSED:
+            return
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%r: connection lost", self)
+        self._close(publish_will=True)
+
+    def writable_changed(self, writable: bool) -> None:
+        """The transport crossed its high (False) or low (True) water mark."""
+        session = self.session
+        if session is not None:
+            session.set_writable(writable)
+
+    # -- ending the connection ---------------------------------------------------------
+
+    def disconnect(self, reason_code: int, publish_will: bool = True) -> None:
+        """End the connection from the server side; 5.0 clients get DISCONNECT first.
+
+        Used for takeover (0x8E), keepalive (0x8D), shutdown (0x8B) and protocol errors.
+        """
+        if self._state == _CLOSED:
+            return
+        if self._state == _CONNECTED and self.protocol_level == 5:
+            self._write(encode(Disconnect(reason_code), 5))
+        self._close(publish_will)
+
+    def _fail(self, reason_code: int, why: str) -> None:
+        """A protocol violation (or malformed bytes): say why if 5.0, then close."""
+        if self._state == _CLOSED:
+            return
+        self._stats.protocol_errors += 1
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%r: closing: %s (0x%02X)", self, why, reason_code)
+        if self._state == _AWAIT_CONNECT:
+            if self._reader.protocol_level == 5 and reason_code >= 0x80:
+                # 5.0 [MQTT-4.13.1-1]: a CONNACK may carry the reason before closing.
+                self._write(encode(Connack(False, reason_code), 5))
+            self._close(publish_will=False)
+            return
+        self.disconnect(reason_code, publish_will=True)
+
+    def _close(self, publish_will: bool) -> None:
+        was_connected = self._state == _CONNECTED
+        self._state = _CLOSED
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self._sink.close()
+        self._broker.connection_closed(self, was_connected, publish_will)
+
+    def _on_connect_timeout(self) -> None:
+        self._connect_timer = None
+        if self._state == _AWAIT_CONNECT:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("%r: no CONNECT within %.1f s", self, self._settings.connect_timeout)
+            self._close(publish_will=False)
+
+    def _on_keepalive_expired(self) -> None:
+        self._keepalive_timer = None
+        if self._state != _CONNECTED:
+            return
+        self._stats.keepalive_timeouts += 1
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%r: keepalive of %d s expired", self, self.keep_alive)
+        self.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT, publish_will=True)
+
+    # -- output ------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._stats.bytes_sent += len(data)
+        self._sink.write(data)
+
+    def _send_ack(
+        self,
+        first_byte: int,
+        packet_id: int,
+        reason_code: int,
+        recorded: bool,
+        counted_qos1: bool = False,
+    ) -> None:
+        """Send PUBACK/PUBREC/PUBREL/PUBCOMP, after the store commit when needed.
+
+        `counted_qos1`: this PUBACK ends a QoS 1 flow counted in `_qos1_unacked`.
+        """
+        if reason_code and self.protocol_level == 5:
+            data = encode(_ACK_CLASS[first_byte](packet_id, reason_code), 5)
+        else:
+            # Reason code 0 without properties may be left out in 5.0 (3.4.2.1), so the
+            # short form is every level's success ack: 4 bytes, built without the codec.
+            data = bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+        if recorded or self._acks_waiting:
+            self._acks_waiting += 1
+            self._broker.store.after_commit(lambda: self._send_committed(data, counted_qos1))
+        else:
+            if counted_qos1:
+                self._qos1_unacked -= 1
+            self._write(data)
+
+    def _send_committed(self, data: bytes, qos1: bool) -> None:
+        self._acks_waiting -= 1
+        if qos1:
+            self._qos1_unacked -= 1
+        if self._state == _CONNECTED:
+            self._write(data)
+
+    # -- CONNECT -----------------------------------------------------------------------
+
+    def _refuse_protocol_version(self, exc: UnsupportedProtocolVersion) -> None:
+        # [MQTT-3.1.2-2]: answer 0x01 in the 3.x format, which every level can read.
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%r: %s", self, exc)
+        self._stats.connections_refused += 1
+        if self._state == _AWAIT_CONNECT:
+            self._write(encode(Connack(False, ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4))
+        self._close(publish_will=False)
+
+    def _refuse(self, reason_code: int, why: str) -> None:
+        """CONNACK with an error code, then close (no session, no will)."""
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%r: CONNECT refused: %s (0x%02X)", self, why, reason_code)
+        self._stats.connections_refused += 1
+        level = self.protocol_level
+        code = reason_code if level == 5 else connack_code_for_v3(reason_code)
+        self._write(encode(Connack(False, code), level))
+        self._close(publish_will=False)
+
+    def _on_connect(self, packet: Connect) -> None:
+        if self._state == _CONNECTED:
+            raise ProtocolError("second CONNECT [MQTT-3.1.0-2]")
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+        settings = self._settings
+        level = self.protocol_level = packet.protocol_level
+        props = packet.properties
+        v5 = level == 5
+        if v5 and props is not None and props.authentication_method is not None:
+            # No enhanced authentication method is supported (4.12).
+            self._refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "no enhanced authentication")
+            return
+
+        client_id = packet.client_id
+        assigned = False
+        if not client_id:
+            if level == 3:
+                # 3.1 requires 1 to 23 characters (3.1 section 3.1).
+                self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client id in 3.1")
+                return
+            if not settings.allow_zero_length_client_id:
+                self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client id")
+                return
+            if level == 4 and not packet.clean_start:
+                # [MQTT-3.1.3-8]: empty id with clean session 0 -> 0x02.
+                self._refuse(
+                    ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client id, clean session 0"
+                )
+                return
+            # 3.1.1 [MQTT-3.1.3-6]; 5.0 3.1.3.1 (clean start 0 too: a fresh session).
+            client_id = settings.client_id_prefix + secrets.token_hex(8)
+            assigned = True
+        elif len(client_id) > settings.max_client_id_length:
+            self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "client id too long")
+            return
+
+        will = packet.will
+        if will is not None:
+            try:
+                validate_topic_name(will.topic)
+            except TopicNameInvalid as exc:
+                if not v5:
+                    self._fail(exc.reason_code, str(exc))
+                else:
+                    self._refuse(exc.reason_code, str(exc))
+                return
+            if will.qos > settings.maximum_qos:
+                self._refuse(ReasonCode.QOS_NOT_SUPPORTED, "will QoS above Maximum QoS")
+                return
+            if will.retain and not settings.retain_available:
+                self._refuse(ReasonCode.RETAIN_NOT_SUPPORTED, "will retain not available")
+                return
+
+        result = self._broker.authenticate(
+            ConnectInfo(
+                client_id, packet.username, packet.password, level, self.peer, self.listener
+            )
+        )
+        if not result.accepted:
+            self._refuse(result.reason_code, "not authorised")
+            return
+
+        # Session Expiry Interval: 3.1.1 clean session 0 means "never expires".
+        requested_expiry: int | None = None
+        if v5:
+            requested_expiry = props.session_expiry_interval if props is not None else None
+            expiry = requested_expiry or 0
+        else:
+            expiry = 0 if packet.clean_start else 0xFFFFFFFF
+        lowered = expiry > settings.max_session_expiry_interval
+        if lowered:
+            expiry = settings.max_session_expiry_interval
+
+        self.client_id = client_id
+        session, session_present = self._broker.open_session(
+            self, client_id, packet.clean_start, expiry
+        )
+
+        # Keep Alive; 5.0 Server Keep Alive overrides when above our maximum (3.2.2.3.14).
+        keep_alive = packet.keep_alive
+        server_keep_alive: int | None = None
+        if v5 and (
+            keep_alive > settings.max_keepalive
+            or (keep_alive == 0 and settings.max_keepalive < 65_535)
+        ):
+            keep_alive = server_keep_alive = settings.max_keepalive
+        self.keep_alive = keep_alive
+
+        window = settings.max_inflight_messages or 65_535
+        client_max_packet = _MAX_PACKET_SIZE_UNLIMITED
+        if v5 and props is not None:
+            if props.receive_maximum is not None:
+                window = min(window, props.receive_maximum)
+            if props.maximum_packet_size is not None:
+                client_max_packet = props.maximum_packet_size
+        window = min(window, 65_535)
+
+        if will is not None:
+            will_props = will.properties
+            delay = 0
+            message_props: Properties | None = None
+            if will_props is not None:
+                delay = will_props.will_delay_interval or 0
+                message_props = replace(will_props, will_delay_interval=None)
+                if message_props.is_empty():
+                    message_props = None
+            self.will = Message(
+                will.topic, will.payload, will.qos, will.retain, message_props, None, client_id
+            )
+            self.will_delay = delay
+
+        connack_props: Properties | None = None
+        if v5:
+            self._alias_max = settings.topic_alias_maximum
+            connack_props = Properties(
+                receive_maximum=settings.receive_maximum
+                if settings.receive_maximum < 65_535
+                else None,
+                maximum_qos=settings.maximum_qos if settings.maximum_qos < 2 else None,
+                retain_available=int(settings.retain_available),
+                maximum_packet_size=min(settings.max_packet_size, _MAX_PACKET_SIZE),
+                assigned_client_identifier=client_id if assigned else None,
+                topic_alias_maximum=settings.topic_alias_maximum or None,
+                wildcard_subscription_available=int(settings.wildcard_subscription_available),
+                subscription_identifier_available=int(settings.subscription_identifier_available),
+                shared_subscription_available=int(settings.shared_subscription_available),
+                server_keep_alive=server_keep_alive,
+                session_expiry_interval=expiry if lowered else None,
+            )
+        self._write(encode(Connack(session_present, 0, connack_props), level))
+        self._state = _CONNECTED
+        stats = self._stats
+        stats.clients_connected += 1
+        stats.clients_total += 1
+        if keep_alive:
+            self._keepalive_grace = keep_alive * 1.5
+            self._keepalive_timer = self._broker.scheduler.call_later(
+                self._keepalive_grace, self._on_keepalive_expired
+            )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "%s connected from %s as %r (level %d, clean %d, keepalive %d)",
+                self.listener,
+                self.peer,
+                client_id,
+                level,
+                packet.clean_start,
+                keep_alive,
+            )
+        session.attach(self, self._sink, level, window, client_max_packet)
+        session.resume()
+
+    # -- PUBLISH from the client (the hot path) ----------------------------------------
+
+    def _on_publish(self, packet: Publish) -> None:
+        self._stats.publish_received += 1
+        topic = packet.topic
+        props = packet.properties
+        expiry_at: float | None = None
+        if props is not None:
+            resolved = self._publish_properties(topic, props)
+            if resolved is None:
+                return
+            topic, props, expiry_at = resolved
+        # The reader has checked UTF-8, U+0000 and the length already [MQTT-4.7.3-1..3].
+        if not topic or "+" in topic or "#" in topic:
+            raise TopicNameInvalid(f"not a topic name: {topic!r} [MQTT-3.3.2-2]")
+        if len(topic) > self._max_topic_length or (
+            self._max_topic_levels and topic.count("/") >= self._max_topic_levels
+        ):
+            raise TopicNameInvalid("topic name above max_topic_length or max_topic_levels")
+        qos = packet.qos
+        retain = packet.retain
+        if qos > self._maximum_qos:
+            self.disconnect(ReasonCode.QOS_NOT_SUPPORTED)  # [MQTT-3.2.2-11]
+            return
+        if retain and not self._retain_available:
+            self.disconnect(ReasonCode.RETAIN_NOT_SUPPORTED)  # [MQTT-3.2.2-14]
+            return
+        session = self.session
+        assert session is not None
+        message = Message(topic, packet.payload, qos, retain, props, expiry_at, self.client_id)
+        if not qos:
+            self._publish(message, session)
+            return
+        packet_id = packet.packet_id
+        assert packet_id is not None
+        v5 = self.protocol_level == 5
+        inbound_qos2 = session.inbound_qos2
+        if qos == 2 and packet_id in inbound_qos2:
+            # 4.3.3: the same id before PUBREL is a resend; acknowledge, never re-route.
+            self._send_ack(_PUBREC, packet_id, 0, False)
+            return
+        if v5:
+            if qos == 1 and packet_id in inbound_qos2:
+                self._send_ack(_PUBACK, packet_id, ReasonCode.PACKET_IDENTIFIER_IN_USE, False)
+                return
+            if self._qos1_unacked + len(inbound_qos2) >= self._settings.receive_maximum:
+                self.disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # [MQTT-3.3.4-9]
+                return
+        flags = self._publish(message, session)
+        recorded = flags >= 2  # PUBLISH_RECORDED
+        code = 0 if flags & 1 or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
+        if qos == 1:
+            self._qos1_unacked += 1
+            self._send_ack(_PUBACK, packet_id, code, recorded, counted_qos1=True)
+            return
+        inbound_qos2.add(packet_id)
+        if session.persistent:
+            self._broker.store.add_inbound_qos2(session.client_id, packet_id)
+            recorded = True
+        self._send_ack(_PUBREC, packet_id, code, recorded)
+
+    def _publish_properties(
+        self, topic: str, props: Properties
+    ) -> tuple[str, Properties | None, float | None] | None:
+        """Resolve a 5.0 Topic Alias, drop per-hop properties, read the expiry.
+
+        Returns (topic, message properties, expiry deadline), or None when the
+        connection was ended for a bad alias.
+        """
+        alias = props.topic_alias
+        if alias is not None:
+            if alias == 0 or alias > self._alias_max:
+                # [MQTT-3.3.2-9] [MQTT-3.3.2-10]
+                self.disconnect(ReasonCode.TOPIC_ALIAS_INVALID)
+                return None
+            aliases = self._aliases
+            if aliases is None:
+                aliases = self._aliases = {}
+            if topic:
+                aliases[alias] = topic
+            else:
+                known = aliases.get(alias)
+                if known is None:
+                    raise ProtocolError(f"unknown topic alias {alias} (3.3.2.3.4)")
+                topic = known
+        if props.subscription_identifier:
+            raise ProtocolError("PUBLISH from a client with a Subscription Identifier")
+        message_props: Properties | None = props
+        if alias is not None:
+            # The alias belongs to this hop only (3.3.2.3.4), never to the message.
+            message_props = replace(props, topic_alias=None)
+            if message_props.is_empty():
+                message_props = None
+        expiry_at: float | None = None
+        if props.message_expiry_interval is not None:
+            expiry_at = self._broker.clock.now() + props.message_expiry_interval
+        return topic, message_props, expiry_at
+
+    # -- the other packets -------------------------------------------------------------
+
+    def _on_puback(self, packet: PubAck) -> None:
+        session = self.session
+        assert session is not None
+        session.puback(packet.packet_id)
+
+    def _on_pubrec(self, packet: PubRec) -> None:
+        session = self.session
+        assert session is not None
+        if session.pubrec(packet.packet_id, packet.reason_code):
+            if packet.reason_code < 0x80:
+                self._send_ack(_PUBREL, packet.packet_id, 0, False)
+        elif self.protocol_level == 5:
+            self._send_ack(_PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+        else:
+            # 3.x has no way to say "unknown": release the id so the client can go on.
+            self._send_ack(_PUBREL, packet.packet_id, 0, False)
+
+    def _on_pubrel(self, packet: PubRel) -> None:
+        session = self.session
+        assert session is not None
+        packet_id = packet.packet_id
+        if packet_id in session.inbound_qos2:
+            session.inbound_qos2.discard(packet_id)
+            if session.persistent:
+                self._broker.store.remove_inbound_qos2(session.client_id, packet_id)
+            self._send_ack(_PUBCOMP, packet_id, 0, False)
+        else:
+            # 5.0: 0x92; 3.x: PUBCOMP anyway [MQTT-4.3.3-11] (the id may be a resend).
+            self._send_ack(_PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+
+    def _on_pubcomp(self, packet: PubComp) -> None:
+        session = self.session
+        assert session is not None
+        session.pubcomp(packet.packet_id)
+
+    def _on_subscribe(self, packet: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes, retained = self._broker.subscribe(session, packet)
+        self._write(encode(SubAck(packet.packet_id, codes), self.protocol_level))
+        for topic_filter, options in retained:
+            self._broker.deliver_retained(session, topic_filter, options)
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = self._broker.unsubscribe(session, packet.topic_filters)
+        if self.protocol_level != 5:
+            codes = []
+        self._write(encode(UnsubAck(packet.packet_id, codes), self.protocol_level))
+
+    def _on_pingreq(self, packet: PingReq) -> None:
+        self._write(_PINGRESP)
+
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        publish_will = False
+        if self.protocol_level == 5:
+            props = packet.properties
+            if props is not None and props.session_expiry_interval is not None:
+                session = self.session
+                assert session is not None
+                if session.expiry_interval == 0 and props.session_expiry_interval != 0:
+                    raise ProtocolError(
+                        "DISCONNECT sets a Session Expiry Interval after 0 [MQTT-3.14.2-2]"
+                    )
+                self._broker.set_session_expiry(session, props.session_expiry_interval)
+            # [MQTT-3.14.4-3]: only reason 0x00 deletes the will; 0x04 asks for it.
+            publish_will = packet.reason_code != ReasonCode.SUCCESS
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%r: DISCONNECT 0x%02X", self, packet.reason_code)
+        if not publish_will:
+            self.will = None
+        self._close(publish_will)
+
+    def _on_auth(self, packet: Auth) -> None:
+        # No authentication method was accepted at CONNECT, so AUTH is unexpected (4.12).
+        raise ProtocolError("AUTH without an authentication method")
+
+    def _on_server_packet(self, packet: Packet) -> None:
+        raise ProtocolError(f"{type(packet).__name__} is sent by servers only")
+
+
+_DISPATCH: dict[type, Callable[[Connection, Packet], None]] = {
+    Connect: Connection._on_connect,  # type: ignore[dict-item]
+    Publish: Connection._on_publish,  # type: ignore[dict-item]
+    PubAck: Connection._on_puback,  # type: ignore[dict-item]
+    PubRec: Connection._on_pubrec,  # type: ignore[dict-item]
+    PubRel: Connection._on_pubrel,  # type: ignore[dict-item]
+    PubComp: Connection._on_pubcomp,  # type: ignore[dict-item]
+    Subscribe: Connection._on_subscribe,  # type: ignore[dict-item]
+    Unsubscribe: Connection._on_unsubscribe,  # type: ignore[dict-item]
+    PingReq: Connection._on_pingreq,  # type: ignore[dict-item]
+    Disconnect: Connection._on_disconnect,  # type: ignore[dict-item]
+    Auth: Connection._on_auth,  # type: ignore[dict-item]
+    Connack: Connection._on_server_packet,
+    SubAck: Connection._on_server_packet,
+    UnsubAck: Connection._on_server_packet,
+    PingResp: Connection._on_server_packet,
+}
+"""Packet class -> handler: the state machine's input table."""

@@ -1,0 +1,510 @@
+"""A session: subscriptions, inflight and queued messages, packet ids (4.1, 4.3, 4.4).
+
+Theory of operation. A `Session` outlives its connections when it is persistent (3.1.1
+clean session 0, 5.0 Session Expiry Interval > 0). While a connection is attached the
+session writes PUBLISH bytes straight to its sink; otherwise (or while the sink is not
+writable, or the inflight window is full) outbound messages wait in `queue`, in order.
+
+Outbound QoS 1/2 (4.3.2, 4.3.3). A message sent with a packet id sits in `inflight`
+(a dict, so it keeps the sending order) until PUBACK, or PUBREC then PUBCOMP. A packet
+id is never reused while its message is inflight [MQTT-2.2.1-3]. The window is
+`settings.max_inflight_messages`, and for 5.0 also the client's Receive Maximum
+[MQTT-3.3.4-7]. When a session resumes, every inflight PUBLISH is sent again with
+DUP=1 and every PUBREL again, before anything queued [MQTT-4.4.0-1].
+
+Inbound QoS 2 (4.3.3, "Method B"): the packet id is remembered in `inbound_qos2` from
+PUBLISH to PUBREL, so a resent PUBLISH with that id is acknowledged again but never
+routed twice.
+
+Queue bound (`settings.max_queued_messages`, `max_queued_bytes`) and overflow policy
+`settings.queue_overflow`: "drop_new" refuses the message that does not fit (Mosquitto's
+behaviour); "drop_oldest" evicts from the head of the queue until it fits. Either way the
+drop is counted in `stats.messages_dropped` and logged once per overflow episode. QoS 0
+messages are queued only while a connection is attached but not writable; an offline
+session never queues QoS 0 (as Mosquitto with queue_qos0_messages false).
+
+A persistent session records every change of its outbound messages in the store (see
+mqttd/store/base.py); `deliver` reports whether it recorded anything so the publisher's
+PUBACK/PUBREC waits for the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..protocol.encoder import encode
+from ..protocol.packets import PubRel
+from ..store.base import OutboundState, StoredOutbound, StoredSubscription
+from .message import Message
+
+if TYPE_CHECKING:
+    from ..store.base import Store
+    from .broker import Broker
+    from .connection import Connection, Sink
+    from .scheduler import Timer
+    from .stats import BrokerStats
+
+__all__ = ["Outbound", "Session", "SubOptions"]
+
+logger = logging.getLogger("mqttd.session")
+
+_PUBLISH_SENT = OutboundState.PUBLISH_SENT
+_PUBREL_SENT = OutboundState.PUBREL_SENT
+_QUEUED = OutboundState.QUEUED
+_DUP = 0x08
+
+
+class SubOptions:
+    """A granted subscription: QoS and the 5.0 options of 3.8.3.1, subscription id."""
+
+    __slots__ = (
+        "no_local",
+        "qos",
+        "retain_as_published",
+        "retain_handling",
+        "sub_ids",
+        "subscription_identifier",
+    )
+
+    def __init__(
+        self,
+        qos: int,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        subscription_identifier: int | None = None,
+    ) -> None:
+        self.qos = qos
+        self.no_local = no_local
+        self.retain_as_published = retain_as_published
+        self.retain_handling = retain_handling
+        self.subscription_identifier = subscription_identifier
+        #: What a delivery through this subscription carries (3.3.4).
+        self.sub_ids: tuple[int, ...] = (
+            () if subscription_identifier is None else (subscription_identifier,)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SubOptions(qos={self.qos}, no_local={self.no_local}, "
+            f"rap={self.retain_as_published}, rh={self.retain_handling}, "
+            f"id={self.subscription_identifier})"
+        )
+
+    def to_stored(self, topic_filter: str) -> StoredSubscription:
+        """The store's record of this subscription on `topic_filter`."""
+        return StoredSubscription(
+            topic_filter,
+            self.qos,
+            self.no_local,
+            self.retain_as_published,
+            self.retain_handling,
+            self.subscription_identifier,
+        )
+
+
+class Outbound:
+    """One message queued for, or inflight to, a session."""
+
+    __slots__ = ("message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
+
+    def __init__(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.packet_id = 0
+        self.state = _QUEUED
+        self.seq = 0  # > 0 once recorded in the store
+
+
+class Session:
+    """The server side of one client id's session (see the module docstring)."""
+
+    __slots__ = (
+        "_broker",
+        "_clock_now",
+        "_drop_oldest",
+        "_max_queued",
+        "_max_queued_bytes",
+        "_overflowing",
+        "_stats",
+        "_store",
+        "client_id",
+        "connection",
+        "expiry_interval",
+        "expiry_timer",
+        "inbound_qos2",
+        "inflight",
+        "max_packet_size",
+        "next_packet_id",
+        "next_seq",
+        "pending_will",
+        "persistent",
+        "protocol_level",
+        "queue",
+        "queued_bytes",
+        "sink",
+        "subscriptions",
+        "will_timer",
+        "window",
+        "writable",
+    )
+
+    def __init__(self, broker: Broker, client_id: str, protocol_level: int) -> None:
+        settings = broker.settings
+        self._broker = broker
+        self._store: Store = broker.store
+        self._stats: BrokerStats = broker.stats
+        self._clock_now = broker.clock.now
+        self._max_queued = settings.max_queued_messages
+        self._max_queued_bytes = settings.max_queued_bytes
+        self._drop_oldest = settings.queue_overflow == "drop_oldest"
+        self._overflowing = False
+        self.client_id = client_id
+        self.protocol_level = protocol_level
+        self.connection: Connection | None = None
+        self.sink: Sink | None = None
+        self.writable = False  # a connection is attached and its transport takes bytes
+        self.persistent = False  # recorded in the store, outlives its connection
+        self.expiry_interval = 0  # seconds after disconnect; 0xFFFFFFFF never
+        self.expiry_timer: Timer | None = None
+        self.will_timer: Timer | None = None  # a delayed will waiting to be published
+        self.pending_will: Message | None = None  # that will (5.0 Will Delay Interval)
+        self.subscriptions: dict[str, SubOptions] = {}
+        self.inflight: dict[int, Outbound] = {}
+        self.queue: deque[Outbound] = deque()
+        self.queued_bytes = 0
+        self.next_packet_id = 1
+        self.next_seq = 1
+        self.inbound_qos2: set[int] = set()
+        self.window = 65_535
+        self.max_packet_size = 268_435_460  # the client's Maximum Packet Size (5.0)
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connection is not None else "offline"
+        return (
+            f"<Session {self.client_id!r} {state} "
+            f"inflight={len(self.inflight)} queued={len(self.queue)}>"
+        )
+
+    # -- delivery (the hot path) -------------------------------------------------------
+
+    def deliver(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> bool:
+        """Send `message` at `qos` now, or queue it; True if it was recorded in the store.
+
+        `qos` is already min(published, granted); `retain` is the flag this delivery
+        carries; `sub_ids` the Subscription Identifiers of the matching subscriptions.
+        """
+        if qos == 0:
+            if self.writable:
+                self._write_publish(message, 0, retain, sub_ids, 0, False, False)
+            elif self.connection is not None:
+                self._enqueue(Outbound(message, 0, retain, sub_ids))
+            return False
+        entry = Outbound(message, qos, retain, sub_ids)
+        if self.writable and not self.queue and len(self.inflight) < self.window:
+            if self.persistent:
+                self._record(entry)
+                self._start(entry)
+                # Recorded even when the send was dropped: the removal is recorded too,
+                # and the ack must still follow it.
+                return True
+            self._start(entry)
+            return False
+        if not self._enqueue(entry):
+            return False
+        if self.persistent:
+            self._record(entry)
+            return True
+        return False
+
+    def _record(self, entry: Outbound) -> None:
+        message = entry.message
+        store = self._store
+        message_id = message.store_id
+        if message_id is None:
+            message_id = message.store_id = self._broker.next_message_id()
+            store.save_message(message_id, self._broker.stored_message(message))
+        entry.seq = seq = self.next_seq
+        self.next_seq = seq + 1
+        store.add_outbound(
+            self.client_id,
+            StoredOutbound(seq, message_id, entry.qos, entry.retain, entry.sub_ids),
+        )
+
+    def _start(self, entry: Outbound) -> bool:
+        """Send a QoS 1/2 entry with a fresh packet id; False if it had to be dropped."""
+        inflight = self.inflight
+        pid = self.next_packet_id
+        while pid in inflight:
+            pid = pid % 65_535 + 1
+        if self._write_publish(
+            entry.message, entry.qos, entry.retain, entry.sub_ids, pid, False, False
+        ):
+            self.next_packet_id = pid % 65_535 + 1
+            entry.packet_id = pid
+            entry.state = _PUBLISH_SENT
+            inflight[pid] = entry
+            if entry.seq:
+                self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
+            return True
+        if entry.seq:
+            self._store.remove_outbound(self.client_id, entry.seq)
+        return False
+
+    def _write_publish(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        packet_id: int,
+        dup: bool,
+        resend: bool,
+    ) -> bool:
+        """Encode and write one PUBLISH; False when expired or too large for the client.
+
+        `resend` marks the redelivery of a message whose delivery had already started:
+        the spec keeps those even past their expiry (3.3.2.3.3 deletes only messages
+        whose onward delivery has not started).
+        """
+        level = self.protocol_level
+        expiry_at = message.expiry_at
+        if expiry_at is None and (level != 5 or not sub_ids):
+            # Inlined fast path of Message.encoded_for (same key): one call less per
+            # receiver when many share an encoding.
+            if message._enc_key == (level << 3) | (qos << 1) | retain:
+                data, offset = message._enc_value
+            else:
+                data, offset = message.encoded_for(level, qos, retain)
+        else:
+            remaining = None
+            if expiry_at is not None:
+                left = expiry_at - self._clock_now()
+                if left <= 0 and not resend:
+                    self._stats.messages_expired += 1
+                    return False
+                remaining = int(left) if left >= 1 else 1
+            data, offset = message.encode_one(level, qos, retain, sub_ids, remaining)
+        if len(data) > self.max_packet_size:
+            # 5.0 3.1.2.11.4: discard as if sent, never exceed the client's maximum.
+            self._stats.messages_too_large += 1
+            return False
+        if qos:
+            buf = bytearray(data)
+            buf[offset] = packet_id >> 8
+            buf[offset + 1] = packet_id & 0xFF
+            if dup:
+                buf[0] |= _DUP
+            data = buf  # type: ignore[assignment]  # bytes-like; sinks accept both
+        sink = self.sink
+        assert sink is not None
+        sink.write(data)
+        stats = self._stats
+        stats.publish_sent += 1
+        stats.bytes_sent += len(data)
+        return True
+
+    def _enqueue(self, entry: Outbound) -> bool:
+        """Append to the queue within its bounds; False if the entry was dropped."""
+        queue = self.queue
+        size = len(entry.message.payload)
+        max_n = self._max_queued
+        max_b = self._max_queued_bytes
+        if (max_n and len(queue) >= max_n) or (max_b and self.queued_bytes + size > max_b):
+            if self._drop_oldest:
+                while queue and (
+                    (max_n and len(queue) >= max_n) or (max_b and self.queued_bytes + size > max_b)
+                ):
+                    self._drop(queue.popleft())
+                fits = not (max_n and len(queue) >= max_n) and not (
+                    max_b and self.queued_bytes + size > max_b
+                )
+            else:
+                fits = False
+            if not fits:
+                self._stats.messages_dropped += 1
+                self._log_overflow()
+                return False
+            self._log_overflow()
+        elif self._overflowing and len(queue) < max_n // 2:
+            self._overflowing = False
+        queue.append(entry)
+        self.queued_bytes += size
+        return True
+
+    def _drop(self, entry: Outbound) -> None:
+        """Forget a queued entry evicted by the drop_oldest policy."""
+        self.queued_bytes -= len(entry.message.payload)
+        self._stats.messages_dropped += 1
+        if entry.seq:
+            self._store.remove_outbound(self.client_id, entry.seq)
+
+    def _log_overflow(self) -> None:
+        if not self._overflowing:
+            self._overflowing = True
+            logger.warning(
+                "session %r: queue full (%d messages, %d bytes), %s",
+                self.client_id,
+                len(self.queue),
+                self.queued_bytes,
+                "dropping the oldest" if self._drop_oldest else "dropping new messages",
+            )
+
+    def pump(self) -> None:
+        """Send queued messages while the sink is writable and the window has room."""
+        queue = self.queue
+        inflight = self.inflight
+        window = self.window
+        while queue and self.writable:
+            entry = queue[0]
+            if entry.qos and len(inflight) >= window:
+                break
+            queue.popleft()
+            self.queued_bytes -= len(entry.message.payload)
+            if entry.qos:
+                self._start(entry)
+            else:
+                self._write_publish(entry.message, 0, entry.retain, entry.sub_ids, 0, False, False)
+
+    # -- acknowledgements from the client ----------------------------------------------
+
+    def puback(self, packet_id: int) -> bool:
+        """PUBACK for an outbound QoS 1 message; False if no such message is inflight."""
+        entry = self.inflight.get(packet_id)
+        if entry is None or entry.qos != 1:
+            return False
+        del self.inflight[packet_id]
+        if entry.seq:
+            self._store.remove_outbound(self.client_id, entry.seq)
+        if self.queue:
+            self.pump()
+        return True
+
+    def pubrec(self, packet_id: int, reason_code: int) -> bool:
+        """PUBREC for an outbound QoS 2 message; False if unknown. The caller sends PUBREL.
+
+        A 5.0 PUBREC with a reason code >= 0x80 ends the flow there (4.3.3): the
+        message is forgotten and no PUBREL follows (the caller checks the code).
+        """
+        entry = self.inflight.get(packet_id)
+        if entry is None or entry.qos != 2:
+            return False
+        if reason_code >= 0x80:
+            del self.inflight[packet_id]
+            if entry.seq:
+                self._store.remove_outbound(self.client_id, entry.seq)
+            if self.queue:
+                self.pump()
+            return True
+        if entry.state != _PUBREL_SENT:
+            entry.state = _PUBREL_SENT
+            if entry.seq:
+                self._store.set_outbound_state(self.client_id, entry.seq, packet_id, _PUBREL_SENT)
+        return True
+
+    def pubcomp(self, packet_id: int) -> bool:
+        """PUBCOMP ending an outbound QoS 2 flow; False if no PUBREL awaits it."""
+        entry = self.inflight.get(packet_id)
+        if entry is None or entry.state != _PUBREL_SENT:
+            return False
+        del self.inflight[packet_id]
+        if entry.seq:
+            self._store.remove_outbound(self.client_id, entry.seq)
+        if self.queue:
+            self.pump()
+        return True
+
+    # -- connection life ---------------------------------------------------------------
+
+    def attach(
+        self,
+        connection: Connection,
+        sink: Sink,
+        protocol_level: int,
+        window: int,
+        max_packet_size: int,
+    ) -> None:
+        """Bind the session to a new connection (CONNACK is sent, resume comes next)."""
+        self.connection = connection
+        self.sink = sink
+        self.protocol_level = protocol_level
+        self.window = window
+        self.max_packet_size = max_packet_size
+        self.writable = True
+
+    def resume(self) -> None:
+        """Resend what was inflight (PUBLISH with DUP=1, PUBREL) then the queue [MQTT-4.4.0-1]."""
+        if not self.inflight and not self.queue:
+            return
+        for pid, entry in list(self.inflight.items()):
+            if not self.writable:
+                break
+            if entry.state == _PUBREL_SENT:
+                self._write_pubrel(pid)
+            elif not self._write_publish(
+                entry.message, entry.qos, entry.retain, entry.sub_ids, pid, True, True
+            ):
+                # Too large for the client's new maximum: drop it as if delivered.
+                del self.inflight[pid]
+                if entry.seq:
+                    self._store.remove_outbound(self.client_id, entry.seq)
+        self.pump()
+
+    def _write_pubrel(self, packet_id: int) -> None:
+        sink = self.sink
+        assert sink is not None
+        sink.write(encode(PubRel(packet_id), self.protocol_level))
+
+    def detach(self) -> None:
+        """The connection is gone: stop writing; QoS 0 messages are not kept offline."""
+        self.connection = None
+        self.sink = None
+        self.writable = False
+        if self.queue and any(entry.qos == 0 for entry in self.queue):
+            kept = deque(entry for entry in self.queue if entry.qos)
+            self.queue = kept
+            self.queued_bytes = sum(len(e.message.payload) for e in kept)
+
+    def set_writable(self, writable: bool) -> None:
+        """The transport's high/low water mark was crossed."""
+        if self.connection is None:
+            return
+        self.writable = writable
+        if writable and self.queue:
+            self.pump()
+
+    def clear(self) -> None:
+        """Forget every message (the session ends or restarts with clean start)."""
+        self.inflight.clear()
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.inbound_qos2.clear()
+
+    # -- persistence --------------------------------------------------------------------
+
+    def record_all(self, disconnected_at: float | None) -> None:
+        """Write the whole session to the store (it has just become persistent)."""
+        store = self._store
+        client_id = self.client_id
+        store.save_session(client_id, self.protocol_level, self.expiry_interval, disconnected_at)
+        for topic_filter, options in self.subscriptions.items():
+            store.add_subscription(client_id, options.to_stored(topic_filter))
+        for entry in self.inflight.values():
+            self._record(entry)
+            store.set_outbound_state(client_id, entry.seq, entry.packet_id, entry.state)
+        for entry in self.queue:
+            if entry.qos:
+                self._record(entry)
+        for pid in self.inbound_qos2:
+            store.add_inbound_qos2(client_id, pid)
+
+    def forget_records(self) -> None:
+        """The session stops being persistent: drop its seq numbers (the store row goes)."""
+        for entry in self.inflight.values():
+            entry.seq = 0
+        for entry in self.queue:
+            entry.seq = 0

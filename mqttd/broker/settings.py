@@ -1,0 +1,39 @@
+"""Limits and features of the broker core.
+
+``config.py`` fills one :class:`BrokerSettings` from TOML and the command line; the core
+only reads it. Every limit is per broker unless the comment says "per session".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BrokerSettings"]
+
+
+@dataclass(slots=True)
+class BrokerSettings:
+    """Limits and features of the core (what CONNACK advertises and what is enforced)."""
+
+    connect_timeout: float = 10.0  # seconds a socket may stay without CONNECT
+    max_packet_size: int = 268_435_455  # ours, advertised to 5.0 clients
+    max_inflight_messages: int = 20  # per session outbound window (5.0: also <= Receive Maximum)
+    receive_maximum: int = 65_535  # inbound QoS 1/2 window we advertise (5.0)
+    max_queued_messages: int = 1000  # per offline/slow session, count (0 = unlimited)
+    max_queued_bytes: int = 0  # per session, bytes (0 = unlimited)
+    queue_overflow: str = "drop_new"  # documented overflow policy: "drop_new" | "drop_oldest"
+    topic_alias_maximum: int = 10  # client->server aliases we accept (5.0)
+    max_keepalive: int = 65_535  # 5.0 Server Keep Alive when the client asks for more
+    retain_available: bool = True
+    wildcard_subscription_available: bool = True
+    subscription_identifier_available: bool = True
+    shared_subscription_available: bool = True
+    maximum_qos: int = 2
+    max_session_expiry_interval: int = 0xFFFFFFFF
+    allow_zero_length_client_id: bool = True
+    client_id_prefix: str = "mqttd-"  # assigned client identifiers
+    max_client_id_length: int = 65_535
+    max_topic_length: int = 65_535
+    max_topic_levels: int = 0  # 0 = unlimited
+    max_subscriptions_per_client: int = 0  # 0 = unlimited
+    retry_interval: float = 20.0  # resend unacked QoS>0 to 3.x clients only on reconnect (spec)

@@ -1,0 +1,35 @@
+"""Counters of the broker core, read by $SYS and the metrics endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BrokerStats"]
+
+
+@dataclass(slots=True)
+class BrokerStats:
+    """Plain integer counters; the core only ever adds to them (gauges move both ways)."""
+
+    clients_connected: int = 0  # gauge: connections past CONNACK
+    clients_total: int = 0  # connections accepted since start
+    connections_refused: int = 0  # CONNACK with an error code
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    publish_received: int = 0  # PUBLISH packets from clients
+    publish_sent: int = 0  # PUBLISH packets to clients (redeliveries included)
+    messages_routed: int = 0  # messages given to Broker.publish (wills, $SYS included)
+    messages_dropped: int = 0  # queue overflows (any QoS)
+    messages_expired: int = 0  # Message Expiry Interval passed before delivery
+    messages_too_large: int = 0  # above the receiver's Maximum Packet Size
+    sessions_expired: int = 0
+    keepalive_timeouts: int = 0
+    protocol_errors: int = 0
+    wills_published: int = 0
+    takeovers: int = 0
+    # Gauges below are filled by Broker.refresh_gauges(), not kept up to date per packet.
+    sessions: int = 0
+    subscriptions: int = 0
+    retained_messages: int = 0
+    messages_inflight: int = 0  # outbound QoS 1/2 awaiting acknowledgement
+    messages_queued: int = 0  # outbound messages waiting in session queues

@@ -1,0 +1,609 @@
+"""The typed configuration: dataclasses loaded from TOML plus command-line overrides.
+
+Theory of operation. A `Config` is a tree of slotted dataclasses, one per TOML section.
+Each field's type hint says what TOML value it takes, and its `metadata` carries what
+the type cannot: the allowed range (`min`/`max`) or set of values (`choices`) and a
+one-line `doc`. `load_config` walks that tree generically (`_build`): nothing here
+hand-checks one key, so a new setting is one new field. Every problem found becomes
+ONE line naming the key path, the value and what is allowed, e.g. (one line, wrapped)::
+
+    config error: limits.max_inflight_mesages: unknown key (did you mean
+    limits.max_inflight_messages?)
+
+and all lines of one load are raised together in a `ConfigError`, so a user fixes the
+whole file in one go.
+
+The `[limits]` and `[mqtt]` sections are the core's `BrokerSettings` split in two (numbers
+the operator tunes, and features CONNACK advertises); their defaults are read from
+`BrokerSettings` itself, so the two cannot drift apart. `Config.broker_settings()` joins
+them back. `config/mqttd.toml` documents every key with its default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .broker.settings import BrokerSettings
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "ListenerConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "MqttConfig",
+    "Overrides",
+    "PersistenceConfig",
+    "SysConfig",
+    "TLSConfig",
+    "config_from_dict",
+    "load_config",
+]
+
+T = TypeVar("T")
+
+# The core's own defaults: the [limits] and [mqtt] sections start from these.
+_CORE = BrokerSettings()
+
+_U16 = 65_535
+_U32 = 0xFFFF_FFFF
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `lines` holds one message per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def setting(
+    default: T,
+    doc: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[object, ...] | None = None,
+) -> T:
+    """A config field: its default, a one-line description and the allowed values."""
+    metadata = {"doc": doc, "min": min, "max": max, "choices": choices}
+    return field(default=default, metadata=metadata)
+
+
+def _doc(text: str) -> dict[str, str]:
+    """The metadata of a field whose type says all there is to check (tables, arrays)."""
+    return {"doc": text}
+
+
+@dataclass(slots=True)
+class TLSConfig:
+    """`[listeners.tls]`: serve this listener over TLS (mqtts:// or wss://)."""
+
+    certfile: str = setting("", "PEM server certificate (chain); required")
+    keyfile: str = setting("", "PEM private key; empty when certfile also holds the key")
+    cafile: str = setting("", "PEM CA bundle to verify client certificates; empty = none")
+    require_certificate: bool = setting(
+        False, "refuse clients without a certificate signed by cafile (mutual TLS)"
+    )
+    min_version: str = setting("1.2", "oldest TLS version accepted", choices=("1.2", "1.3"))
+
+
+@dataclass(slots=True)
+class ListenerConfig:
+    """`[[listeners]]`: one address the broker accepts connections on."""
+
+    name: str = setting(
+        "", "names the listener in logs and ACLs; empty = the scheme (mqtt, mqtts, ws, wss)"
+    )
+    type: str = setting("mqtt", "mqtt = MQTT over TCP, ws = over WebSocket", choices=("mqtt", "ws"))
+    host: str = setting(
+        "127.0.0.1", 'address to bind; 0.0.0.0 = all IPv4, :: = all IPv6, "" = both'
+    )
+    port: int = setting(
+        1883, "TCP port; 0 = any free port (the ready line says which)", min=0, max=_U16
+    )
+    max_connections: int = setting(
+        0, "open connections at most (mqtt listeners only); 0 = unlimited", min=0
+    )
+    path: str = setting("/mqtt", "ws: the HTTP path of MQTT over WebSocket")
+    allowed_origins: list[str] = field(
+        default_factory=list,
+        metadata=_doc("ws: Origins a browser may connect from; empty = any"),
+    )
+    trust_proxy: bool = setting(False, "ws: take the client address from X-Forwarded-For")
+    dashboard: bool = setting(True, "ws: serve the live dashboard on GET /")
+    subprotocols: list[str] = field(
+        default_factory=lambda: ["mqtt", "mqttv3.1"],
+        metadata=_doc("ws: WebSocket subprotocols accepted, preferred first"),
+    )
+    max_size: int = setting(
+        0,
+        "ws: largest WebSocket frame or message, bytes; 0 = limits.max_packet_size",
+        min=0,
+        max=268_435_455,
+    )
+    compression: bool = setting(False, "ws: accept permessage-deflate when a client offers it")
+    tls: TLSConfig | None = field(default=None, metadata=_doc("TLS settings; absent = plain TCP"))
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme this listener serves: mqtt, mqtts, ws or wss."""
+        return self.type + ("s" if self.tls is not None else "")
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    """`[limits]`: the numbers of `BrokerSettings` an operator tunes."""
+
+    connect_timeout: float = setting(
+        _CORE.connect_timeout,
+        "seconds a new socket may stay without sending CONNECT",
+        min=0.1,
+        max=3600,
+    )
+    max_packet_size: int = setting(
+        _CORE.max_packet_size,
+        "largest packet accepted, bytes (advertised to 5.0 clients)",
+        min=16,
+        max=268_435_455,
+    )
+    max_inflight_messages: int = setting(
+        _CORE.max_inflight_messages,
+        "QoS 1/2 messages sent to one session and not yet acknowledged",
+        min=1,
+        max=_U16,
+    )
+    receive_maximum: int = setting(
+        _CORE.receive_maximum,
+        "QoS 1/2 publishes one 5.0 client may have unacknowledged",
+        min=1,
+        max=_U16,
+    )
+    max_queued_messages: int = setting(
+        _CORE.max_queued_messages,
+        "messages queued per offline or slow session; 0 = unlimited",
+        min=0,
+    )
+    max_queued_bytes: int = setting(
+        _CORE.max_queued_bytes, "payload bytes queued per session; 0 = unlimited", min=0
+    )
+    queue_overflow: str = setting(
+        _CORE.queue_overflow,
+        "what a full queue drops: the new message or the oldest one",
+        choices=("drop_new", "drop_oldest"),
+    )
+    topic_alias_maximum: int = setting(
+        _CORE.topic_alias_maximum,
+        "topic aliases one 5.0 client may define; 0 = none",
+        min=0,
+        max=_U16,
+    )
+    max_keepalive: int = setting(
+        _CORE.max_keepalive,
+        "longest keep alive granted, seconds (5.0 Server Keep Alive)",
+        min=1,
+        max=_U16,
+    )
+    max_session_expiry_interval: int = setting(
+        _CORE.max_session_expiry_interval,
+        "longest session expiry granted, seconds",
+        min=0,
+        max=_U32,
+    )
+    # [MQTT-3.1.3-5]: a server must accept client identifiers of 1 to 23 characters.
+    max_client_id_length: int = setting(
+        _CORE.max_client_id_length, "longest client identifier accepted", min=23, max=_U16
+    )
+    max_topic_length: int = setting(
+        _CORE.max_topic_length, "longest topic name or filter accepted, bytes", min=1, max=_U16
+    )
+    max_topic_levels: int = setting(
+        _CORE.max_topic_levels, "most '/'-separated levels in a topic; 0 = unlimited", min=0
+    )
+    max_subscriptions_per_client: int = setting(
+        _CORE.max_subscriptions_per_client,
+        "subscriptions one session may hold; 0 = unlimited",
+        min=0,
+    )
+
+
+@dataclass(slots=True)
+class MqttConfig:
+    """`[mqtt]`: the protocol features of `BrokerSettings` (advertised in CONNACK)."""
+
+    retain_available: bool = setting(_CORE.retain_available, "keep retained messages")
+    wildcard_subscription_available: bool = setting(
+        _CORE.wildcard_subscription_available, "accept + and # in subscriptions"
+    )
+    subscription_identifier_available: bool = setting(
+        _CORE.subscription_identifier_available, "accept 5.0 subscription identifiers"
+    )
+    shared_subscription_available: bool = setting(
+        _CORE.shared_subscription_available, "accept $share/GROUP/filter subscriptions"
+    )
+    maximum_qos: int = setting(
+        _CORE.maximum_qos,
+        "highest QoS granted to subscriptions and accepted in publishes",
+        choices=(0, 1, 2),
+    )
+    allow_zero_length_client_id: bool = setting(
+        _CORE.allow_zero_length_client_id, "assign an identifier to clients that send none"
+    )
+    client_id_prefix: str = setting(
+        _CORE.client_id_prefix, "prefix of the client identifiers the broker assigns"
+    )
+    retry_interval: float = setting(
+        _CORE.retry_interval, "seconds before an unacknowledged QoS 1/2 message is resent", min=1.0
+    )
+
+
+@dataclass(slots=True)
+class PersistenceConfig:
+    """`[persistence]`: where retained messages and persistent sessions are kept."""
+
+    enabled: bool = setting(True, "keep state in SQLite; false = memory only, lost on exit")
+    path: str = setting("./data/mqttd.db", "SQLite file (relative to the working directory)")
+    durability: str = setting(
+        "safe",
+        "safe = fsync every commit; fast = a power cut may lose the last commits "
+        "(a crash of mqttd alone loses nothing)",
+        choices=("safe", "fast"),
+    )
+    commit_interval_ms: int = setting(
+        5,
+        "longest a write waits so that it shares one transaction with others (group "
+        "commit); 0 = commit as soon as the writer is free",
+        min=0,
+        max=10_000,
+    )
+    commit_batch: int = setting(1000, "most writes in one transaction", min=1, max=1_000_000)
+
+
+@dataclass(slots=True)
+class LogConfig:
+    """`[log]`: how mqttd logs (to stderr)."""
+
+    level: str = setting(
+        "info", "least severe level logged", choices=("debug", "info", "warning", "error")
+    )
+    format: str = setting(
+        "text", "text = one readable line per event, json = JSON lines", choices=("text", "json")
+    )
+
+
+@dataclass(slots=True)
+class SysConfig:
+    """`[sys]`: the $SYS/broker/... topics (Mosquitto's names and sys_interval)."""
+
+    interval: int = setting(
+        10, "seconds between $SYS updates; 0 = no $SYS topics", min=0, max=86_400
+    )
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    """`[metrics]`: the Prometheus endpoint (GET /metrics) and GET /health, over HTTP."""
+
+    enabled: bool = setting(False, "serve /metrics and /health on their own HTTP listener")
+    host: str = setting("127.0.0.1", 'address to bind; 0.0.0.0 = all IPv4, "" = all')
+    port: int = setting(9883, "TCP port; 0 = any free port", min=0, max=_U16)
+
+
+@dataclass(slots=True)
+class Config:
+    """The whole configuration of one mqttd process."""
+
+    listeners: list[ListenerConfig] = field(
+        default_factory=lambda: [ListenerConfig(name="mqtt")],
+        metadata=_doc("where clients connect; default one mqtt listener on 127.0.0.1:1883"),
+    )
+    limits: LimitsConfig = field(default_factory=LimitsConfig, metadata=_doc("core limits"))
+    mqtt: MqttConfig = field(default_factory=MqttConfig, metadata=_doc("protocol features"))
+    persistence: PersistenceConfig = field(
+        default_factory=PersistenceConfig, metadata=_doc("durable state")
+    )
+    log: LogConfig = field(default_factory=LogConfig, metadata=_doc("logging"))
+    sys: SysConfig = field(default_factory=SysConfig, metadata=_doc("$SYS topics"))
+    metrics: MetricsConfig = field(
+        default_factory=MetricsConfig, metadata=_doc("Prometheus metrics and health check")
+    )
+
+    def broker_settings(self) -> BrokerSettings:
+        """The core's settings: `[limits]` and `[mqtt]` joined field by field."""
+        values: dict[str, Any] = {}
+        for part in (self.limits, self.mqtt):
+            for f in fields(part):
+                values[f.name] = getattr(part, f.name)
+        return BrokerSettings(**values)
+
+
+@dataclass(slots=True)
+class Overrides:
+    """Settings given on the command line; None leaves the file's (or default) value.
+
+    `host` applies to every listener (`--host 0.0.0.0` exposes all of them), `port` to
+    the first one. `db` sets the SQLite path and turns persistence on.
+    """
+
+    host: str | None = None
+    port: int | None = None
+    db: str | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+    ws_port: int | None = None
+
+
+def load_config(path: str | Path | None = None, overrides: Overrides | None = None) -> Config:
+    """Read `path` (TOML; None = embedded defaults), apply `overrides`, validate.
+
+    Raises `ConfigError` carrying one line per problem.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError([f"config error: {path}: cannot read: {exc.strerror}"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config error: {path}: invalid TOML: {exc}"]) from exc
+    if overrides is not None:
+        _apply_overrides(raw, overrides)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Validate a parsed TOML document into a `Config`; raise `ConfigError` if it is wrong."""
+    errors: list[str] = []
+    config = _build(Config, raw, "", errors)
+    if config is not None:
+        _check_listeners(config, errors)
+    if errors or config is None:
+        raise ConfigError([f"config error: {line}" for line in errors])
+    _name_listeners(config)
+    return config
+
+
+def _apply_overrides(raw: dict[str, Any], o: Overrides) -> None:
+    # Overrides go into the raw document, so they are validated like the file's values.
+    if o.ws_port is not None:
+        listeners = raw.setdefault("listeners", [{}])
+        if isinstance(listeners, list):
+            ws = [x for x in listeners if isinstance(x, dict) and x.get("type") == "ws"]
+            if ws:
+                ws[0]["port"] = o.ws_port
+            else:
+                listeners.append({"type": "ws", "port": o.ws_port})
+    if o.host is not None or o.port is not None:
+        listeners = raw.setdefault("listeners", [{}])
+        if isinstance(listeners, list) and listeners:
+            for listener in listeners:
+                if isinstance(listener, dict) and o.host is not None:
+                    listener["host"] = o.host
+            if isinstance(listeners[0], dict) and o.port is not None:
+                listeners[0]["port"] = o.port
+    if o.db is not None:
+        persistence = raw.setdefault("persistence", {})
+        if isinstance(persistence, dict):
+            persistence["path"] = o.db
+            persistence["enabled"] = True
+    for key, value in (("level", o.log_level), ("format", o.log_format)):
+        if value is not None:
+            log = raw.setdefault("log", {})
+            if isinstance(log, dict):
+                log[key] = value
+
+
+# -- the generic walker ------------------------------------------------------------------
+
+_INVALID: Any = object()  # a value that failed validation (already reported)
+
+
+def _build(cls: type[T], raw: object, path: str, errors: list[str]) -> T | None:
+    """Build dataclass `cls` from TOML table `raw`, reporting problems into `errors`."""
+    if not isinstance(raw, Mapping):
+        errors.append(f"{path or '(top level)'}: {_show(raw)} is {_kind(raw)}, expected a table")
+        return None
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        f = known.get(key)
+        if f is None:
+            errors.append(f"{key_path}: unknown key{_suggest(key, path, list(known))}")
+            continue
+        converted = _convert(hints[key], value, key_path, f.metadata, errors)
+        if converted is not _INVALID:
+            values[key] = converted
+    return cls(**values)
+
+
+def _convert(
+    hint: Any, value: object, path: str, meta: Mapping[str, Any], errors: list[str]
+) -> Any:
+    """Check `value` against type `hint` and the field's constraints; return it typed."""
+    origin = typing.get_origin(hint)
+    if origin is types.UnionType or origin is typing.Union:
+        # `X | None`: TOML has no null, so a present value must be an X.
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(inner, value, path, meta, errors)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            expected = "an array"
+            if isinstance(item, type) and is_dataclass(item):
+                expected = f"an array of tables (written [[{path.rpartition('.')[2]}]])"
+            errors.append(f"{path}: {_show(value)} is {_kind(value)}, expected {expected}")
+            return _INVALID
+        items = [_convert(item, v, f"{path}[{i}]", {}, errors) for i, v in enumerate(value)]
+        return _INVALID if any(v is _INVALID for v in items) else items
+    if isinstance(hint, type) and is_dataclass(hint):
+        built = _build(hint, value, path, errors)
+        return _INVALID if built is None else built
+    if not _is_instance(value, hint):
+        errors.append(f"{path}: {_show(value)} is {_kind(value)}, expected {_type_name(hint)}")
+        return _INVALID
+    if hint is float and not math.isfinite(typing.cast(float, value)):
+        errors.append(f"{path}: {_show(value)} is not a finite number")
+        return _INVALID
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(_show(c) for c in choices)
+        errors.append(f"{path}: {_show(value)} is not allowed (allowed: {allowed})")
+        return _INVALID
+    low, high = meta.get("min"), meta.get("max")
+    number = typing.cast(float, value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        errors.append(f"{path}: {_show(value)} is out of range (allowed: {_range(low, high)})")
+        return _INVALID
+    # Messages show the value as written; the setting gets a float for a float field.
+    return float(number) if hint is float else value
+
+
+def _is_instance(value: object, hint: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:  # a bool is an int to Python, not to a config file
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    raise TypeError(f"config field type {hint!r} is not supported")  # a bug here, not input
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date/time"
+
+
+def _show(value: object) -> str:
+    """A value as it would be written in TOML (tables and arrays are only named)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, Mapping):
+        return "{...}"
+    if isinstance(value, list):
+        return "[...]"
+    return str(value)
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{_num(low)} to {_num(high)}"
+    if low is not None:
+        return f">= {_num(low)}"
+    return f"<= {_num(high)}"
+
+
+def _num(x: float | None) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+
+
+def _suggest(key: str, path: str, siblings: list[str]) -> str:
+    """' (did you mean X?)': the closest sibling key, else the same key in another section."""
+    close = difflib.get_close_matches(str(key), siblings, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {path + '.' if path else ''}{close[0]}?)"
+    for other in _all_paths():
+        head, _, leaf = other.rpartition(".")
+        if leaf == key and head != path:
+            return f" (did you mean {other}?)"
+    return ""
+
+
+def _all_paths(cls: type[Any] = Config, prefix: str = "") -> list[str]:
+    """Every key path of the config tree, array tables written without an index."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        path = f"{prefix}{f.name}"
+        out.append(path)
+        inner = hints[f.name]
+        args = [a for a in typing.get_args(inner) if a is not type(None)]
+        if args:
+            inner = args[0]
+        if isinstance(inner, type) and is_dataclass(inner):
+            out.extend(_all_paths(inner, path + "."))
+    return out
+
+
+# -- checks across keys --------------------------------------------------------------------
+
+
+def _check_listeners(config: Config, errors: list[str]) -> None:
+    if not config.listeners:
+        errors.append("listeners: empty (at least one listener is required)")
+    names: dict[str, int] = {}
+    addresses: dict[tuple[str, int], int] = {}
+    for i, listener in enumerate(config.listeners):
+        where = f"listeners[{i}]"
+        if listener.name:
+            if listener.name in names:
+                errors.append(
+                    f'{where}.name: "{listener.name}" is already the name of '
+                    f"listeners[{names[listener.name]}] (names must be unique)"
+                )
+            names.setdefault(listener.name, i)
+        address = (listener.host, listener.port)
+        if listener.port != 0:
+            if address in addresses:
+                errors.append(
+                    f"{where}.port: {listener.port} is already used by "
+                    f"listeners[{addresses[address]}] on {listener.host}"
+                )
+            addresses.setdefault(address, i)
+        if listener.type == "ws" and not listener.path.startswith("/"):
+            errors.append(f'{where}.path: "{listener.path}" must start with "/"')
+        if listener.type == "ws" and listener.max_connections:
+            errors.append(
+                f"{where}.max_connections: {listener.max_connections} is not "
+                'allowed (allowed: 0; only type = "mqtt" listeners enforce it)'
+            )
+        tls = listener.tls
+        if tls is not None:
+            if not tls.certfile:
+                errors.append(f"{where}.tls.certfile: missing (required when tls is set)")
+            if tls.require_certificate and not tls.cafile:
+                errors.append(
+                    f"{where}.tls.require_certificate: true needs "
+                    f"{where}.tls.cafile (the CA that signs client certificates)"
+                )
+
+
+def _name_listeners(config: Config) -> None:
+    # An unnamed listener is called by its scheme; the second of a scheme gets its index.
+    taken = {listener.name for listener in config.listeners if listener.name}
+    for i, listener in enumerate(config.listeners):
+        if not listener.name:
+            name = listener.scheme if listener.scheme not in taken else f"{listener.scheme}-{i}"
+            listener.name = name
+            taken.add(name)

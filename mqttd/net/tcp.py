@@ -1,0 +1,328 @@
+"""MQTT over TCP and TLS: one `asyncio.Protocol` per socket, feeding a broker Connection.
+
+This layer only moves bytes. `MqttProtocol` asks the broker for a `Connection` when a
+socket is accepted (after the TLS handshake, for mqtts), hands it every chunk read,
+and tells it when the socket is gone or when the transport's write buffer crosses its
+high/low water marks (`writable_changed`), so the core can stop feeding a slow reader.
+
+Writes are coalesced: the Connection may call `TcpSink.write` many times while handling
+one chunk (a CONNACK and queued messages, or one PUBLISH fanned out to this subscriber
+from many publishers). The sink only appends to a list and arranges a single
+`loop.call_soon(flush)`, so each socket gets one `transport.write` per loop iteration
+however many packets it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from typing import Protocol, cast
+
+__all__ = [
+    "HIGH_WATER",
+    "LOW_WATER",
+    "ConnectionFactory",
+    "ListenerConnections",
+    "MqttProtocol",
+    "TcpSink",
+    "format_peer",
+    "serve_tcp",
+    "server_ssl_context",
+]
+
+logger = logging.getLogger("mqttd.net")
+
+# Transport write-buffer marks. Above HIGH_WATER the transport calls pause_writing and
+# the Connection is told it is not writable (it queues instead of writing); once the
+# buffer drains below LOW_WATER it may write again.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+# Pending connections the kernel holds for us: a fleet reconnecting after an outage
+# arrives all at once.
+BACKLOG = 1024
+
+
+class Sink(Protocol):
+    """What the network gives a Connection (mirrors `mqttd.broker.connection.Sink`)."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class BrokerConnection(Protocol):
+    """The part of `mqttd.broker.connection.Connection` this layer calls."""
+
+    def data_received(self, data: bytes) -> None: ...
+    def connection_lost(self) -> None: ...
+    def writable_changed(self, writable: bool) -> None: ...
+
+
+class ConnectionFactory(Protocol):
+    """What serves the sockets: the Broker (or a test double)."""
+
+    def connection(self, sink: Sink, peer: str, listener: str = ..., /) -> BrokerConnection: ...
+
+
+class TcpSink:
+    """The Sink of one socket: coalesces writes into one `transport.write` per iteration."""
+
+    __slots__ = ("_buffer", "_closed", "_flush_scheduled", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
+        self._flush_scheduled = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called or the socket went away."""
+        return self._closed
+
+    def write(self, data: bytes) -> None:
+        """Queue `data`; it goes out with everything else written in this iteration."""
+        if self._closed:
+            return  # the peer is gone; the Connection learns it from connection_lost
+        self._buffer.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand everything queued to the transport now (one write)."""
+        self._flush_scheduled = False
+        buffer = self._buffer
+        if not buffer or self._closed:
+            return
+        self._buffer = []
+        # One join and one write rather than writelines: on 3.11 and uvloop both end in
+        # one send of one buffer anyway, and this keeps a single code path.
+        self._transport.write(buffer[0] if len(buffer) == 1 else b"".join(buffer))
+
+    def close(self) -> None:
+        """Flush what is queued, then close the socket once it is sent. Idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the socket now, unsent bytes included."""
+        self._closed = True
+        self._buffer = []
+        self._transport.abort()
+
+    def pause_reading(self) -> None:
+        """Stop reading from this socket (backpressure on a publisher)."""
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from this socket again."""
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def lost(self) -> None:
+        """The socket is gone: drop what was queued, ignore further writes."""
+        self._closed = True
+        self._buffer = []
+
+
+class ListenerConnections:
+    """The open sockets of one listener: enforces `max_connections`, aborts at shutdown."""
+
+    __slots__ = ("_drained", "_open", "max_connections")
+
+    def __init__(self, max_connections: int = 0) -> None:
+        self.max_connections = max_connections  # 0 = unlimited
+        self._open: set[TcpSink] = set()
+        self._drained: asyncio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def admit(self, sink: TcpSink) -> bool:
+        """Count a new socket in, unless the listener is full."""
+        if self.max_connections and len(self._open) >= self.max_connections:
+            return False
+        self._open.add(sink)
+        return True
+
+    def remove(self, sink: TcpSink) -> None:
+        """Count a closed socket out."""
+        self._open.discard(sink)
+        if not self._open and self._drained is not None:
+            self._drained.set()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every socket to close; True if they did."""
+        if not self._open:
+            return True
+        self._drained = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def abort_all(self) -> None:
+        """Drop every socket still open (the end of a shutdown that waited long enough)."""
+        for sink in list(self._open):
+            sink.abort()
+
+
+class MqttProtocol(asyncio.Protocol):
+    """One accepted socket (TCP or TLS): bytes in to the Connection, backpressure signals."""
+
+    __slots__ = ("_broker", "_conn", "_connections", "_listener", "_sink")
+
+    def __init__(
+        self, broker: ConnectionFactory, listener: str, connections: ListenerConnections
+    ) -> None:
+        self._broker = broker
+        self._listener = listener
+        self._connections = connections
+        self._sink: TcpSink | None = None
+        self._conn: BrokerConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Set the socket up and ask the broker for a Connection."""
+        tcp = cast(asyncio.Transport, transport)
+        sink = TcpSink(tcp, asyncio.get_running_loop())
+        peer = format_peer(tcp.get_extra_info("peername"))
+        if not self._connections.admit(sink):
+            logger.warning(
+                "%s: refused %s: max_connections (%d) reached",
+                self._listener,
+                peer,
+                self._connections.max_connections,
+            )
+            sink.abort()
+            return
+        self._sink = sink
+        sock = tcp.get_extra_info("socket")
+        if sock is not None:
+            # MQTT packets are small and latency matters more than segment count; our
+            # own coalescing already batches what one iteration produced. (Not a TCP
+            # socket in some test doubles: then there is nothing to set.)
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tcp.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        try:
+            self._conn = self._broker.connection(sink, peer, self._listener)
+        except Exception:
+            logger.exception("%s: Broker.connection failed for %s", self._listener, peer)
+            sink.abort()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the Connection; a bug in the core closes this socket, not the listener."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.data_received(data)
+        except Exception:
+            logger.exception(
+                "%s: Connection.data_received failed; dropping the socket", self._listener
+            )
+            if self._sink is not None:
+                self._sink.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The socket is gone (EOF, reset, or our own close)."""
+        sink, conn = self._sink, self._conn
+        self._conn = None
+        if sink is None:
+            return
+        sink.lost()
+        self._connections.remove(sink)
+        if conn is not None:
+            try:
+                conn.connection_lost()
+            except Exception:
+                logger.exception("%s: Connection.connection_lost failed", self._listener)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer passed HIGH_WATER: the peer reads slower than we write."""
+        if self._conn is not None:
+            self._conn.writable_changed(False)
+
+    def resume_writing(self) -> None:
+        """The transport's buffer drained below LOW_WATER."""
+        if self._conn is not None:
+            self._conn.writable_changed(True)
+
+
+def format_peer(peername: object) -> str:
+    """`host:port` of a socket address (`[v6]:port` for IPv6), or `?` when unknown."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "?" if not peername else str(peername)
+
+
+def server_ssl_context(
+    certfile: str,
+    keyfile: str = "",
+    cafile: str = "",
+    require_certificate: bool = False,
+    min_version: str = "1.2",
+) -> ssl.SSLContext:
+    """A server-side TLS context for an mqtts/wss listener.
+
+    With `cafile`, client certificates are verified when presented, and with
+    `require_certificate` a client without one is refused in the handshake.
+    Raises OSError or ssl.SSLError when a file cannot be read or does not match.
+    """
+    if require_certificate and not cafile:
+        raise ValueError("require_certificate needs a cafile to verify client certificates")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = {
+        "1.2": ssl.TLSVersion.TLSv1_2,
+        "1.3": ssl.TLSVersion.TLSv1_3,
+    }[min_version]
+    context.load_cert_chain(certfile, keyfile or None)
+    if cafile:
+        context.load_verify_locations(cafile)
+        context.verify_mode = ssl.CERT_REQUIRED if require_certificate else ssl.CERT_OPTIONAL
+    return context
+
+
+async def serve_tcp(
+    broker: ConnectionFactory,
+    host: str,
+    port: int,
+    *,
+    ssl: ssl.SSLContext | None = None,
+    name: str = "mqtt",
+    connections: ListenerConnections | None = None,
+    ssl_handshake_timeout: float = 10.0,
+) -> asyncio.Server:
+    """Listen on `host:port` (0 = a free port) and serve MQTT on every accepted socket.
+
+    `ssl` makes it an mqtts listener (the same protocol after the handshake). `name` is
+    the listener name the broker sees. `connections` tracks the open sockets (and holds
+    the `max_connections` limit); pass one to be able to abort them at shutdown.
+    """
+    tracked = connections if connections is not None else ListenerConnections()
+
+    def factory() -> MqttProtocol:
+        return MqttProtocol(broker, name, tracked)
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        factory,
+        host,
+        port,
+        ssl=ssl,
+        backlog=BACKLOG,
+        ssl_handshake_timeout=ssl_handshake_timeout if ssl is not None else None,
+    )

@@ -1,0 +1,1171 @@
+"""The SQLite store: one database file, WAL, one writer, group commit.
+
+Theory of operation. The core records changes through the `Store` mutation methods
+(base.py); they run on the event loop, never wait, and only fold the change into the
+*open batch*: a net-effect diff keyed the way the tables are (retained topic, client id,
+(client id, seq), ...), so a later change of the same key replaces an earlier one.
+A batch closes `commit_interval` after its first change, or at once when it holds
+`commit_batch` changes; the single writer task turns each closed batch into ONE
+transaction (a handful of ``executemany`` calls on aiosqlite's thread), and after the
+COMMIT runs, on the event loop and in order, the `after_commit` callbacks registered
+while that batch was open (or, when none was open, on the last batch not yet
+committed). Everything recorded before a callback is therefore durable when it runs.
+While the writer is busy with one transaction the next batch keeps filling: the
+slower the disk, the bigger the batches (group commit).
+
+Coalescing. Only what is provably equivalent is folded away:
+- an outbound entry added and removed in the same batch leaves no trace, *if* the add
+  was fresh: its seq is above every seq ever recorded for the session since its last
+  delete (seq grows per session, base.py), so no row for it existed before;
+- a message saved in a batch whose every reference was folded away is not written;
+- a session created and deleted in the same batch leaves nothing; a session deleted in
+  a batch wipes its rows first, then whatever the batch recorded after the delete is
+  applied.
+A transaction's result depends only on each key's last change, so the statements of one
+batch run grouped by table, not in arrival order.
+
+Messages are stored once (`messages`) and referenced by `outbound` rows; triggers delete
+a message when its last reference goes (base.py: "the store forgets a message when no
+outbound entry refers to it any more"). Records for a session the store does not know
+are ignored, as `MemoryStore` does; the known client ids and each session's highest seq
+are kept in memory (read at `open`).
+
+Durability (`durability`):
+- "safe" (default): ``synchronous=FULL``: each COMMIT is fsynced before its callbacks
+  run, so an acknowledged message survives a crash of mqttd, of the OS, or a power cut.
+- "fast": callbacks run at once (acknowledgements do not wait), commits are still
+  batched, ``synchronous=NORMAL``. Risk: a crash of mqttd loses what was acknowledged in
+  the last `commit_interval` (the batch not yet committed); an OS crash or power cut may
+  also lose commits since the last WAL checkpoint (WAL+NORMAL does not fsync at COMMIT;
+  the file stays consistent, the newest transactions are rolled back).
+
+Failures. `open` refuses, with one `DatabaseUnusable` naming the file and what to do, a
+file locked by another process (an exclusive ``flock`` on the database file for the life
+of the store), one that is not a database or fails ``PRAGMA quick_check``, one written
+by a newer mqttd (schema versions in ``PRAGMA user_version``), and a read-only file or
+directory. At run time a COMMIT that fails (disk full: SQLITE_FULL, an I/O error) is
+rolled back and retried with backoff; the batch's callbacks do not run until it
+commits, so no QoS 1/2 acknowledgement for unwritten data goes out. One error line when
+the trouble starts, one line when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiosqlite
+
+from ..protocol.datatypes import Cursor
+from ..protocol.properties import Properties, PropertyContext
+from ..protocol.property_codec import decode_properties, encode_properties
+from .base import (
+    OutboundState,
+    StoredMessage,
+    StoredOutbound,
+    StoredSession,
+    StoredState,
+    StoredSubscription,
+    StoredWill,
+)
+
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "DatabaseUnusable",
+    "SqliteStore",
+]
+
+logger = logging.getLogger("mqttd.store")
+
+#: ``PRAGMA application_id`` of an mqttd database ("mqtd").
+APPLICATION_ID: Final = 0x6D717464
+
+# SQLite primary result codes (https://www.sqlite.org/rescode.html).
+_SQLITE_PERM = 3
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_AUTH = 23
+_SQLITE_NOTADB = 26
+
+_PUBLISH = int(PropertyContext.PUBLISH)
+
+# Retry of a failing COMMIT: first wait, then doubling up to the last.
+RETRY_FIRST = 0.05
+RETRY_MAX = 2.0
+#: How long `close` keeps retrying a failing COMMIT before giving the changes up.
+CLOSE_FLUSH_TIMEOUT = 3.0
+
+
+class DatabaseUnusable(sqlite3.DatabaseError):
+    """The database file cannot be used; the message names it and says what to do.
+
+    A `sqlite3.DatabaseError`, so `App.start` reports it as a start-up failure.
+    """
+
+
+# -- schema and migrations -----------------------------------------------------------------
+
+_SCHEMA_V1: Final = (
+    # Payload-bearing tables keep a rowid (large rows); the small ones are clustered on
+    # their key (WITHOUT ROWID), so a session's rows sit together: loading them and
+    # deleting a whole session are range scans on the primary key.
+    """CREATE TABLE retained (
+        topic TEXT PRIMARY KEY NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties BLOB,
+        expiry_at REAL,
+        origin TEXT)""",
+    """CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties BLOB,
+        expiry_at REAL,
+        origin TEXT)""",
+    """CREATE TABLE sessions (
+        client_id TEXT PRIMARY KEY NOT NULL,
+        protocol_level INTEGER NOT NULL,
+        expiry_interval INTEGER NOT NULL,
+        disconnected_at REAL) WITHOUT ROWID""",
+    """CREATE TABLE subscriptions (
+        client_id TEXT NOT NULL,
+        topic_filter TEXT NOT NULL,
+        qos INTEGER NOT NULL,
+        no_local INTEGER NOT NULL,
+        retain_as_published INTEGER NOT NULL,
+        retain_handling INTEGER NOT NULL,
+        subscription_identifier INTEGER,
+        PRIMARY KEY (client_id, topic_filter)) WITHOUT ROWID""",
+    """CREATE TABLE outbound (
+        client_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        message_id INTEGER NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        subscription_ids TEXT,
+        packet_id INTEGER,
+        state INTEGER NOT NULL,
+        PRIMARY KEY (client_id, seq)) WITHOUT ROWID""",
+    # The reference count of a message is a probe of this index.
+    "CREATE INDEX outbound_by_message ON outbound (message_id)",
+    """CREATE TABLE inbound_qos2 (
+        client_id TEXT NOT NULL,
+        packet_id INTEGER NOT NULL,
+        PRIMARY KEY (client_id, packet_id)) WITHOUT ROWID""",
+    """CREATE TABLE wills (
+        client_id TEXT PRIMARY KEY NOT NULL,
+        publish_at REAL NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties BLOB,
+        expiry_at REAL,
+        origin TEXT)""",
+    # A message goes with its last reference (row deleted, or pointed elsewhere).
+    """CREATE TRIGGER outbound_release AFTER DELETE ON outbound
+        WHEN NOT EXISTS (SELECT 1 FROM outbound WHERE message_id = OLD.message_id)
+        BEGIN DELETE FROM messages WHERE id = OLD.message_id; END""",
+    """CREATE TRIGGER outbound_repoint AFTER UPDATE OF message_id ON outbound
+        WHEN OLD.message_id != NEW.message_id
+         AND NOT EXISTS (SELECT 1 FROM outbound WHERE message_id = OLD.message_id)
+        BEGIN DELETE FROM messages WHERE id = OLD.message_id; END""",
+)
+
+
+async def _migrate_to_v1(db: aiosqlite.Connection) -> None:
+    """Version 1: the first schema."""
+    for statement in _SCHEMA_V1:
+        await db.execute(statement)
+    await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
+#: MIGRATIONS[n] takes a database from schema version n to n + 1, inside one
+#: transaction. Append only: a released migration never changes.
+MIGRATIONS: Final[Sequence[Callable[[aiosqlite.Connection], Awaitable[None]]]] = (_migrate_to_v1,)
+
+#: The schema version this mqttd writes (``PRAGMA user_version``).
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+# -- SQL of the writer -----------------------------------------------------------------------
+
+_WIPE_SESSION = (
+    # outbound first: its trigger releases messages the session alone referred to.
+    "DELETE FROM outbound WHERE client_id = ?",
+    "DELETE FROM subscriptions WHERE client_id = ?",
+    "DELETE FROM inbound_qos2 WHERE client_id = ?",
+    "DELETE FROM wills WHERE client_id = ?",
+    "DELETE FROM sessions WHERE client_id = ?",
+)
+_UPSERT_RETAINED = (
+    "INSERT INTO retained (topic, payload, qos, retain, properties, expiry_at, origin)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload,"
+    " qos = excluded.qos, retain = excluded.retain, properties = excluded.properties,"
+    " expiry_at = excluded.expiry_at, origin = excluded.origin"
+)
+_DELETE_RETAINED = "DELETE FROM retained WHERE topic = ?"
+_UPSERT_SESSION = (
+    "INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET"
+    " protocol_level = excluded.protocol_level, expiry_interval = excluded.expiry_interval,"
+    " disconnected_at = excluded.disconnected_at"
+)
+_INSERT_MESSAGE = (
+    "INSERT OR REPLACE INTO messages"
+    " (id, topic, payload, qos, retain, properties, expiry_at, origin)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_OUTBOUND = (
+    "INSERT INTO outbound"
+    " (client_id, seq, message_id, qos, retain, subscription_ids, packet_id, state)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (client_id, seq) DO UPDATE SET"
+    " message_id = excluded.message_id, qos = excluded.qos, retain = excluded.retain,"
+    " subscription_ids = excluded.subscription_ids, packet_id = excluded.packet_id,"
+    " state = excluded.state"
+)
+_UPDATE_OUTBOUND = "UPDATE outbound SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?"
+_DELETE_OUTBOUND = "DELETE FROM outbound WHERE client_id = ? AND seq = ?"
+_UPSERT_SUBSCRIPTION = (
+    "INSERT INTO subscriptions (client_id, topic_filter, qos, no_local, retain_as_published,"
+    " retain_handling, subscription_identifier) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (client_id, topic_filter) DO UPDATE SET qos = excluded.qos,"
+    " no_local = excluded.no_local, retain_as_published = excluded.retain_as_published,"
+    " retain_handling = excluded.retain_handling,"
+    " subscription_identifier = excluded.subscription_identifier"
+)
+_DELETE_SUBSCRIPTION = "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?"
+_INSERT_INBOUND = "INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?, ?)"
+_DELETE_INBOUND = "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"
+_UPSERT_WILL = (
+    "INSERT OR REPLACE INTO wills (client_id, publish_at, topic, payload, qos, retain,"
+    " properties, expiry_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_WILL = "DELETE FROM wills WHERE client_id = ?"
+
+
+# -- the batch: the net effect of the changes recorded since it opened ------------------------
+
+# A message row without its id: topic, payload, qos, retain, properties, expiry_at, origin.
+_MessageRow = tuple[str, bytes, int, int, bytes | None, float | None, str | None]
+
+_INSERT = 0
+_UPDATE = 1
+_DELETE = 2
+
+
+class _Outbound:
+    """The pending change of one outbound row."""
+
+    __slots__ = ("fresh", "kind", "message_id", "packet_id", "qos", "retain", "state", "sub_ids")
+
+    def __init__(
+        self,
+        kind: int,
+        fresh: bool = False,
+        message_id: int = 0,
+        qos: int = 0,
+        retain: int = 0,
+        sub_ids: str | None = None,
+        packet_id: int | None = None,
+        state: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.fresh = fresh  # no row with this key existed before this batch
+        self.message_id = message_id
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.packet_id = packet_id
+        self.state = state
+
+
+_REMOVED = _Outbound(_DELETE)
+_UNSET: Any = object()  # a will that this batch did not touch
+
+
+@dataclass(slots=True)
+class _ClientChanges:
+    """The pending changes of one client id's session rows."""
+
+    wiped: bool = False  # delete every row of the session first
+    created: bool = False  # the session did not exist when this batch opened (or was wiped)
+    session: tuple[int, int, float | None] | None = None
+    subscriptions: dict[str, tuple[int, int, int, int, int | None] | None] = field(
+        default_factory=dict
+    )
+    outbound: dict[int, _Outbound] = field(default_factory=dict)
+    inbound: dict[int, bool] = field(default_factory=dict)  # packet id -> add (True) / remove
+    will: Any = _UNSET  # a will row, None (delete) or _UNSET
+
+
+@dataclass(slots=True)
+class _SavedMessage:
+    row: _MessageRow
+    refs: int = 0  # outbound entries of the same batch that referred to it
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """The changes of one transaction, and the callbacks waiting for its COMMIT."""
+
+    changes: int = 0
+    due: bool = False
+    retained: dict[str, _MessageRow | None] = field(default_factory=dict)
+    messages: dict[int, _SavedMessage] = field(default_factory=dict)
+    clients: dict[str, _ClientChanges] = field(default_factory=dict)
+    extra: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The (SQL, rows) pairs that apply this batch, wipes first."""
+        wipes: list[tuple[Any, ...]] = []
+        sessions: list[tuple[Any, ...]] = []
+        out_upserts: list[tuple[Any, ...]] = []
+        out_updates: list[tuple[Any, ...]] = []
+        out_deletes: list[tuple[Any, ...]] = []
+        sub_upserts: list[tuple[Any, ...]] = []
+        sub_deletes: list[tuple[Any, ...]] = []
+        in_inserts: list[tuple[Any, ...]] = []
+        in_deletes: list[tuple[Any, ...]] = []
+        will_upserts: list[tuple[Any, ...]] = []
+        will_deletes: list[tuple[Any, ...]] = []
+        live: dict[int, int] = {}  # message id saved in this batch -> surviving references
+        messages = self.messages
+        for client_id, c in self.clients.items():
+            if c.wiped:
+                wipes.append((client_id,))
+            if c.session is not None:
+                sessions.append((client_id, *c.session))
+            for seq, o in c.outbound.items():
+                kind = o.kind
+                if kind == _INSERT:
+                    mid = o.message_id
+                    if mid in messages:
+                        live[mid] = live.get(mid, 0) + 1
+                    out_upserts.append(
+                        (client_id, seq, mid, o.qos, o.retain, o.sub_ids, o.packet_id, o.state)
+                    )
+                elif kind == _UPDATE:
+                    out_updates.append((o.packet_id, o.state, client_id, seq))
+                else:
+                    out_deletes.append((client_id, seq))
+            for topic_filter, sub in c.subscriptions.items():
+                if sub is None:
+                    sub_deletes.append((client_id, topic_filter))
+                else:
+                    sub_upserts.append((client_id, topic_filter, *sub))
+            for packet_id, add in c.inbound.items():
+                (in_inserts if add else in_deletes).append((client_id, packet_id))
+            will = c.will
+            if will is None:
+                will_deletes.append((client_id,))
+            elif will is not _UNSET:
+                will_upserts.append((client_id, *will))
+        message_rows = [
+            (mid, *saved.row)
+            for mid, saved in messages.items()
+            # Not written when every reference to it was folded away in this batch. One
+            # saved but not yet referenced (the batch closed between the two calls) is.
+            if live.get(mid) or not saved.refs
+        ]
+        retained_upserts = [(t, *row) for t, row in self.retained.items() if row is not None]
+        retained_deletes = [(t,) for t, row in self.retained.items() if row is None]
+        plan: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if wipes:
+            plan.extend((sql, wipes) for sql in _WIPE_SESSION)
+        for sql, rows in (
+            (_UPSERT_RETAINED, retained_upserts),
+            (_DELETE_RETAINED, retained_deletes),
+            (_UPSERT_SESSION, sessions),
+            (_INSERT_MESSAGE, message_rows),
+            (_UPSERT_OUTBOUND, out_upserts),
+            (_UPDATE_OUTBOUND, out_updates),
+            (_DELETE_OUTBOUND, out_deletes),
+            (_UPSERT_SUBSCRIPTION, sub_upserts),
+            (_DELETE_SUBSCRIPTION, sub_deletes),
+            (_INSERT_INBOUND, in_inserts),
+            (_DELETE_INBOUND, in_deletes),
+            (_UPSERT_WILL, will_upserts),
+            (_DELETE_WILL, will_deletes),
+        ):
+            if rows:
+                plan.append((sql, rows))
+        plan.extend(self.extra)
+        return plan
+
+
+# -- value conversions ------------------------------------------------------------------------
+
+
+def _encode_properties(properties: Properties | None) -> bytes | None:
+    # The wire format of a PUBLISH property block: compact, and versioned by MQTT itself.
+    if properties is None:
+        return None
+    return encode_properties(properties, _PUBLISH)
+
+
+def _decode_properties(blob: bytes | None) -> Properties | None:
+    if blob is None:
+        return None
+    return decode_properties(Cursor(blob, 0, len(blob)), _PUBLISH)
+
+
+def _message_row(message: StoredMessage) -> _MessageRow:
+    return (
+        message.topic,
+        message.payload,
+        message.qos,
+        int(message.retain),
+        _encode_properties(message.properties),
+        message.expiry_at,
+        message.origin,
+    )
+
+
+def _message(row: Sequence[Any]) -> StoredMessage:
+    """A StoredMessage from (topic, payload, qos, retain, properties, expiry_at, origin)."""
+    topic, payload, qos, retain, props, expiry_at, origin = row
+    return StoredMessage(
+        topic, payload, qos, bool(retain), _decode_properties(props), expiry_at, origin
+    )
+
+
+def _sub_ids_text(sub_ids: tuple[int, ...]) -> str | None:
+    return ",".join(map(str, sub_ids)) if sub_ids else None
+
+
+def _sub_ids(text: str | None) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split(",")) if text else ()
+
+
+def _error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+class SqliteStore:
+    """`Store` in one SQLite file (see the module docstring).
+
+    `durability` is "safe" or "fast"; `commit_interval` (seconds) is the longest a
+    change waits for others to share its transaction (0: as soon as the writer is
+    free); `commit_batch` the most changes in one transaction.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "safe",
+        commit_interval: float = 0.005,
+        commit_batch: int = 1000,
+    ) -> None:
+        if durability not in ("safe", "fast"):
+            raise ValueError(f"durability must be 'safe' or 'fast', not {durability!r}")
+        if commit_batch < 1 or commit_interval < 0:
+            raise ValueError("commit_batch must be >= 1 and commit_interval >= 0")
+        self.path = os.path.abspath(os.fspath(path))
+        self.durability = durability
+        self.commit_interval = commit_interval
+        self.commit_batch = commit_batch
+        self._fast = durability == "fast"
+        self._db: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._open_batch: _Batch | None = None
+        self._timer: asyncio.Handle | None = None
+        self._queue: deque[_Batch] = deque()  # closed, waiting for the writer
+        self._committing: _Batch | None = None  # the writer's, until its callbacks ran
+        self._closing = False
+        self._failing_since: float | None = None
+        # What the store knows without asking the database (read at open).
+        self._sessions: set[str] = set()
+        self._max_seq: dict[str, int] = {}
+        #: Transactions committed (tests check that changes share transactions).
+        self.transactions = 0
+        #: Batches handed to the writer, including those that needed no transaction.
+        self.batches = 0
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.path} {self.durability}>"
+
+    @property
+    def is_open(self) -> bool:
+        """True between `open` and `close`."""
+        return self._db is not None
+
+    @property
+    def pending(self) -> int:
+        """Changes recorded but not committed yet."""
+        batches = [*self._queue]
+        for batch in (self._open_batch, self._committing):
+            if batch is not None:
+                batches.append(batch)
+        return sum(b.changes for b in batches)
+
+    # -- open / close ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Lock, open (create or migrate) and check the database; start the writer.
+
+        Raises `DatabaseUnusable` with one line for the operator when it cannot be used.
+        Idempotent.
+        """
+        if self._db is not None:
+            return
+        self._lock()
+        try:
+            db = await self._connect()
+        except BaseException:
+            self._unlock()
+            raise
+        self._db = db
+        self._closing = False
+        self._failing_since = None
+        self._wakeup = asyncio.Event()  # of this event loop (a store may be reopened)
+        self._writer = asyncio.create_task(self._write_loop(), name="mqttd-store-writer")
+
+    def _lock(self) -> None:
+        path = self.path
+        directory = os.path.dirname(path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnusable(
+                f"{path}: cannot create the directory {directory}: {exc.strerror}; "
+                "create it (writable by mqttd) or set another --db / persistence.path"
+            ) from exc
+        if not os.access(directory, os.W_OK):
+            raise self._read_only(f"the directory {directory} is not writable")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise self._read_only(f"cannot open it for writing ({exc.strerror})") from exc
+        try:
+            # flock, not SQLite's own POSIX locks: held for the life of the store, by this
+            # open file only, and released by the kernel however the process ends.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise DatabaseUnusable(
+                f"{path}: the database is in use by another process (another mqttd on the "
+                "same file?); stop that process, or give this one its own --db / "
+                "persistence.path"
+            ) from exc
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            # After SQLite closed the file: closing any descriptor of a file drops the
+            # process's POSIX locks on it, SQLite's included.
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _read_only(self, why: str) -> DatabaseUnusable:
+        return DatabaseUnusable(
+            f"{self.path}: read-only: {why}; mqttd writes the database and its -wal and "
+            "-shm files beside it: make the file and its directory writable by the mqttd "
+            "user, or set another --db / persistence.path"
+        )
+
+    def _unusable(self, exc: sqlite3.Error) -> DatabaseUnusable:
+        """One operator line for an error met while opening the database."""
+        code = _error_code(exc)
+        path = self.path
+        if isinstance(exc, DatabaseUnusable):
+            return exc
+        if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
+            return DatabaseUnusable(
+                f"{path}: not a usable mqttd database ({exc}): the file is damaged or is "
+                "not a SQLite database; move it aside (keep it for inspection) to start with "
+                "an empty one, or restore a backup"
+            )
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return DatabaseUnusable(
+                f"{path}: the database is locked by another process ({exc}); stop the other "
+                "program using it, or give mqttd its own --db / persistence.path"
+            )
+        if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM, _SQLITE_AUTH):
+            return self._read_only(str(exc))
+        if code == _SQLITE_FULL:
+            return DatabaseUnusable(
+                f"{path}: the disk is full ({exc}); free some space and start again"
+            )
+        if code == _SQLITE_IOERR:
+            return DatabaseUnusable(
+                f"{path}: I/O error ({exc}); check the disk and the file system"
+            )
+        return DatabaseUnusable(f"{path}: cannot use the database: {exc}")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: no implicit transactions, the writer says BEGIN/COMMIT.
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await self._prepare(db)
+            await self._read_known(db)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(Exception):
+                await db.close()
+            raise self._unusable(exc) from exc
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.close()
+            raise
+        return db
+
+    async def _prepare(self, db: aiosqlite.Connection) -> None:
+        """Check what the file is, set WAL and synchronous, migrate the schema."""
+        version = await _pragma(db, "user_version")  # reads the header: NOTADB shows here
+        application_id = await _pragma(db, "application_id")
+        if version > SCHEMA_VERSION:
+            raise DatabaseUnusable(
+                f"{self.path}: written by a newer mqttd (schema version {version}; this "
+                f"mqttd reads versions up to {SCHEMA_VERSION}); run the newer mqttd, or set "
+                "another --db / persistence.path"
+            )
+        if application_id not in (0, APPLICATION_ID):
+            raise DatabaseUnusable(
+                f"{self.path}: a SQLite database of another application (application_id "
+                f"{application_id:#x}), not mqttd's; set another --db / persistence.path"
+            )
+        if version == 0:
+            tables = await _pragma_rows(db, "SELECT name FROM sqlite_master")
+            if tables:
+                raise DatabaseUnusable(
+                    f"{self.path}: a SQLite database with tables of its own, not mqttd's; "
+                    "set another --db / persistence.path"
+                )
+        mode = await _pragma_value(db, "PRAGMA journal_mode = WAL")
+        if str(mode).lower() != "wal":
+            raise DatabaseUnusable(
+                f"{self.path}: cannot switch the database to WAL mode (got {mode!r}); put "
+                "it on a local file system that supports shared memory (not a network one)"
+            )
+        # FULL fsyncs the WAL at every COMMIT; NORMAL only at checkpoints (module docs).
+        await db.execute(f"PRAGMA synchronous = {'NORMAL' if self._fast else 'FULL'}")
+        await db.execute("PRAGMA busy_timeout = 5000")  # a reader (sqlite3 CLI) may hold it
+        await db.execute("PRAGMA journal_size_limit = 67108864")  # WAL back to 64 MiB
+        if version:
+            problems = await _pragma_rows(db, "PRAGMA quick_check")
+            if problems != [("ok",)]:
+                detail = "; ".join(str(row[0]) for row in problems[:3])
+                raise DatabaseUnusable(
+                    f"{self.path}: the integrity check failed ({detail}): the file is "
+                    "damaged; move it aside (keep it for inspection) to start with an empty "
+                    "one, or restore a backup"
+                )
+        for target in range(version, SCHEMA_VERSION):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await MIGRATIONS[target](db)
+                await db.execute(f"PRAGMA user_version = {target + 1}")
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+            if target:
+                logger.info("%s: schema migrated to version %d", self.path, target + 1)
+        # A read-only file opens fine and fails at the first write: find out now.
+        await db.execute("BEGIN IMMEDIATE")
+        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        await db.execute("COMMIT")
+
+    async def _read_known(self, db: aiosqlite.Connection) -> None:
+        """The client ids of the stored sessions and each one's highest outbound seq."""
+        rows = await db.execute_fetchall("SELECT client_id FROM sessions")
+        self._sessions = {row[0] for row in rows}
+        rows = await db.execute_fetchall(
+            "SELECT client_id, MAX(seq) FROM outbound GROUP BY client_id"
+        )
+        self._max_seq = {row[0]: row[1] for row in rows}
+
+    async def close(self) -> None:
+        """Commit everything recorded, run the callbacks waiting for it, close. Idempotent.
+
+        If the database keeps failing, gives up after `CLOSE_FLUSH_TIMEOUT` seconds and
+        says how many changes were not written (their acknowledgements never went out).
+        """
+        db = self._db
+        if db is None:
+            return
+        self._closing = True
+        self._wakeup.set()
+        writer = self._writer
+        try:
+            if writer is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(writer), CLOSE_FLUSH_TIMEOUT)
+                except TimeoutError:
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await writer
+                    logger.error(
+                        "persistence: %s: %d changes could not be written before the stop; "
+                        "their acknowledgements were not sent",
+                        self.path,
+                        self.pending,
+                    )
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()
+            self._writer = None
+            self._db = None
+            self._open_batch = None
+            self._queue.clear()
+            self._committing = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            try:
+                await db.close()
+            finally:
+                self._unlock()
+
+    # -- load ------------------------------------------------------------------------------
+
+    async def load(self) -> StoredState:
+        """Everything committed, after committing what is pending.
+
+        Rows that no longer belong anywhere (an outbound entry whose message is gone, a
+        message no entry refers to) are left out and deleted.
+        """
+        db = self._require_open()
+        await self.flush()
+        state = StoredState()
+        retained = await db.execute_fetchall(
+            "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
+        )
+        state.retained = [_message(row) for row in retained]
+        del retained
+        messages: dict[int, StoredMessage] = {}
+        for row in await db.execute_fetchall(
+            "SELECT id, topic, payload, qos, retain, properties, expiry_at, origin FROM messages"
+        ):
+            messages[row[0]] = _message(row[1:])
+        sessions: dict[str, StoredSession] = {}
+        for client_id, level, expiry, disconnected_at in await db.execute_fetchall(
+            "SELECT client_id, protocol_level, expiry_interval, disconnected_at FROM sessions"
+        ):
+            sessions[client_id] = StoredSession(client_id, level, expiry, disconnected_at)
+        for client_id, topic_filter, qos, nl, rap, rh, sub_id in await db.execute_fetchall(
+            "SELECT client_id, topic_filter, qos, no_local, retain_as_published,"
+            " retain_handling, subscription_identifier FROM subscriptions"
+        ):
+            session = sessions.get(client_id)
+            if session is not None:
+                session.subscriptions.append(
+                    StoredSubscription(topic_filter, qos, bool(nl), bool(rap), rh, sub_id)
+                )
+        referenced: set[int] = set()
+        dangling: list[tuple[str, int]] = []
+        # Primary key order: by client id, then seq, the delivery order.
+        for client_id, seq, mid, qos, retain, sub_ids, packet_id, st in await db.execute_fetchall(
+            "SELECT client_id, seq, message_id, qos, retain, subscription_ids, packet_id, state"
+            " FROM outbound ORDER BY client_id, seq"
+        ):
+            session = sessions.get(client_id)
+            if session is None or mid not in messages:
+                dangling.append((client_id, seq))
+                continue
+            referenced.add(mid)
+            session.outbound.append(
+                StoredOutbound(
+                    seq, mid, qos, bool(retain), _sub_ids(sub_ids), packet_id, OutboundState(st)
+                )
+            )
+        for client_id, packet_id in await db.execute_fetchall(
+            "SELECT client_id, packet_id FROM inbound_qos2"
+        ):
+            session = sessions.get(client_id)
+            if session is not None:
+                session.inbound_qos2.add(packet_id)
+        for row in await db.execute_fetchall(
+            "SELECT client_id, publish_at, topic, payload, qos, retain, properties, expiry_at,"
+            " origin FROM wills"
+        ):
+            session = sessions.get(row[0])
+            if session is not None:
+                session.will = StoredWill(_message(row[2:]), row[1])
+        unreferenced = [mid for mid in messages if mid not in referenced]
+        for mid in unreferenced:
+            del messages[mid]
+        state.messages = messages
+        state.sessions = list(sessions.values())
+        if dangling or unreferenced:
+            logger.info(
+                "%s: dropping %d outbound entries and %d messages that belong nowhere",
+                self.path,
+                len(dangling),
+                len(unreferenced),
+            )
+            # Through the writer, which owns every transaction.
+            batch = self._batch()
+            batch.extra.append((_DELETE_OUTBOUND, dangling))
+            batch.extra.append(("DELETE FROM messages WHERE id = ?", [(m,) for m in unreferenced]))
+            batch.changes += len(dangling) + len(unreferenced)
+            await self.flush()
+        return state
+
+    # -- group commit ------------------------------------------------------------------------
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once every change recorded before now is committed ("fast":
+        now). Callbacks run in the order given, on the event loop."""
+        if self._fast:
+            callback()
+            return
+        target = self._open_batch
+        if target is None:
+            target = self._queue[-1] if self._queue else self._committing
+            if target is None:
+                callback()  # nothing recorded is waiting: all of it is durable
+                return
+        target.callbacks.append(callback)
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far is committed."""
+        if self._open_batch is None and not self._queue and self._committing is None:
+            return
+        done = asyncio.get_running_loop().create_future()
+        target = self._open_batch
+        if target is not None:
+            self._close_open_batch()  # no reason to wait for the interval
+        else:
+            target = self._queue[-1] if self._queue else self._committing
+        assert target is not None
+        target.callbacks.append(lambda: _resolve(done))
+        await done
+
+    def _batch(self) -> _Batch:
+        batch = self._open_batch
+        if batch is None:
+            batch = self._open_batch = _Batch()
+            loop = asyncio.get_running_loop()
+            if self.commit_interval > 0:
+                self._timer = loop.call_later(self.commit_interval, self._batch_due, batch)
+            else:
+                self._timer = loop.call_soon(self._batch_due, batch)
+        return batch
+
+    def _batch_due(self, batch: _Batch) -> None:
+        # The interval is over: the writer takes the batch as soon as it is free.
+        batch.due = True
+        self._timer = None
+        self._wakeup.set()
+
+    def _close_open_batch(self) -> None:
+        batch = self._open_batch
+        if batch is not None:
+            self._open_batch = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._queue.append(batch)
+            self._wakeup.set()
+
+    def _changed(self, batch: _Batch) -> None:
+        batch.changes += 1
+        if batch.changes >= self.commit_batch:
+            self._close_open_batch()
+
+    def _client(self, client_id: str) -> _ClientChanges:
+        batch = self._batch()
+        changes = batch.clients.get(client_id)
+        if changes is None:
+            changes = batch.clients[client_id] = _ClientChanges()
+        return changes
+
+    async def _write_loop(self) -> None:
+        """The one writer: a transaction per batch, then the batch's callbacks."""
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            self._committing = batch
+            self.batches += 1
+            await self._commit(batch)
+            # Run by index: a callback may register another on this same batch.
+            callbacks = batch.callbacks
+            i = 0
+            while i < len(callbacks):
+                try:
+                    callbacks[i]()
+                except Exception:
+                    logger.exception("persistence: an after_commit callback failed")
+                i += 1
+            self._committing = None
+
+    def _next_batch(self) -> _Batch | None:
+        if self._queue:
+            return self._queue.popleft()
+        batch = self._open_batch
+        if batch is not None and (batch.due or self._closing):
+            self._open_batch = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return batch
+        return None
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Apply `batch` in one transaction; on failure roll back and retry until it works."""
+        plan = batch.statements()
+        if not plan:
+            return  # every change folded away: nothing to make durable
+        delay = RETRY_FIRST
+        retries = 0
+        while True:
+            try:
+                await self._transaction(plan)
+            except Exception as exc:
+                retries += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                    logger.error(
+                        "persistence: cannot write %s: %s%s; QoS 1/2 acknowledgements that "
+                        "need it are held back, retrying until it works",
+                        self.path,
+                        exc,
+                        " (free some disk space)" if _error_code(exc) == _SQLITE_FULL else "",
+                        # A bug rather than the disk: the traceback helps.
+                        exc_info=not isinstance(exc, sqlite3.Error),
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            self.transactions += 1
+            if self._failing_since is not None:
+                logger.warning(
+                    "persistence: writing %s works again after %.1f s (%d retries)",
+                    self.path,
+                    time.monotonic() - self._failing_since,
+                    retries,
+                )
+                self._failing_since = None
+            return
+
+    async def _transaction(self, plan: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        db = self._require_open()
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in plan:
+                await db.executemany(sql, rows)
+            await db.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (SQLITE_FULL can do that).
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+            raise
+
+    def _require_open(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return self._db
+
+    # -- the mutations (they only record) -----------------------------------------------------
+
+    def save_retained(self, message: StoredMessage) -> None:
+        """Record `message` as the retained message of its topic."""
+        batch = self._batch()
+        batch.retained[message.topic] = _message_row(message)
+        self._changed(batch)
+
+    def delete_retained(self, topic: str) -> None:
+        """Record that `topic` has no retained message."""
+        batch = self._batch()
+        batch.retained[topic] = None
+        self._changed(batch)
+
+    def save_session(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int,
+        disconnected_at: float | None,
+    ) -> None:
+        """Insert or update a session's own fields."""
+        created = client_id not in self._sessions
+        if created:
+            self._sessions.add(client_id)
+        changes = self._client(client_id)
+        if created:
+            changes.created = True
+        changes.session = (protocol_level, expiry_interval, disconnected_at)
+        self._changed(self._batch())
+
+    def delete_session(self, client_id: str) -> None:
+        """Forget a session and every row of it."""
+        if client_id not in self._sessions:
+            return
+        self._sessions.discard(client_id)
+        self._max_seq.pop(client_id, None)
+        batch = self._batch()
+        old = batch.clients.get(client_id)
+        # A session created in this batch left no rows before it: only an earlier wipe
+        # in this batch (if any) must still happen.
+        wiped = old.wiped if old is not None and old.created else True
+        if wiped:
+            batch.clients[client_id] = _ClientChanges(wiped=True)
+        else:
+            batch.clients.pop(client_id, None)
+        self._changed(batch)
+
+    def add_subscription(self, client_id: str, subscription: StoredSubscription) -> None:
+        """Insert or replace a subscription."""
+        if client_id not in self._sessions:
+            return
+        s = subscription
+        self._client(client_id).subscriptions[s.topic_filter] = (
+            s.qos,
+            int(s.no_local),
+            int(s.retain_as_published),
+            s.retain_handling,
+            s.subscription_identifier,
+        )
+        self._changed(self._batch())
+
+    def remove_subscription(self, client_id: str, topic_filter: str) -> None:
+        """Forget a subscription."""
+        if client_id not in self._sessions:
+            return
+        self._client(client_id).subscriptions[topic_filter] = None
+        self._changed(self._batch())
+
+    def save_message(self, message_id: int, message: StoredMessage) -> None:
+        """Record a message that outbound entries will refer to."""
+        batch = self._batch()
+        batch.messages[message_id] = _SavedMessage(_message_row(message))
+        self._changed(batch)
+
+    def add_outbound(self, client_id: str, outbound: StoredOutbound) -> None:
+        """Record an outbound entry."""
+        if client_id not in self._sessions:
+            return
+        seq = outbound.seq
+        max_seq = self._max_seq
+        fresh = seq > max_seq.get(client_id, 0)
+        if fresh:
+            max_seq[client_id] = seq
+        batch = self._batch()
+        changes = batch.clients.get(client_id)
+        if changes is None:
+            changes = batch.clients[client_id] = _ClientChanges()
+        mid = outbound.message_id
+        changes.outbound[seq] = _Outbound(
+            _INSERT,
+            fresh,
+            mid,
+            outbound.qos,
+            int(outbound.retain),
+            _sub_ids_text(outbound.subscription_ids) if outbound.subscription_ids else None,
+            outbound.packet_id,
+            int(outbound.state),
+        )
+        saved = batch.messages.get(mid)
+        if saved is not None:
+            saved.refs += 1
+        self._changed(batch)
+
+    def set_outbound_state(
+        self, client_id: str, seq: int, packet_id: int | None, state: OutboundState
+    ) -> None:
+        """Record an outbound entry's new packet id and state."""
+        if client_id not in self._sessions or seq > self._max_seq.get(client_id, 0):
+            return  # no such entry was ever recorded
+        changes = self._client(client_id)
+        o = changes.outbound.get(seq)
+        if o is None:
+            changes.outbound[seq] = _Outbound(_UPDATE, packet_id=packet_id, state=int(state))
+        elif o.kind != _DELETE:
+            o.packet_id = packet_id
+            o.state = int(state)
+        self._changed(self._batch())
+
+    def remove_outbound(self, client_id: str, seq: int) -> None:
+        """Forget an outbound entry."""
+        if client_id not in self._sessions or seq > self._max_seq.get(client_id, 0):
+            return
+        changes = self._client(client_id)
+        o = changes.outbound.get(seq)
+        if o is not None and o.kind == _INSERT and o.fresh:
+            del changes.outbound[seq]  # added and removed within the batch: no row at all
+        else:
+            changes.outbound[seq] = _REMOVED
+        self._changed(self._batch())
+
+    def add_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        """Record an inbound QoS 2 packet id awaiting PUBREL."""
+        if client_id not in self._sessions:
+            return
+        self._client(client_id).inbound[packet_id] = True
+        self._changed(self._batch())
+
+    def remove_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        """Forget an inbound QoS 2 packet id."""
+        if client_id not in self._sessions:
+            return
+        self._client(client_id).inbound[packet_id] = False
+        self._changed(self._batch())
+
+    def save_will(self, client_id: str, will: StoredWill) -> None:
+        """Record the session's pending will."""
+        if client_id not in self._sessions:
+            return
+        self._client(client_id).will = (will.publish_at, *_message_row(will.message))
+        self._changed(self._batch())
+
+    def delete_will(self, client_id: str) -> None:
+        """Forget the session's pending will."""
+        if client_id not in self._sessions:
+            return
+        self._client(client_id).will = None
+        self._changed(self._batch())
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _pragma(db: aiosqlite.Connection, name: str) -> int:
+    value = await _pragma_value(db, f"PRAGMA {name}")
+    return int(value) if value is not None else 0
+
+
+async def _pragma_value(db: aiosqlite.Connection, sql: str) -> Any:
+    rows = await _pragma_rows(db, sql)
+    return rows[0][0] if rows else None
+
+
+async def _pragma_rows(db: aiosqlite.Connection, sql: str) -> list[tuple[Any, ...]]:
+    rows: Iterable[Any] = await db.execute_fetchall(sql)
+    return [tuple(row) for row in rows]

@@ -1,0 +1,1082 @@
+#!/usr/bin/env python3
+"""Side-by-side broker benchmark: mqttd against Mosquitto (and amqtt), driven by mqtt-load.
+
+Anyone can rerun it:
+
+    python scripts/bench.py                                  # every scenario, 3 rounds
+    python scripts/bench.py --quick --rounds 1               # a short smoke run
+    python scripts/bench.py --scenario fan-in-q1,latency --brokers mqttd,mosquitto
+    python scripts/bench.py --json results.json              # also save every raw RESULT line
+
+How it measures (docs/benchmarks.md explains how to read the tables):
+
+- mqtt-load (C, epoll, one thread) is built from ../shared/bench into .bench/ (git-ignored).
+- One fresh broker process per run, on a free loopback port, stopped afterwards.
+- Brokers are interleaved within a round (A B C A B C ...), and each table shows medians over
+  rounds, so slow drift of this shared machine hits every broker alike.
+- Per broker and scenario, -m is sized from a short calibration run so that a run lasts about
+  --seconds (Mosquitto's reference counts are the upper bound): a slow broker gets a smaller
+  message count instead of a run of minutes.
+- mqtt-load -R PID reads the broker's CPU time and RSS from /proc; the load generator's own CPU
+  use comes from getrusage(RUSAGE_CHILDREN) around each mqtt-load run, to show that the
+  generator, not the broker, was never the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / ".bench"
+DEFAULT_BENCH_SRC = ROOT.parent / "shared" / "bench"
+AMQTT_VERSION = "0.12.1"
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+MQTTD_READY = "mqttd ready"
+
+Kind = Literal["throughput", "latency", "conns"]
+Value = float | str
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass(slots=True, frozen=True)
+class Scenario:
+    """One mqtt-load invocation pattern, minus the port, broker pid and message count."""
+
+    name: str
+    kind: Kind
+    args: tuple[str, ...]
+    # Reference -m, sized for Mosquitto to last 3-10 s; 0 when the scenario takes no -m.
+    messages: int = 0
+    # Replacements used by --quick for scenarios that are not calibrated.
+    quick_args: tuple[str, ...] | None = None
+    quick_messages: int = 0
+    # Size -m from a calibration run (throughput scenarios; the latency run has a fixed rate).
+    calibrate: bool = False
+    # Broker that the ratio column divides by.
+    baseline: str = "mosquitto"
+    # Fixed broker variants instead of --brokers (persist-q1 compares mqttd with itself).
+    variants: tuple[str, ...] | None = None
+    description: str = ""
+
+
+COMMON = ("-b", "64")
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "fan-in-q0",
+        "throughput",
+        ("-s", "fan-in", "-P", "4", "-q", "0", *COMMON),
+        messages=1_200_000,
+        calibrate=True,
+        description="4 publishers -> 1 subscriber, QoS 0",
+    ),
+    Scenario(
+        "fan-in-q1",
+        "throughput",
+        ("-s", "fan-in", "-P", "4", "-q", "1", *COMMON),
+        messages=500_000,
+        calibrate=True,
+        description="4 publishers -> 1 subscriber, QoS 1",
+    ),
+    Scenario(
+        "fan-in-q2",
+        "throughput",
+        ("-s", "fan-in", "-P", "4", "-q", "2", *COMMON),
+        messages=80_000,
+        calibrate=True,
+        description="4 publishers -> 1 subscriber, QoS 2",
+    ),
+    Scenario(
+        "fan-out-q1",
+        "throughput",
+        ("-s", "fan-out", "-S", "50", "-q", "1", *COMMON),
+        messages=16_000,
+        calibrate=True,
+        description="1 publisher -> 50 subscribers, QoS 1 (rates are deliveries/s)",
+    ),
+    Scenario(
+        "pairs-q1",
+        "throughput",
+        ("-s", "pairs", "-N", "100", "-q", "1", *COMMON),
+        messages=400_000,
+        calibrate=True,
+        description="100 publisher/subscriber pairs, QoS 1",
+    ),
+    Scenario(
+        "latency",
+        "latency",
+        ("-s", "fan-in", "-P", "4", "-q", "1", "-r", "1000", *COMMON),
+        messages=5_000,
+        quick_messages=2_000,
+        description="fan-in QoS 1 at an offered 1,000 msg/s: end-to-end latency",
+    ),
+    Scenario(
+        "conns",
+        "conns",
+        ("-s", "conns", "-C", "5000", "-t", "5", "-c", "100"),
+        quick_args=("-s", "conns", "-C", "1000", "-t", "2", "-c", "100"),
+        description="idle connections: broker RSS per connection, connects/s",
+    ),
+    Scenario(
+        "persist-q1",
+        "throughput",
+        ("-s", "fan-in", "-P", "4", "-q", "1", *COMMON),
+        messages=500_000,
+        calibrate=True,
+        baseline="mqttd",
+        variants=("mqttd-persist", "mqttd"),
+        description="fan-in QoS 1 with a persistent-session subscriber: "
+        "mqttd with SQLite persistence vs without",
+    ),
+)
+SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr so that stdout holds only the tables."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every child reaped so far (RUSAGE_CHILDREN)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; brokers and mqtt-load inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def parse_result(stdout: str) -> dict[str, Value]:
+    """Parse mqtt-load's final `RESULT key=value ...` line; numbers become floats."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("RESULT "):
+            out: dict[str, Value] = {}
+            for item in line.split()[1:]:
+                key, _, raw = item.partition("=")
+                try:
+                    out[key] = float(raw)
+                except ValueError:
+                    out[key] = raw
+            return out
+    return {}
+
+
+def num(result: dict[str, Value], key: str) -> float | None:
+    """A numeric RESULT field, or None when missing or negative (mqtt-load's 'unknown')."""
+    v = result.get(key)
+    if isinstance(v, float) and v >= 0:
+        return v
+    return None
+
+
+# ---------------------------------------------------------------- mqtt-load
+
+
+def build_mqtt_load(src: Path) -> Path:
+    """Copy ../shared/bench (read-only) into .bench/mqtt-load-src and build it there."""
+    build = BENCH_DIR / "mqtt-load-src"
+    build.mkdir(parents=True, exist_ok=True)
+    changed = False
+    for name in ("mqtt-load.c", "Makefile"):
+        data = (src / name).read_bytes()
+        dst = build / name
+        if not dst.exists() or dst.read_bytes() != data:
+            # copyfile, not copytree: the shared folder's read-only modes must not follow.
+            dst.write_bytes(data)
+            changed = True
+    binary = build / "mqtt-load"
+    if changed or not binary.exists():
+        log(f"building mqtt-load from {src} in {build}")
+        subprocess.run(["make", "-s", "-C", str(build), "-B", "mqtt-load"], check=True)
+    return binary
+
+
+def mqtt_load_help(binary: Path) -> str:
+    """`mqtt-load -h` text (it exits non-zero after printing usage)."""
+    proc = subprocess.run([str(binary), "-h"], capture_output=True, text=True, timeout=10)
+    return proc.stdout + proc.stderr
+
+
+def persistent_session_args(help_text: str) -> tuple[str, ...] | None:
+    """The mqtt-load flag for a persistent session, if this mqtt-load has one.
+
+    mqtt-load always connected with clean session 1 when this was written. A later version may
+    add a session-expiry option (MQTT 5, value in seconds) or a clean-session option (3.1.1,
+    value 0); the flag is read from `-h` so that persist-q1 starts working without a change here.
+    """
+    m = re.search(r"-(\w) [^-\n]*?session expiry", help_text, re.IGNORECASE)
+    if m:
+        return (f"-{m.group(1)}", "3600")
+    m = re.search(r"-(\w) [^-\n]*?clean", help_text, re.IGNORECASE)
+    if m:
+        return (f"-{m.group(1)}", "0")
+    return None
+
+
+@dataclass(slots=True)
+class LoadRun:
+    """One mqtt-load execution against one broker process."""
+
+    scenario: str
+    broker: str
+    round: int
+    messages: int
+    argv: list[str]
+    result: dict[str, Value] = field(default_factory=dict)
+    gen_cpu_s: float = 0.0
+    wall_s: float = 0.0
+    returncode: int = 0
+    error: str = ""
+    calibration: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """A run counts when mqtt-load finished and printed a RESULT without an error."""
+        return (
+            not self.error
+            and bool(self.result)
+            and "error" not in self.result
+            and self.result.get("timed_out", 0.0) == 0.0
+            and self.result.get("failed", 0.0) == 0.0
+        )
+
+    @property
+    def gen_cpu_pct(self) -> float:
+        """mqtt-load's CPU use in percent of one core over its whole run."""
+        return 100.0 * self.gen_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def run_load(
+    binary: Path, argv_tail: Sequence[str], timeout_s: float
+) -> tuple[dict[str, Value], float, float, int, str]:
+    """Run mqtt-load once; return (result, generator CPU s, wall s, exit code, output tail)."""
+    argv = [str(binary), "-T", str(int(timeout_s)), *argv_tail]
+    cpu0, t0 = children_cpu_s(), time.monotonic()
+    # Only mqtt-load is reaped inside this window (the broker is still running), so the
+    # RUSAGE_CHILDREN delta is the generator's own CPU time.
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30)
+        out, rc = proc.stdout, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        raw = exc.stdout or b""
+        out = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        rc = -1
+    wall, cpu = time.monotonic() - t0, children_cpu_s() - cpu0
+    return parse_result(out), cpu, wall, rc, "\n".join(out.splitlines()[-4:])
+
+
+# ---------------------------------------------------------------- brokers
+
+
+@dataclass(slots=True)
+class BrokerSpec:
+    """How to start one broker on a given port, inside a temp dir that it may write into."""
+
+    name: str
+    command: Callable[[int, Path], list[str]]
+    ready_line: str | None = None
+    version: str = ""
+
+
+class BrokerFailed(RuntimeError):
+    """The broker exited or never accepted connections."""
+
+
+@contextlib.contextmanager
+def running_broker(spec: BrokerSpec, start_timeout_s: float = 20.0) -> Iterator[tuple[int, int]]:
+    """Start a fresh broker process, yield (pid, port), always stop it afterwards."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp:
+        tmpdir = Path(tmp)
+        argv = spec.command(port, tmpdir)
+        logfile = tmpdir / "broker.log"
+        with logfile.open("wb") as logf:
+            # Output goes to a file, never a pipe: a pipe nobody reads would stall a chatty
+            # broker (amqtt logs every connection) in the middle of a run.
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                cwd=tmpdir,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + start_timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise BrokerFailed(
+                        f"{spec.name} exited with code {proc.returncode}:\n{tail(logfile)}"
+                    )
+                if spec.ready_line and spec.ready_line in logfile.read_text(errors="replace"):
+                    break
+                if port_open(port):
+                    break
+                if time.monotonic() > deadline:
+                    raise BrokerFailed(
+                        f"{spec.name} not ready after {start_timeout_s:.0f} s:\n{tail(logfile)}"
+                    )
+                time.sleep(0.05)
+            # The ready line may come just before the listener accepts; wait for both.
+            while not port_open(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BrokerFailed(
+                        f"{spec.name} does not accept on port {port}:\n{tail(logfile)}"
+                    )
+                time.sleep(0.05)
+            yield proc.pid, port
+        finally:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s; always reap."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+
+
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 100
+max_queued_messages 1000000
+max_connections -1
+log_dest none
+user root
+"""
+
+AMQTT_CONF = """\
+listeners:
+  default:
+    type: tcp
+    bind: 127.0.0.1:{port}
+    max_connections: 0
+plugins:
+  amqtt.plugins.authentication.AnonymousAuthPlugin:
+    allow_anonymous: true
+"""
+
+
+def mosquitto_spec() -> BrokerSpec | str:
+    """Debian's Mosquitto, installed with apt-get when missing and we are root."""
+    if not MOSQUITTO.exists():
+        if os.geteuid() != 0:
+            return f"{MOSQUITTO} missing (apt-get install mosquitto needs root)"
+        log("installing mosquitto with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "mosquitto"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        if not MOSQUITTO.exists():
+            return "apt-get install mosquitto failed"
+
+    def command(port: int, tmp: Path) -> list[str]:
+        conf = tmp / "mosquitto.conf"
+        conf.write_text(MOSQUITTO_CONF.format(port=port))
+        return [str(MOSQUITTO), "-c", str(conf)]
+
+    proc = subprocess.run([str(MOSQUITTO), "-h"], capture_output=True, text=True, check=False)
+    m = re.search(r"mosquitto version (\S+)", proc.stdout + proc.stderr)
+    return BrokerSpec("mosquitto", command, version=m.group(1) if m else "")
+
+
+def amqtt_spec() -> BrokerSpec | str:
+    """amqtt in a venv of its own (.bench/amqtt-venv): it pins websockets, mqttd's .venv must
+    not see it."""
+    venv = BENCH_DIR / "amqtt-venv"
+    exe = venv / "bin" / "amqtt"
+    if not exe.exists():
+        log(f"creating {venv} with amqtt=={AMQTT_VERSION} (first use only)")
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run(
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    f"amqtt=={AMQTT_VERSION}",
+                ],
+                check=True,
+            )
+        except (subprocess.CalledProcessError, OSError) as exc:
+            return f"cannot install amqtt=={AMQTT_VERSION}: {exc}"
+        if not exe.exists():
+            return f"amqtt=={AMQTT_VERSION} installed no `amqtt` command"
+
+    def command(port: int, tmp: Path) -> list[str]:
+        conf = tmp / "amqtt.yaml"
+        conf.write_text(AMQTT_CONF.format(port=port))
+        return [str(exe), "-c", str(conf)]
+
+    return BrokerSpec("amqtt", command, version=AMQTT_VERSION)
+
+
+def mqttd_python(override: str | None) -> Path:
+    """The interpreter that runs mqttd: --mqttd-python or the project's .venv."""
+    return Path(override) if override else ROOT / ".venv" / "bin" / "python"
+
+
+# The same limits as the Mosquitto configuration above, persistence off like Mosquitto's
+# `persistence false`, and no per-connection log lines like its `log_dest none`.
+MQTTD_CONF = """\
+[limits]
+max_inflight_messages = 100
+max_queued_messages = 1000000
+
+[persistence]
+enabled = false
+
+[log]
+level = "warning"
+"""
+
+
+@dataclass(slots=True, frozen=True)
+class MqttdOptions:
+    """What this work tree's `python -m mqttd --help` offers (the broker is young)."""
+
+    python: Path
+    config: bool  # -c FILE: a TOML file that can match the Mosquitto configuration
+    db: bool  # --db PATH: SQLite persistence on
+
+    @classmethod
+    def detect(cls, python: Path) -> MqttdOptions:
+        """Read `--help`; a broker that cannot print it offers nothing."""
+        try:
+            proc = subprocess.run(
+                [str(python), "-m", "mqttd", "--help"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=ROOT,
+            )
+            text = proc.stdout + proc.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            text = ""
+        return cls(
+            python, config=bool(re.search(r"(^|[\s\[,])-c\b|--config\b", text)), db="--db" in text
+        )
+
+
+def mqttd_command(
+    opts: MqttdOptions, persist: bool, use_config: bool
+) -> Callable[[int, Path], list[str]]:
+    """The mqttd command line for one run.
+
+    With `use_config`, a generated TOML file sets Mosquitto's limits and turns persistence and
+    INFO logging off; `persist` adds `--db <tmp>/mqttd.db` (SQLite persistence on). Without a
+    config file mqttd runs on its defaults, in the temp dir as working directory (so a default
+    ./data/mqttd.db lands there). `--db :memory:` is avoided on purpose: it still runs the
+    SQLite store, which Mosquitto's `persistence false` does not.
+    """
+
+    def command(port: int, tmp: Path) -> list[str]:
+        argv = [str(opts.python), "-m", "mqttd"]
+        if use_config:
+            conf = tmp / "mqttd.toml"
+            conf.write_text(MQTTD_CONF)
+            argv += ["-c", str(conf)]
+        argv += ["-p", str(port), "--host", "127.0.0.1"]
+        if persist:
+            argv += ["--db", str(tmp / "mqttd.db")]
+        return argv
+
+    return command
+
+
+def mqttd_spec(opts: MqttdOptions, persist: bool = False) -> BrokerSpec | str:
+    """mqttd from this work tree, probed once: with the generated config file when `-c` is
+    offered and accepted, else on its defaults."""
+    name = "mqttd-persist" if persist else "mqttd"
+    if not opts.python.exists():
+        return f"{opts.python} missing (run scripts/venv.sh first)"
+    why = ""
+    for use_config in (True, False) if opts.config else (False,):
+        spec = BrokerSpec(
+            name,
+            mqttd_command(opts, persist, use_config),
+            ready_line=MQTTD_READY,
+            version="(generated config)" if use_config else "(defaults)",
+        )
+        failed = probe(spec)
+        if failed is None:
+            if why:
+                log(
+                    f"{name}: the generated config file was refused, running on defaults: "
+                    f"{why.splitlines()[-1] if why else ''}"
+                )
+            return spec
+        why = failed
+    return why
+
+
+def probe(spec: BrokerSpec) -> str | None:
+    """Start and stop the broker once; None when it came up, else why not."""
+    try:
+        with running_broker(spec, start_timeout_s=15.0):
+            return None
+    except BrokerFailed as exc:
+        return str(exc)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass(slots=True)
+class Settings:
+    """What the command line asked for."""
+
+    scenarios: list[Scenario]
+    brokers: list[str]
+    rounds: int
+    quick: bool
+    seconds: float
+    calibrate: bool
+    scale: dict[str, float]
+
+
+class Bench:
+    """Drives the scenarios: calibration, interleaved rounds, tables."""
+
+    def __init__(self, binary: Path, specs: dict[str, BrokerSpec], settings: Settings) -> None:
+        self.binary = binary
+        self.specs = specs
+        self.settings = settings
+        self.runs: list[LoadRun] = []
+        self.skipped: dict[str, str] = {}
+
+    def timeout_for(self) -> float:
+        """mqtt-load's -T: generous next to the target duration, short enough to not hang."""
+        return 30.0 + 8.0 * self.settings.seconds
+
+    def scenario_args(self, sc: Scenario) -> tuple[str, ...]:
+        """The scenario's mqtt-load arguments for this mode (--quick or not)."""
+        return sc.quick_args if self.settings.quick and sc.quick_args else sc.args
+
+    def one_run(
+        self,
+        sc: Scenario,
+        broker: str,
+        rnd: int,
+        messages: int,
+        extra: Sequence[str] = (),
+        calibration: bool = False,
+    ) -> LoadRun:
+        """Fresh broker, one mqtt-load run, broker stopped."""
+        spec = self.specs[broker]
+        tail_args = [*self.scenario_args(sc), *extra]
+        if messages:
+            tail_args += ["-m", str(messages)]
+        run = LoadRun(sc.name, broker, rnd, messages, [], calibration=calibration)
+        try:
+            with running_broker(spec) as (pid, port):
+                argv = ["-p", str(port), "-R", str(pid), "-L", broker, *tail_args]
+                run.argv = ["mqtt-load", *argv]
+                (run.result, run.gen_cpu_s, run.wall_s, run.returncode, out_tail) = run_load(
+                    self.binary, argv, self.timeout_for()
+                )
+                if not run.ok:
+                    run.error = f"mqtt-load exit {run.returncode}: {out_tail}"
+        except BrokerFailed as exc:
+            run.error = str(exc)
+        self.runs.append(run)
+        return run
+
+    def size_messages(self, sc: Scenario, broker: str, extra: Sequence[str]) -> int | None:
+        """Pick -m so that a run lasts about --seconds; None when the broker failed."""
+        cap = sc.messages if not self.settings.quick or not sc.quick_messages else sc.quick_messages
+        if not cap:
+            return 0  # conns takes no -m
+        if broker in self.settings.scale:
+            return max(1, int(cap * self.settings.scale[broker]))
+        if not sc.calibrate or not sc.messages:
+            return cap
+        if not self.settings.calibrate:
+            return cap if not self.settings.quick else max(200, cap // 10)
+        # Two steps at most: 1 % of the reference count, then 10 % if that was too quick to
+        # time (Mosquitto does 1 % of fan-in QoS 0 in ~40 ms).
+        run: LoadRun | None = None
+        for frac in (100, 10):
+            m = max(200, sc.messages // frac)
+            run = self.one_run(sc, broker, 0, m, extra, calibration=True)
+            if not run.ok:
+                log(f"  {sc.name}/{broker}: calibration failed: {run.error}")
+                return None
+            elapsed = num(run.result, "elapsed_s") or 0.0
+            if elapsed >= 0.5:
+                break
+        assert run is not None
+        rate = num(run.result, "pub_msgs_per_s") or 0.0
+        sized = int(rate * self.settings.seconds)
+        return max(200, min(sc.messages, sized))
+
+    def run_scenario(self, sc: Scenario, brokers: list[str], extra: Sequence[str]) -> None:
+        """Calibrate each broker, then rounds with the brokers interleaved."""
+        sizes: dict[str, int] = {}
+        for b in brokers:
+            m = self.size_messages(sc, b, extra)
+            if m is None:
+                self.skipped[f"{sc.name}/{b}"] = "calibration run failed"
+                continue
+            sizes[b] = m
+        if sizes and sc.messages:
+            log(f"  {sc.name}: -m " + ", ".join(f"{b}={m}" for b, m in sizes.items()))
+        for rnd in range(1, self.settings.rounds + 1):
+            for b in brokers:
+                if b not in sizes:
+                    continue
+                run = self.one_run(sc, b, rnd, sizes[b], extra)
+                log(
+                    f"  {sc.name} round {rnd} {b}: "
+                    + (summary_line(sc, run) if run.ok else f"FAILED {run.error}")
+                )
+
+
+def summary_line(sc: Scenario, run: LoadRun) -> str:
+    """One progress line for a finished run."""
+    r = run.result
+    if sc.kind == "conns":
+        return (
+            f"{fmt(num(r, 'bytes_per_conn'))} B/conn, {fmt(num(r, 'conns_per_s'))} conn/s, "
+            f"gen CPU {run.gen_cpu_pct:.0f}%"
+        )
+    return (
+        f"{fmt(num(r, 'msgs_per_s'))} msg/s in {fmt(num(r, 'elapsed_s'), 2)} s, "
+        f"p99 {fmt(num(r, 'p99_us'))} us, lost {fmt(num(r, 'lost'))}, "
+        f"broker CPU {fmt(num(r, 'broker_cpu_s'), 2)} s, gen CPU {run.gen_cpu_pct:.0f}%"
+    )
+
+
+# ---------------------------------------------------------------- tables
+
+
+def median(values: Sequence[float]) -> float | None:
+    """Median, or None for no values."""
+    return statistics.median(values) if values else None
+
+
+def spread_pct(values: Sequence[float]) -> float | None:
+    """(max - min) / median in percent: how far apart the rounds were."""
+    med = median(values)
+    if not values or not med:
+        return None
+    return 100.0 * (max(values) - min(values)) / med
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    """Thousands separators; '-' for unknown."""
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(v: float | None, base: float | None) -> str:
+    """v / base as 'x0.42'."""
+    if v is None or not base:
+        return "-"
+    return f"x{v / base:.2f}"
+
+
+def collect(runs: list[LoadRun], key: str) -> list[float]:
+    """The numeric RESULT field `key` over runs (unknown values dropped)."""
+    out: list[float] = []
+    for r in runs:
+        if key == "gen_cpu_pct":
+            out.append(r.gen_cpu_pct)
+            continue
+        if key == "broker_cpu_pct":
+            cpu, el = num(r.result, "broker_cpu_s"), num(r.result, "elapsed_s")
+            if cpu is None:
+                cpu, el = num(r.result, "broker_cpu_connect_s"), num(r.result, "connect_s")
+            if cpu is not None and el:
+                out.append(100.0 * cpu / el)
+            continue
+        v = num(r.result, key)
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def scenario_table(sc: Scenario, brokers: list[str], runs: list[LoadRun]) -> list[str]:
+    """Markdown table of medians for one scenario; also readable as plain text."""
+    main_key, main_header, lower_is_better = {
+        "throughput": (
+            "msgs_per_s",
+            "msgs/s" if "fan-out" not in sc.name else "deliveries/s",
+            False,
+        ),
+        "latency": ("p99_us", "p99 us", True),
+        "conns": ("bytes_per_conn", "bytes/conn", True),
+    }[sc.kind]
+    if sc.kind == "conns":
+        extra = [
+            ("connects/s", "conns_per_s"),
+            ("failed", "failed"),
+            ("broker CPU% (connect)", "broker_cpu_pct"),
+        ]
+    elif sc.kind == "latency":
+        extra = [
+            ("p50 us", "p50_us"),
+            ("msgs/s", "msgs_per_s"),
+            ("msgs/broker CPU-s", "msgs_per_broker_cpu_s"),
+            ("broker CPU%", "broker_cpu_pct"),
+        ]
+    else:
+        extra = [("msgs/broker CPU-s", "msgs_per_broker_cpu_s"), ("broker CPU%", "broker_cpu_pct")]
+    per_message = sc.kind != "conns"
+    headers = [
+        "broker",
+        main_header,
+        f"vs {sc.baseline}",
+        "spread%",
+        *[h for h, _ in extra],
+        *(["lost", "dup"] if per_message else []),
+        "gen CPU%",
+        *(["-m"] if per_message else []),
+        "runs",
+    ]
+    ok_by_broker = {
+        b: [r for r in runs if r.broker == b and r.ok and not r.calibration] for b in brokers
+    }
+    base_runs = ok_by_broker.get(sc.baseline, [])
+    base = median(collect(base_runs, main_key))
+    rows: list[list[str]] = []
+    for b in brokers:
+        ok = ok_by_broker[b]
+        all_runs = [r for r in runs if r.broker == b and not r.calibration]
+        if not all_runs:
+            continue
+        main = median(collect(ok, main_key))
+        row = [b, fmt(main), ratio(main, base), fmt(spread_pct(collect(ok, main_key)))]
+        for _, key in extra:
+            row.append(fmt(median(collect(ok, key))))
+        if per_message:
+            row += [fmt(sum(collect(ok, "lost"))), fmt(sum(collect(ok, "dup")))]
+        row.append(fmt(median(collect(ok, "gen_cpu_pct"))))
+        if per_message:
+            row.append(",".join(str(m) for m in sorted({r.messages for r in all_runs})))
+        row.append(f"{len(ok)}/{len(all_runs)}")
+        rows.append(row)
+    direction = "lower is better" if lower_is_better else "higher is better"
+    lines = [
+        f"### {sc.name}: {sc.description}",
+        "",
+        f"Median of rounds; ratio = broker / {sc.baseline} ({direction}).",
+        "",
+    ]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    lines.append(line(headers))
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += [line(r) for r in rows]
+    return lines
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios:\n" + "\n".join(f"  {s.name:<11} {s.description}" for s in SCENARIOS),
+    )
+    p.add_argument(
+        "--scenario", default="all", help="comma-separated scenario names, or 'all' (default)"
+    )
+    p.add_argument(
+        "--brokers",
+        default="mqttd,mosquitto,amqtt",
+        help="comma-separated: mqttd, mosquitto, amqtt (default all three)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short runs (~1.5 s each, fewer idle connections): a smoke test",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="target duration of one run (default 5, or 1.5 with --quick)",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="use the reference -m (a tenth with --quick) instead of calibrating",
+    )
+    p.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="BROKER=FACTOR",
+        help="fixed -m scale for a broker instead of calibration, e.g. amqtt=0.01",
+    )
+    p.add_argument("--json", type=Path, default=None, help="save every run's raw RESULT here")
+    p.add_argument(
+        "--bench-src",
+        type=Path,
+        default=DEFAULT_BENCH_SRC,
+        help=f"mqtt-load sources (default {DEFAULT_BENCH_SRC})",
+    )
+    p.add_argument(
+        "--mqtt-load", type=Path, default=None, help="a prebuilt mqtt-load binary (skips the build)"
+    )
+    p.add_argument(
+        "--mqttd-python",
+        default=None,
+        help="interpreter that runs `-m mqttd` (default <repo>/.venv/bin/python)",
+    )
+    return p.parse_args(argv)
+
+
+def select_scenarios(spec: str) -> list[Scenario]:
+    """--scenario value to Scenario objects, in table order."""
+    if spec == "all":
+        return list(SCENARIOS)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIO_BY_NAME]
+    if unknown:
+        raise SystemExit(
+            f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIO_BY_NAME)}"
+        )
+    return [s for s in SCENARIOS if s.name in names]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: returns the process exit code."""
+    args = parse_args(argv)
+    scenarios = select_scenarios(args.scenario)
+    wanted = [b.strip() for b in args.brokers.split(",") if b.strip()]
+    for b in wanted:
+        if b not in ("mqttd", "mosquitto", "amqtt"):
+            raise SystemExit(f"unknown broker {b!r}: use mqttd, mosquitto, amqtt")
+    scale: dict[str, float] = {}
+    for item in args.scale:
+        name, _, factor = item.partition("=")
+        scale[name] = float(factor)
+    settings = Settings(
+        scenarios,
+        wanted,
+        max(1, args.rounds),
+        args.quick,
+        args.seconds or (1.5 if args.quick else 5.0),
+        not args.no_calibrate,
+        scale,
+    )
+
+    # SIGTERM becomes SystemExit so that the `finally` blocks stop the broker of the run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    nofile = raise_nofile_limit()
+    binary = args.mqtt_load or build_mqtt_load(args.bench_src)
+    help_text = mqtt_load_help(binary)
+
+    specs: dict[str, BrokerSpec] = {}
+    notes: dict[str, str] = {}
+    mqttd_opts = MqttdOptions.detect(mqttd_python(args.mqttd_python))
+    candidates: list[tuple[str, Callable[[], BrokerSpec | str]]] = []
+    if "mqttd" in wanted:
+        candidates.append(("mqttd", lambda: mqttd_spec(mqttd_opts)))
+    if "mosquitto" in wanted:
+        candidates.append(("mosquitto", mosquitto_spec))
+    if "amqtt" in wanted:
+        candidates.append(("amqtt", amqtt_spec))
+    for name, make in candidates:
+        got = make()
+        # mqttd_spec() has probed already (it picks between config file and defaults).
+        why = got if isinstance(got, str) else None if name == "mqttd" else probe(got)
+        if isinstance(got, BrokerSpec) and why is None:
+            specs[name] = got
+        else:
+            notes[name] = f"skipped: {why}"
+            log(f"{name} skipped: {why}")
+
+    header = machine_info(specs)
+    print(
+        f"# mqttd benchmark: {header}; rounds={settings.rounds}, target "
+        f"{settings.seconds:g} s per run{', quick' if settings.quick else ''}\n",
+        flush=True,
+    )
+    bench = Bench(binary, specs, settings)
+    for sc in scenarios:
+        extra: tuple[str, ...] = ()
+        if sc.variants:
+            why = persist_skip_reason(specs, mqttd_opts, help_text)
+            persist = why or mqttd_spec(mqttd_opts, persist=True)
+            if isinstance(persist, str):
+                notes[sc.name] = f"skipped: {persist}"
+                log(f"{sc.name} skipped: {persist}")
+                continue
+            specs["mqttd-persist"] = persist
+            session = persistent_session_args(help_text)
+            assert session is not None
+            extra = session
+            brokers = list(sc.variants)
+        else:
+            brokers = [b for b in wanted if b in specs]
+        if not brokers:
+            continue
+        if sc.kind == "conns" and nofile < 5200:
+            log(f"note: RLIMIT_NOFILE is {nofile}; conns may fail to open every connection")
+        log(f"== {sc.name} ({', '.join(brokers)}; {settings.rounds} round(s))")
+        bench.run_scenario(sc, brokers, extra)
+        table = scenario_table(sc, brokers, [r for r in bench.runs if r.scenario == sc.name])
+        print("\n".join(table) + "\n", flush=True)
+
+    notes |= {k: f"skipped: {v}" for k, v in bench.skipped.items()}
+    print(f"Load average at the end: {loadavg()}")
+    for k, v in notes.items():
+        print(f"- {k}: {' / '.join(v.splitlines())[:300]}")
+    if args.json:
+        payload = {
+            "machine": header,
+            "loadavg_end": loadavg(),
+            "settings": {
+                "scenarios": [s.name for s in scenarios],
+                "brokers": wanted,
+                "rounds": settings.rounds,
+                "quick": settings.quick,
+                "seconds": settings.seconds,
+                "calibrate": settings.calibrate,
+                "scale": scale,
+            },
+            "notes": notes,
+            "runs": [asdict(r) for r in bench.runs],
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+        log(f"raw results saved to {args.json}")
+    return 0 if any(r.ok and not r.calibration for r in bench.runs) else 2
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM handler: unwind like Ctrl-C does."""
+    raise SystemExit(128 + signum)
+
+
+def persist_skip_reason(specs: dict[str, BrokerSpec], opts: MqttdOptions, help_text: str) -> str:
+    """Why persist-q1 cannot run yet, or '' when it can."""
+    if "mqttd" not in specs:
+        return "needs mqttd in --brokers, running"
+    if not opts.db:
+        return "mqttd has no --db option yet (python -m mqttd --help)"
+    if persistent_session_args(help_text) is None:
+        return (
+            "mqtt-load has no persistent-session option (it always connects with clean "
+            "session 1; see mqtt-load -h)"
+        )
+    return ""
+
+
+def machine_info(specs: dict[str, BrokerSpec]) -> str:
+    """One line naming the machine and broker versions, for the summary and the JSON."""
+    versions = ", ".join(
+        f"{n} {s.version}".strip() for n, s in specs.items() if n != "mqttd-persist"
+    )
+    return (
+        f"{os.cpu_count()} cores, load average {loadavg()}, Python "
+        f"{platform.python_version()}, mqttd {git_revision()}; brokers: {versions}"
+    )
+
+
+def loadavg() -> str:
+    """The 1-minute load average: other work on this shared machine skews every figure."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def git_revision() -> str:
+    """`git describe --always --dirty` of the work tree, so results name the code measured."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return proc.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The retained-message tree: exact storage, filter matching, the "$" rule, pruning."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mqttd.broker.retained import RetainedTree
+from mqttd.protocol.errors import TopicFilterInvalid, TopicNameInvalid
+
+
+def reference_match(topic_filter: str, topic: str) -> bool:
+    """Topic matching written straight from 4.7, as the oracle for the trie."""
+    f = topic_filter.split("/")
+    t = topic.split("/")
+    if t[0].startswith("$") and f[0] in ("+", "#"):
+        return False  # [MQTT-4.7.2-1]
+    for i, level in enumerate(f):
+        if level == "#":
+            return True  # the rest, including no level at all (the parent)
+        if i >= len(t):
+            return False
+        if level != "+" and level != t[i]:
+            return False
+    return len(f) == len(t)
+
+
+LEVELS = ["$x", "", "a", "b"]
+topics = st.lists(st.sampled_from(LEVELS), min_size=1, max_size=5).map("/".join).filter(bool)
+filters = st.builds(
+    lambda levels, tail: "/".join(levels + tail),
+    st.lists(st.sampled_from([*LEVELS, "+"]), min_size=0, max_size=4),
+    st.sampled_from([[], ["#"]]),
+).filter(bool)
+
+
+def retained(*topic_names: str) -> RetainedTree[str]:
+    """A tree retaining, for each topic, its own name as the message."""
+    tree: RetainedTree[str] = RetainedTree()
+    for t in topic_names:
+        tree.set(t, t)
+    return tree
+
+
+def matched(tree: RetainedTree[str], topic_filter: str) -> list[str]:
+    return sorted(t for t, _ in tree.match(topic_filter))
+
+
+def test_set_get_replace_delete() -> None:
+    tree: RetainedTree[bytes] = RetainedTree()
+    assert len(tree) == 0
+    tree.set("a/b", b"1")
+    assert tree.get("a/b") == b"1"
+    assert tree.get("a") is None  # an inner node holds no message
+    assert tree.get("a/b/c") is None
+    tree.set("a/b", b"2")
+    assert len(tree) == 1
+    assert tree.get("a/b") == b"2"
+    tree.set("a", b"3")
+    assert len(tree) == 2
+    assert tree.delete("a/b") is True
+    assert tree.delete("a/b") is False
+    assert tree.delete("nothing/here") is False
+    assert tree.get("a/b") is None
+    assert tree.get("a") == b"3"
+    assert len(tree) == 1
+
+
+def test_delete_prunes_empty_branches_but_keeps_holders() -> None:
+    tree = retained("a/b/c/d", "a/b", "a/x")
+    assert tree.delete("a/b/c/d")
+    assert tree.get("a/b") == "a/b"
+    root_a = tree._root.child("a")
+    assert root_a is not None
+    holder = root_a.child("b")
+    assert holder is not None and holder.children is None  # "c/d" pruned below it
+    assert tree.delete("a/b")
+    assert root_a.children is root_a.child("x")  # one child left: held inline again
+    assert tree.delete("a/x")
+    assert tree._root.children is None
+    # Deleting an inner node that holds no message changes nothing.
+    tree = retained("a/b")
+    assert tree.delete("a") is False
+    assert tree.get("a/b") == "a/b"
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "expected"),
+    [
+        ("#", ["/lead", "a", "a/b", "a/b/c", "a/c", "b//x"]),
+        ("a/#", ["a", "a/b", "a/b/c", "a/c"]),  # "#" includes the parent level
+        ("a/+", ["a/b", "a/c"]),
+        ("+/b/+", ["a/b/c"]),
+        ("+", ["a"]),
+        ("+/+", ["/lead", "a/b", "a/c"]),
+        ("b/+/x", ["b//x"]),
+        ("/lead", ["/lead"]),
+        ("a/b/c/#", ["a/b/c"]),
+        ("a/b/c/+", []),
+        ("z/#", []),
+        ("$SYS/#", ["$SYS/broker/uptime", "$SYS/clients"]),
+        ("$SYS/+", ["$SYS/clients"]),
+        ("$SYS/broker/uptime", ["$SYS/broker/uptime"]),
+        ("+/broker/uptime", []),
+        ("+/#", ["/lead", "a", "a/b", "a/b/c", "a/c", "b//x"]),
+    ],
+)
+def test_match_by_filter(topic_filter: str, expected: list[str]) -> None:
+    tree = retained(
+        "a", "a/b", "a/c", "a/b/c", "b//x", "/lead", "$SYS/broker/uptime", "$SYS/clients"
+    )
+    assert matched(tree, topic_filter) == expected
+
+
+def test_dollar_below_the_first_level_is_an_ordinary_level() -> None:
+    tree = retained("a/$x", "a/$x/y")
+    assert matched(tree, "a/+") == ["a/$x"]
+    assert matched(tree, "a/#") == ["a/$x", "a/$x/y"]
+
+
+def test_iteration_yields_every_pair_and_tolerates_deletes() -> None:
+    names = [f"s/{i}/t" for i in range(50)] + ["$SYS/x", "/y"]
+    tree = retained(*names)
+    assert sorted(tree) == sorted((n, n) for n in names)
+    seen: list[str] = []
+    doomed: set[str] = set()
+    for topic, _ in tree:
+        seen.append(topic)
+        # An expiry sweep deletes while iterating; messages deleted ahead are not yielded.
+        if not doomed:
+            doomed = set([n for n in names if n != topic][:10])
+            for other in doomed:
+                assert tree.delete(other)
+        assert tree.delete(topic)
+    assert not doomed & set(seen)
+    assert sorted(seen + sorted(doomed)) == sorted(names)
+    assert len(tree) == 0
+    assert tree._root.children is None
+
+
+@pytest.mark.parametrize("bad", ["", "a/+", "a/#", "+", "a/b#"])
+def test_set_refuses_non_topic_names(bad: str) -> None:
+    tree: RetainedTree[str] = RetainedTree()
+    with pytest.raises(TopicNameInvalid):
+        tree.set(bad, "x")
+    assert len(tree) == 0
+
+
+def test_match_refuses_invalid_filters() -> None:
+    with pytest.raises(TopicFilterInvalid):
+        retained("a").match("a/#/b")
+
+
+ops = st.one_of(
+    st.tuples(st.just("set"), topics),
+    st.tuples(st.just("delete"), topics),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ops, max_size=30), st.lists(filters, max_size=8))
+def test_match_agrees_with_reference(steps: list[tuple[str, str]], probe: list[str]) -> None:
+    tree: RetainedTree[int] = RetainedTree()
+    model: dict[str, int] = {}
+    for n, (op, topic) in enumerate(steps):
+        if op == "set":
+            tree.set(topic, n)
+            model[topic] = n
+        else:
+            assert tree.delete(topic) is (topic in model)
+            model.pop(topic, None)
+        assert len(tree) == len(model)
+    assert sorted(tree) == sorted(model.items())
+    for topic in model:
+        assert tree.get(topic) == model[topic]
+    for f in probe:
+        expected = sorted((t, v) for t, v in model.items() if reference_match(f, t))
+        assert sorted(tree.match(f)) == expected
+    for topic in model:
+        assert tree.delete(topic)
+    assert tree._root.children is None

@@ -1,0 +1,249 @@
+"""The timer heap and the clocks: order, cancel, postpone, re-entrancy, isolation."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import pytest
+
+from mqttd.broker.clock import Clock, FakeClock, MonotonicClock
+from mqttd.broker.scheduler import Scheduler, Timer
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sched(clock: FakeClock) -> Scheduler:
+    return Scheduler(clock)
+
+
+# --- clocks ---------------------------------------------------------------------------
+
+
+def test_fake_clock_moves_now_and_wall_together() -> None:
+    clock = FakeClock(start=5.0, wall_start=1_000_000.0)
+    assert (clock.now(), clock.wall()) == (5.0, 1_000_000.0)
+    clock.advance(2.5)
+    assert (clock.now(), clock.wall()) == (7.5, 1_000_002.5)
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+    assert FakeClock().now() == 1000.0
+
+
+def test_monotonic_clock_reads_the_system_clocks() -> None:
+    clock: Clock = MonotonicClock()
+    a = clock.now()
+    assert clock.now() >= a
+    assert abs(clock.wall() - time.time()) < 5
+
+
+# --- ordering -------------------------------------------------------------------------
+
+
+def test_runs_only_due_timers_in_deadline_order(clock: FakeClock, sched: Scheduler) -> None:
+    log: list[str] = []
+    sched.call_later(3, lambda: log.append("c"))
+    sched.call_later(1, lambda: log.append("a"))
+    sched.call_later(2, lambda: log.append("b"))
+    sched.call_at(clock.now() + 10, lambda: log.append("late"))
+    assert len(sched) == 4
+    assert sched.next_deadline() == clock.now() + 1
+    assert sched.run_due() == 0
+    clock.advance(3)
+    assert sched.run_due() == 3
+    assert log == ["a", "b", "c"]
+    assert len(sched) == 1
+    assert sched.next_deadline() == 1010.0
+    clock.advance(7)
+    assert sched.run_due() == 1
+    assert log[-1] == "late"
+    assert sched.next_deadline() is None
+    assert len(sched) == 0
+
+
+def test_equal_deadlines_run_in_scheduling_order(clock: FakeClock, sched: Scheduler) -> None:
+    log: list[int] = []
+    for i in range(20):
+        sched.call_at(1005.0, functools.partial(log.append, i))
+    clock.advance(5)
+    sched.run_due()
+    assert log == list(range(20))
+
+
+# --- cancel ---------------------------------------------------------------------------
+
+
+def test_cancel_is_idempotent_and_stops_the_callback(clock: FakeClock, sched: Scheduler) -> None:
+    log: list[str] = []
+    t = sched.call_later(1, lambda: log.append("x"))
+    keep = sched.call_later(1, lambda: log.append("kept"))
+    assert t.pending and not t.cancelled
+    t.cancel()
+    t.cancel()
+    assert t.cancelled and not t.pending
+    assert len(sched) == 1
+    clock.advance(1)
+    assert sched.run_due() == 1
+    assert log == ["kept"]
+    # Cancelling after the run changes nothing.
+    keep.cancel()
+    assert not keep.cancelled and not keep.pending
+    assert len(sched) == 0
+
+
+def test_next_deadline_skips_cancelled_timers(clock: FakeClock, sched: Scheduler) -> None:
+    first = sched.call_later(1, lambda: None)
+    sched.call_later(4, lambda: None)
+    first.cancel()
+    assert sched.next_deadline() == 1004.0
+
+
+def test_heap_is_compacted_when_most_timers_are_cancelled(sched: Scheduler) -> None:
+    timers = [sched.call_later(i, lambda: None) for i in range(1000)]
+    for t in timers[:900]:
+        t.cancel()
+    assert len(sched) == 100
+    assert len(sched._heap) <= 2 * len(sched)
+    # Cancelling everything leaves a small heap, not 1000 dead entries.
+    for t in timers[900:]:
+        t.cancel()
+    assert len(sched._heap) <= 64
+    assert sched.next_deadline() is None
+
+
+# --- postpone / reschedule ------------------------------------------------------------
+
+
+def test_postpone_moves_the_deadline_without_heap_pushes(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    log: list[float] = []
+    keepalive = sched.call_later(15, lambda: log.append(clock.now()))
+    for _ in range(1000):  # a packet every 10 ms re-arms the keepalive
+        clock.advance(0.01)
+        keepalive.postpone(clock.now() + 15)
+        assert len(sched._heap) == 1
+    deadline = keepalive.when
+    assert deadline == pytest.approx(1025.0)
+    clock.advance(14.99)  # past the first deadline (1015), before the current one
+    assert sched.run_due() == 0
+    assert log == []
+    assert sched.next_deadline() == deadline
+    clock.advance(0.01)
+    assert sched.run_due() == 1
+    assert log == [clock.now()]
+
+
+def test_postpone_ignores_an_earlier_deadline(clock: FakeClock, sched: Scheduler) -> None:
+    t = sched.call_later(10, lambda: None)
+    t.postpone(clock.now() + 5)
+    assert t.when == 1010.0
+    clock.advance(5)
+    assert sched.run_due() == 0
+
+
+def test_postponed_timer_runs_after_timers_already_at_that_deadline(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    log: list[str] = []
+    a = sched.call_at(1005.0, lambda: log.append("a"))
+    sched.call_at(1010.0, lambda: log.append("b"))
+    a.postpone(1010.0)
+    clock.advance(10)
+    assert sched.run_due() == 2
+    assert log == ["b", "a"]
+
+
+def test_reschedule_moves_earlier_or_later(clock: FakeClock, sched: Scheduler) -> None:
+    log: list[str] = []
+    early = sched.call_later(10, lambda: log.append("early"))
+    late = sched.call_later(2, lambda: log.append("late"))
+    early.reschedule(1001.0)
+    late.reschedule(1020.0)
+    assert sched.next_deadline() == 1001.0
+    clock.advance(1)
+    assert sched.run_due() == 1
+    assert log == ["early"]
+    clock.advance(10)
+    assert sched.run_due() == 0
+    clock.advance(9)
+    assert sched.run_due() == 1
+    assert log == ["early", "late"]
+    assert len(sched) == 0
+
+
+def test_moving_a_finished_timer_does_nothing(clock: FakeClock, sched: Scheduler) -> None:
+    log: list[str] = []
+    t = sched.call_later(1, lambda: log.append("x"))
+    clock.advance(1)
+    sched.run_due()
+    t.postpone(2000.0)
+    t.reschedule(1001.5)
+    assert len(sched) == 0
+    clock.advance(1)
+    assert sched.run_due() == 0
+    assert log == ["x"]
+
+
+# --- re-entrancy and errors -----------------------------------------------------------
+
+
+def test_callbacks_may_schedule_and_cancel_during_run_due(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    log: list[str] = []
+    victim: list[Timer] = []
+
+    def first() -> None:
+        log.append("first")
+        sched.call_at(clock.now(), lambda: log.append("due now"))
+        sched.call_later(5, lambda: log.append("future"))
+        victim[0].cancel()
+
+    sched.call_later(1, first)
+    victim.append(sched.call_later(1, lambda: log.append("victim")))
+    sched.call_later(1, lambda: log.append("third"))
+    clock.advance(1)
+    assert sched.run_due() == 3
+    assert log == ["first", "third", "due now"]
+    assert len(sched) == 1
+    clock.advance(5)
+    assert sched.run_due() == 1
+    assert log[-1] == "future"
+
+
+def test_a_failing_callback_is_logged_and_does_not_stop_others(
+    clock: FakeClock, sched: Scheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    sched.call_later(1, lambda: log.append("before"))
+    sched.call_later(1, boom)
+    sched.call_later(1, lambda: log.append("after"))
+    clock.advance(1)
+    with caplog.at_level(logging.ERROR, logger="mqttd.scheduler"):
+        assert sched.run_due() == 3
+    assert log == ["before", "after"]
+    [record] = caplog.records
+    assert record.name == "mqttd.scheduler"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+    assert len(sched) == 0
+
+
+def test_on_earliest_reports_new_earliest_deadlines(clock: FakeClock, sched: Scheduler) -> None:
+    seen: list[float] = []
+    sched.on_earliest = seen.append
+    sched.call_at(1010.0, lambda: None)
+    sched.call_at(1020.0, lambda: None)  # not earlier: no report
+    t = sched.call_at(1005.0, lambda: None)
+    t.postpone(1030.0)  # later: no report
+    t.reschedule(1001.0)
+    assert seen == [1010.0, 1005.0, 1001.0]

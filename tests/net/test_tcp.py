@@ -1,0 +1,528 @@
+"""The TCP/TLS shell: coalesced writes, close after flush, backpressure, limits, TLS.
+
+A small fake Connection stands in for the broker core, so each test checks only what
+`mqttd.net.tcp` does with real loopback sockets. Every socket test runs on both the
+standard asyncio loop and uvloop (what `mqttd` uses in production).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from selfsigned import self_signed
+
+from mqttd.net.tcp import (
+    HIGH_WATER,
+    ListenerConnections,
+    Sink,
+    TcpSink,
+    format_peer,
+    serve_tcp,
+    server_ssl_context,
+)
+
+Run = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Iterator[Run]:
+    """Run a scenario to completion on the loop named by the parameter."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+
+        def go(scenario: Coroutine[Any, Any, None]) -> None:
+            runner.run(asyncio.wait_for(scenario, 20))
+
+        yield go
+
+
+class FakeConnection:
+    """Records what the shell tells a Connection; `on_data` may answer."""
+
+    def __init__(self, sink: Sink, peer: str, listener: str) -> None:
+        self.sink = sink
+        self.peer = peer
+        self.listener = listener
+        self.received = bytearray()
+        self.chunks = 0
+        self.lost = asyncio.Event()
+        self.lost_calls = 0
+        self.writable: list[bool] = []
+        self.on_data: Callable[[FakeConnection, bytes], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        self.chunks += 1
+        if self.on_data is not None:
+            self.on_data(self, data)
+
+    def connection_lost(self) -> None:
+        self.lost_calls += 1
+        self.lost.set()
+
+    def writable_changed(self, writable: bool) -> None:
+        self.writable.append(writable)
+
+
+class FakeBroker:
+    """Hands out FakeConnections; `on_data` is given to each new one."""
+
+    def __init__(self, on_data: Callable[[FakeConnection, bytes], None] | None = None) -> None:
+        self.connections: list[FakeConnection] = []
+        self.on_data = on_data
+        self.arrived = asyncio.Queue[FakeConnection]()
+
+    def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> FakeConnection:
+        conn = FakeConnection(sink, peer, listener)
+        conn.on_data = self.on_data
+        self.connections.append(conn)
+        self.arrived.put_nowait(conn)
+        return conn
+
+
+def port_of(server: asyncio.Server) -> int:
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def read_until_eof(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b""
+
+
+# -- the sink on its own ---------------------------------------------------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    """Records write/close/abort calls in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bytes]] = []
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def close(self) -> None:
+        self.calls.append(("close", b""))
+        self.closing = True
+
+    def abort(self) -> None:
+        self.calls.append(("abort", b""))
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.calls.append(("pause_reading", b""))
+
+    def resume_reading(self) -> None:
+        self.calls.append(("resume_reading", b""))
+
+
+async def test_writes_in_one_iteration_become_one_transport_write() -> None:
+    transport = RecordingTransport()
+    sink = TcpSink(transport, asyncio.get_running_loop())
+    sink.write(b"\x20\x02")
+    sink.write(b"\x00\x00")
+    sink.write(b"\x30\x03abc")
+    assert transport.calls == []  # nothing goes out before the loop turns
+    await asyncio.sleep(0)
+    assert transport.calls == [("write", b"\x20\x02\x00\x00\x30\x03abc")]
+    sink.write(b"next")
+    await asyncio.sleep(0)
+    assert transport.calls[1:] == [("write", b"next")]
+
+
+async def test_close_flushes_queued_bytes_first_and_drops_later_writes() -> None:
+    transport = RecordingTransport()
+    sink = TcpSink(transport, asyncio.get_running_loop())
+    sink.write(b"last")
+    sink.write(b"words")
+    sink.close()
+    sink.write(b"too late")
+    sink.close()  # idempotent
+    await asyncio.sleep(0)
+    assert transport.calls == [("write", b"lastwords"), ("close", b"")]
+    assert sink.closed
+
+
+async def test_abort_drops_queued_bytes() -> None:
+    transport = RecordingTransport()
+    sink = TcpSink(transport, asyncio.get_running_loop())
+    sink.write(b"never sent")
+    sink.abort()
+    await asyncio.sleep(0)
+    assert transport.calls == [("abort", b"")]
+
+
+async def test_pause_and_resume_reading_reach_the_transport_until_it_closes() -> None:
+    transport = RecordingTransport()
+    sink = TcpSink(transport, asyncio.get_running_loop())
+    sink.pause_reading()
+    sink.resume_reading()
+    sink.close()
+    sink.pause_reading()  # a closing transport is left alone
+    assert [name for name, _ in transport.calls] == ["pause_reading", "resume_reading", "close"]
+
+
+@pytest.mark.parametrize(
+    ("peername", "text"),
+    [
+        (("127.0.0.1", 5000), "127.0.0.1:5000"),
+        (("::1", 5000, 0, 0), "[::1]:5000"),
+        (None, "?"),
+    ],
+)
+def test_format_peer(peername: object, text: str) -> None:
+    assert format_peer(peername) == text
+
+
+# -- real sockets ----------------------------------------------------------------------------
+
+
+def test_bytes_flow_both_ways_and_replies_are_coalesced(run: Run) -> None:
+    def answer(conn: FakeConnection, data: bytes) -> None:
+        for piece in (b"one,", b"two,", b"three"):  # three writes, one handling
+            conn.sink.write(piece)
+
+    async def scenario() -> None:
+        broker = FakeBroker(answer)
+        server = await serve_tcp(broker, "127.0.0.1", 0, name="plain")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        conn = await broker.arrived.get()
+        assert conn.listener == "plain"
+        local_port = writer.get_extra_info("sockname")[1]
+        assert conn.peer == f"127.0.0.1:{local_port}"
+        writer.write(b"\x10\x00")
+        assert await reader.readexactly(len(b"one,two,three")) == b"one,two,three"
+        assert bytes(conn.received) == b"\x10\x00"
+        writer.close()
+        await conn.lost.wait()
+        server.close()
+        await server.wait_closed()
+
+    run(scenario())
+
+
+def test_accepted_sockets_have_nodelay_and_a_high_water_mark(run: Run) -> None:
+    async def scenario() -> None:
+        broker = FakeBroker()
+        server = await serve_tcp(broker, "127.0.0.1", 0)
+        _, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        conn = await broker.arrived.get()
+        assert isinstance(conn.sink, TcpSink)
+        transport = conn.sink._transport
+        sock = transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert transport.get_write_buffer_limits()[1] == HIGH_WATER
+        writer.close()
+        await conn.lost.wait()
+        server.close()
+
+    run(scenario())
+
+
+def test_close_sends_what_was_written_then_eof(run: Run) -> None:
+    def refuse(conn: FakeConnection, data: bytes) -> None:
+        conn.sink.write(b"\x20\x02")
+        conn.sink.write(b"\x00\x87")
+        conn.sink.close()
+
+    async def scenario() -> None:
+        broker = FakeBroker(refuse)
+        server = await serve_tcp(broker, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        writer.write(b"hello")
+        assert await read_until_eof(reader) == b"\x20\x02\x00\x87"
+        conn = broker.connections[0]
+        await conn.lost.wait()
+        assert conn.lost_calls == 1
+        writer.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_peer_closing_calls_connection_lost_once(run: Run) -> None:
+    async def scenario() -> None:
+        broker = FakeBroker()
+        server = await serve_tcp(broker, "127.0.0.1", 0)
+        _, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        conn = await broker.arrived.get()
+        writer.close()
+        await conn.lost.wait()
+        conn.sink.write(b"to nobody")  # ignored, not an error
+        await asyncio.sleep(0.05)
+        assert conn.lost_calls == 1
+        server.close()
+
+    run(scenario())
+
+
+def test_a_slow_reader_is_reported_unwritable_then_writable(run: Run) -> None:
+    async def scenario() -> None:
+        broker = FakeBroker()
+        server = await serve_tcp(broker, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        conn = await broker.arrived.get()
+        chunk = b"x" * 65536
+        total = 0
+        # The client does not read: once the kernel buffers are full the transport's
+        # buffer passes HIGH_WATER and the Connection hears about it.
+        while not conn.writable and total < 64 * 1024 * 1024:
+            conn.sink.write(chunk)
+            total += len(chunk)
+            await asyncio.sleep(0)
+        assert conn.writable == [False]
+        received = 0
+        while received < total:
+            received += len(await reader.read(1 << 20))
+        assert conn.writable == [False, True]
+        writer.close()
+        await conn.lost.wait()
+        server.close()
+
+    run(scenario())
+
+
+def test_pause_reading_holds_bytes_back_until_resumed(run: Run) -> None:
+    async def scenario() -> None:
+        broker = FakeBroker()
+        server = await serve_tcp(broker, "127.0.0.1", 0)
+        _, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        conn = await broker.arrived.get()
+        conn.sink.pause_reading()
+        writer.write(b"held")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        assert conn.received == b""
+        conn.sink.resume_reading()
+        for _ in range(100):
+            if conn.received:
+                break
+            await asyncio.sleep(0.01)
+        assert conn.received == b"held"
+        writer.close()
+        await conn.lost.wait()
+        server.close()
+
+    run(scenario())
+
+
+def test_max_connections_refuses_the_extra_socket(run: Run) -> None:
+    async def scenario() -> None:
+        broker = FakeBroker()
+        connections = ListenerConnections(max_connections=1)
+        server = await serve_tcp(broker, "127.0.0.1", 0, connections=connections)
+        _, first = await asyncio.open_connection("127.0.0.1", port_of(server))
+        await broker.arrived.get()
+        second_reader, second = await asyncio.open_connection("127.0.0.1", port_of(server))
+        assert await read_until_eof(second_reader) == b""  # closed straight away
+        assert len(broker.connections) == 1
+        assert len(connections) == 1
+        first.close()
+        await broker.connections[0].lost.wait()
+        assert len(connections) == 0
+        # A place is free again.
+        _, third = await asyncio.open_connection("127.0.0.1", port_of(server))
+        await broker.arrived.get()
+        second.close()
+        third.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_a_failing_connection_drops_its_socket_not_the_listener(run: Run) -> None:
+    def explode(conn: FakeConnection, data: bytes) -> None:
+        raise RuntimeError("bug in the core")
+
+    async def scenario() -> None:
+        broker = FakeBroker(explode)
+        server = await serve_tcp(broker, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        conn = await broker.arrived.get()
+        writer.write(b"boom")
+        assert await read_until_eof(reader) == b""
+        await conn.lost.wait()
+        writer.close()
+        _, again = await asyncio.open_connection("127.0.0.1", port_of(server))
+        await broker.arrived.get()
+        again.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_a_broker_refusing_a_socket_drops_it_not_the_listener(run: Run) -> None:
+    class Refusing(FakeBroker):
+        def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> FakeConnection:
+            if not self.connections:
+                self.connections.append(FakeConnection(sink, peer, listener))
+                raise RuntimeError("bug in the core")
+            return super().connection(sink, peer, listener)
+
+    async def scenario() -> None:
+        broker = Refusing()
+        connections = ListenerConnections()
+        server = await serve_tcp(broker, "127.0.0.1", 0, connections=connections)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        assert await read_until_eof(reader) == b""
+        _, again = await asyncio.open_connection("127.0.0.1", port_of(server))
+        await broker.arrived.get()
+        assert len(connections) == 1  # the refused socket was counted out
+        writer.close()
+        again.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_abort_all_drops_sockets_that_do_not_close(run: Run) -> None:
+    async def scenario() -> None:
+        broker = FakeBroker()
+        connections = ListenerConnections()
+        server = await serve_tcp(broker, "127.0.0.1", 0, connections=connections)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        conn = await broker.arrived.get()
+        assert not await connections.wait_closed(0.05)
+        connections.abort_all()
+        assert await connections.wait_closed(5)
+        await conn.lost.wait()
+        assert await read_until_eof(reader) == b""
+        writer.close()
+        server.close()
+
+    run(scenario())
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost/127.0.0.1 and its key."""
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+def client_context(cert: Path, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(cert))
+    if maximum is not None:
+        context.maximum_version = maximum
+    return context
+
+
+def test_tls_listener_serves_the_same_protocol(run: Run, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+
+    def echo(conn: FakeConnection, data: bytes) -> None:
+        conn.sink.write(data.upper())
+
+    async def scenario() -> None:
+        broker = FakeBroker(echo)
+        context = server_ssl_context(str(cert), str(key))
+        server = await serve_tcp(broker, "127.0.0.1", 0, ssl=context, name="mqtts")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port_of(server), ssl=client_context(cert), server_hostname="localhost"
+        )
+        writer.write(b"secret")
+        assert await reader.readexactly(6) == b"SECRET"
+        conn = broker.connections[0]
+        assert conn.listener == "mqtts"
+        writer.close()
+        await conn.lost.wait()
+        server.close()
+
+    run(scenario())
+
+
+def test_tls_min_version_refuses_older_clients(run: Run, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+
+    async def scenario() -> None:
+        broker = FakeBroker()
+        context = server_ssl_context(str(cert), str(key), min_version="1.3")
+        server = await serve_tcp(broker, "127.0.0.1", 0, ssl=context)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            await asyncio.open_connection(
+                "127.0.0.1",
+                port_of(server),
+                ssl=client_context(cert, maximum=ssl.TLSVersion.TLSv1_2),
+                server_hostname="localhost",
+            )
+        assert broker.connections == []
+        server.close()
+
+    run(scenario())
+
+
+def test_required_client_certificate_refuses_clients_without_one(
+    run: Run, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+
+    async def scenario() -> None:
+        broker = FakeBroker()
+        context = server_ssl_context(
+            str(cert), str(key), cafile=str(cert), require_certificate=True
+        )
+        server = await serve_tcp(broker, "127.0.0.1", 0, ssl=context)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port_of(server), ssl=client_context(cert), server_hostname="localhost"
+        )
+        # TLS 1.3: the server checks the client's (absent) certificate after the client
+        # thinks the handshake is done, so the refusal shows up as the first read failing.
+        with pytest.raises((ssl.SSLError, ConnectionResetError, asyncio.IncompleteReadError)):
+            await reader.readexactly(1)
+        assert broker.connections == []
+        writer.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_ssl_context_errors() -> None:
+    with pytest.raises(OSError):
+        server_ssl_context("/nonexistent/server.crt")
+    with pytest.raises(ValueError, match="cafile"):
+        server_ssl_context("/nonexistent/server.crt", require_certificate=True)
+
+
+# -- with the real broker core -------------------------------------------------------------
+
+
+def test_a_raw_connect_gets_a_connack_from_the_real_broker(run: Run) -> None:
+    from mqttd.broker.broker import Broker
+    from mqttd.broker.clock import MonotonicClock
+    from mqttd.broker.settings import BrokerSettings
+    from mqttd.store.memory import MemoryStore
+
+    async def scenario() -> None:
+        broker = Broker(BrokerSettings(), MemoryStore(), MonotonicClock())
+        await broker.start()
+        server = await serve_tcp(broker, "127.0.0.1", 0, name="smoke")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        # MQTT 3.1.1 CONNECT: clean session, keep alive 60, client id "smoke".
+        writer.write(b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x05smoke")
+        assert await reader.readexactly(4) == b"\x20\x02\x00\x00"
+        [connection] = broker.connections
+        assert (connection.client_id, connection.listener) == ("smoke", "smoke")
+        writer.write(b"\xc0\x00")  # PINGREQ
+        assert await reader.readexactly(2) == b"\xd0\x00"  # PINGRESP
+        writer.write(b"\xe0\x00")  # DISCONNECT
+        assert await reader.read() == b""
+        server.close()
+        await broker.stop()
+
+    run(scenario())

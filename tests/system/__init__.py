@@ -1,0 +1,1 @@
+"""Process-level checks of the real ``mqttd`` command: start-up, signals, shutdown."""
