@@ -324,7 +324,12 @@ class Broker:
         if session is None:
             return
         if logger.isEnabledFor(logging.INFO):
-            logger.info("client %r disconnected", session.client_id)
+            logger.info(
+                "client %r disconnected from %s (%s)",
+                session.client_id,
+                connection.peer,
+                connection.close_reason,
+            )
         session.detach()
         if session.persistent:
             self.store.save_session(

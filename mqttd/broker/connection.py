@@ -135,6 +135,7 @@ class Connection:
         "_state",
         "_stats",
         "client_id",
+        "close_reason",
         "keep_alive",
         "listener",
         "peer",
@@ -169,6 +170,8 @@ class Connection:
         )
         #: The will (3.1.2.5) while connected; None once the client said DISCONNECT.
         self.will: Message | None = None
+        # Why the connection ended, for the disconnect log line.
+        self.close_reason = "connection lost"
         self.will_delay = 0
         self._aliases: dict[int, str] | None = None
         self._alias_max = 0
@@ -195,7 +198,8 @@ class Connection:
         """Bytes from the peer. Never raises for bad bytes: it answers or closes."""
         if self._state == _CLOSED:
             return
-        self._stats.bytes_received += len(data)
+        stats = self._stats
+        stats.bytes_received += len(data)
         try:
             packets = self._reader.feed(data)
         except UnsupportedProtocolVersion as exc:
@@ -206,6 +210,7 @@ class Connection:
             return
         if not packets:
             return
+        stats.packets_received += len(packets)
         timer = self._keepalive_timer
         if timer is not None:
             timer.postpone(self._broker.clock.now() + self._keepalive_grace)
@@ -248,6 +253,8 @@ class Connection:
         """
         if self._state == _CLOSED:
             return
+        if self.close_reason == "connection lost":
+            self.close_reason = f"server DISCONNECT 0x{reason_code:02X}"
         if self._state == _CONNECTED and self.protocol_level == 5:
             self._write(encode(Disconnect(reason_code), 5))
         self._close(publish_will)
@@ -257,6 +264,7 @@ class Connection:
         if self._state == _CLOSED:
             return
         self._stats.protocol_errors += 1
+        self.close_reason = f"{why} (0x{reason_code:02X})"
         if logger.isEnabledFor(logging.INFO):
             logger.info("%r: closing: %s (0x%02X)", self, why, reason_code)
         if self._state == _AWAIT_CONNECT:
@@ -298,7 +306,9 @@ class Connection:
     # -- output ------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        self._stats.bytes_sent += len(data)
+        stats = self._stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(data)
         self._sink.write(data)
 
     def _send_ack(
@@ -348,7 +358,13 @@ class Connection:
     def _refuse(self, reason_code: int, why: str) -> None:
         """CONNACK with an error code, then close (no session, no will)."""
         if logger.isEnabledFor(logging.INFO):
-            logger.info("%r: CONNECT refused: %s (0x%02X)", self, why, reason_code)
+            logger.info(
+                "CONNECT from %s refused for %r: %s (0x%02X)",
+                self.peer,
+                self.client_id,
+                why,
+                reason_code,
+            )
         self._stats.connections_refused += 1
         level = self.protocol_level
         code = reason_code if level == 5 else connack_code_for_v3(reason_code)
@@ -363,6 +379,7 @@ class Connection:
             self._connect_timer = None
         settings = self._settings
         level = self.protocol_level = packet.protocol_level
+        self.client_id = packet.client_id  # as asked for; an assigned id replaces it below
         props = packet.properties
         v5 = level == 5
         if v5 and props is not None and props.authentication_method is not None:
@@ -677,8 +694,7 @@ class Connection:
                 self._broker.set_session_expiry(session, props.session_expiry_interval)
             # [MQTT-3.14.4-3]: only reason 0x00 deletes the will; 0x04 asks for it.
             publish_will = packet.reason_code != ReasonCode.SUCCESS
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%r: DISCONNECT 0x%02X", self, packet.reason_code)
+        self.close_reason = f"DISCONNECT 0x{packet.reason_code:02X}"
         if not publish_will:
             self.will = None
         self._close(publish_will)

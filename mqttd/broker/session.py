@@ -305,6 +305,7 @@ class Session:
         sink.write(data)
         stats = self._stats
         stats.publish_sent += 1
+        stats.packets_sent += 1
         stats.bytes_sent += len(data)
         return True
 
@@ -457,7 +458,11 @@ class Session:
     def _write_pubrel(self, packet_id: int) -> None:
         sink = self.sink
         assert sink is not None
-        sink.write(encode(PubRel(packet_id), self.protocol_level))
+        data = encode(PubRel(packet_id), self.protocol_level)
+        sink.write(data)
+        stats = self._stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(data)
 
     def detach(self) -> None:
         """The connection is gone: stop writing; QoS 0 messages are not kept offline."""

@@ -16,6 +16,8 @@ class BrokerStats:
     connections_refused: int = 0  # CONNACK with an error code
     bytes_received: int = 0
     bytes_sent: int = 0
+    packets_received: int = 0  # control packets of every type
+    packets_sent: int = 0
     publish_received: int = 0  # PUBLISH packets from clients
     publish_sent: int = 0  # PUBLISH packets to clients (redeliveries included)
     messages_routed: int = 0  # messages given to Broker.publish (wills, $SYS included)

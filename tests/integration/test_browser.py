@@ -45,6 +45,9 @@ CONFIG = f"""
 [limits]
 max_packet_size = {MAX_PACKET_SIZE}
 
+[sys]
+interval = 1
+
 [[listeners]]
 type = "mqtt"
 
@@ -253,7 +256,8 @@ def test_dashboard_shows_broker_figures_from_sys(
         assert values == ["—"] * len(figures)
         pytest.skip("the broker publishes no $SYS/broker/clients/connected yet: figures show '—'")
     clients = page.wait_for(
-        "(t => t !== '—' && t)(document.getElementById('stat-clients').textContent)"
+        "(t => t !== '—' && parseInt(t.replace(/,/g, '')) >= 2 && t)"
+        "(document.getElementById('stat-clients').textContent)"
     )
     assert int(clients.replace(",", "")) >= 2  # the publisher and the dashboard itself
     page.wait_for("document.getElementById('stat-uptime').textContent !== '—'")

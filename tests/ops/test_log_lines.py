@@ -47,10 +47,6 @@ async def test_refused_connects_are_logged_with_address_and_reason(
     assert client.conn.peer in line and "empty client id" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: Connection._refuse does not log the client id asked for (see ops report)",
-)
 async def test_a_refused_line_names_the_client_id_asked_for(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -75,10 +71,6 @@ async def test_every_disconnect_is_logged(caplog: pytest.LogCaptureFixture) -> N
     assert any("'dropped'" in m and "disconnected" in m for m in lines), lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: the disconnect line does not say why (DISCONNECT or socket lost; see report)",
-)
 async def test_a_disconnect_line_says_why(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     core = await Core().start()
