@@ -16,7 +16,11 @@ then the ready line, in exactly this shape (tests and scripts parse them)::
     mqttd 0.1.0 listening on mqtt://127.0.0.1:1883
     mqttd ready
 
-Shutdown order: stop accepting, `Broker.stop()` (5.0 clients get DISCONNECT 0x8B, every
+Bridges (`[[bridge]]`) start after the listeners, before the ready line; their local
+subscriptions exist by then, the remote connections come up in the background.
+
+Shutdown order: bridges disconnect from their remotes and from the core, stop accepting,
+`Broker.stop()` (5.0 clients get DISCONNECT 0x8B, every
 Connection is closed, the store flushed and closed), give sockets a moment to send what
 is queued, abort the rest, stop the timer driver. Each step is bounded in time, so a
 client that stops reading cannot hold the process up.
@@ -38,6 +42,10 @@ from dataclasses import dataclass, field
 from websockets.asyncio.server import Server as WsServer
 
 from . import __version__
+from .auth.policy import Security
+from .auth.scram import METHOD as SCRAM_METHOD
+from .auth.scram import ScramUsers
+from .bridge.service import BridgeService
 from .broker.broker import Broker
 from .broker.clock import Clock, MonotonicClock
 from .config import Config, ConfigError, ListenerConfig, PersistenceConfig
@@ -84,17 +92,24 @@ ReloadHook = Callable[[Config], None]
 def build_store(persistence: PersistenceConfig) -> Store:
     """The one place where persistence is chosen.
 
-    The SQLite store (WAL, group commit; `persistence.path`, `durability`,
-    `commit_interval_ms`, `commit_batch`) plugs in here when `persistence.enabled`;
-    until it exists every broker keeps its state in memory.
+    `persistence.enabled` with a file path: the SQLite store (WAL, group commit;
+    `durability`, `commit_interval_ms`, `commit_batch`). Disabled, or the path
+    ":memory:" (``--db :memory:``): memory only, lost on exit.
     """
-    if persistence.enabled:
-        logger.info(
-            "persistence: the SQLite store is not built yet; state is kept in memory "
-            "(%s is not used)",
-            persistence.path,
-        )
-    return MemoryStore()
+    if not persistence.enabled or persistence.path == ":memory:":
+        logger.info("persistence: off, state is kept in memory only")
+        return MemoryStore()
+    # Imported here: a broker without persistence never loads aiosqlite.
+    from .store.sqlite import SqliteStore
+
+    store = SqliteStore(
+        persistence.path,
+        durability=persistence.durability,
+        commit_interval=persistence.commit_interval_ms / 1000,
+        commit_batch=persistence.commit_batch,
+    )
+    logger.info("persistence: %s (durability %s)", store.path, store.durability)
+    return store
 
 
 def build_ssl_contexts(config: Config) -> dict[int, ssl.SSLContext]:
@@ -250,10 +265,23 @@ class App:
     metrics_address: tuple[str, int] | None = field(default=None, init=False)
     reload_hooks: list[ReloadHook] = field(default_factory=list, init=False)
     metrics_collectors: list[Collector] = field(default_factory=list, init=False)
+    #: Authentication and ACLs (`[auth]`); files are read by `start()`, again on SIGHUP.
+    security: Security = field(init=False)
+    #: The `[[bridge]]` connections to other brokers, once started (docs/bridges.md).
+    bridge_service: BridgeService | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.store = build_store(self.config.persistence)
-        self.broker = Broker(self.config.broker_settings(), self.store, self.clock)
+        self.security = Security(self.config)
+        self.broker = Broker(
+            self.config.broker_settings(), self.store, self.clock, self.security.authenticate
+        )
+        self.security.install(self.broker)
+        self.reload_hooks.append(self.security.reload)
+        # [dead_letter] applies from the start and again on every reload (SIGHUP).
+        dead_letters = self.broker.dead_letters
+        dead_letters.configure(self.config.dead_letter.settings())
+        self.reload_hooks.append(lambda new: dead_letters.configure(new.dead_letter.settings()))
 
     @property
     def host(self) -> str:
@@ -270,6 +298,22 @@ class App:
         """True from the ready line until a stop begins (what /health reports)."""
         return self._ready and self._stopping is None
 
+    @property
+    def bridges(self) -> dict[str, int]:
+        """Each bridge's name -> 1 while connected to its remote broker, else 0."""
+        return self.bridge_service.states if self.bridge_service is not None else {}
+
+    def _load_scram_users(self) -> None:
+        """Offer SCRAM-SHA-256 enhanced authentication (MQTT 5 AUTH) when configured."""
+        path = self.config.auth.scram_file
+        if not path:
+            return
+        try:
+            users = ScramUsers.load(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError([f"config error: auth.scram_file: {exc}"]) from exc
+        self.broker.auth_methods.register(SCRAM_METHOD, users.authenticator_factory())
+
     async def start(self) -> None:
         """Start the core (it opens the store), bind every listener, log the ready lines.
 
@@ -279,6 +323,10 @@ class App:
         if self._started:
             raise RuntimeError("App.start() called twice")
         contexts = build_ssl_contexts(self.config)
+        bridges = BridgeService(self.config.bridge, self.broker)  # ConfigError: TLS files
+        # The password file, the ACL, the plugin, and no exposed listener without auth.
+        self.security.load()
+        self._load_scram_users()
         self._started = True
         try:
             try:
@@ -292,6 +340,9 @@ class App:
                 await self._start_listener(listener, contexts.get(i))
             if self.config.metrics.enabled:
                 await self._start_metrics()
+            # Also without bridges: it ends the stored sessions of removed ones.
+            self.bridge_service = bridges
+            await bridges.start()
         except BaseException:
             await self.stop()
             raise
@@ -384,6 +435,9 @@ class App:
     async def _stop(self) -> None:
         if self.sys_tree is not None:
             self.sys_tree.stop()
+        if self.bridge_service is not None:
+            # First: a bridge says DISCONNECT to its remote while the core still runs.
+            await self.bridge_service.stop()
         for entry in self._listeners:
             entry.stop_accepting()
         if self._started:
@@ -426,11 +480,11 @@ class App:
             applied.append(f"sys.interval {old.sys.interval} -> {config.sys.interval}")
         restart = [
             name
-            for name in ("listeners", "limits", "mqtt", "persistence", "metrics")
+            for name in ("listeners", "limits", "mqtt", "persistence", "metrics", "bridge")
             if getattr(config, name) != getattr(old, name)
         ]
         # Sections only partly reloadable keep what the running broker uses.
-        config.listeners = old.listeners
+        config.listeners, config.bridge = old.listeners, old.bridge
         config.limits, config.mqtt = old.limits, old.mqtt
         config.persistence, config.metrics = old.persistence, old.metrics
         self.config = config

@@ -2,6 +2,7 @@
 
     mqttd [-c FILE] [--host ADDR] [-p N] [--db PATH] [-v] [--log-format text|json]
     mqttd check-config FILE
+    mqttd passwd [-c | -D] [-b] FILE USER [PASSWORD]
 
 Exit status: 0 after a clean stop (SIGINT/SIGTERM) or a valid config, 1 when the broker
 cannot start (a port in use), 2 for bad usage or an invalid configuration (one line per
@@ -14,35 +15,42 @@ import argparse
 import sys
 
 from . import __version__
+from .auth.password_file import add_passwd_parser, run_passwd
 from .config import Config, ConfigError, Overrides, load_config
 
 __all__ = ["build_parser", "main"]
 
 _EPILOG = """\
-With no config file mqttd listens on 127.0.0.1:1883 only (loopback): use --host 0.0.0.0
-to accept clients from other machines. --host applies to every listener, --port to the
-first one; port 0 picks a free port (the "listening on" line says which).
+With no config file mqttd listens on 127.0.0.1:1883 only (loopback), where clients need
+no password. To accept clients from other machines (--host 0.0.0.0) set [auth]
+password_file (written by `mqttd passwd`), or [auth] allow_anonymous = true to serve
+anonymous clients on purpose: an exposed listener without authentication refuses to
+start (see SECURITY.md). --host applies to every listener, --port to the first one;
+port 0 picks a free port (the "listening on" line says which).
 See config/mqttd.toml for every setting.
 
 signals:
   SIGTERM, SIGINT  stop gracefully: 5.0 clients are told why, the store is flushed
                    (a second signal exits at once)
-  SIGHUP           reload the config file: log.level, log.format and sys.interval
-                   apply at once, without dropping a connection; other changes are
-                   logged and wait for the next start
+  SIGHUP           reload the config file: log.level, log.format, sys.interval and
+                   the [auth] password and ACL files apply at once, without dropping
+                   a connection; other changes are logged and wait for the next start
 
 exit status: 0 clean stop, 1 cannot start (e.g. a port in use), 2 bad usage or config
 
 examples:
   mqttd                               loopback only, state in ./data/mqttd.db
-  mqttd --host 0.0.0.0 -p 1883        every interface
+  mqttd -c mqttd.toml --host 0.0.0.0  every interface (the file sets [auth])
+  mqttd passwd -c /etc/mqttd/passwd alice   a password file with user alice
   mqttd -c /etc/mqttd/mqttd.toml -v   a config file, DEBUG logs
   mqttd check-config /etc/mqttd/mqttd.toml"""
 
 _CHECK_DESCRIPTION = """\
 Validate FILE exactly as `mqttd -c FILE` would load it, without starting anything:
 TOML syntax, every key and value (type, range, allowed values), listeners that would
-clash, and the TLS certificate, key and CA files (readable and matching). Options
+clash, the TLS certificate, key and CA files (readable and matching), the [auth]
+password file, ACL file and plugin, and that no listener reachable from the network
+is left without authentication. Options
 given before the command (--host, -p, --db, --log-format) are applied first, as they
 would be at a start.
 
@@ -91,12 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("file", metavar="FILE", help="the TOML configuration file to check")
+    add_passwd_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `mqttd` with `argv` (default: sys.argv[1:]); return the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "passwd":
+        return run_passwd(args)
     overrides = Overrides(
         host=args.host,
         port=args.port,
@@ -107,12 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Imported here: `--help` and `--version` need none of the broker.
     from .app import build_ssl_contexts, run
+    from .auth.policy import Security
 
     if args.command == "check-config":
         try:
-            build_ssl_contexts(load_config(args.file, overrides))
+            checked = load_config(args.file, overrides)
         except ConfigError as exc:
             _print_errors(exc)
+            return 2
+        lines: list[str] = []
+        for check in (build_ssl_contexts, lambda c: Security(c).load()):
+            try:
+                check(checked)
+            except ConfigError as exc:
+                lines += exc.lines
+        if lines:
+            _print_errors(ConfigError(lines))
             return 2
         print(f"{args.file}: OK")
         return 0

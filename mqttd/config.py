@@ -31,11 +31,18 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .bridge.validate import bridge_config_errors
+from .broker.dead_letter import DEFAULT_REASONS, DeadLetterSettings, DropReason
 from .broker.settings import BrokerSettings
 
 __all__ = [
+    "AuthConfig",
+    "BridgeConfig",
+    "BridgeTLSConfig",
+    "BridgeTopicConfig",
     "Config",
     "ConfigError",
+    "DeadLetterConfig",
     "LimitsConfig",
     "ListenerConfig",
     "LogConfig",
@@ -95,6 +102,11 @@ class TLSConfig:
         False, "refuse clients without a certificate signed by cafile (mutual TLS)"
     )
     min_version: str = setting("1.2", "oldest TLS version accepted", choices=("1.2", "1.3"))
+    use_identity_as_username: bool = setting(
+        False,
+        "the client certificate's Common Name is the user name, no password asked "
+        "(needs require_certificate)",
+    )
 
 
 @dataclass(slots=True)
@@ -181,6 +193,13 @@ class LimitsConfig:
         "what a full queue drops: the new message or the oldest one",
         choices=("drop_new", "drop_oldest"),
     )
+    max_publisher_pause: float = setting(
+        _CORE.max_publisher_pause,
+        "seconds publishers stay paused for a connected session that drains nothing, "
+        "before its queue falls back to queue_overflow; 0 = no limit",
+        min=0,
+        max=86_400,
+    )
     topic_alias_maximum: int = setting(
         _CORE.topic_alias_maximum,
         "topic aliases one 5.0 client may define; 0 = none",
@@ -214,6 +233,32 @@ class LimitsConfig:
         "subscriptions one session may hold; 0 = unlimited",
         min=0,
     )
+    max_connections: int = setting(
+        _CORE.max_connections,
+        "open connections over every listener together; 0 = unlimited",
+        min=0,
+    )
+    connection_rate: float = setting(
+        _CORE.connection_rate,
+        "CONNECTs a second accepted from one source address (5.0: 0x9F); 0 = unlimited",
+        min=0,
+    )
+    connection_burst: int = setting(
+        _CORE.connection_burst,
+        "CONNECTs one source address may make at once before connection_rate applies",
+        min=1,
+    )
+    max_publish_rate: float = setting(
+        _CORE.max_publish_rate,
+        "PUBLISH packets a second from one client; more are slowed down (never dropped) "
+        "by pausing its reads; 0 = unlimited",
+        min=0,
+    )
+    publish_burst: int = setting(
+        _CORE.publish_burst,
+        "PUBLISH packets one client may send at once before max_publish_rate applies",
+        min=1,
+    )
 
 
 @dataclass(slots=True)
@@ -244,6 +289,20 @@ class MqttConfig:
     retry_interval: float = setting(
         _CORE.retry_interval, "seconds before an unacknowledged QoS 1/2 message is resent", min=1.0
     )
+    server_topic_aliases: bool = setting(
+        _CORE.server_topic_aliases,
+        "give topic aliases to 5.0 clients whose CONNECT allows them (least recently used "
+        "alias reused)",
+    )
+    validate_payload_format: bool = setting(
+        _CORE.validate_payload_format,
+        "check that payloads marked UTF-8 (Payload Format Indicator 1) are; refuse with 0x99",
+    )
+    response_information: str = setting(
+        _CORE.response_information,
+        "5.0 Response Information for clients that request it; {client_id} is replaced; "
+        '"" = never sent',
+    )
 
 
 @dataclass(slots=True)
@@ -251,11 +310,17 @@ class PersistenceConfig:
     """`[persistence]`: where retained messages and persistent sessions are kept."""
 
     enabled: bool = setting(True, "keep state in SQLite; false = memory only, lost on exit")
-    path: str = setting("./data/mqttd.db", "SQLite file (relative to the working directory)")
+    path: str = setting(
+        "./data/mqttd.db",
+        'SQLite file (relative to the working directory; its directory is created); ":memory:" '
+        "= memory only",
+    )
     durability: str = setting(
         "safe",
-        "safe = fsync every commit; fast = a power cut may lose the last commits "
-        "(a crash of mqttd alone loses nothing)",
+        "safe = acknowledge after the commit reached the disk (fsync); fast = acknowledge "
+        "at once, commits still batched, no fsync per commit: a crash may lose messages "
+        "acknowledged in the last commit_interval_ms, a power cut those since the last "
+        "checkpoint",
         choices=("safe", "fast"),
     )
     commit_interval_ms: int = setting(
@@ -299,6 +364,166 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class AuthConfig:
+    """`[auth]`: who may connect and what each client may do (SECURITY.md tells more)."""
+
+    password_file: str = setting(
+        "", "Mosquitto-format password file (mqttd passwd writes it); empty = none"
+    )
+    acl_file: str = setting(
+        "", "Mosquitto-format ACL file; empty = every client may publish and subscribe to all"
+    )
+    allow_anonymous: bool | None = setting(
+        None,
+        "clients without a user name: true = on every listener, false = nowhere; "
+        "absent = on loopback listeners only",
+    )
+    plugin: str = setting("", '"package.module:factory" of an auth plugin; empty = none')
+    plugin_options: dict[str, Any] = field(
+        default_factory=dict, metadata=_doc("the table given to the plugin's factory")
+    )
+    scram_file: str = setting(
+        "",
+        "SCRAM-SHA-256 user file for MQTT 5 enhanced authentication "
+        "(python -m mqttd.auth.scram USER writes a line); empty = no enhanced authentication",
+    )
+
+
+@dataclass(slots=True)
+class DeadLetterConfig:
+    """`[dead_letter]`: publish what the broker drops (docs/dead-letters.md).
+
+    Drops are counted by reason ($SYS, metrics) whether or not this is enabled.
+    """
+
+    enabled: bool = setting(
+        False, 'publish each message dropped for one of `reasons` to "{prefix}/{reason}/{topic}"'
+    )
+    prefix: str = setting(
+        "$dead", 'first topic level(s) of dead letters; a leading "$" hides them from "#"'
+    )
+    reasons: list[str] = field(
+        default_factory=lambda: [r.value for r in DropReason if r in DEFAULT_REASONS],
+        metadata={
+            "doc": "the drop reasons that are published (all are counted)",
+            "choices": tuple(r.value for r in DropReason),
+        },
+    )
+    max_rate: float = setting(
+        100.0,
+        "dead letters a second at most, on average; the excess is counted, not published",
+        min=0.001,
+    )
+    burst: int = setting(100, "dead letters at once before max_rate applies", min=1)
+
+    def settings(self) -> DeadLetterSettings:
+        """The core's `DeadLetterSettings`."""
+        return DeadLetterSettings(
+            self.enabled,
+            self.prefix,
+            frozenset(DropReason(r) for r in self.reasons),
+            self.max_rate,
+            self.burst,
+        )
+
+
+@dataclass(slots=True)
+class BridgeTLSConfig:
+    """`[bridge.tls]`: connect to the remote broker over TLS."""
+
+    cafile: str = setting(
+        "", "PEM CA bundle that signs the remote's certificate; empty = the system's CAs"
+    )
+    certfile: str = setting("", "PEM client certificate (chain) for mutual TLS; empty = none")
+    keyfile: str = setting("", "PEM private key of certfile; empty when certfile holds it")
+    verify: bool = setting(
+        True, "check the remote's certificate and host name; false = encrypt only (insecure)"
+    )
+    server_hostname: str = setting(
+        "", "name checked in the remote's certificate and sent as SNI; empty = the address's host"
+    )
+
+
+@dataclass(slots=True)
+class BridgeTopicConfig:
+    """One `[[bridge.topics]]` rule: Mosquitto's `topic pattern direction qos local remote`."""
+
+    pattern: str = setting(
+        "",
+        'topic filter shared (+ and # allowed); "" = the single topic local_prefix <-> '
+        "remote_prefix",
+    )
+    direction: str = setting(
+        "out", "out = local to remote, in = remote to local, both", choices=("out", "in", "both")
+    )
+    qos: int = setting(
+        0, "QoS of the bridge's subscriptions: the most a message keeps", choices=(0, 1, 2)
+    )
+    local_prefix: str = setting("", "put before pattern on the local broker (no wildcards)")
+    remote_prefix: str = setting("", "put before pattern on the remote broker (no wildcards)")
+
+
+@dataclass(slots=True)
+class BridgeConfig:
+    """`[[bridge]]`: a connection to another broker and the topics it carries (docs/bridges.md)."""
+
+    name: str = setting("", "names the bridge in logs, $SYS and metrics; required, unique")
+    addresses: list[str] = field(
+        default_factory=list,
+        metadata=_doc('"host:port" of the remote broker, then fallbacks, tried in order'),
+    )
+    tls: BridgeTLSConfig | None = field(
+        default=None, metadata=_doc("TLS to the remote; absent = plain TCP")
+    )
+    username: str = setting("", "user name on the remote broker; empty = none")
+    password: str = setting("", "password on the remote broker; empty = none")
+    client_id: str = setting(
+        "", 'client id on the remote; empty = "mqttd-bridge-<name>-<hostname>"'
+    )
+    local_username: str = setting(
+        "", "user name of the bridge on this broker (for auth and ACLs); empty = none"
+    )
+    local_password: str = setting("", "password of local_username on this broker")
+    protocol_version: int = setting(4, "4 = MQTT 3.1.1, 5 = MQTT 5.0", choices=(4, 5))
+    clean_start: bool = setting(
+        False, "start a fresh session on the remote at every connection (3.1.1: clean session)"
+    )
+    session_expiry: int = setting(
+        _U32,
+        "5.0: seconds the remote keeps the session; 4294967295 = never expires",
+        min=0,
+        max=_U32,
+    )
+    keepalive: int = setting(60, "seconds between keep alive pings to the remote", min=1, max=_U16)
+    try_private: bool = setting(
+        True, "3.1.1: tell the remote it is a bridge (level 0x84, Mosquitto's); dropped if refused"
+    )
+    connect_timeout: float = setting(
+        10.0, "seconds allowed for TCP, TLS and CONNACK together", min=0.1, max=3600
+    )
+    reconnect_delay_min: float = setting(
+        1.0,
+        "first delay before reconnecting, seconds (then growing with jitter)",
+        min=0.01,
+        max=3600,
+    )
+    reconnect_delay_max: float = setting(
+        30.0, "longest delay between reconnect attempts, seconds", min=0.01, max=86_400
+    )
+    max_queued_messages: int = setting(
+        10_000, "QoS 1/2 messages waiting for the remote, at most; 0 = unlimited", min=0
+    )
+    queue_overflow: str = setting(
+        "drop_new",
+        "what a full bridge queue drops: the new message or the oldest one",
+        choices=("drop_new", "drop_oldest"),
+    )
+    topics: list[BridgeTopicConfig] = field(
+        default_factory=list, metadata=_doc("the topic rules, written [[bridge.topics]]")
+    )
+
+
+@dataclass(slots=True)
 class Config:
     """The whole configuration of one mqttd process."""
 
@@ -315,6 +540,15 @@ class Config:
     sys: SysConfig = field(default_factory=SysConfig, metadata=_doc("$SYS topics"))
     metrics: MetricsConfig = field(
         default_factory=MetricsConfig, metadata=_doc("Prometheus metrics and health check")
+    )
+    dead_letter: DeadLetterConfig = field(
+        default_factory=DeadLetterConfig, metadata=_doc("dead letters of dropped messages")
+    )
+    auth: AuthConfig = field(
+        default_factory=AuthConfig, metadata=_doc("authentication and authorisation")
+    )
+    bridge: list[BridgeConfig] = field(
+        default_factory=list, metadata=_doc("bridges to other brokers; none by default")
     )
 
     def broker_settings(self) -> BrokerSettings:
@@ -367,6 +601,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     config = _build(Config, raw, "", errors)
     if config is not None:
         _check_listeners(config, errors)
+        _check_dead_letter(config.dead_letter, errors)
+        errors.extend(bridge_config_errors(config.bridge))
     if errors or config is None:
         raise ConfigError([f"config error: {line}" for line in errors])
     _name_listeners(config)
@@ -437,6 +673,12 @@ def _convert(
         # `X | None`: TOML has no null, so a present value must be an X.
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
         return _convert(inner, value, path, meta, errors)
+    if origin is dict:
+        # A free-form table (plugin options): the plugin checks what is inside.
+        if not isinstance(value, Mapping):
+            errors.append(f"{path}: {_show(value)} is {_kind(value)}, expected a table")
+            return _INVALID
+        return dict(value)
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -445,7 +687,9 @@ def _convert(
                 expected = f"an array of tables (written [[{path.rpartition('.')[2]}]])"
             errors.append(f"{path}: {_show(value)} is {_kind(value)}, expected {expected}")
             return _INVALID
-        items = [_convert(item, v, f"{path}[{i}]", {}, errors) for i, v in enumerate(value)]
+        # A list field's `choices` are those of each item (dead_letter.reasons).
+        each = {"choices": meta.get("choices")}
+        items = [_convert(item, v, f"{path}[{i}]", each, errors) for i, v in enumerate(value)]
         return _INVALID if any(v is _INVALID for v in items) else items
     if isinstance(hint, type) and is_dataclass(hint):
         built = _build(hint, value, path, errors)
@@ -592,11 +836,32 @@ def _check_listeners(config: Config, errors: list[str]) -> None:
         if tls is not None:
             if not tls.certfile:
                 errors.append(f"{where}.tls.certfile: missing (required when tls is set)")
+            if tls.use_identity_as_username and not tls.require_certificate:
+                errors.append(
+                    f"{where}.tls.use_identity_as_username: true needs "
+                    f"{where}.tls.require_certificate = true (and a cafile)"
+                )
             if tls.require_certificate and not tls.cafile:
                 errors.append(
                     f"{where}.tls.require_certificate: true needs "
                     f"{where}.tls.cafile (the CA that signs client certificates)"
                 )
+
+
+def _check_dead_letter(dead_letter: DeadLetterConfig, errors: list[str]) -> None:
+    prefix = dead_letter.prefix
+    first = prefix.split("/", 1)[0]
+    if (
+        not prefix
+        or prefix.startswith("/")
+        or prefix.endswith("/")
+        or any(c in prefix for c in "+#\0")
+        or first in ("$SYS", "$share")
+    ):
+        errors.append(
+            f"dead_letter.prefix: {_show(prefix)} is not allowed (allowed: a topic name "
+            'without "+", "#" or a "/" at either end, not under $SYS or $share)'
+        )
 
 
 def _name_listeners(config: Config) -> None:

@@ -299,10 +299,17 @@ def mqttd_factory(tmp_path: Path) -> Iterator[MqttdFactory]:
     counter = iter(range(1_000_000))
 
     def factory(
-        args: list[str] | None = None, config: str | None = None, **kw: float
+        args: list[str] | None = None,
+        config: str | None = None,
+        *,
+        cwd: Path | None = None,
+        **kw: float,
     ) -> MqttdProcess:
-        cwd = tmp_path / f"mqttd-{next(counter)}"
-        cwd.mkdir()
+        # Pass the cwd of an earlier broker to restart "the same installation" (its
+        # ./data/mqttd.db and config) after a stop or a kill.
+        if cwd is None:
+            cwd = tmp_path / f"mqttd-{next(counter)}"
+            cwd.mkdir()
         server = start_mqttd(cwd, args, config, **kw)
         started.append(server)
         return server
@@ -501,3 +508,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On failure, attach the tail of each broker process's stderr to the report."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    seen: set[int] = set()
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, MqttdProcess) and id(value) not in seen:
+            seen.add(id(value))
+            tail = "".join(value.stderr.splitlines(keepends=True)[-40:])
+            report.sections.append((f"broker pid {value.pid} stderr (last 40 lines)", tail))

@@ -40,6 +40,7 @@ __all__ = [
     "Packet",
     "ProtocolViolation",
     "RawClient",
+    "assert_broker_works",
     "decode_properties",
     "gen_connack",
     "gen_connect",
@@ -768,7 +769,7 @@ class RawClient:
             except TimeoutError:
                 raise ProtocolViolation(
                     f"received {len(received)} of {count} PUBLISH, {len(awaiting_pubrel)} "
-                    f"PUBREL missing: {received}"
+                    f"PUBREL missing; the last ones: {received[-3:]}"
                 ) from None
             if packet is None:
                 raise ProtocolViolation(f"closed after {len(received)} of {count} PUBLISH")

@@ -379,10 +379,11 @@ def test_example_file_documents_every_key() -> None:
     from mqttd.config import _all_paths
 
     text = EXAMPLE.read_text()
-    for path in _all_paths():
+    paths = _all_paths()
+    for path in paths:
         leaf = path.rpartition(".")[2]
-        if path in ("listeners", "limits", "mqtt", "persistence", "log", "sys", "metrics", "listeners.tls"):
-            continue  # tables, shown as headers
+        if any(p.startswith(path + ".") for p in paths):
+            continue  # a table, shown as a header
         assert re.search(rf"^(# )?{leaf} = ", text, re.MULTILINE), f"{path} is not in the example"
 
 

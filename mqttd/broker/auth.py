@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..protocol.reason_codes import ReasonCode
 
-__all__ = ["AuthResult", "Authenticate", "ConnectInfo", "allow_all"]
+__all__ = ["AuthResult", "Authenticate", "Authorise", "ConnectInfo", "allow_all"]
 
 
 @dataclass(slots=True)
@@ -25,6 +25,8 @@ class ConnectInfo:
     protocol_level: int
     peer: str
     listener: str
+    #: Common Name of the verified TLS client certificate, None without one.
+    identity: str | None = None
 
 
 @dataclass(slots=True)
@@ -35,6 +37,9 @@ class AuthResult:
     """
 
     reason_code: int = ReasonCode.SUCCESS
+    #: The name the client is known by for ACLs and session ownership when accepted;
+    #: None keeps the CONNECT's user name (a TLS identity or a plugin may replace it).
+    username: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -43,6 +48,11 @@ class AuthResult:
 
 
 Authenticate = Callable[[ConnectInfo], AuthResult]
+
+Authorise = Callable[[str, str | None, str, str], bool]
+"""`authorise(client_id, username, action, topic)`: may the client "read" (a delivery),
+"write" (a PUBLISH or a will) or "subscribe" (`topic` is then the filter)? The core
+calls it only when one is configured (`Broker.authorise` is None otherwise)."""
 
 _ACCEPTED = AuthResult()
 

@@ -25,8 +25,11 @@ Network Connection opened before the Will Delay Interval has elapsed").
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 
+from ..auth.enhanced import AuthMethods
+from ..auth.limits import AddressRateLimiter
 from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
@@ -38,13 +41,15 @@ from ..store.base import (
     StoredSession,
     StoredWill,
 )
-from .auth import Authenticate, AuthResult, ConnectInfo, allow_all
+from .auth import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
 from .clock import Clock
 from .connection import Connection, Sink
+from .dead_letter import DeadLetters, DropReason
+from .flow import FlowControl
 from .message import Message
 from .retained import RetainedTree
 from .scheduler import Scheduler
-from .session import Outbound, Session, SubOptions
+from .session import Outbound, Session, SharedOutbound, SubOptions
 from .settings import BrokerSettings
 from .stats import BrokerStats
 from .topic_tree import TopicTree
@@ -123,13 +128,33 @@ class Broker:
         store: Store,
         clock: Clock,
         authenticate: Authenticate | None = None,
+        authorise: Authorise | None = None,
+        sessions_owned: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.scheduler = Scheduler(clock)
         self.stats = BrokerStats()
+        #: Every drop point calls `dead_letters.drop(reason, ...)` (dead_letter.py).
+        self.dead_letters = DeadLetters(self)
+        #: Back-pressure: pauses publishers of saturated sessions (flow.py).
+        self.flow = FlowControl(self)
         self._authenticate: Authenticate = authenticate or allow_all
+        #: The ACL hook (`mqttd.auth.policy`); None = everything is allowed, and the hot
+        #: path pays one None check. May be replaced at run time (a reload).
+        self.authorise: Authorise | None = authorise
+        #: True when authentication is on: a session belongs to the user that made it.
+        self.sessions_owned = sessions_owned
+        #: Enhanced authentication methods by Authentication Method name (5.0 4.12):
+        #: `broker.auth_methods.register("SCRAM-SHA-256", users.authenticator_factory())`.
+        self.auth_methods = AuthMethods()
+        self.connection_limiter: AddressRateLimiter | None = (
+            AddressRateLimiter(settings.connection_rate, settings.connection_burst)
+            if settings.connection_rate > 0
+            else None
+        )
+        self._over_max_connections = False
         self._sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
         self._tree: TopicTree[Session, SubOptions] = TopicTree()
@@ -152,6 +177,7 @@ class Broker:
             message = self._message_from_stored(stored, now, wall)
             if message.expiry_at is not None and message.expiry_at <= now:
                 self.store.delete_retained(stored.topic)
+                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
                 continue
             self._retained.set(stored.topic, message)
         if state.messages:
@@ -170,9 +196,7 @@ class Broker:
             disconnected_at = stored_session.disconnected_at
             if disconnected_at is None:
                 # Connected when the process stopped: the countdown starts now.
-                self.store.save_session(
-                    session.client_id, session.protocol_level, session.expiry_interval, wall
-                )
+                self.save_session(session, wall)
             elif remaining != _NEVER_EXPIRES:
                 remaining = int(remaining - max(0.0, wall - disconnected_at))
             if remaining != _NEVER_EXPIRES:
@@ -185,7 +209,7 @@ class Broker:
                 )
         for session in ended:
             self.stats.sessions_expired += 1
-            self._end_session(session)
+            self._end_session(session, DropReason.SESSION_EXPIRED)
         logger.info(
             "loaded %d retained messages and %d persistent sessions",
             len(self._retained),
@@ -201,11 +225,27 @@ class Broker:
         self._stopping = True
         for connection in list(self._connections):
             connection.disconnect(ReasonCode.SERVER_SHUTTING_DOWN, publish_will=False)
+        self.dead_letters.flush()  # the scheduler runs no more: publish what waits
         await self.store.close()
 
-    def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> Connection:
-        """A new connection for a socket (the shell calls this on accept)."""
-        connection = Connection(self, sink, peer, listener)
+    def connection(
+        self, sink: Sink, peer: str, listener: str = "tcp", identity: str | None = None
+    ) -> Connection:
+        """A new connection for a socket (the shell calls this on accept).
+
+        `identity` is the Common Name of a verified TLS client certificate. Over
+        `settings.max_connections` the connection is closed at once.
+        """
+        connection = Connection(self, sink, peer, listener, identity)
+        limit = self.settings.max_connections
+        if limit and len(self._connections) >= limit:
+            self.stats.connections_refused += 1
+            if not self._over_max_connections:
+                self._over_max_connections = True
+                logger.warning("max_connections (%d) reached: refusing new connections", limit)
+            connection.disconnect(ReasonCode.SERVER_BUSY, publish_will=False)
+            return connection
+        self._over_max_connections = False
         self._connections.add(connection)
         return connection
 
@@ -233,7 +273,7 @@ class Broker:
         stats.subscriptions = sum(len(s.subscriptions) for s in self._sessions.values())
         stats.retained_messages = len(self._retained)
         stats.messages_inflight = sum(len(s.inflight) for s in self._sessions.values())
-        stats.messages_queued = sum(len(s.queue) for s in self._sessions.values())
+        stats.messages_queued = sum(s.queue_length for s in self._sessions.values())
         return stats
 
     # -- called by Connection ----------------------------------------------------------
@@ -241,6 +281,16 @@ class Broker:
     def authenticate(self, info: ConnectInfo) -> AuthResult:
         """Ask the authentication hook about a CONNECT."""
         return self._authenticate(info)
+
+    def session_owned_by_other(self, client_id: str, username: str | None) -> bool:
+        """True when authentication is on and `client_id`'s session belongs to another user.
+
+        Such a CONNECT neither takes the session over nor ends it, clean start or not.
+        """
+        if not self.sessions_owned:
+            return False
+        session = self._sessions.get(client_id)
+        return session is not None and session.username != username
 
     def open_session(
         self, connection: Connection, client_id: str, clean_start: bool, expiry_interval: int
@@ -263,12 +313,14 @@ class Broker:
                 session.expiry_timer.cancel()
                 session.expiry_timer = None
             if clean_start or not session.persistent:
-                self._end_session(session)
+                # Messages a clean start discards were discarded by their own client.
+                self._end_session(session, None if clean_start else DropReason.SESSION_EXPIRED)
                 session = None
         present = session is not None and connection.protocol_level != 3
         if session is None:
             session = Session(self, client_id, connection.protocol_level)
             self._sessions[client_id] = session
+        session.username = connection.username
         session.protocol_level = connection.protocol_level
         session.expiry_interval = expiry_interval
         self._set_persistent(session, expiry_interval > 0)
@@ -293,9 +345,7 @@ class Broker:
     def _set_persistent(self, session: Session, persistent: bool) -> None:
         if persistent:
             if session.persistent:
-                self.store.save_session(
-                    session.client_id, session.protocol_level, session.expiry_interval, None
-                )
+                self.save_session(session, None)
             else:
                 session.persistent = True
                 session.record_all(None)
@@ -303,6 +353,23 @@ class Broker:
             session.persistent = False
             session.forget_records()
             self.store.delete_session(session.client_id)
+
+    def save_session(self, session: Session, disconnected_at: float | None) -> None:
+        """Record a persistent session's own fields, and its owner when sessions are owned."""
+        if session.username is None or not self.sessions_owned:
+            # The owner only matters with authentication on; None is the parameter's
+            # default, so a store that keeps no owner works without it.
+            self.store.save_session(
+                session.client_id, session.protocol_level, session.expiry_interval, disconnected_at
+            )
+        else:
+            self.store.save_session(
+                session.client_id,
+                session.protocol_level,
+                session.expiry_interval,
+                disconnected_at,
+                session.username,
+            )
 
     def set_session_expiry(self, session: Session, expiry_interval: int) -> None:
         """A 5.0 DISCONNECT changed the Session Expiry Interval (3.14.2.2.2)."""
@@ -332,15 +399,10 @@ class Broker:
             )
         session.detach()
         if session.persistent:
-            self.store.save_session(
-                session.client_id,
-                session.protocol_level,
-                session.expiry_interval,
-                self.clock.wall(),
-            )
+            self.save_session(session, self.clock.wall())
         if self._stopping:
             if not session.persistent:
-                self._end_session(session)
+                self._end_session(session, DropReason.SESSION_EXPIRED)
             return
         if will is not None and publish_will:
             delay = connection.will_delay
@@ -352,7 +414,7 @@ class Broker:
             else:
                 self._publish_will(will)
         if not session.persistent:
-            self._end_session(session)
+            self._end_session(session, DropReason.SESSION_EXPIRED)
         elif session.expiry_interval != _NEVER_EXPIRES:
             session.expiry_timer = self.scheduler.call_later(
                 session.expiry_interval, lambda: self._expire_session(session)
@@ -367,24 +429,70 @@ class Broker:
         self.stats.sessions_expired += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("session %r expired", session.client_id)
-        self._end_session(session)
+        self._end_session(session, DropReason.SESSION_EXPIRED)
 
-    def _end_session(self, session: Session) -> None:
-        """The session is over: publish a pending will, drop subscriptions and messages."""
+    def _end_session(self, session: Session, dropped: DropReason | None = None) -> None:
+        """The session is over: publish a pending will, drop subscriptions and messages.
+
+        `dropped`: the reason its undelivered messages are counted (and dead-lettered)
+        under; None when its own client asked for them to go (clean start).
+        """
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
             session.expiry_timer = None
         if session.will_timer is not None:
             self._publish_pending_will(session)
+        shared = session.take_shared_undelivered() if self._shared_groups else None
         for topic_filter in session.subscriptions:
             self._remove_subscription(session, topic_filter)
         session.subscriptions.clear()
+        if shared:
+            self._hand_to_other_members(session, shared)
+        if dropped is not None and (session.inflight or session.queue_length):
+            drops = self.dead_letters
+            drops.drop_session(dropped, session.client_id, session.inflight.values())
+            drops.drop_session(dropped, session.client_id, session.queue)
         session.clear()
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]
         if session.persistent:
             session.persistent = False
             self.store.delete_session(session.client_id)
+
+    def _hand_to_other_members(self, ended: Session, entries: list[SharedOutbound]) -> None:
+        """Give what a shared-subscription member left undelivered to other members.
+
+        5.0 4.8.2: when a member's session ends, a QoS 1 message it did not acknowledge
+        SHOULD go to another member (QoS 2 ones MUST NOT: `take_shared_undelivered`
+        leaves them out). Messages queued for it were never sent, so they go too. The
+        ended session is out of every group by now, so `pick` cannot choose it.
+        """
+        for entry in entries:
+            group = entry.group
+            member = group.pick()
+            if member is None:
+                continue  # nobody is left in the group: the message goes with the session
+            session, options = member
+            message = entry.message
+            authorise = self.authorise
+            if authorise is not None and not authorise(
+                session.client_id, session.username, "read", message.topic
+            ):
+                continue  # as in publish(): this turn's member may not read it
+            qos = min(options.qos, message.qos)
+            retain = message.retain and options.retain_as_published
+            session.deliver_shared(message, qos, retain, options.sub_ids, group)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "session %r ended: %d shared-subscription messages offered to other members",
+                ended.client_id,
+                len(entries),
+            )
+        # These entries are no longer the ended session's to count or dead-letter.
+        taken = {id(entry) for entry in entries}
+        ended.queue = deque(e for e in ended.queue if id(e) not in taken)
+        for pid in [pid for pid, e in ended.inflight.items() if id(e) in taken]:
+            del ended.inflight[pid]
 
     # -- wills -------------------------------------------------------------------------
 
@@ -444,11 +552,16 @@ class Broker:
         acknowledgement must wait for `store.after_commit`.
         """
         self.stats.messages_routed += 1
+        # Whom to pause if a receiver is saturated (flow.py); cleared before returning.
+        flow = self.flow
+        flow.publisher = origin.connection if origin is not None else None
         flags = 0
         if message.retain and self._retain(message):
             flags = PUBLISH_RECORDED
         topic = message.topic
         matches = self._tree.match(topic)
+        # The ACL's read right, per receiver and topic (cached by the hook); None = no ACL.
+        authorise = self.authorise
         if matches:
             flags |= PUBLISH_MATCHED
             mqos = message.qos
@@ -456,7 +569,10 @@ class Broker:
             origin_id = message.origin
             if len(matches) == 1:
                 session, options = matches[0]
-                if not (options.no_local and session.client_id == origin_id):
+                if not (options.no_local and session.client_id == origin_id) and (
+                    authorise is None
+                    or authorise(session.client_id, session.username, "read", topic)
+                ):
                     qos = options.qos
                     if mqos < qos:
                         qos = mqos
@@ -474,6 +590,10 @@ class Broker:
                 for session, options in singles:
                     if options.no_local and session.client_id == origin_id:
                         continue
+                    if authorise is not None and not authorise(
+                        session.client_id, session.username, "read", topic
+                    ):
+                        continue
                     qos = options.qos
                     if mqos < qos:
                         qos = mqos
@@ -482,6 +602,10 @@ class Broker:
                     ):
                         flags |= PUBLISH_RECORDED
                 for session, all_options in multiples:
+                    if authorise is not None and not authorise(
+                        session.client_id, session.username, "read", topic
+                    ):
+                        continue
                     if self._deliver_aggregated(session, all_options, message):
                         flags |= PUBLISH_RECORDED
         if self._shared_groups:
@@ -491,10 +615,15 @@ class Broker:
                     continue
                 flags |= PUBLISH_MATCHED
                 session, options = member
+                if authorise is not None and not authorise(
+                    session.client_id, session.username, "read", topic
+                ):
+                    continue  # this turn's member may not read it: the group skips it
                 qos = min(options.qos, message.qos)
                 retain = message.retain and options.retain_as_published
-                if session.deliver(message, qos, retain, options.sub_ids):
+                if session.deliver_shared(message, qos, retain, options.sub_ids, group):
                     flags |= PUBLISH_RECORDED
+        flow.publisher = None
         return flags
 
     def _deliver_aggregated(
@@ -542,8 +671,13 @@ class Broker:
             if message.expiry_at is not None and message.expiry_at <= now:
                 self._retained.delete(topic)
                 self.store.delete_retained(topic)
-                self.stats.messages_expired += 1
+                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message, session.client_id)
                 continue
+            authorise = self.authorise
+            if authorise is not None and not authorise(
+                session.client_id, session.username, "read", topic
+            ):
+                continue  # a wildcard matched a retained topic the client may not read
             session.deliver(message, min(message.qos, options.qos), True, options.sub_ids)
 
     # -- subscriptions -----------------------------------------------------------------
@@ -585,6 +719,12 @@ class Broker:
                 codes.append(
                     ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
                 )
+                continue
+            authorise = self.authorise
+            if authorise is not None and not authorise(
+                session.client_id, session.username, "subscribe", inner
+            ):
+                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE)
                 continue
             limit = settings.max_subscriptions_per_client
             if (
@@ -704,6 +844,7 @@ class Broker:
         session = Session(self, stored.client_id, stored.protocol_level)
         session.persistent = True
         session.expiry_interval = stored.expiry_interval
+        session.username = stored.owner
         self._sessions[stored.client_id] = session
         for sub in stored.subscriptions:
             options = SubOptions(

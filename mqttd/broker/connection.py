@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
+from ..auth.limits import TokenBucket, address_of
 from ..protocol.encoder import encode
 from ..protocol.errors import (
     MQTTError,
@@ -60,10 +61,14 @@ from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ConnackReturnCode, ReasonCode, connack_code_for_v3
 from ..protocol.topics import validate_topic_name
 from .auth import ConnectInfo
+from .dead_letter import DropReason
+from .enhanced_auth import on_auth, start_connect_auth
 from .message import Message
+from .reason_strings import reason_properties
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .enhanced_auth import AuthExchange
     from .scheduler import Timer
     from .session import Session
 
@@ -78,6 +83,10 @@ _CLOSED = 2
 _MAX_PACKET_SIZE = 268_435_455
 _MAX_PACKET_SIZE_UNLIMITED = 268_435_460  # above anything the wire can carry
 _PINGRESP = b"\xd0\x00"
+
+# Why reading a client is held back (`Connection.hold_reading`): bits, so a throttle
+# ending does not resume a client that back-pressure still holds, and the reverse.
+_HOLD_THROTTLE = 1  # flow.HOLD_FLOW is 2
 
 # First bytes of the acknowledgements the server sends.
 _PUBACK = 0x40
@@ -126,30 +135,47 @@ class Connection:
         "_max_topic_length",
         "_max_topic_levels",
         "_maximum_qos",
-        "_publish",
+        "_peer_max_packet",
+        "_problem_info",
+        "_publish_bucket",
         "_qos1_unacked",
         "_reader",
+        "_reading_held",
+        "_requested_expiry",
         "_retain_available",
         "_settings",
         "_sink",
         "_state",
         "_stats",
+        "_throttle_timer",
+        "auth_exchange",
+        "auth_method",
+        "blocked_on",
+        "bridge",
         "client_id",
         "close_reason",
+        "identity",
         "keep_alive",
         "listener",
         "peer",
         "protocol_level",
         "session",
+        "username",
         "will",
         "will_delay",
     )
 
-    def __init__(self, broker: Broker, sink: Sink, peer: str, listener: str = "tcp") -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        sink: Sink,
+        peer: str,
+        listener: str = "tcp",
+        identity: str | None = None,
+    ) -> None:
         self._broker = broker
         self._settings = settings = broker.settings
         self._stats = broker.stats
-        self._publish = broker.publish
         self._maximum_qos = settings.maximum_qos
         self._max_topic_length = settings.max_topic_length
         self._max_topic_levels = settings.max_topic_levels
@@ -160,7 +186,19 @@ class Connection:
         self._reader = PacketReader(max_packet_size=settings.max_packet_size)
         self._state = _AWAIT_CONNECT
         self.protocol_level = 4
+        #: The client is a Mosquitto-style bridge (bridge bit in CONNECT's level byte).
+        self.bridge = False
         self.client_id: str | None = None
+        #: Common Name of the verified TLS client certificate (None without one).
+        self.identity = identity
+        #: The user name this client acts as once accepted (for ACLs, session ownership).
+        self.username: str | None = None
+        self._publish_bucket: TokenBucket | None = None  # settings.max_publish_rate
+        self._throttle_timer: Timer | None = None
+        # Why the socket is not read: _HOLD_* bits (throttle, back-pressure); 0 = reading.
+        self._reading_held = 0
+        #: Back-pressure (flow.py): the saturated sessions this publisher waits for.
+        self.blocked_on: set[Session] | None = None
         self.session: Session | None = None
         self.keep_alive = 0
         self._keepalive_grace = 0.0
@@ -177,6 +215,13 @@ class Connection:
         self._alias_max = 0
         self._acks_waiting = 0  # acks queued behind a store commit
         self._qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
+        self._peer_max_packet = _MAX_PACKET_SIZE_UNLIMITED  # the client's Maximum Packet Size
+        self._problem_info = True  # 5.0 Request Problem Information [MQTT-3.1.2-29]
+        self._requested_expiry = 0  # CONNECT's Session Expiry Interval [MQTT-3.14.2-2]
+        #: Enhanced authentication (enhanced_auth.py): the CONNECT's Authentication
+        #: Method, and the exchange in progress (before CONNACK, or re-authentication).
+        self.auth_method: str | None = None
+        self.auth_exchange: AuthExchange | None = None
 
     def __repr__(self) -> str:
         state = ("awaiting CONNECT", "connected", "closed")[self._state]
@@ -220,6 +265,14 @@ class Connection:
                     if self._state == _CLOSED:
                         return
                     if type(packet) is not Connect:
+                        if self.auth_exchange is not None:
+                            # Enhanced authentication: AUTH or DISCONNECT only [MQTT-3.1.2-30].
+                            if isinstance(packet, Auth):
+                                on_auth(self, packet)
+                                continue
+                            if isinstance(packet, Disconnect):
+                                self._close(publish_will=False)
+                                return
                         # [MQTT-3.1.0-1]: nothing before CONNECT; just close.
                         self._fail(ReasonCode.PROTOCOL_ERROR, "first packet is not CONNECT")
                         return
@@ -246,17 +299,21 @@ class Connection:
 
     # -- ending the connection ---------------------------------------------------------
 
-    def disconnect(self, reason_code: int, publish_will: bool = True) -> None:
+    def disconnect(
+        self, reason_code: int, publish_will: bool = True, reason: str | None = None
+    ) -> None:
         """End the connection from the server side; 5.0 clients get DISCONNECT first.
 
         Used for takeover (0x8E), keepalive (0x8D), shutdown (0x8B) and protocol errors.
+        The DISCONNECT carries `reason` (else the code's text) as its Reason String.
         """
         if self._state == _CLOSED:
             return
         if self.close_reason == "connection lost":
             self.close_reason = f"server DISCONNECT 0x{reason_code:02X}"
         if self._state == _CONNECTED and self.protocol_level == 5:
-            self._write(encode(Disconnect(reason_code), 5))
+            props = reason_properties(reason_code, reason)
+            self._write(self._encode_v5(Disconnect(reason_code, props)))
         self._close(publish_will)
 
     def _fail(self, reason_code: int, why: str) -> None:
@@ -270,10 +327,11 @@ class Connection:
         if self._state == _AWAIT_CONNECT:
             if self._reader.protocol_level == 5 and reason_code >= 0x80:
                 # 5.0 [MQTT-4.13.1-1]: a CONNACK may carry the reason before closing.
-                self._write(encode(Connack(False, reason_code), 5))
+                props = reason_properties(reason_code, why)
+                self._write(self._encode_v5(Connack(False, reason_code, props)))
             self._close(publish_will=False)
             return
-        self.disconnect(reason_code, publish_will=True)
+        self.disconnect(reason_code, publish_will=True, reason=why)
 
     def _close(self, publish_will: bool) -> None:
         was_connected = self._state == _CONNECTED
@@ -284,6 +342,11 @@ class Connection:
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
+        if self._throttle_timer is not None:
+            self._throttle_timer.cancel()
+            self._throttle_timer = None
+        if self.blocked_on is not None:
+            self._broker.flow.forget(self)
         self._sink.close()
         self._broker.connection_closed(self, was_connected, publish_will)
 
@@ -297,6 +360,12 @@ class Connection:
     def _on_keepalive_expired(self) -> None:
         self._keepalive_timer = None
         if self._state != _CONNECTED:
+            return
+        if self._reading_held:
+            # We are not reading: the client's packets wait in our socket, unseen.
+            self._keepalive_timer = self._broker.scheduler.call_later(
+                self._keepalive_grace, self._on_keepalive_expired
+            )
             return
         self._stats.keepalive_timeouts += 1
         if logger.isEnabledFor(logging.INFO):
@@ -324,7 +393,15 @@ class Connection:
         `counted_qos1`: this PUBACK ends a QoS 1 flow counted in `_qos1_unacked`.
         """
         if reason_code and self.protocol_level == 5:
-            data = encode(_ACK_CLASS[first_byte](packet_id, reason_code), 5)
+            # A Reason String on refused publishes (PUBACK/PUBREC >= 0x80), only if the
+            # client asked for problem information [MQTT-3.1.2-29]; PUBREL/PUBCOMP 0x92
+            # (a lost packet id) say all there is to say with the code.
+            props = (
+                reason_properties(reason_code)
+                if self._problem_info and first_byte <= _PUBREC
+                else None
+            )
+            data = self._encode_v5(_ACK_CLASS[first_byte](packet_id, reason_code, props))
         else:
             # Reason code 0 without properties may be left out in 5.0 (3.4.2.1), so the
             # short form is every level's success ack: 4 bytes, built without the codec.
@@ -336,6 +413,19 @@ class Connection:
             if counted_qos1:
                 self._qos1_unacked -= 1
             self._write(data)
+
+    def _encode_v5(
+        self, packet: Connack | Disconnect | PubAck | PubRec | PubRel | PubComp | SubAck
+    ) -> bytes:
+        """Encode a 5.0 packet; its Reason String goes if the packet would then exceed
+        the client's Maximum Packet Size [MQTT-3.1.2-25] [MQTT-3.2.2-19]."""
+        data = encode(packet, 5)
+        props = packet.properties
+        if len(data) > self._peer_max_packet and props is not None:
+            props = replace(props, reason_string=None, user_property=())
+            packet.properties = None if props.is_empty() else props
+            data = encode(packet, 5)
+        return data
 
     def _send_committed(self, data: bytes, qos1: bool) -> None:
         self._acks_waiting -= 1
@@ -367,25 +457,30 @@ class Connection:
             )
         self._stats.connections_refused += 1
         level = self.protocol_level
-        code = reason_code if level == 5 else connack_code_for_v3(reason_code)
-        self._write(encode(Connack(False, code), level))
+        if level == 5:
+            props = reason_properties(reason_code, why)
+            self._write(self._encode_v5(Connack(False, reason_code, props)))
+        else:
+            self._write(encode(Connack(False, connack_code_for_v3(reason_code)), level))
         self._close(publish_will=False)
 
     def _on_connect(self, packet: Connect) -> None:
-        if self._state == _CONNECTED:
+        if self._state == _CONNECTED or self.auth_exchange is not None:
             raise ProtocolError("second CONNECT [MQTT-3.1.0-2]")
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
         settings = self._settings
         level = self.protocol_level = packet.protocol_level
+        self.bridge = packet.bridge
         self.client_id = packet.client_id  # as asked for; an assigned id replaces it below
         props = packet.properties
         v5 = level == 5
-        if v5 and props is not None and props.authentication_method is not None:
-            # No enhanced authentication method is supported (4.12).
-            self._refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "no enhanced authentication")
-            return
+        if v5 and props is not None:
+            if props.maximum_packet_size is not None:
+                self._peer_max_packet = props.maximum_packet_size
+            self._problem_info = props.request_problem_information != 0
+            self._requested_expiry = props.session_expiry_interval or 0
 
         client_id = packet.client_id
         assigned = False
@@ -426,15 +521,84 @@ class Connection:
             if will.retain and not settings.retain_available:
                 self._refuse(ReasonCode.RETAIN_NOT_SUPPORTED, "will retain not available")
                 return
+            if (
+                will.properties is not None
+                and will.properties.payload_format_indicator == 1
+                and settings.validate_payload_format
+                and not _is_utf8(will.payload)
+            ):
+                # 5.0 3.1.3.2.3: the Server MAY validate the will payload; CONNACK 0x99.
+                self._refuse(ReasonCode.PAYLOAD_FORMAT_INVALID, "will payload is not UTF-8")
+                return
+            will_response_topic = (
+                will.properties.response_topic if will.properties is not None else None
+            )
+            if will_response_topic is not None and not _is_topic_name(will_response_topic):
+                self._refuse(ReasonCode.PROTOCOL_ERROR, "will Response Topic is not a topic name")
+                return
 
-        result = self._broker.authenticate(
+        broker = self._broker
+        limiter = broker.connection_limiter
+        if limiter is not None and not limiter.allow(address_of(self.peer), broker.clock.now()):
+            self._refuse(ReasonCode.CONNECTION_RATE_EXCEEDED, "connection rate exceeded")
+            return
+        if v5 and props is not None and props.authentication_method is not None:
+            # Enhanced authentication (4.12): the method decides, then calls _accept.
+            start_connect_auth(self, packet, client_id, assigned, props.authentication_method)
+            return
+        result = broker.authenticate(
             ConnectInfo(
-                client_id, packet.username, packet.password, level, self.peer, self.listener
+                client_id,
+                packet.username,
+                packet.password,
+                level,
+                self.peer,
+                self.listener,
+                self.identity,
             )
         )
         if not result.accepted:
             self._refuse(result.reason_code, "not authorised")
             return
+        username = result.username if result.username is not None else packet.username
+        self._accept(packet, client_id, assigned, username, None)
+
+    def _accept(
+        self,
+        packet: Connect,
+        client_id: str,
+        assigned: bool,
+        username: str | None,
+        auth_props: Properties | None,
+    ) -> None:
+        """Complete an authenticated CONNECT: session, will, CONNACK.
+
+        `auth_props`: the Authentication Method and Data of an enhanced authentication,
+        for the CONNACK [MQTT-4.12.0-5]. enhanced_auth.py calls this too.
+        """
+        settings = self._settings
+        broker = self._broker
+        level = self.protocol_level
+        props = packet.properties
+        v5 = level == 5
+        will = packet.will
+        if broker.session_owned_by_other(client_id, username):
+            # The session stays as it is: not taken over, not ended by a clean start.
+            self._refuse(ReasonCode.NOT_AUTHORIZED, "client id in use by another user")
+            return
+        authorise = broker.authorise
+        if (
+            will is not None
+            and authorise is not None
+            and not authorise(client_id, username, "write", will.topic)
+        ):
+            self._refuse(ReasonCode.NOT_AUTHORIZED, "will topic not allowed by the ACL")
+            return
+        self.username = username
+        if settings.max_publish_rate > 0:
+            self._publish_bucket = TokenBucket(
+                settings.max_publish_rate, settings.publish_burst, broker.clock.now()
+            )
 
         # Session Expiry Interval: 3.1.1 clean session 0 means "never expires".
         requested_expiry: int | None = None
@@ -485,7 +649,6 @@ class Connection:
             )
             self.will_delay = delay
 
-        connack_props: Properties | None = None
         if v5:
             self._alias_max = settings.topic_alias_maximum
             connack_props = Properties(
@@ -503,7 +666,24 @@ class Connection:
                 server_keep_alive=server_keep_alive,
                 session_expiry_interval=expiry if lowered else None,
             )
-        self._write(encode(Connack(session_present, 0, connack_props), level))
+            if auth_props is not None:
+                connack_props.authentication_method = auth_props.authentication_method
+                connack_props.authentication_data = auth_props.authentication_data
+            template = settings.response_information
+            if props is not None and props.request_response_information == 1 and template:
+                # 3.1.2.11.6: asked for, so given (a topic prefix for response topics);
+                # never one a wildcard in the client id would make unusable.
+                info = template.replace("{client_id}", client_id)
+                if "+" not in info and "#" not in info:
+                    connack_props.response_information = info
+            connack = Connack(session_present, 0, connack_props)
+            data = encode(connack, 5)
+            if len(data) > self._peer_max_packet and connack_props.response_information:
+                connack_props.response_information = None  # [MQTT-3.1.2-25]: fit it
+                data = encode(connack, 5)
+            self._write(data)
+        else:
+            self._write(encode(Connack(session_present, 0), level))
         self._state = _CONNECTED
         stats = self._stats
         stats.clients_connected += 1
@@ -523,13 +703,18 @@ class Connection:
                 packet.clean_start,
                 keep_alive,
             )
-        session.attach(self, self._sink, level, window, client_max_packet)
+        aliases = 0
+        if v5 and props is not None and settings.server_topic_aliases:
+            aliases = props.topic_alias_maximum or 0
+        session.attach(self, self._sink, level, window, client_max_packet, aliases)
         session.resume()
 
     # -- PUBLISH from the client (the hot path) ----------------------------------------
 
     def _on_publish(self, packet: Publish) -> None:
         self._stats.publish_received += 1
+        if self._publish_bucket is not None:
+            self._throttle(self._publish_bucket)
         topic = packet.topic
         props = packet.properties
         expiry_at: float | None = None
@@ -538,6 +723,14 @@ class Connection:
             if resolved is None:
                 return
             topic, props, expiry_at = resolved
+            if (
+                props is not None
+                and props.payload_format_indicator == 1
+                and self._settings.validate_payload_format
+                and not _is_utf8(packet.payload)
+            ):
+                self._payload_format_invalid(packet)
+                return
         # The reader has checked UTF-8, U+0000 and the length already [MQTT-4.7.3-1..3].
         if not topic or "+" in topic or "#" in topic:
             raise TopicNameInvalid(f"not a topic name: {topic!r} [MQTT-3.3.2-2]")
@@ -555,9 +748,22 @@ class Connection:
             return
         session = self.session
         assert session is not None
+        authorise = self._broker.authorise
+        if authorise is not None and not authorise(
+            session.client_id, self.username, "write", topic
+        ):
+            self._publish_denied(qos, packet.packet_id, topic)
+            self._broker.dead_letters.drop(
+                DropReason.NOT_AUTHORISED,
+                Message(topic, packet.payload, qos, retain, props, expiry_at, self.client_id),
+            )
+            return
         message = Message(topic, packet.payload, qos, retain, props, expiry_at, self.client_id)
+        raw = packet.raw
+        if raw is not None and not packet.dup:
+            message.reuse(self.protocol_level, raw)
         if not qos:
-            self._publish(message, session)
+            self._broker.publish(message, session)
             return
         packet_id = packet.packet_id
         assert packet_id is not None
@@ -574,7 +780,9 @@ class Connection:
             if self._qos1_unacked + len(inbound_qos2) >= self._settings.receive_maximum:
                 self.disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # [MQTT-3.3.4-9]
                 return
-        flags = self._publish(message, session)
+        flags = self._broker.publish(message, session)
+        if not flags & 1 and not retain:  # nobody got it (a retained one is kept)
+            self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
         recorded = flags >= 2  # PUBLISH_RECORDED
         code = 0 if flags & 1 or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
@@ -586,6 +794,74 @@ class Connection:
             self._broker.store.add_inbound_qos2(session.client_id, packet_id)
             recorded = True
         self._send_ack(_PUBREC, packet_id, code, recorded)
+
+    def _publish_denied(self, qos: int, packet_id: int | None, topic: str) -> None:
+        """The ACL refused a PUBLISH: nobody gets it; 5.0 acks say 0x87 (3.4.2.1).
+
+        3.x has no way to say no: the message is acknowledged and dropped, as Mosquitto
+        does, so the client does not resend it forever.
+        """
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%r: PUBLISH to %r denied by the ACL", self, topic)
+        if not qos or packet_id is None:
+            return
+        code = ReasonCode.NOT_AUTHORIZED if self.protocol_level == 5 else 0
+        self._send_ack(_PUBACK if qos == 1 else _PUBREC, packet_id, code, False)
+
+    def _throttle(self, bucket: TokenBucket) -> None:
+        """Count one PUBLISH against `max_publish_rate`; over it, stop reading a while.
+
+        The excess is not dropped: the socket is not read until the bucket's debt is
+        paid, so the client's TCP window fills and it slows down. The keepalive deadline
+        moves by the pause, which is ours, not the client's silence.
+        """
+        now = self._broker.clock.now()
+        wait = bucket.take(now)
+        if wait <= 0 or self._state != _CONNECTED:
+            return
+        timer = self._throttle_timer
+        if timer is None:
+            self.hold_reading(_HOLD_THROTTLE)
+            self._throttle_timer = self._broker.scheduler.call_later(wait, self._end_throttle)
+        else:
+            timer.postpone(now + wait)  # more packets of the same read: a longer pause
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.postpone(now + wait + self._keepalive_grace)
+
+    def _end_throttle(self) -> None:
+        self._throttle_timer = None
+        self.release_reading(_HOLD_THROTTLE)
+
+    def hold_reading(self, why: int) -> None:
+        """Stop reading the client for `why` (a _HOLD_* bit; several may hold at once)."""
+        held = self._reading_held
+        self._reading_held = held | why
+        if not held and self._state != _CLOSED:
+            self._sink.pause_reading()
+
+    def release_reading(self, why: int) -> None:
+        """`why` no longer holds reading back; read again once nothing does."""
+        held = self._reading_held
+        if not held & why:
+            return
+        held = self._reading_held = held & ~why
+        if not held and self._state == _CONNECTED:
+            self._sink.resume_reading()
+            timer = self._keepalive_timer
+            if timer is not None:
+                # What the client sent meanwhile is read only now: not its silence.
+                timer.postpone(self._broker.clock.now() + self._keepalive_grace)
+
+    def _payload_format_invalid(self, packet: Publish) -> None:
+        """Payload Format Indicator 1 on a payload that is not UTF-8 (3.3.2.3.2): the
+        message is refused with 0x99 (PUBACK/PUBREC; QoS 0 has none: DISCONNECT)."""
+        packet_id = packet.packet_id
+        if not packet.qos or packet_id is None:
+            self.disconnect(ReasonCode.PAYLOAD_FORMAT_INVALID)
+            return
+        # A refused QoS 2 flow ends at this PUBREC: its id is not kept [MQTT-4.3.3-9].
+        first = _PUBACK if packet.qos == 1 else _PUBREC
+        self._send_ack(first, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID, False)
 
     def _publish_properties(
         self, topic: str, props: Properties
@@ -613,6 +889,8 @@ class Connection:
                 topic = known
         if props.subscription_identifier:
             raise ProtocolError("PUBLISH from a client with a Subscription Identifier")
+        if props.response_topic is not None and not _is_topic_name(props.response_topic):
+            raise ProtocolError("Response Topic is not a topic name [MQTT-3.3.2-14]")
         message_props: Properties | None = props
         if alias is not None:
             # The alias belongs to this hop only (3.3.2.3.4), never to the message.
@@ -664,8 +942,18 @@ class Connection:
     def _on_subscribe(self, packet: Subscribe) -> None:
         session = self.session
         assert session is not None
+        if self.bridge and self.protocol_level != 5:
+            # As Mosquitto: a 3.x bridge never gets its own messages back and keeps the
+            # retain flag (3.x has no subscription options to ask for either).
+            for sub in packet.subscriptions:
+                sub.no_local = sub.retain_as_published = True
         codes, retained = self._broker.subscribe(session, packet)
-        self._write(encode(SubAck(packet.packet_id, codes), self.protocol_level))
+        if self.protocol_level == 5:
+            failed = max(codes)
+            props = reason_properties(failed) if self._problem_info else None
+            self._write(self._encode_v5(SubAck(packet.packet_id, codes, props)))
+        else:
+            self._write(encode(SubAck(packet.packet_id, codes), self.protocol_level))
         for topic_filter, options in retained:
             self._broker.deliver_retained(session, topic_filter, options)
 
@@ -687,7 +975,8 @@ class Connection:
             if props is not None and props.session_expiry_interval is not None:
                 session = self.session
                 assert session is not None
-                if session.expiry_interval == 0 and props.session_expiry_interval != 0:
+                # The CONNECT's value counts, not what we granted (3.14.2.2.2).
+                if self._requested_expiry == 0 and props.session_expiry_interval != 0:
                     raise ProtocolError(
                         "DISCONNECT sets a Session Expiry Interval after 0 [MQTT-3.14.2-2]"
                     )
@@ -700,11 +989,24 @@ class Connection:
         self._close(publish_will)
 
     def _on_auth(self, packet: Auth) -> None:
-        # No authentication method was accepted at CONNECT, so AUTH is unexpected (4.12).
-        raise ProtocolError("AUTH without an authentication method")
+        on_auth(self, packet)  # re-authentication, or a protocol error (enhanced_auth.py)
 
     def _on_server_packet(self, packet: Packet) -> None:
         raise ProtocolError(f"{type(packet).__name__} is sent by servers only")
+
+
+def _is_topic_name(topic: str) -> bool:
+    """True for a non-empty topic name without wildcards (4.7.1, 4.7.3)."""
+    return bool(topic) and "+" not in topic and "#" not in topic
+
+
+def _is_utf8(payload: bytes) -> bool:
+    """True when `payload` is well-formed UTF-8 (RFC 3629; surrogates are not)."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 _DISPATCH: dict[type, Callable[[Connection, Packet], None]] = {

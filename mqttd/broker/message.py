@@ -14,12 +14,14 @@ deliveries are encoded one by one rather than cached.
 
 from __future__ import annotations
 
+from ..protocol.datatypes import encode_variable_byte_integer
 from ..protocol.encoder import encode_publish, publish_packet_id_offset
 from ..protocol.properties import Properties
 
 __all__ = ["Message", "encoding_key"]
 
 _NO_ENCODING = (b"", 0)
+_TOPIC_ALIAS = 0x23  # PropertyId.TOPIC_ALIAS
 
 
 def encoding_key(protocol_level: int, qos: int, retain: bool) -> int:
@@ -120,6 +122,40 @@ class Message:
             more[key] = value
         return value
 
+    def encoded_aliased(
+        self, qos: int, retain: bool, topic_alias: int, alias_known: bool
+    ) -> tuple[bytes, int]:
+        """The 5.0 PUBLISH with a server Topic Alias (and an empty topic when the
+        receiver knows the alias, 3.3.2.3.4), and its packet id offset.
+
+        Made from the shared 5.0 encoding by splicing the alias property in, and cached
+        too: receivers whose alias for this topic is the same number share the bytes.
+        """
+        # Keys of aliased variants are >= 64, above every plain `encoding_key`.
+        key = (((topic_alias << 1) | alias_known) << 7) | 64 | (qos << 1) | retain
+        more = self._enc_more
+        if more is not None:
+            hit = more.get(key)
+            if hit is not None:
+                return hit
+        data, _ = self.encoded_for(5, qos, retain)
+        value = _with_topic_alias(data, qos, topic_alias, alias_known)
+        more = self._enc_more
+        if more is None:
+            more = self._enc_more = {}
+        more[key] = value
+        return value
+
+    def reuse(self, protocol_level: int, data: bytes) -> None:
+        """Take `data`, the 3.x PUBLISH this message arrived in (DUP 0), as its encoding
+        for receivers at that level and the same QoS and retain flag: those bytes differ
+        from a fresh encoding only in the packet id, which each receiver patches anyway."""
+        if self._enc_key < 0:
+            qos = self.qos
+            self._enc_key = (protocol_level << 3) | (qos << 1) | self.retain
+            # 3.x: the packet id sits right before the payload.
+            self._enc_value = (data, len(data) - len(self.payload) - 2 if qos else 0)
+
     def encode_one(
         self,
         protocol_level: int,
@@ -127,22 +163,36 @@ class Message:
         retain: bool,
         subscription_ids: tuple[int, ...],
         remaining_expiry: int | None,
+        topic_alias: int = 0,
+        alias_known: bool = False,
     ) -> tuple[bytes, int]:
         """Encode a delivery whose 5.0 properties are its own (not cached).
 
         Used for 5.0 receivers when the delivery carries Subscription Identifiers
-        (3.3.4: one per matching subscription) or a remaining Message Expiry Interval.
+        (3.3.4: one per matching subscription), a remaining Message Expiry Interval or a
+        server Topic Alias (`topic_alias` > 0; `alias_known`: the receiver already maps
+        it, so the topic is left empty, 3.3.2.3.4).
         """
         props = self.properties
+        topic = self.topic
         if protocol_level == 5:
             props = _delivery_properties(props, subscription_ids, remaining_expiry)
-        return self._encode(protocol_level, qos, retain, props)
+            if topic_alias:
+                props.topic_alias = topic_alias
+                if alias_known:
+                    topic = ""
+        return self._encode(protocol_level, qos, retain, props, topic)
 
     def _encode(
-        self, protocol_level: int, qos: int, retain: bool, properties: Properties | None
+        self,
+        protocol_level: int,
+        qos: int,
+        retain: bool,
+        properties: Properties | None,
+        topic: str | None = None,
     ) -> tuple[bytes, int]:
         data = encode_publish(
-            self.topic,
+            self.topic if topic is None else topic,
             self.payload,
             qos,
             retain,
@@ -152,6 +202,42 @@ class Message:
             protocol_level,
         )
         return data, (publish_packet_id_offset(data) if qos else 0)
+
+
+def _with_topic_alias(data: bytes, qos: int, alias: int, known: bool) -> tuple[bytes, int]:
+    """A 5.0 PUBLISH encoding with a Topic Alias property appended to its properties
+    and, when `known`, its topic left empty; returns it with its packet id offset."""
+    pos = 1
+    while data[pos] & 0x80:  # the Remaining Length (1-4 bytes)
+        pos += 1
+    pos += 1
+    topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+    props_at = topic_end + 2 if qos else topic_end
+    props_length = 0
+    shift = 0
+    cursor = props_at
+    while True:  # the Property Length (a Variable Byte Integer)
+        byte = data[cursor]
+        props_length |= (byte & 0x7F) << shift
+        cursor += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    props_end = cursor + props_length
+    topic = b"" if known else data[pos + 2 : topic_end]
+    body = b"".join(
+        (
+            len(topic).to_bytes(2, "big"),
+            topic,
+            data[topic_end:props_at],  # the packet id placeholder, if any
+            encode_variable_byte_integer(props_length + 3),
+            data[cursor:props_end],
+            bytes((_TOPIC_ALIAS, alias >> 8, alias & 0xFF)),
+            data[props_end:],
+        )
+    )
+    header = bytes((data[0],)) + encode_variable_byte_integer(len(body))
+    return header + body, (len(header) + 2 + len(topic) if qos else 0)
 
 
 def _delivery_properties(

@@ -19,7 +19,8 @@ routed twice.
 Queue bound (`settings.max_queued_messages`, `max_queued_bytes`) and overflow policy
 `settings.queue_overflow`: "drop_new" refuses the message that does not fit (Mosquitto's
 behaviour); "drop_oldest" evicts from the head of the queue until it fits. Either way the
-drop is counted in `stats.messages_dropped` and logged once per overflow episode. QoS 0
+drop goes to `broker.dead_letters` (counted, maybe dead-lettered: dead_letter.py) and is
+logged once per overflow episode. QoS 0
 messages are queued only while a connection is attached but not writable; an offline
 session never queues QoS 0 (as Mosquitto with queue_qos0_messages false).
 
@@ -37,16 +38,18 @@ from typing import TYPE_CHECKING
 from ..protocol.encoder import encode
 from ..protocol.packets import PubRel
 from ..store.base import OutboundState, StoredOutbound, StoredSubscription
+from .dead_letter import DropReason
 from .message import Message
+from .topic_alias import TopicAliases
 
 if TYPE_CHECKING:
     from ..store.base import Store
-    from .broker import Broker
+    from .broker import Broker, SharedGroup
     from .connection import Connection, Sink
     from .scheduler import Timer
     from .stats import BrokerStats
 
-__all__ = ["Outbound", "Session", "SubOptions"]
+__all__ = ["Outbound", "Session", "SharedOutbound", "SubOptions"]
 
 logger = logging.getLogger("mqttd.session")
 
@@ -120,16 +123,34 @@ class Outbound:
         self.seq = 0  # > 0 once recorded in the store
 
 
+class SharedOutbound(Outbound):
+    """An Outbound that came through a shared subscription: it remembers the group, so
+    the message can go to another member if this session ends first (5.0 4.8.2)."""
+
+    __slots__ = ("group",)
+
+    def __init__(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        group: SharedGroup,
+    ) -> None:
+        super().__init__(message, qos, retain, sub_ids)
+        self.group = group
+
+
 class Session:
     """The server side of one client id's session (see the module docstring)."""
 
     __slots__ = (
         "_broker",
-        "_clock_now",
         "_drop_oldest",
         "_max_queued",
         "_max_queued_bytes",
         "_overflowing",
+        "_queue",
         "_stats",
         "_store",
         "client_id",
@@ -144,10 +165,12 @@ class Session:
         "pending_will",
         "persistent",
         "protocol_level",
-        "queue",
         "queued_bytes",
         "sink",
         "subscriptions",
+        "topic_aliases",
+        "username",
+        "waiting_publishers",
         "will_timer",
         "window",
         "writable",
@@ -158,13 +181,14 @@ class Session:
         self._broker = broker
         self._store: Store = broker.store
         self._stats: BrokerStats = broker.stats
-        self._clock_now = broker.clock.now
         self._max_queued = settings.max_queued_messages
         self._max_queued_bytes = settings.max_queued_bytes
         self._drop_oldest = settings.queue_overflow == "drop_oldest"
         self._overflowing = False
         self.client_id = client_id
         self.protocol_level = protocol_level
+        #: The user name the session acts as (ACL checks on delivery) and belongs to.
+        self.username: str | None = None
         self.connection: Connection | None = None
         self.sink: Sink | None = None
         self.writable = False  # a connection is attached and its transport takes bytes
@@ -175,20 +199,45 @@ class Session:
         self.pending_will: Message | None = None  # that will (5.0 Will Delay Interval)
         self.subscriptions: dict[str, SubOptions] = {}
         self.inflight: dict[int, Outbound] = {}
-        self.queue: deque[Outbound] = deque()
+        # Made on first use (see `queue`): an empty deque is 760 bytes, most sessions
+        # never queue, and idle connections must stay small.
+        self._queue: deque[Outbound] | None = None
         self.queued_bytes = 0
+        #: Back-pressure (flow.py): the connections paused until this session drains.
+        self.waiting_publishers: set[Connection] | None = None
         self.next_packet_id = 1
         self.next_seq = 1
         self.inbound_qos2: set[int] = set()
         self.window = 65_535
         self.max_packet_size = 268_435_460  # the client's Maximum Packet Size (5.0)
+        #: Server-to-client topic aliases of the attached 5.0 connection, None when the
+        #: client allows none (or `server_topic_aliases` is off).
+        self.topic_aliases: TopicAliases | None = None
 
     def __repr__(self) -> str:
         state = "connected" if self.connection is not None else "offline"
         return (
             f"<Session {self.client_id!r} {state} "
-            f"inflight={len(self.inflight)} queued={len(self.queue)}>"
+            f"inflight={len(self.inflight)} queued={self.queue_length}>"
         )
+
+    @property
+    def queue(self) -> deque[Outbound]:
+        """Messages waiting to be sent (or for the client to come back), oldest first."""
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        return queue
+
+    @queue.setter
+    def queue(self, queue: deque[Outbound]) -> None:
+        self._queue = queue
+
+    @property
+    def queue_length(self) -> int:
+        """len(queue), without making the queue of a session that never queued."""
+        queue = self._queue
+        return len(queue) if queue is not None else 0
 
     # -- delivery (the hot path) -------------------------------------------------------
 
@@ -205,7 +254,7 @@ class Session:
                 self._enqueue(Outbound(message, 0, retain, sub_ids))
             return False
         entry = Outbound(message, qos, retain, sub_ids)
-        if self.writable and not self.queue and len(self.inflight) < self.window:
+        if self.writable and not self._queue and len(self.inflight) < self.window:
             if self.persistent:
                 self._record(entry)
                 self._start(entry)
@@ -220,6 +269,51 @@ class Session:
             self._record(entry)
             return True
         return False
+
+    def deliver_shared(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        group: SharedGroup,
+    ) -> bool:
+        """`deliver` for a shared subscription's member (the entry remembers `group`).
+
+        QoS 0 goes as any other delivery: at most once, never handed to another member.
+        """
+        if qos == 0:
+            return self.deliver(message, 0, retain, sub_ids)
+        # The QoS 1/2 part of `deliver`, with another entry class; keep them in step.
+        entry = SharedOutbound(message, qos, retain, sub_ids, group)
+        if self.writable and not self._queue and len(self.inflight) < self.window:
+            if self.persistent:
+                self._record(entry)
+                self._start(entry)
+                return True
+            self._start(entry)
+            return False
+        if not self._enqueue(entry):
+            return False
+        if self.persistent:
+            self._record(entry)
+            return True
+        return False
+
+    def take_shared_undelivered(self) -> list[SharedOutbound]:
+        """The shared-subscription messages another member may still get (session ending).
+
+        5.0 4.8.2: a QoS 1 message sent but not acknowledged SHOULD go to another member
+        when the session ends; a QoS 2 one MUST NOT [MQTT-4.8.2-5]; a queued message
+        was never sent, so it may go to another member whatever its QoS. Oldest first.
+        """
+        taken: list[SharedOutbound] = [
+            entry
+            for entry in self.inflight.values()
+            if type(entry) is SharedOutbound and entry.qos == 1
+        ]
+        taken.extend(entry for entry in self._queue or () if type(entry) is SharedOutbound)
+        return taken
 
     def _record(self, entry: Outbound) -> None:
         message = entry.message
@@ -273,7 +367,7 @@ class Session:
         """
         level = self.protocol_level
         expiry_at = message.expiry_at
-        if expiry_at is None and (level != 5 or not sub_ids):
+        if expiry_at is None and (level != 5 or (not sub_ids and self.topic_aliases is None)):
             # Inlined fast path of Message.encoded_for (same key): one call less per
             # receiver when many share an encoding.
             if message._enc_key == (level << 3) | (qos << 1) | retain:
@@ -283,15 +377,33 @@ class Session:
         else:
             remaining = None
             if expiry_at is not None:
-                left = expiry_at - self._clock_now()
+                left = expiry_at - self._broker.clock.now()
                 if left <= 0 and not resend:
-                    self._stats.messages_expired += 1
+                    self._broker.dead_letters.drop(DropReason.EXPIRED, message, self.client_id)
                     return False
                 remaining = int(left) if left >= 1 else 1
-            data, offset = message.encode_one(level, qos, retain, sub_ids, remaining)
+            aliases = self.topic_aliases
+            if aliases is None:
+                data, offset = message.encode_one(level, qos, retain, sub_ids, remaining)
+            else:
+                # The alias is this connection's (topic_alias.py); the bytes are shared
+                # with receivers that use the same alias, unless the delivery has
+                # properties of its own (subscription ids, remaining expiry).
+                alias, known = aliases.assign(message.topic)
+                if remaining is None and not sub_ids:
+                    if alias:
+                        data, offset = message.encoded_aliased(qos, retain, alias, known)
+                    else:
+                        data, offset = message.encoded_for(level, qos, retain)
+                else:
+                    data, offset = message.encode_one(
+                        level, qos, retain, sub_ids, remaining, alias, known
+                    )
+                if alias and not known and len(data) > self.max_packet_size:
+                    aliases.forget(message.topic)  # never sent: the client cannot know it
         if len(data) > self.max_packet_size:
             # 5.0 3.1.2.11.4: discard as if sent, never exceed the client's maximum.
-            self._stats.messages_too_large += 1
+            self._broker.dead_letters.drop(DropReason.TOO_LARGE, message, self.client_id)
             return False
         if qos:
             buf = bytearray(data)
@@ -311,8 +423,22 @@ class Session:
 
     def _enqueue(self, entry: Outbound) -> bool:
         """Append to the queue within its bounds; False if the entry was dropped."""
-        queue = self.queue
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
         size = len(entry.message.payload)
+        flow = self._broker.flow
+        if (
+            (len(queue) >= flow.high or (flow.high_bytes and self.queued_bytes >= flow.high_bytes))
+            and flow.saturated(self)
+            and entry.qos
+        ):
+            # The publisher is paused until this queue drains: keep a QoS 1/2 message,
+            # past the hard bound if need be (flow.py says why that stays bounded). QoS 0
+            # still obeys the bound below: it may be dropped, and is counted.
+            queue.append(entry)
+            self.queued_bytes += size
+            return True
         max_n = self._max_queued
         max_b = self._max_queued_bytes
         if (max_n and len(queue) >= max_n) or (max_b and self.queued_bytes + size > max_b):
@@ -327,7 +453,7 @@ class Session:
             else:
                 fits = False
             if not fits:
-                self._stats.messages_dropped += 1
+                self._broker.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
                 self._log_overflow()
                 return False
             self._log_overflow()
@@ -337,10 +463,20 @@ class Session:
         self.queued_bytes += size
         return True
 
+    def set_queue_limits(self, max_messages: int, max_bytes: int, overflow: str) -> None:
+        """Bound this session's queue by its own limits instead of the broker's.
+
+        A bridge's local session queues what waits for its remote broker, with the
+        bridge's `max_queued_messages` and `queue_overflow` ("drop_new"/"drop_oldest").
+        """
+        self._max_queued = max_messages
+        self._max_queued_bytes = max_bytes
+        self._drop_oldest = overflow == "drop_oldest"
+
     def _drop(self, entry: Outbound) -> None:
         """Forget a queued entry evicted by the drop_oldest policy."""
         self.queued_bytes -= len(entry.message.payload)
-        self._stats.messages_dropped += 1
+        self._broker.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
 
@@ -357,7 +493,9 @@ class Session:
 
     def pump(self) -> None:
         """Send queued messages while the sink is writable and the window has room."""
-        queue = self.queue
+        queue = self._queue
+        if queue is None:
+            return
         inflight = self.inflight
         window = self.window
         while queue and self.writable:
@@ -370,6 +508,8 @@ class Session:
                 self._start(entry)
             else:
                 self._write_publish(entry.message, 0, entry.retain, entry.sub_ids, 0, False, False)
+        if self.waiting_publishers is not None and len(queue) <= self._broker.flow.low:
+            self._broker.flow.pumped(self)
 
     # -- acknowledgements from the client ----------------------------------------------
 
@@ -381,7 +521,7 @@ class Session:
         del self.inflight[packet_id]
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
-        if self.queue:
+        if self._queue:
             self.pump()
         return True
 
@@ -398,7 +538,7 @@ class Session:
             del self.inflight[packet_id]
             if entry.seq:
                 self._store.remove_outbound(self.client_id, entry.seq)
-            if self.queue:
+            if self._queue:
                 self.pump()
             return True
         if entry.state != _PUBREL_SENT:
@@ -415,7 +555,7 @@ class Session:
         del self.inflight[packet_id]
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
-        if self.queue:
+        if self._queue:
             self.pump()
         return True
 
@@ -428,18 +568,24 @@ class Session:
         protocol_level: int,
         window: int,
         max_packet_size: int,
+        topic_alias_maximum: int = 0,
     ) -> None:
-        """Bind the session to a new connection (CONNACK is sent, resume comes next)."""
+        """Bind the session to a new connection (CONNACK is sent, resume comes next).
+
+        `topic_alias_maximum` > 0 turns on server topic aliases for this connection.
+        """
         self.connection = connection
         self.sink = sink
         self.protocol_level = protocol_level
         self.window = window
         self.max_packet_size = max_packet_size
+        # Aliases live as long as one network connection [MQTT-3.3.2-7].
+        self.topic_aliases = TopicAliases(topic_alias_maximum) if topic_alias_maximum else None
         self.writable = True
 
     def resume(self) -> None:
         """Resend what was inflight (PUBLISH with DUP=1, PUBREL) then the queue [MQTT-4.4.0-1]."""
-        if not self.inflight and not self.queue:
+        if not self.inflight and not self._queue:
             return
         for pid, entry in list(self.inflight.items()):
             if not self.writable:
@@ -469,7 +615,15 @@ class Session:
         self.connection = None
         self.sink = None
         self.writable = False
-        if self.queue and any(entry.qos == 0 for entry in self.queue):
+        self.topic_aliases = None
+        if self.waiting_publishers is not None:
+            # Offline, it may never drain: its publishers go on (flow.py).
+            self._broker.flow.drained(self)
+        if self._queue and any(entry.qos == 0 for entry in self._queue):
+            drops = self._broker.dead_letters
+            for entry in self.queue:
+                if not entry.qos:
+                    drops.drop(DropReason.DISCONNECTED, entry.message, self.client_id)
             kept = deque(entry for entry in self.queue if entry.qos)
             self.queue = kept
             self.queued_bytes = sum(len(e.message.payload) for e in kept)
@@ -479,14 +633,16 @@ class Session:
         if self.connection is None:
             return
         self.writable = writable
-        if writable and self.queue:
+        if writable and self._queue:
             self.pump()
 
     def clear(self) -> None:
         """Forget every message (the session ends or restarts with clean start)."""
         self.inflight.clear()
-        self.queue.clear()
+        self._queue = None
         self.queued_bytes = 0
+        if self.waiting_publishers is not None:
+            self._broker.flow.drained(self)
         self.inbound_qos2.clear()
 
     # -- persistence --------------------------------------------------------------------
@@ -495,13 +651,13 @@ class Session:
         """Write the whole session to the store (it has just become persistent)."""
         store = self._store
         client_id = self.client_id
-        store.save_session(client_id, self.protocol_level, self.expiry_interval, disconnected_at)
+        self._broker.save_session(self, disconnected_at)
         for topic_filter, options in self.subscriptions.items():
             store.add_subscription(client_id, options.to_stored(topic_filter))
         for entry in self.inflight.values():
             self._record(entry)
             store.set_outbound_state(client_id, entry.seq, entry.packet_id, entry.state)
-        for entry in self.queue:
+        for entry in self._queue or ():
             if entry.qos:
                 self._record(entry)
         for pid in self.inbound_qos2:
@@ -511,5 +667,5 @@ class Session:
         """The session stops being persistent: drop its seq numbers (the store row goes)."""
         for entry in self.inflight.values():
             entry.seq = 0
-        for entry in self.queue:
+        for entry in self._queue or ():
             entry.seq = 0

@@ -22,6 +22,8 @@ class BrokerSettings:
     max_queued_messages: int = 1000  # per offline/slow session, count (0 = unlimited)
     max_queued_bytes: int = 0  # per session, bytes (0 = unlimited)
     queue_overflow: str = "drop_new"  # documented overflow policy: "drop_new" | "drop_oldest"
+    max_publisher_pause: float = 10.0  # flow.py: a session draining nothing this long stops
+    # pausing its publishers (the overflow policy applies to it); 0 = pause for as long as it takes
     topic_alias_maximum: int = 10  # client->server aliases we accept (5.0)
     max_keepalive: int = 65_535  # 5.0 Server Keep Alive when the client asks for more
     retain_available: bool = True
@@ -36,4 +38,12 @@ class BrokerSettings:
     max_topic_length: int = 65_535
     max_topic_levels: int = 0  # 0 = unlimited
     max_subscriptions_per_client: int = 0  # 0 = unlimited
+    max_connections: int = 0  # open sockets over every listener, CONNECT or not; 0 = unlimited
+    connection_rate: float = 0.0  # CONNECTs a second from one source address; 0 = unlimited
+    connection_burst: int = 20  # CONNECTs one address may make at once within connection_rate
+    max_publish_rate: float = 0.0  # PUBLISH packets a second per client (throttled); 0 = unlimited
+    publish_burst: int = 100  # PUBLISH packets a client may send at once within max_publish_rate
     retry_interval: float = 20.0  # resend unacked QoS>0 to 3.x clients only on reconnect (spec)
+    server_topic_aliases: bool = True  # give 5.0 clients that ask for them topic aliases (LRU)
+    validate_payload_format: bool = True  # Payload Format Indicator 1 -> check UTF-8 (0x99)
+    response_information: str = "mqttd/response/{client_id}"  # 5.0 CONNACK; "" = never

@@ -22,8 +22,18 @@ class BrokerStats:
     publish_sent: int = 0  # PUBLISH packets to clients (redeliveries included)
     messages_routed: int = 0  # messages given to Broker.publish (wills, $SYS included)
     messages_dropped: int = 0  # queue overflows (any QoS)
+    publishers_paused: int = 0  # back-pressure: times a publisher was paused (flow.py)
+    publisher_pause_timeouts: int = 0  # saturated sessions that drained nothing in time
     messages_expired: int = 0  # Message Expiry Interval passed before delivery
     messages_too_large: int = 0  # above the receiver's Maximum Packet Size
+    # More drop reasons (dead_letter.py: DropReason, STATS_FIELDS), and dead letters.
+    messages_not_authorised: int = 0  # publishes the ACL refused
+    retained_expired: int = 0  # retained messages whose expiry interval passed
+    session_messages_expired: int = 0  # queued/inflight when their session ended
+    messages_disconnected: int = 0  # QoS 0 queued for a connection that ended
+    messages_no_subscribers: int = 0  # QoS 1/2 publishes that matched nothing
+    dead_letters_published: int = 0
+    dead_letters_suppressed: int = 0  # over dead_letter.max_rate: counted, not published
     sessions_expired: int = 0
     keepalive_timeouts: int = 0
     protocol_errors: int = 0

@@ -15,11 +15,11 @@ however many packets it was sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import ssl
 from typing import Protocol, cast
+
+from ..auth.tls import certificate_identity
 
 __all__ = [
     "HIGH_WATER",
@@ -66,19 +66,22 @@ class BrokerConnection(Protocol):
 class ConnectionFactory(Protocol):
     """What serves the sockets: the Broker (or a test double)."""
 
-    def connection(self, sink: Sink, peer: str, listener: str = ..., /) -> BrokerConnection: ...
+    def connection(
+        self, sink: Sink, peer: str, listener: str = ..., identity: str | None = ..., /
+    ) -> BrokerConnection: ...
 
 
 class TcpSink:
     """The Sink of one socket: coalesces writes into one `transport.write` per iteration."""
 
-    __slots__ = ("_buffer", "_closed", "_flush_scheduled", "_loop", "_transport")
+    __slots__ = ("_buffer", "_closed", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._buffer: list[bytes] = []
-        self._flush_scheduled = False
+        # What waits for the flush; None when nothing does (then no flush is scheduled).
+        # No list is kept between flushes: an idle connection holds none.
+        self._buffer: list[bytes] | None = None
         self._closed = False
 
     @property
@@ -90,18 +93,19 @@ class TcpSink:
         """Queue `data`; it goes out with everything else written in this iteration."""
         if self._closed:
             return  # the peer is gone; the Connection learns it from connection_lost
-        self._buffer.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        buffer = self._buffer
+        if buffer is None:
+            self._buffer = [data]
             self._loop.call_soon(self.flush)
+        else:
+            buffer.append(data)
 
     def flush(self) -> None:
         """Hand everything queued to the transport now (one write)."""
-        self._flush_scheduled = False
         buffer = self._buffer
-        if not buffer or self._closed:
+        if buffer is None or self._closed:
             return
-        self._buffer = []
+        self._buffer = None
         # One join and one write rather than writelines: on 3.11 and uvloop both end in
         # one send of one buffer anyway, and this keeps a single code path.
         self._transport.write(buffer[0] if len(buffer) == 1 else b"".join(buffer))
@@ -117,7 +121,7 @@ class TcpSink:
     def abort(self) -> None:
         """Drop the socket now, unsent bytes included."""
         self._closed = True
-        self._buffer = []
+        self._buffer = None
         self._transport.abort()
 
     def pause_reading(self) -> None:
@@ -133,7 +137,7 @@ class TcpSink:
     def lost(self) -> None:
         """The socket is gone: drop what was queued, ignore further writes."""
         self._closed = True
-        self._buffer = []
+        self._buffer = None
 
 
 class ListenerConnections:
@@ -208,16 +212,18 @@ class MqttProtocol(asyncio.Protocol):
             sink.abort()
             return
         self._sink = sink
-        sock = tcp.get_extra_info("socket")
-        if sock is not None:
-            # MQTT packets are small and latency matters more than segment count; our
-            # own coalescing already batches what one iteration produced. (Not a TCP
-            # socket in some test doubles: then there is nothing to set.)
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No TCP_NODELAY here: asyncio and uvloop both set it on every TCP socket they
+        # accept, and asking for the socket object (get_extra_info) to set it again was
+        # a tenth of the cost of a connection.
         tcp.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         try:
-            self._conn = self._broker.connection(sink, peer, self._listener)
+            # A verified client certificate's CN (use_identity_as_username); test
+            # doubles without TLS get the three-argument call they know.
+            identity = certificate_identity(tcp.get_extra_info("peercert"))
+            if identity is None:
+                self._conn = self._broker.connection(sink, peer, self._listener)
+            else:
+                self._conn = self._broker.connection(sink, peer, self._listener, identity)
         except Exception:
             logger.exception("%s: Broker.connection failed for %s", self._listener, peer)
             sink.abort()

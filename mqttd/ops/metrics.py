@@ -36,6 +36,7 @@ from typing import Protocol, runtime_checkable
 
 from .. import __version__
 from ..broker.broker import Broker
+from ..broker.dead_letter import dropped_by_reason
 from .figures import packet_counts, resident_memory_bytes
 
 __all__ = [
@@ -180,16 +181,13 @@ def collect_broker(
     )
     for name, count in sockets.items():
         open_.add(count, listener=name)
-    dropped = (
-        MetricFamily(
-            "mqttd_messages_dropped_total",
-            "counter",
-            "messages discarded instead of sent, by reason",
-        )
-        .add(stats.messages_dropped, reason="queue_full")
-        .add(stats.messages_expired, reason="expired")
-        .add(stats.messages_too_large, reason="too_large")
+    dropped = MetricFamily(
+        "mqttd_messages_dropped_total",
+        "counter",
+        "messages discarded instead of sent, by reason (no_subscribers: nobody subscribed)",
     )
+    for reason, count in dropped_by_reason(stats).items():
+        dropped.add(count, reason=reason.value)
     families = [
         MetricFamily("mqttd_build_info", "gauge", "mqttd version").add(1, version=__version__),
         clients,
@@ -234,6 +232,16 @@ def collect_broker(
             stats.messages_routed,
         ),
         dropped,
+        _counter(
+            "mqttd_dead_letters_published_total",
+            "dead letters published for dropped messages",
+            stats.dead_letters_published,
+        ),
+        _counter(
+            "mqttd_dead_letters_suppressed_total",
+            "dead letters not published: over dead_letter.max_rate",
+            stats.dead_letters_suppressed,
+        ),
         _counter("mqttd_bytes_received_total", "MQTT bytes received", stats.bytes_received),
         _counter("mqttd_bytes_sent_total", "MQTT bytes sent", stats.bytes_sent),
         _counter(

@@ -19,7 +19,11 @@ Topics (all under ``$SYS/broker/``)::
     messages/received, sent       MQTT packets of every type (when the core counts them)
     publish/messages/received     PUBLISH packets from clients
     publish/messages/sent         PUBLISH packets to clients (resends included)
-    publish/messages/dropped      messages discarded: queue full, expired, too large
+    publish/messages/dropped      messages discarded, every reason but no_subscribers
+    publish/messages/dropped/<reason>  by reason (dead_letter.DropReason: queue_full,
+                                  expired, too_large, not_authorised, ...)
+    dead_letter/published         dead letters published ([dead_letter], dead_letter.py)
+    dead_letter/suppressed        dead letters over dead_letter.max_rate, not published
     bytes/received, bytes/sent    MQTT bytes on every connection
     retained messages/count       (with the space, as Mosquitto spells it; the
                                   retained $SYS topics count too, as in Mosquitto)
@@ -49,6 +53,7 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..broker.broker import Broker
+from ..broker.dead_letter import dropped_by_reason, dropped_total
 from ..broker.message import Message
 from ..broker.scheduler import Timer
 from ..broker.stats import BrokerStats
@@ -85,15 +90,11 @@ class LoadAverage:
             self.values[i] = rate + decay * (self.values[i] - rate)
 
 
-def _dropped(stats: BrokerStats) -> int:
-    return stats.messages_dropped + stats.messages_expired + stats.messages_too_large
-
-
 # Counter series with a load average: topic part -> how to read the counter.
 _LOAD_SERIES: tuple[tuple[str, Callable[[BrokerStats], int]], ...] = (
     ("publish/received", lambda s: s.publish_received),
     ("publish/sent", lambda s: s.publish_sent),
-    ("publish/dropped", _dropped),
+    ("publish/dropped", dropped_total),
     ("bytes/received", lambda s: s.bytes_received),
     ("bytes/sent", lambda s: s.bytes_sent),
     ("connections", lambda s: s.clients_total),
@@ -203,7 +204,7 @@ class SysTree:
             "clients/expired": str(stats.sessions_expired),
             "publish/messages/received": str(stats.publish_received),
             "publish/messages/sent": str(stats.publish_sent),
-            "publish/messages/dropped": str(_dropped(stats)),
+            "publish/messages/dropped": str(dropped_total(stats)),
             "bytes/received": str(stats.bytes_received),
             "bytes/sent": str(stats.bytes_sent),
             "retained messages/count": str(stats.retained_messages),
@@ -212,6 +213,10 @@ class SysTree:
             "messages/stored": str(held),
             "heap/maximum": str(peak_resident_memory_bytes()),
         }
+        for reason, count in dropped_by_reason(stats).items():
+            figures[f"publish/messages/dropped/{reason}"] = str(count)
+        figures["dead_letter/published"] = str(stats.dead_letters_published)
+        figures["dead_letter/suppressed"] = str(stats.dead_letters_suppressed)
         heap = resident_memory_bytes()
         if heap is not None:
             figures["heap/current"] = str(heap)

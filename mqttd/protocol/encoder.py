@@ -286,7 +286,8 @@ def _encode_connect(packet: Connect, level: int) -> bytes:
         flags |= 0x40
     parts = [
         encode_utf8_string(packet.protocol_name, "protocol name"),
-        bytes((level, flags)),
+        # The bridge bit (0x80 | level) is Mosquitto's try_private; see Connect.bridge.
+        bytes((level | 0x80 if packet.bridge else level, flags)),
         encode_two_byte_integer(packet.keep_alive, "Keep Alive"),
     ]
     if level == 5:

@@ -65,6 +65,9 @@ class Connect:
     will: Will | None = None
     properties: Properties | None = None
     protocol_name: str = "MQTT"
+    #: The bridge bit: a protocol level byte of 0x83/0x84 (0x80 | level), sent by
+    #: Mosquitto bridges with try_private. Not in the spec; `protocol_level` stays 3 or 4.
+    bridge: bool = False
 
 
 @dataclass(slots=True)
@@ -90,6 +93,9 @@ class Publish:
     dup: bool = False
     packet_id: int | None = None
     properties: Properties | None = None
+    #: The packet's bytes as received (set by the reader for 3.x), so a broker can pass
+    #: them on without encoding them again. Not part of the packet's value.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

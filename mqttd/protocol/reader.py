@@ -95,6 +95,15 @@ DEFAULT_MAX_PACKET_SIZE = 268_435_460
 # Packet identifiers are non-zero: 3.1.1 [MQTT-2.3.1-1], 5.0 [MQTT-2.2.1-3].
 _PACKET_ID_RULE = "[MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3])"
 
+# First byte -> class of the acknowledgements decoded inline when 4 bytes long (the
+# fixed header flags are part of the key: PUBREL's must be 0010 [MQTT-3.6.1-1]).
+_SHORT_ACKS: dict[int, type[PubAck | PubRec | PubRel | PubComp]] = {
+    0x40: PubAck,
+    0x50: PubRec,
+    0x62: PubRel,
+    0x70: PubComp,
+}
+
 # (fixed header flags, body bytes, start, end, protocol level) -> packet
 _Decoder = Callable[[int, bytes, int, int, int], Packet]
 
@@ -124,7 +133,9 @@ class PacketReader:
     ) -> None:
         self.max_packet_size = max_packet_size
         self.protocol_level = protocol_level
-        self._pending: list[bytes | memoryview] = []  # chunks of one incomplete packet
+        # Chunks of one incomplete packet; the list is made when first needed, since
+        # most reads end on a packet boundary and idle connections must stay small.
+        self._pending: list[bytes | memoryview] | None = None
         self._pending_size = 0
         self._need = 0  # size of that packet once its fixed header is complete, else 0
         self._error: MQTTError | None = None
@@ -156,7 +167,10 @@ class PacketReader:
             raise error from exc
         if 0 <= pos < len(data):
             # Keep a view, not a copy: the join in _complete_pending copies it once.
-            self._pending.append(memoryview(data)[pos:] if pos else data)
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = []
+            pending.append(memoryview(data)[pos:] if pos else data)
             self._pending_size = len(data) - pos
         return packets
 
@@ -167,6 +181,7 @@ class PacketReader:
         incomplete (then all of `data` has been kept).
         """
         pending = self._pending
+        assert pending is not None  # feed() calls this only when chunks wait
         if self._need == 0:
             # The fixed header itself was cut (at most 4 bytes wait): glue them to the
             # new data and parse it all from the start.
@@ -273,8 +288,18 @@ class PacketReader:
                         (first & 0x08) == 8,
                         packet_id,
                         properties,
+                        # 3.x PUBLISH bytes carry nothing but the message: a receiver at
+                        # the same level and QoS gets them as they are (Message.reuse).
+                        data[pos:end] if level != 5 else None,
                     )
                 )
+            elif length == 2 and first in _SHORT_ACKS:
+                # PUBACK, PUBREC, PUBREL, PUBCOMP in their 4-byte form (every 3.x ack,
+                # and 5.0's success): the other half of the hot path, also inline.
+                packet_id = (data[start] << 8) | data[start + 1]
+                if not packet_id:
+                    raise ProtocolError(f"ack with packet identifier 0 {_PACKET_ID_RULE}")
+                append(_SHORT_ACKS[first](packet_id))
             else:
                 packet = _decode_control(first, data, start, end, level)
                 if type(packet) is Connect:
@@ -369,6 +394,13 @@ def _decode_connect(flags: int, data: bytes, start: int, end: int, level: int) -
         )
     if protocol_level is None:
         raise MalformedPacket("CONNECT ends before the protocol level")
+    bridge = False
+    if protocol_level & 0x80 and (protocol_level & 0x7F) in _PROTOCOL_LEVELS[protocol_name]:
+        # Not in the spec: Mosquitto bridges with try_private set the top bit of the
+        # level (0x83, 0x84) to say "I am a bridge"; Mosquitto accepts it and so do we
+        # (0x85 too, which Mosquitto reads as plain 5.0).
+        bridge = True
+        protocol_level &= 0x7F
     if protocol_level not in _PROTOCOL_LEVELS[protocol_name]:
         raise UnsupportedProtocolVersion(
             f"protocol {protocol_name!r} level {protocol_level} is not supported [MQTT-3.1.2-2]",
@@ -426,6 +458,7 @@ def _decode_connect(flags: int, data: bytes, start: int, end: int, level: int) -
         will,
         properties,
         protocol_name,
+        bridge,
     )
 
 

@@ -114,6 +114,7 @@ class StoredSession:
     outbound: list[StoredOutbound] = field(default_factory=list)  # ordered by seq
     inbound_qos2: set[int] = field(default_factory=set)
     will: StoredWill | None = None
+    owner: str | None = None  # the user name the session belongs to; None = anonymous
 
 
 @dataclass(slots=True)
@@ -164,8 +165,13 @@ class Store(Protocol):
         protocol_level: int,
         expiry_interval: int,
         disconnected_at: float | None,
+        owner: str | None = None,
     ) -> None:
-        """Insert or update a persistent session's own fields (not its contents)."""
+        """Insert or update a persistent session's own fields (not its contents).
+
+        `owner` is the user name the session belongs to (None = anonymous): with
+        authentication on, only that user may resume or end it, also after a restart.
+        """
         ...
 
     def delete_session(self, client_id: str) -> None:

@@ -33,6 +33,7 @@ class _Session:
     outbound: dict[int, StoredOutbound] = field(default_factory=dict)  # by seq
     inbound_qos2: set[int] = field(default_factory=set)
     will: StoredWill | None = None
+    owner: str | None = None
 
 
 class MemoryStore:
@@ -80,6 +81,7 @@ class MemoryStore:
                     outbound=[copy.copy(o) for _, o in sorted(s.outbound.items())],
                     inbound_qos2=set(s.inbound_qos2),
                     will=copy.copy(s.will),
+                    owner=s.owner,
                 )
             )
         state.messages = {mid: copy.copy(m) for mid, m in self._messages.items()}
@@ -104,15 +106,19 @@ class MemoryStore:
         protocol_level: int,
         expiry_interval: int,
         disconnected_at: float | None,
+        owner: str | None = None,
     ) -> None:
         """Insert or update a session's own fields."""
         s = self._sessions.get(client_id)
         if s is None:
-            self._sessions[client_id] = _Session(protocol_level, expiry_interval, disconnected_at)
+            self._sessions[client_id] = _Session(
+                protocol_level, expiry_interval, disconnected_at, owner=owner
+            )
         else:
             s.protocol_level = protocol_level
             s.expiry_interval = expiry_interval
             s.disconnected_at = disconnected_at
+            s.owner = owner
 
     def delete_session(self, client_id: str) -> None:
         """Forget a session and everything recorded for it."""

@@ -24,9 +24,9 @@ Coalescing. Only what is provably equivalent is folded away:
 A transaction's result depends only on each key's last change, so the statements of one
 batch run grouped by table, not in arrival order.
 
-Messages are stored once (`messages`) and referenced by `outbound` rows; triggers delete
-a message when its last reference goes (base.py: "the store forgets a message when no
-outbound entry refers to it any more"). Records for a session the store does not know
+Messages are stored once (`messages`) and referenced by `outbound` rows; a transaction
+that drops references ends by deleting the messages left without any (base.py: "the
+store forgets a message when no outbound entry refers to it any more"). Records for a session the store does not know
 are ignored, as `MemoryStore` does; the known client ids and each session's highest seq
 are kept in memory (read at `open`).
 
@@ -181,14 +181,28 @@ _SCHEMA_V1: Final = (
         properties BLOB,
         expiry_at REAL,
         origin TEXT)""",
-    # A message goes with its last reference (row deleted, or pointed elsewhere).
-    """CREATE TRIGGER outbound_release AFTER DELETE ON outbound
-        WHEN NOT EXISTS (SELECT 1 FROM outbound WHERE message_id = OLD.message_id)
-        BEGIN DELETE FROM messages WHERE id = OLD.message_id; END""",
-    """CREATE TRIGGER outbound_repoint AFTER UPDATE OF message_id ON outbound
-        WHEN OLD.message_id != NEW.message_id
-         AND NOT EXISTS (SELECT 1 FROM outbound WHERE message_id = OLD.message_id)
-        BEGIN DELETE FROM messages WHERE id = OLD.message_id; END""",
+)
+
+# Per connection (TEMP): every message id an outbound row stops referring to is noted,
+# and `_COLLECT_RELEASED` deletes the ones nothing refers to at the END of the
+# transaction. Not at once: a batch wipes a session before it inserts the rows of others,
+# which may refer to the same message.
+_RELEASE_TRACKING: Final = (
+    "PRAGMA temp_store = MEMORY",
+    "CREATE TEMP TABLE IF NOT EXISTS released (id INTEGER PRIMARY KEY)",
+    """CREATE TEMP TRIGGER IF NOT EXISTS outbound_release AFTER DELETE ON main.outbound
+        BEGIN INSERT OR IGNORE INTO released VALUES (OLD.message_id); END""",
+    """CREATE TEMP TRIGGER IF NOT EXISTS outbound_repoint AFTER UPDATE OF message_id
+        ON main.outbound WHEN OLD.message_id != NEW.message_id
+        BEGIN INSERT OR IGNORE INTO released VALUES (OLD.message_id); END""",
+)
+_COLLECT_RELEASED: Final = (
+    (
+        "DELETE FROM messages WHERE id IN (SELECT id FROM released)"
+        " AND NOT EXISTS (SELECT 1 FROM outbound WHERE message_id = messages.id)",
+        [()],
+    ),
+    ("DELETE FROM released", [()]),
 )
 
 
@@ -350,6 +364,7 @@ class _Batch:
         will_upserts: list[tuple[Any, ...]] = []
         will_deletes: list[tuple[Any, ...]] = []
         live: dict[int, int] = {}  # message id saved in this batch -> surviving references
+        releases = bool(self.extra)  # may an outbound row stop referring to a message?
         messages = self.messages
         for client_id, c in self.clients.items():
             if c.wiped:
@@ -362,6 +377,8 @@ class _Batch:
                     mid = o.message_id
                     if mid in messages:
                         live[mid] = live.get(mid, 0) + 1
+                    if not o.fresh:
+                        releases = True  # may replace a row referring to another message
                     out_upserts.append(
                         (client_id, seq, mid, o.qos, o.retain, o.sub_ids, o.packet_id, o.state)
                     )
@@ -388,7 +405,7 @@ class _Batch:
             # saved but not yet referenced (the batch closed between the two calls) is.
             if live.get(mid) or not saved.refs
         ]
-        retained_upserts = [(t, *row) for t, row in self.retained.items() if row is not None]
+        retained_upserts = [row for row in self.retained.values() if row is not None]
         retained_deletes = [(t,) for t, row in self.retained.items() if row is None]
         plan: list[tuple[str, list[tuple[Any, ...]]]] = []
         if wipes:
@@ -411,6 +428,8 @@ class _Batch:
             if rows:
                 plan.append((sql, rows))
         plan.extend(self.extra)
+        if releases or wipes or out_deletes:
+            plan.extend(_COLLECT_RELEASED)
         return plan
 
 
@@ -625,6 +644,8 @@ class SqliteStore:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await self._prepare(db)
+            for statement in _RELEASE_TRACKING:
+                await db.execute(statement)
             await self._read_known(db)
         except sqlite3.Error as exc:
             with contextlib.suppress(Exception):

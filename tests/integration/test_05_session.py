@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from mqtt_raw import SESSION_EXPIRY_INTERVAL, prop_u32
 
@@ -54,11 +52,11 @@ def test_queued_qos1_and_qos2_messages_are_sent_in_order_on_reconnect(
     # A raw client sees the wire order (paho hands QoS 2 messages over only at PUBREL).
     proto_ver = 5 if protocol == V5 else 4
     again = raw()
-    extra: dict[str, Any] = (
-        {"properties": prop_u32(SESSION_EXPIRY_INTERVAL, 60)} if proto_ver == 5 else {}
-    )
+    keep = prop_u32(SESSION_EXPIRY_INTERVAL, 60)  # gen_connect ignores it for 3.1.1
     # [MQTT-3.2.2-2] / 5.0 3.2.2.1.1: session present is 1 for the resumed session.
-    again.connect(uid, proto_ver=proto_ver, clean_session=False, session_present=True, **extra)
+    again.connect(
+        uid, proto_ver=proto_ver, clean_session=False, session_present=True, properties=keep
+    )
     received = again.receive_publishes(10, proto_ver=proto_ver)
     assert [(m.payload, m.qos) for m in received] == sent
     assert all(m.topic == topic and not m.dup and not m.retain for m in received)

@@ -9,6 +9,7 @@ from mqtt_raw import (
     AUTHENTICATION_METHOD,
     CONNACK,
     DISCONNECT,
+    PUBACK,
     PUBCOMP,
     PUBLISH,
     PUBREC,
@@ -19,6 +20,7 @@ from mqtt_raw import (
     decode_properties,
     gen_connect,
     gen_disconnect,
+    gen_puback,
     gen_pubcomp,
     gen_publish,
     gen_pubrec,
@@ -182,3 +184,72 @@ def test_v5_no_local_on_a_shared_subscription_is_a_protocol_error(
     else:
         assert packet is not None and packet.reason_code() == 0x82, packet
         client.expect_closed(3)
+
+
+@pytest.mark.parametrize("proto_ver", [4, 5], ids=["v311", "v5"])
+def test_takeover_of_a_persistent_session_resends_its_unacknowledged_messages(
+    raw: RawFactory, uid: str, topic: str, proto_ver: int
+) -> None:
+    keep = prop_u32(SESSION_EXPIRY_INTERVAL, 60)  # ignored by gen_connect for 3.1.1
+    first = raw()
+    first.connect(uid, proto_ver=proto_ver, clean_session=False, properties=keep)
+    first.subscribe(1, topic, 1, proto_ver=proto_ver)
+    publisher = raw()
+    publisher.connect(f"{uid}-pub", proto_ver=proto_ver)
+    publisher.send(gen_publish(topic, qos=1, mid=1, payload=b"inflight", proto_ver=proto_ver))
+    sent = first.expect_type(PUBLISH).publish(proto_ver)  # and never acknowledged
+    second = raw()
+    second.connect(uid, proto_ver=proto_ver, clean_session=False, session_present=True)
+    first.expect_closed(3, allow=[DISCONNECT])
+    again = second.expect_type(PUBLISH).publish(proto_ver)
+    assert (again.payload, again.mid, again.dup) == (b"inflight", sent.mid, True)
+    second.send(gen_puback(again.mid, proto_ver=proto_ver))
+    second.disconnect(proto_ver=proto_ver)
+    if proto_ver == 4:
+        cleanup = raw()
+        cleanup.connect(uid, clean_session=True)
+        cleanup.disconnect()
+
+
+def test_retained_messages_are_not_resent_when_a_session_resumes(
+    raw: RawFactory, uid: str, topic: str
+) -> None:
+    publisher = raw()
+    publisher.connect(f"{uid}-pub")
+    publisher.send(gen_publish(topic, qos=1, mid=1, retain=True, payload=b"once"))
+    publisher.expect_type(PUBACK)
+    subscriber = raw()
+    subscriber.connect(uid, clean_session=False)
+    subscriber.subscribe(1, topic, 1)
+    [first] = subscriber.receive_publishes(1)
+    assert (first.payload, first.retain) == (b"once", True)
+    subscriber.disconnect()
+    back = raw()
+    back.connect(uid, clean_session=False, session_present=True)
+    # Retained messages go out on SUBSCRIBE [MQTT-3.3.1-6], not on every reconnect.
+    back.expect_silence(0.5)
+    back.disconnect()
+    cleanup = raw()
+    cleanup.connect(uid, clean_session=True)
+    cleanup.disconnect()
+    publisher.send(gen_publish(topic, retain=True))
+
+
+def test_v5_retain_handling_1_sends_retained_only_for_a_new_subscription(
+    raw: RawFactory, uid: str, topic: str
+) -> None:
+    publisher = raw()
+    publisher.connect(f"{uid}-pub", proto_ver=5)
+    publisher.send(gen_publish(topic, qos=1, mid=1, retain=True, payload=b"r", proto_ver=5))
+    publisher.expect_type(PUBACK)
+    client = raw()
+    client.connect(uid, proto_ver=5)
+    options = 0x10 | 1  # Retain Handling 1, QoS 1 (5.0 3.8.3.1)
+    client.send(gen_subscribe(1, [(topic, options)], proto_ver=5))
+    client.expect_type(SUBACK)
+    [retained] = client.receive_publishes(1, proto_ver=5)
+    assert retained.retain
+    client.send(gen_subscribe(2, [(topic, options)], proto_ver=5))  # exists now
+    client.expect_type(SUBACK)
+    client.expect_silence(0.4)
+    publisher.send(gen_publish(topic, retain=True, proto_ver=5))

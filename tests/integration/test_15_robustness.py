@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from mqtt_raw import (
     DISCONNECT,
@@ -123,3 +125,40 @@ def test_publish_split_across_many_segments_is_reassembled(
         client.send(packet[start : start + 7])
     received = client.expect_type(PUBLISH)
     assert received.raw == packet
+
+
+def test_qos1_burst_to_a_live_subscriber_is_not_dropped(
+    raw: RawFactory, uid: str, topic: str
+) -> None:
+    """A publisher faster than a subscriber that keeps acknowledging must be slowed down
+    (design: "pause reading a publisher whose receivers are saturated"), not have its
+    acknowledged QoS 1 messages dropped from the subscriber's queue.
+    """
+    count = 3000  # more than max_queued_messages (1000) + the inflight window
+    subscriber = raw(timeout=20)
+    subscriber.connect(f"{uid}-sub")
+    subscriber.subscribe(1, topic, 1)
+    publisher = raw(timeout=20)
+    publisher.connect(f"{uid}-pub")
+    acks: list[int] = []
+
+    def read_acks() -> None:
+        while len(acks) < count:
+            packet = publisher.read_packet()
+            if packet is None:
+                return
+            acks.append(packet.mid())
+
+    reader = threading.Thread(target=read_acks, daemon=True)
+    reader.start()
+    for start in range(0, count, 100):
+        publisher.send(
+            b"".join(
+                gen_publish(topic, qos=1, mid=i + 1, payload=str(i).encode())
+                for i in range(start, start + 100)
+            )
+        )
+    got = subscriber.receive_publishes(count, timeout=10)
+    reader.join(5)
+    assert [int(m.payload) for m in got] == list(range(count))
+    assert len(acks) == count

@@ -228,6 +228,11 @@ def test_dashboard_loads_and_shows_messages_on_a_typed_filter(
     page.evaluate("document.getElementById('topic-filter').blur()")
     target = os.environ.get("MQTTD_DASHBOARD_PNG")
     if target:
+        # Let the $SYS figures (published every second here) fill in first.
+        page.wait_for(
+            "document.getElementById('stat-sent-rate').textContent !== '—'"
+            " && document.getElementById('stat-clients').textContent !== '0'"
+        )
         page.screenshot(Path(target))
 
 

@@ -1,0 +1,74 @@
+"""A core harness wired to a `Security` built from a Config (for the auth tests)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# The core's test harness lives beside the core's tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
+
+from broker_harness import Client, FakeSink, Harness, settings
+
+from mqttd.auth.policy import Security
+from mqttd.broker.broker import Broker
+from mqttd.config import Config
+
+__all__ = ["ListenerClient", "MakeConfig", "SecureHarness"]
+
+
+class ListenerClient(Client):
+    """A harness client that arrives on a named listener, maybe with a TLS identity."""
+
+    def __init__(
+        self, broker: Broker, level: int, peer: str, listener: str, identity: str | None
+    ) -> None:
+        self.broker = broker
+        self.level = level
+        self.sink = FakeSink()
+        self.conn = broker.connection(self.sink, peer, listener, identity)
+        self._read = 0
+        self._reader = None
+        self._held = []
+
+
+class SecureHarness(Harness):
+    """A `Harness` whose broker answers to a `Security` built from `config`."""
+
+    def __init__(self, config: Config, store: Any = None, **overrides: Any) -> None:
+        self.config = config
+        self.security = Security(config)
+        self.security.load()
+        super().__init__(
+            settings(**overrides), store=store, authenticate=self.security.authenticate
+        )
+        self.security.install(self.broker)
+
+    def on(
+        self,
+        listener: str = "mqtt",
+        level: int = 4,
+        peer: str = "127.0.0.1:40000",
+        identity: str | None = None,
+    ) -> ListenerClient:
+        """A client arriving on `listener` from `peer`."""
+        return ListenerClient(self.broker, level, peer, listener, identity)
+
+    def login(
+        self,
+        client_id: str,
+        username: str | None = None,
+        password: bytes | None = None,
+        level: int = 4,
+        **kwargs: Any,
+    ) -> ListenerClient:
+        """A client past a successful CONNACK on the first listener."""
+        client = self.on(level=level)
+        connack = client.connect(client_id, username=username, password=password, **kwargs)
+        assert connack.reason_code == 0, connack
+        return client
+
+
+MakeConfig = Callable[..., Config]

@@ -1,0 +1,163 @@
+"""Session Expiry Interval (3.1.2.11.2, 3.14.2.2.2) and Message Expiry Interval
+(3.3.2.3.3), with paho MQTTv5 and real time (intervals of 1-2 s)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from mqtt_raw import SESSION_EXPIRY_INTERVAL, RawClient, gen_disconnect, prop_u32
+from v5_support import V5Client, wait_for
+
+if TYPE_CHECKING:
+    from conftest import InProcessBroker
+
+
+def persistent(broker: InProcessBroker, client_id: str, expiry: int) -> V5Client:
+    return V5Client(broker.host, broker.port, client_id, clean=False, session_expiry=expiry)
+
+
+def has_session(broker: InProcessBroker, client_id: str) -> bool:
+    return broker.call(lambda: client_id in broker.broker.sessions)
+
+
+def test_session_outlives_its_connection_for_the_expiry_interval(
+    v5broker: InProcessBroker, uid: str
+) -> None:
+    sub = persistent(v5broker, f"{uid}-sub", 2)
+    sub.connect()
+    sub.subscribe(f"{uid}/t", 1)
+    sub.disconnect()
+    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
+        pub.connect()
+        pub.publish(f"{uid}/t", b"kept", qos=1)
+    with persistent(v5broker, f"{uid}-sub", 2) as back:
+        assert back.connect().session_present
+        assert back.expect_message().payload == b"kept"
+
+
+def test_expired_session_is_removed_with_its_queued_messages(
+    v5broker: InProcessBroker, uid: str
+) -> None:
+    sub = persistent(v5broker, f"{uid}-sub", 1)
+    sub.connect()
+    sub.subscribe(f"{uid}/t", 1)
+    sub.disconnect()
+    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
+        pub.connect()
+        pub.publish(f"{uid}/t", b"lost with the session", qos=1)
+    assert v5broker.call(lambda: len(v5broker.broker.sessions[f"{uid}-sub"].queue)) == 1
+    wait_for(lambda: not has_session(v5broker, f"{uid}-sub"), 4.0, "session expired")
+    with persistent(v5broker, f"{uid}-sub", 1) as back:
+        assert not back.connect().session_present
+        back.expect_no_message(0.3)
+
+
+def test_expiry_0xffffffff_never_expires(v5broker: InProcessBroker, uid: str) -> None:
+    sub = persistent(v5broker, uid, 0xFFFFFFFF)
+    sub.connect()
+    sub.disconnect()
+    assert v5broker.call(lambda: v5broker.broker.sessions[uid].expiry_timer) is None
+    assert has_session(v5broker, uid)
+
+
+def test_disconnect_can_change_the_expiry_interval(v5broker: InProcessBroker, uid: str) -> None:
+    with RawClient(v5broker.host, v5broker.port) as client:
+        client.connect(uid, proto_ver=5, properties=prop_u32(SESSION_EXPIRY_INTERVAL, 10))
+        client.send(
+            gen_disconnect(proto_ver=5, rc=0, properties=prop_u32(SESSION_EXPIRY_INTERVAL, 0))
+        )
+        client.expect_closed()
+    assert not has_session(v5broker, uid)  # 0 at DISCONNECT: the session ends now
+    with RawClient(v5broker.host, v5broker.port) as client:
+        client.connect(uid, proto_ver=5, properties=prop_u32(SESSION_EXPIRY_INTERVAL, 10))
+        client.send(
+            gen_disconnect(proto_ver=5, rc=0, properties=prop_u32(SESSION_EXPIRY_INTERVAL, 100))
+        )
+        client.expect_closed()
+    assert v5broker.call(lambda: v5broker.broker.sessions[uid].expiry_interval) == 100
+
+
+def test_disconnect_setting_an_expiry_after_0_is_a_protocol_error(
+    v5broker: InProcessBroker, uid: str
+) -> None:
+    with RawClient(v5broker.host, v5broker.port) as client:
+        client.connect(uid, proto_ver=5)  # Session Expiry Interval absent: 0
+        client.send(
+            gen_disconnect(proto_ver=5, rc=0, properties=prop_u32(SESSION_EXPIRY_INTERVAL, 60))
+        )
+        client.expect_disconnect(0x82)  # [MQTT-3.14.2-2]
+    assert not has_session(v5broker, uid)
+
+
+# -- Message Expiry Interval -----------------------------------------------------------------
+
+
+def test_expiry_is_counted_down_while_the_message_waits(
+    v5broker: InProcessBroker, uid: str
+) -> None:
+    sub = persistent(v5broker, f"{uid}-sub", 60)
+    sub.connect()
+    sub.subscribe(f"{uid}/t", 1)
+    sub.disconnect()
+    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
+        pub.connect()
+        pub.publish_v5(f"{uid}/t", b"m", 1, MessageExpiryInterval=30).wait_for_publish(5)
+    time.sleep(2.1)
+    with persistent(v5broker, f"{uid}-sub", 60) as back:
+        back.connect()
+        message = back.expect_message()
+        assert message.properties is not None
+        assert 26 <= message.properties.MessageExpiryInterval <= 28  # 30 - the wait
+
+
+def test_an_expired_message_is_never_delivered(v5broker: InProcessBroker, uid: str) -> None:
+    sub = persistent(v5broker, f"{uid}-sub", 60)
+    sub.connect()
+    sub.subscribe(f"{uid}/t", 1)
+    sub.disconnect()
+    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
+        pub.connect()
+        pub.publish_v5(f"{uid}/t", b"stale", 1, MessageExpiryInterval=1).wait_for_publish(5)
+        pub.publish(f"{uid}/t", b"fresh", qos=1)
+    time.sleep(1.3)
+    with persistent(v5broker, f"{uid}-sub", 60) as back:
+        back.connect()
+        assert back.expect_message().payload == b"fresh"
+        back.expect_no_message(0.3)
+
+
+def test_live_delivery_carries_the_expiry_interval(v5broker: InProcessBroker, uid: str) -> None:
+    with (
+        V5Client(v5broker.host, v5broker.port, f"{uid}-sub") as sub,
+        V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub,
+    ):
+        sub.connect()
+        pub.connect()
+        sub.subscribe(f"{uid}/t", 1)
+        pub.publish_v5(f"{uid}/t", b"m", 1, MessageExpiryInterval=99).wait_for_publish(5)
+        message = sub.expect_message()
+        assert message.properties is not None
+        assert message.properties.MessageExpiryInterval in (98, 99)
+
+
+def test_retained_messages_expire_too(v5broker: InProcessBroker, uid: str) -> None:
+    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
+        pub.connect()
+        pub.publish_v5(f"{uid}/r", b"short", 1, True, MessageExpiryInterval=1).wait_for_publish(5)
+        pub.publish_v5(f"{uid}/s", b"long", 1, True, MessageExpiryInterval=60).wait_for_publish(5)
+    with V5Client(v5broker.host, v5broker.port, f"{uid}-early") as early:
+        early.connect()
+        early.subscribe(f"{uid}/#", 1)
+        got = {m.topic: m for m in early.expect_messages(2)}
+        assert got[f"{uid}/r"].retain and got[f"{uid}/r"].payload == b"short"
+    time.sleep(1.3)
+    with V5Client(v5broker.host, v5broker.port, f"{uid}-late") as late:
+        late.connect()
+        late.subscribe(f"{uid}/#", 1)
+        (message,) = late.expect_messages(1)
+        assert message.topic == f"{uid}/s"
+        assert message.properties is not None
+        assert 57 <= message.properties.MessageExpiryInterval <= 59
+        late.expect_no_message(0.3)
+    assert v5broker.call(lambda: v5broker.broker.retained.get(f"{uid}/r")) is None
