@@ -49,6 +49,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from .. import __version__
+from ..auth.tls import certificate_identity
 from ..broker.settings import BrokerSettings
 from .tcp import BrokerConnection, ConnectionFactory, format_peer
 
@@ -464,7 +465,12 @@ async def _handle(
     """One WebSocket after a successful upgrade: feed the broker until either side closes."""
     peer = _peer_of(ws, trust_proxy)
     sink = WebSocketSink(ws, high_water=high_water, low_water=low_water)
-    conn = broker.connection(sink, peer, name)
+    # A verified client certificate's CN (use_identity_as_username), as on mqtts.
+    identity = certificate_identity(ws.transport.get_extra_info("peercert"))
+    if identity is None:
+        conn = broker.connection(sink, peer, name)
+    else:
+        conn = broker.connection(sink, peer, name, identity)
     sink.attach(conn)
     writer = asyncio.create_task(sink.run_writer(), name=f"mqttd-ws-writer {peer}")
     try:

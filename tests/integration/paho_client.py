@@ -14,7 +14,7 @@ import queue
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -65,6 +65,7 @@ class PahoClient:
         keepalive: int = 30,
         session_expiry: int | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
+        transport: Literal["tcp", "websockets"] = "tcp",
     ) -> None:
         self.host, self.port = host, port
         self.protocol = protocol
@@ -78,6 +79,7 @@ class PahoClient:
             clean_session=None if protocol == V5 else clean,
             protocol=protocol,
             reconnect_on_failure=False,
+            transport=transport,
         )
         if will is not None:
             topic, payload, qos, retain = will

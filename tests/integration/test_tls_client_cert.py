@@ -88,6 +88,17 @@ cafile = "{pki["ca"]}"
 require_certificate = true
 use_identity_as_username = true
 
+[[listeners]]
+name = "mtls-ws"
+type = "ws"
+port = 0
+[listeners.tls]
+certfile = "{pki["server.crt"]}"
+keyfile = "{pki["server.key"]}"
+cafile = "{pki["ca"]}"
+require_certificate = true
+use_identity_as_username = true
+
 [persistence]
 enabled = false
 
@@ -96,14 +107,17 @@ acl_file = "{acl}"
 """
     server = mqttd_factory(config=config)
     (mtls,) = [lst for lst in server.listeners if lst.scheme == "mqtts"]
-    server.tls_port = mtls.port
+    (wss,) = [lst for lst in server.listeners if lst.scheme == "wss"]
+    server.tls_port, server.wss_port = mtls.port, wss.port
     return server
 
 
 def _client(
     server: Any, pki: dict[str, Path], cert: str | None, client_id: str, **kw: Any
 ) -> PahoClient:
-    client = PahoClient("127.0.0.1", server.tls_port, client_id, **kw)
+    wss = kw.get("transport") == "websockets"
+    port = server.wss_port if wss else server.tls_port
+    client = PahoClient("127.0.0.1", port, client_id, **kw)
     client.client.tls_set(
         ca_certs=str(pki["ca"]),
         certfile=str(pki[f"{cert}.crt"]) if cert else None,
@@ -132,6 +146,15 @@ def test_the_certificate_name_is_the_user_name_for_the_acl(
         assert s7.subscribe("sensors/8/#", 1) == [0x87]
         s7.publish("sensors/7/temp", b"21.5", qos=1)
         assert s7.expect_message().payload == b"21.5"
+
+
+def test_the_certificate_name_is_the_user_name_over_secure_websockets(
+    tls_broker: Any, pki: dict[str, Path]
+) -> None:
+    with _client(tls_broker, pki, "sensor-7", "s7-ws", protocol=V5, transport="websockets") as s7:
+        s7.connect()
+        assert s7.subscribe("sensors/7/#", 1) == [1]
+        assert s7.subscribe("sensors/8/#", 1) == [0x87]
 
 
 def test_a_user_name_in_connect_does_not_override_the_certificate(
