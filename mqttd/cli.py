@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: `--help` and `--version` need none of the broker.
     from .app import build_ssl_contexts, run
     from .auth.policy import Security
+    from .bridge.service import build_bridge_ssl_contexts
 
     if args.command == "check-config":
         try:
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_errors(exc)
             return 2
         lines: list[str] = []
-        for check in (build_ssl_contexts, lambda c: Security(c).load()):
+        checks = (build_ssl_contexts, build_bridge_ssl_contexts, lambda c: Security(c).load())
+        for check in checks:
             try:
                 check(checked)
             except ConfigError as exc:

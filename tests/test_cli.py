@@ -250,6 +250,19 @@ def test_check_config_reads_the_tls_files(tmp_path: Path) -> None:
     ]
 
 
+def test_check_config_reads_the_bridge_tls_files(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        '[[bridge]]\nname = "cloud"\naddresses = ["127.0.0.1:8883"]\n'
+        '[bridge.tls]\ncafile = "missing-ca.pem"\n'
+        '[[bridge.topics]]\npattern = "#"\n'
+    )
+    result = mqttd("check-config", str(path), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.splitlines()
+    assert line.startswith("config error: bridge") and "missing-ca.pem" in line
+
+
 def test_check_config_of_a_missing_file(tmp_path: Path) -> None:
     result = mqttd("check-config", "nope.toml", cwd=tmp_path)
     assert result.returncode == 2
