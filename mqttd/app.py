@@ -54,6 +54,7 @@ from .net.ws import serve_ws
 from .ops.logging import set_log_level, setup_logging
 from .ops.metrics import Collector, MetricsServer, collect_broker, collect_store
 from .ops.sys_tree import SysTree, clear_sys_topics
+from .runtime import tune_gc
 from .store.base import Store
 from .store.memory import MemoryStore
 
@@ -323,7 +324,7 @@ class App:
         if self._started:
             raise RuntimeError("App.start() called twice")
         contexts = build_ssl_contexts(self.config)
-        bridges = BridgeService(self.config.bridge, self.broker)  # ConfigError: TLS files
+        bridges = BridgeService(self.config, self.broker)  # ConfigError: bridge TLS files
         # The password file, the ACL, the plugin, and no exposed listener without auth.
         self.security.load()
         self._load_scram_users()
@@ -577,6 +578,7 @@ def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
     `reload()` (which loads the config file again) and applies the result with
     `App.reload`; an invalid file is logged and changes nothing.
     """
+    tune_gc()  # fewer garbage collector passes: runtime.py says why and what it gave
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:
             return runner.run(_main(config, reload))

@@ -121,7 +121,9 @@ def new_broker() -> Broker:
 def publish_batch(qos: int, topic: str, first_id: int, n: int) -> bytes:
     return b"".join(
         encode(
-            Publish(topic, PAYLOAD, qos, False, False, ((first_id + i) % 65535) + 1 if qos else None),
+            Publish(
+                topic, PAYLOAD, qos, False, False, ((first_id + i) % 65535) + 1 if qos else None
+            ),
             LEVEL,
         )
         for i in range(n)

@@ -18,9 +18,7 @@ class Backoff:
 
     __slots__ = ("_delay", "_random", "maximum", "minimum")
 
-    def __init__(
-        self, minimum: float, maximum: float, rng: random.Random | None = None
-    ) -> None:
+    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
         if not 0 < minimum <= maximum:
             raise ValueError(f"backoff bounds must satisfy 0 < {minimum} <= {maximum}")
         self.minimum = minimum

@@ -97,6 +97,7 @@ class Bridge:
         self,
         config: BridgeConfig,
         broker: Broker,
+        ssl_context: ssl.SSLContext | None = None,
         hostname: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -120,7 +121,9 @@ class Bridge:
         self.stats = BridgeStats()
         self.protocol_level = config.protocol_version
         self._broker = broker
-        self._ssl = client_ssl_context(config.tls) if config.tls is not None else None
+        if config.tls is not None and ssl_context is None:
+            ssl_context = client_ssl_context(config.tls)
+        self._ssl = ssl_context
         self._backoff = Backoff(config.reconnect_delay_min, config.reconnect_delay_max, rng)
         # Mosquitto's try_private: on until a remote refuses the bridge bit.
         self._try_private = config.try_private and config.protocol_version == 4
@@ -139,7 +142,7 @@ class Bridge:
     def queued(self) -> int:
         """QoS 1/2 messages waiting for the remote: the local session's queue and window."""
         session = self._broker.sessions.get(self.local_client_id)
-        return self.flows.outbound + (len(session.queue) if session is not None else 0)
+        return self.flows.outbound + (session.queue_length if session is not None else 0)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -221,9 +224,7 @@ class Bridge:
     def _apply_queue_limits(self) -> None:
         session = self._broker.sessions.get(self.local_client_id)
         if session is not None:
-            session.set_queue_limits(
-                self.config.max_queued_messages, 0, self.config.queue_overflow
-            )
+            session.set_queue_limits(self.config.max_queued_messages, 0, self.config.queue_overflow)
 
     async def _subscribe_local(self, client: MqttClient) -> None:
         wanted = self.rules.local_subscriptions()
@@ -276,12 +277,10 @@ class Bridge:
         loop = asyncio.get_running_loop()
         while True:
             bridge_bit = self._try_private
-            client = MqttClient(
-                f"bridge {self.name} ({host}:{port})",
-                self.protocol_level,
-                self,
-                max_packet_size=self._broker.settings.max_packet_size,
-            )
+            # No reading limit below MQTT's own: a message too large for this broker is
+            # dropped (and acknowledged) by the flows, where a reader error would drop
+            # the connection, and the remote would send it again on the next one.
+            client = MqttClient(f"bridge {self.name} ({host}:{port})", self.protocol_level, self)
             client.packet_ids_in_use = self.flows.out_ids  # our PUBLISH ids there: the local's
             self._remote = self.flows.remote = client
             try:

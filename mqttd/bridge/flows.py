@@ -235,7 +235,6 @@ class Flows:
                     flow.orphan = True
                     local.send(PubRel(pid))
 
-
     # -- local -> remote -----------------------------------------------------------------------
 
     def _from_local(self, packet: Publish) -> None:
@@ -564,5 +563,3 @@ def _hop_free(properties: Properties) -> Properties | None:
         return properties
     cleaned = replace(properties, topic_alias=None, subscription_identifier=())
     return None if cleaned.is_empty() else cleaned
-
-

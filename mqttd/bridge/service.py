@@ -1,7 +1,8 @@
 """Every configured bridge of one App: built, started and stopped together.
 
-`BridgeService(configs, broker)` builds one `Bridge` per `[[bridge]]` table (TLS files
-are loaded then, so a bad certificate is a `ConfigError` before anything starts).
+`BridgeService(config, broker)` builds one `Bridge` per `[[bridge]]` table (TLS files
+are loaded then, by `build_bridge_ssl_contexts`, so a bad certificate is a `ConfigError`
+before anything starts).
 `start()` first ends the stored local sessions of bridges that are no longer
 configured (their queues would otherwise be kept forever), then starts each bridge;
 `stop()` stops them all. `states` is what the App exposes as `App.bridges`.
@@ -12,40 +13,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..config import ConfigError
-from .bridge import LOCAL_CLIENT_ID_PREFIX, Bridge, end_local_session
+from .bridge import LOCAL_CLIENT_ID_PREFIX, Bridge, client_ssl_context, end_local_session
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
-    from ..config import BridgeConfig
+    from ..config import Config
 
-__all__ = ["BridgeService"]
+__all__ = ["BridgeService", "build_bridge_ssl_contexts"]
 
 logger = logging.getLogger("mqttd.bridge")
+
+
+def build_bridge_ssl_contexts(config: Config) -> dict[str, ssl.SSLContext]:
+    """A TLS context for every bridge with `[bridge.tls]`, keyed by bridge name.
+
+    Raises `ConfigError` naming the bridge when a file cannot be read or is invalid (so
+    `mqttd check-config` can catch a bad certificate before a start does).
+    """
+    contexts: dict[str, ssl.SSLContext] = {}
+    errors: list[str] = []
+    for i, bridge in enumerate(config.bridge):
+        tls = bridge.tls
+        if tls is None:
+            continue
+        try:
+            contexts[bridge.name] = client_ssl_context(tls)
+        except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(repr(f) for f in (tls.certfile, tls.keyfile, tls.cafile) if f)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errors.append(f"config error: bridge[{i}].tls: cannot load {files}: {reason}")
+    if errors:
+        raise ConfigError(errors)
+    return contexts
 
 
 class BridgeService:
     """The bridges of one broker (see the module docstring)."""
 
-    def __init__(self, configs: Sequence[BridgeConfig], broker: Broker) -> None:
+    def __init__(self, config: Config, broker: Broker) -> None:
         self._broker = broker
-        self.bridges: dict[str, Bridge] = {}
-        errors: list[str] = []
-        for i, config in enumerate(configs):
-            try:
-                self.bridges[config.name] = Bridge(config, broker)
-            except (OSError, ssl.SSLError) as exc:
-                tls = config.tls
-                if tls is None:
-                    raise
-                files = ", ".join(repr(f) for f in (tls.certfile, tls.keyfile, tls.cafile) if f)
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                errors.append(f"config error: bridge[{i}].tls: cannot load {files}: {reason}")
-        if errors:
-            raise ConfigError(errors)
+        contexts = build_bridge_ssl_contexts(config)
+        self.bridges: dict[str, Bridge] = {
+            bridge.name: Bridge(bridge, broker, contexts.get(bridge.name))
+            for bridge in config.bridge
+        }
 
     @property
     def states(self) -> dict[str, int]:

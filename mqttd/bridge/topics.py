@@ -168,8 +168,7 @@ def rule_errors(pattern: str, local_prefix: str, remote_prefix: str) -> list[tup
             return [
                 (
                     "pattern",
-                    'empty: "" remaps one topic and then needs both local_prefix and '
-                    "remote_prefix",
+                    'empty: "" remaps one topic and then needs both local_prefix and remote_prefix',
                 )
             ]
     else:

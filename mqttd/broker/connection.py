@@ -404,8 +404,9 @@ class Connection:
             data = self._encode_v5(_ACK_CLASS[first_byte](packet_id, reason_code, props))
         else:
             # Reason code 0 without properties may be left out in 5.0 (3.4.2.1), so the
-            # short form is every level's success ack: 4 bytes, built without the codec.
-            data = bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+            # short form is every level's success ack: 4 bytes, built without the codec
+            # (first byte, Remaining Length 2, packet id: one integer).
+            data = ((first_byte << 24) | 0x20000 | packet_id).to_bytes(4)
         if recorded or self._acks_waiting:
             self._acks_waiting += 1
             self._broker.store.after_commit(lambda: self._send_committed(data, counted_qos1))

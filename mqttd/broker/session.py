@@ -147,6 +147,7 @@ class Session:
     __slots__ = (
         "_broker",
         "_drop_oldest",
+        "_inbound_qos2",
         "_max_queued",
         "_max_queued_bytes",
         "_overflowing",
@@ -157,7 +158,6 @@ class Session:
         "connection",
         "expiry_interval",
         "expiry_timer",
-        "inbound_qos2",
         "inflight",
         "max_packet_size",
         "next_packet_id",
@@ -207,7 +207,8 @@ class Session:
         self.waiting_publishers: set[Connection] | None = None
         self.next_packet_id = 1
         self.next_seq = 1
-        self.inbound_qos2: set[int] = set()
+        # Made on first use too (see `inbound_qos2`): 216 bytes an idle client never needs.
+        self._inbound_qos2: set[int] | None = None
         self.window = 65_535
         self.max_packet_size = 268_435_460  # the client's Maximum Packet Size (5.0)
         #: Server-to-client topic aliases of the attached 5.0 connection, None when the
@@ -232,6 +233,18 @@ class Session:
     @queue.setter
     def queue(self, queue: deque[Outbound]) -> None:
         self._queue = queue
+
+    @property
+    def inbound_qos2(self) -> set[int]:
+        """Packet ids of inbound QoS 2 messages received, awaiting PUBREL (4.3.3)."""
+        ids = self._inbound_qos2
+        if ids is None:
+            ids = self._inbound_qos2 = set()
+        return ids
+
+    @inbound_qos2.setter
+    def inbound_qos2(self, ids: set[int]) -> None:
+        self._inbound_qos2 = ids
 
     @property
     def queue_length(self) -> int:
@@ -643,7 +656,7 @@ class Session:
         self.queued_bytes = 0
         if self.waiting_publishers is not None:
             self._broker.flow.drained(self)
-        self.inbound_qos2.clear()
+        self._inbound_qos2 = None
 
     # -- persistence --------------------------------------------------------------------
 
@@ -660,7 +673,7 @@ class Session:
         for entry in self._queue or ():
             if entry.qos:
                 self._record(entry)
-        for pid in self.inbound_qos2:
+        for pid in self._inbound_qos2 or ():
             store.add_inbound_qos2(client_id, pid)
 
     def forget_records(self) -> None:

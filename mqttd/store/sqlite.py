@@ -189,12 +189,14 @@ _SCHEMA_V1: Final = (
 # which may refer to the same message.
 _RELEASE_TRACKING: Final = (
     "PRAGMA temp_store = MEMORY",
-    "CREATE TEMP TABLE IF NOT EXISTS released (id INTEGER PRIMARY KEY)",
+    # No key: an OR IGNORE in a trigger yields to the conflict clause of the statement
+    # that fired it (an upsert's ABORT). Duplicates are harmless.
+    "CREATE TEMP TABLE IF NOT EXISTS released (id INTEGER)",
     """CREATE TEMP TRIGGER IF NOT EXISTS outbound_release AFTER DELETE ON main.outbound
-        BEGIN INSERT OR IGNORE INTO released VALUES (OLD.message_id); END""",
+        BEGIN INSERT INTO released VALUES (OLD.message_id); END""",
     """CREATE TEMP TRIGGER IF NOT EXISTS outbound_repoint AFTER UPDATE OF message_id
         ON main.outbound WHEN OLD.message_id != NEW.message_id
-        BEGIN INSERT OR IGNORE INTO released VALUES (OLD.message_id); END""",
+        BEGIN INSERT INTO released VALUES (OLD.message_id); END""",
 )
 _COLLECT_RELEASED: Final = (
     (

@@ -328,7 +328,7 @@ async def test_local_session_queue_is_bounded_by_the_bridge_settings() -> None:
         publisher = await Peer.connect(a.port, "p")
         for i in range(60):
             await publisher.publish("x", str(i).encode(), qos=1)
-        assert len(session.queue) == 3
+        assert session.queue_length == 3
         await publisher.close()
 
 
@@ -374,3 +374,41 @@ async def test_the_local_leg_keeps_alive_when_the_broker_imposes_a_keep_alive() 
         assert connection is not None and connection.keep_alive == 1
         await asyncio.sleep(3.0)
         assert a.broker.sessions["$bridge/ab"].connection is connection
+
+
+async def test_an_unreadable_tls_file_is_a_config_error_naming_the_bridge(
+    tmp_path: Path,
+) -> None:
+    from mqttd.app import App
+    from mqttd.config import ConfigError
+
+    missing = tmp_path / "nope.pem"
+    bridge = bridge_table("ab", free_port(), BOTH, tls={"cafile": str(missing)})
+    app = App(broker_config(bridge=[bridge]))
+    with pytest.raises(ConfigError) as error:
+        await app.start()
+    [line] = error.value.lines
+    assert line.startswith("config error: bridge[0].tls: cannot load")
+    assert str(missing) in line
+
+
+async def test_a_remote_message_too_large_for_this_broker_is_dropped_not_fatal() -> None:
+    async with started(broker_config()) as b:
+        # 3.1.1: the remote is not told this broker's Maximum Packet Size.
+        bridge = bridge_table("ab", b.port, [{"pattern": "in/#", "direction": "in", "qos": 1}])
+        config = broker_config(bridge=[bridge], limits={"max_packet_size": 200})
+        async with started(config) as a:
+            await bridge_up(a, "ab")
+            on_a = await Peer.connect(a.port, "on-a")
+            await on_a.subscribe("in/#", 1)
+            on_b = await Peer.connect(b.port, "on-b")
+            await on_b.publish("in/big", b"x" * 1000, qos=1)
+            await on_b.publish("in/small", b"ok", qos=1)
+            [message] = await on_a.expect(1)
+            assert message.topic == "in/small"
+            service = a.bridge_service
+            assert service is not None
+            stats = service.bridges["ab"].stats
+            assert (stats.connects, stats.messages_dropped) == (1, 1)
+            await on_a.close()
+            await on_b.close()

@@ -269,7 +269,7 @@ def test_qos1_stream_survives_the_remote_restarting_mid_stream(
     stream.thread.start()
     stream.collect(subscriber, until=STREAM // 3)
     remote.stop()  # mid-stream: the bridge has messages in flight
-    stream.collect(subscriber, until=STREAM)  # what was already on its way
+    stream.collect(subscriber, until=STREAM, timeout=0.5)  # what was already on its way
     subscriber.close()
     time.sleep(1.0)
     remote.start()
@@ -324,9 +324,8 @@ def test_queued_messages_survive_a_restart_of_mqttd(
     paho_factory(remote.port, "queued-sub", clean=False).subscribe("q/#", 1)
     remote.stop()
     db = tmp_path / "mqttd.db"
-    config = (
-        f'[persistence]\nenabled = true\npath = "{db}"\n'
-        + bridge_toml("r", remote.port, '[[bridge.topics]]\npattern = "q/#"\nqos = 1\n')
+    config = f'[persistence]\nenabled = true\npath = "{db}"\n' + bridge_toml(
+        "r", remote.port, '[[bridge.topics]]\npattern = "q/#"\nqos = 1\n'
     )
     first = mqttd_factory(config=config)
     publisher = paho_factory(first.port, "queued-pub")
