@@ -761,7 +761,9 @@ class Connection:
             return
         message = Message(topic, packet.payload, qos, retain, props, expiry_at, self.client_id)
         raw = packet.raw
-        if raw is not None and not packet.dup:
+        if raw is not None and not packet.dup and topic is packet.topic:
+            # The bytes as received are this message's PUBLISH for receivers at our
+            # level (3.x only: no properties to differ); DUP is the sender's hop only.
             message.reuse(self.protocol_level, raw)
         if not qos:
             self._broker.publish(message, session)
@@ -985,6 +987,8 @@ class Connection:
             # [MQTT-3.14.4-3]: only reason 0x00 deletes the will; 0x04 asks for it.
             publish_will = packet.reason_code != ReasonCode.SUCCESS
         self.close_reason = f"DISCONNECT 0x{packet.reason_code:02X}"
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%r: DISCONNECT 0x%02X received", self, packet.reason_code)
         if not publish_will:
             self.will = None
         self._close(publish_will)

@@ -62,6 +62,11 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: TextIO | None 
     `level` is a name (debug, info, warning, error); `fmt` is "text" or "json". Calling
     it again replaces the previous set-up.
     """
+    # A line per CONNECT is on the connection set-up path: skip the thread and process
+    # look-ups every record would otherwise make (none of our formats shows them).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 WAIT = 10.0  # seconds for a log line to appear: two shared cores, a cold interpreter
 
 # Connection logs "<Connection ...>: DISCONNECT 0x00" at DEBUG only: a probe of the level.
-DEBUG_PROBE = "DISCONNECT 0x00"
+DEBUG_PROBE = "DISCONNECT 0x00 received"
 
 
 def probe_debug_line(server: MqttdProcess, client_id: str) -> None:
