@@ -678,7 +678,18 @@ class Broker:
                 session.client_id, session.username, "read", topic
             ):
                 continue  # a wildcard matched a retained topic the client may not read
-            session.deliver(message, min(message.qos, options.qos), True, options.sub_ids)
+            # A copy: the retained Message outlives any store record made for one
+            # delivery, so its store_id must not be reused by the next one.
+            copy = Message(
+                message.topic,
+                message.payload,
+                message.qos,
+                message.retain,
+                message.properties,
+                message.expiry_at,
+                message.origin,
+            )
+            session.deliver(copy, min(message.qos, options.qos), True, options.sub_ids)
 
     # -- subscriptions -----------------------------------------------------------------
 

@@ -917,7 +917,9 @@ class Connection:
         assert session is not None
         if session.pubrec(packet.packet_id, packet.reason_code):
             if packet.reason_code < 0x80:
-                self._send_ack(_PUBREL, packet.packet_id, 0, False)
+                # After the commit of PUBREL_SENT: otherwise a crash would resend the
+                # PUBLISH to a client that already completed it, a second delivery.
+                self._send_ack(_PUBREL, packet.packet_id, 0, session.persistent)
         elif self.protocol_level == 5:
             self._send_ack(_PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
         else:
@@ -932,7 +934,9 @@ class Connection:
             session.inbound_qos2.discard(packet_id)
             if session.persistent:
                 self._broker.store.remove_inbound_qos2(session.client_id, packet_id)
-            self._send_ack(_PUBCOMP, packet_id, 0, False)
+            # After the commit: a client told PUBCOMP reuses the id, which a crash
+            # would otherwise leave marked as received and so swallow the new message.
+            self._send_ack(_PUBCOMP, packet_id, 0, session.persistent)
         else:
             # 5.0: 0x92; 3.x: PUBCOMP anyway [MQTT-4.3.3-11] (the id may be a resend).
             self._send_ack(_PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)

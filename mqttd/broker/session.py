@@ -24,6 +24,11 @@ logged once per overflow episode. QoS 0
 messages are queued only while a connection is attached but not writable; an offline
 session never queues QoS 0 (as Mosquitto with queue_qos0_messages false).
 
+Before the bound is reached, back-pressure applies (flow.py, docs/backpressure.md): past
+a high-water mark the publisher of the message being queued stops being read until the
+queue drains, and its QoS 1/2 messages are then kept even past the bound. `_enqueue` and
+`pump` hold the two hooks; nothing runs for a delivery written at once.
+
 A persistent session records every change of its outbound messages in the store (see
 mqttd/store/base.py); `deliver` reports whether it recorded anything so the publisher's
 PUBACK/PUBREC waits for the commit.
@@ -348,6 +353,9 @@ class Session:
         pid = self.next_packet_id
         while pid in inflight:
             pid = pid % 65_535 + 1
+        if entry.seq:
+            # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
+            self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
         if self._write_publish(
             entry.message, entry.qos, entry.retain, entry.sub_ids, pid, False, False
         ):
@@ -355,8 +363,6 @@ class Session:
             entry.packet_id = pid
             entry.state = _PUBLISH_SENT
             inflight[pid] = entry
-            if entry.seq:
-                self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
             return True
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
@@ -427,7 +433,18 @@ class Session:
             data = buf  # type: ignore[assignment]  # bytes-like; sinks accept both
         sink = self.sink
         assert sink is not None
-        sink.write(data)
+        if qos == 2 and self.persistent:
+            # Exactly once across a crash: the client must not hold this packet id for
+            # the message before the store does, or after a restart the message would
+            # go out again under another id (a duplicate) or another message under this
+            # one (swallowed by the client as a duplicate).
+            def write_committed() -> None:
+                if self.sink is sink:  # still the same connection
+                    sink.write(data)
+
+            self._store.after_commit(write_committed)
+        else:
+            sink.write(data)
         stats = self._stats
         stats.publish_sent += 1
         stats.packets_sent += 1

@@ -150,10 +150,10 @@ class MemoryStore:
         if s is None or outbound.message_id not in self._messages:
             return
         old = s.outbound.get(outbound.seq)
+        self._refs[outbound.message_id] += 1  # before the old one's release: may be the same
         if old is not None:
             self._unref(old.message_id)
         s.outbound[outbound.seq] = outbound
-        self._refs[outbound.message_id] += 1
 
     def set_outbound_state(
         self, client_id: str, seq: int, packet_id: int | None, state: OutboundState

@@ -4,14 +4,14 @@ Theory of operation. The core records changes through the `Store` mutation metho
 (base.py); they run on the event loop, never wait, and only fold the change into the
 *open batch*: a net-effect diff keyed the way the tables are (retained topic, client id,
 (client id, seq), ...), so a later change of the same key replaces an earlier one.
-A batch closes `commit_interval` after its first change, or at once when it holds
-`commit_batch` changes; the single writer task turns each closed batch into ONE
-transaction (a handful of ``executemany`` calls on aiosqlite's thread), and after the
-COMMIT runs, on the event loop and in order, the `after_commit` callbacks registered
-while that batch was open (or, when none was open, on the last batch not yet
-committed). Everything recorded before a callback is therefore durable when it runs.
-While the writer is busy with one transaction the next batch keeps filling: the
-slower the disk, the bigger the batches (group commit).
+The writer task takes the open batch once `commit_interval` has passed since its first
+change and the writer is free (a batch that reaches `commit_batch` changes closes at
+once), turns it into ONE transaction (a few statements of up to 512 rows each, on
+aiosqlite's thread), and after the COMMIT runs, on the event loop and in order, the
+`after_commit` callbacks registered while that batch was open (or, when none was open,
+on the last batch not yet committed). Everything recorded before a callback is
+therefore durable when it runs. While the writer is busy with one transaction the next
+batch keeps filling: the slower the disk, the bigger the batches (group commit).
 
 Coalescing. Only what is provably equivalent is folded away:
 - an outbound entry added and removed in the same batch leaves no trace, *if* the add
@@ -26,16 +26,16 @@ batch run grouped by table, not in arrival order.
 
 Messages are stored once (`messages`) and referenced by `outbound` rows; a transaction
 that drops references ends by deleting the messages left without any (base.py: "the
-store forgets a message when no outbound entry refers to it any more"). Records for a session the store does not know
-are ignored, as `MemoryStore` does; the known client ids and each session's highest seq
-are kept in memory (read at `open`).
+store forgets a message when no outbound entry refers to it any more"). Records for a
+session the store does not know are ignored, as `MemoryStore` does; the known client
+ids and each session's highest seq are kept in memory (read at `open`).
 
 Durability (`durability`):
 - "safe" (default): ``synchronous=FULL``: each COMMIT is fsynced before its callbacks
   run, so an acknowledged message survives a crash of mqttd, of the OS, or a power cut.
 - "fast": callbacks run at once (acknowledgements do not wait), commits are still
-  batched, ``synchronous=NORMAL``. Risk: a crash of mqttd loses what was acknowledged in
-  the last `commit_interval` (the batch not yet committed); an OS crash or power cut may
+  batched, ``synchronous=NORMAL``. Risk: a crash of mqttd loses what was acknowledged
+  since the last COMMIT (a few `commit_interval`s at most); an OS crash or power cut may
   also lose commits since the last WAL checkpoint (WAL+NORMAL does not fsync at COMMIT;
   the file stays consistent, the newest transactions are rolled back).
 
@@ -59,8 +59,9 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Final
 
 import aiosqlite
@@ -145,7 +146,8 @@ _SCHEMA_V1: Final = (
         client_id TEXT PRIMARY KEY NOT NULL,
         protocol_level INTEGER NOT NULL,
         expiry_interval INTEGER NOT NULL,
-        disconnected_at REAL) WITHOUT ROWID""",
+        disconnected_at REAL,
+        owner TEXT) WITHOUT ROWID""",
     """CREATE TABLE subscriptions (
         client_id TEXT NOT NULL,
         topic_filter TEXT NOT NULL,
@@ -198,13 +200,14 @@ _RELEASE_TRACKING: Final = (
         ON main.outbound WHEN OLD.message_id != NEW.message_id
         BEGIN INSERT INTO released VALUES (OLD.message_id); END""",
 )
-_COLLECT_RELEASED: Final = (
+_COLLECT_RELEASED: Final[tuple[tuple[str, Sequence[Any], bool], ...]] = (
     (
         "DELETE FROM messages WHERE id IN (SELECT id FROM released)"
         " AND NOT EXISTS (SELECT 1 FROM outbound WHERE message_id = messages.id)",
-        [()],
+        (),
+        False,
     ),
-    ("DELETE FROM released", [()]),
+    ("DELETE FROM released", (), False),
 )
 
 
@@ -233,34 +236,86 @@ _WIPE_SESSION = (
     "DELETE FROM wills WHERE client_id = ?",
     "DELETE FROM sessions WHERE client_id = ?",
 )
-_UPSERT_RETAINED = (
-    "INSERT INTO retained (topic, payload, qos, retain, properties, expiry_at, origin)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload,"
-    " qos = excluded.qos, retain = excluded.retain, properties = excluded.properties,"
-    " expiry_at = excluded.expiry_at, origin = excluded.origin"
-)
-_DELETE_RETAINED = "DELETE FROM retained WHERE topic = ?"
 _UPSERT_SESSION = (
-    "INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at)"
-    " VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET"
+    "INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at, owner)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET"
     " protocol_level = excluded.protocol_level, expiry_interval = excluded.expiry_interval,"
-    " disconnected_at = excluded.disconnected_at"
+    " disconnected_at = excluded.disconnected_at, owner = excluded.owner"
 )
-_INSERT_MESSAGE = (
-    "INSERT OR REPLACE INTO messages"
-    " (id, topic, payload, qos, retain, properties, expiry_at, origin)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_OUTBOUND = (
-    "INSERT INTO outbound"
-    " (client_id, seq, message_id, qos, retain, subscription_ids, packet_id, state)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (client_id, seq) DO UPDATE SET"
-    " message_id = excluded.message_id, qos = excluded.qos, retain = excluded.retain,"
-    " subscription_ids = excluded.subscription_ids, packet_id = excluded.packet_id,"
-    " state = excluded.state"
-)
-_UPDATE_OUTBOUND = "UPDATE outbound SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?"
 _DELETE_OUTBOUND = "DELETE FROM outbound WHERE client_id = ? AND seq = ?"
+
+
+class _Multi:
+    """One statement for many rows: `head` + "(?, ...), (?, ...), ..." + `tail`.
+
+    Why not ``executemany``: it releases the GIL around each row's step and must take it
+    back after, which waits while the event loop thread runs (up to the interpreter's
+    5 ms switch interval): a batch of a few hundred rows took tens of milliseconds
+    under load, and the PUBACKs waiting for it too. One statement for many rows switches
+    once. Row counts are rounded up to a few sizes by repeating the last row (every
+    statement here gives the same result for a row given twice), so the statement
+    texts stay few and prepared in sqlite3's cache.
+    """
+
+    __slots__ = ("_sql", "head", "row", "tail")
+
+    SIZES: Final = (1, 2, 4, 8, 16, *range(32, 513, 32))
+
+    def __init__(self, head: str, width: int, tail: str = "") -> None:
+        self.head = head
+        self.row = "(" + ", ".join("?" * width) + ")"
+        self.tail = tail
+        self._sql: dict[int, str] = {}
+
+    def plan(self, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any], bool]]:
+        """(sql, parameters, False) for each chunk of `rows`."""
+        largest = self.SIZES[-1]
+        for start in range(0, len(rows), largest):
+            chunk = list(rows[start : start + largest])
+            size = next(n for n in self.SIZES if n >= len(chunk))
+            chunk.extend([chunk[-1]] * (size - len(chunk)))
+            sql = self._sql.get(size)
+            if sql is None:
+                sql = self._sql[size] = self.head + ", ".join([self.row] * size) + self.tail
+            yield sql, list(chain.from_iterable(chunk)), False
+
+
+# Row-value IN over a subquery with the key's types: only this form searches the whole
+# primary key (SQLite 3.40 scans the table for "(a, b) IN (VALUES ...)", and only the
+# client's rows without the CASTs, which matters for a session with a long queue).
+_KEYS_IN = " IN (SELECT CAST(column1 AS TEXT), CAST(column2 AS INTEGER) FROM (VALUES "
+_M_UPSERT_RETAINED = _Multi(
+    "INSERT INTO retained (topic, payload, qos, retain, properties, expiry_at, origin) VALUES ",
+    7,
+    " ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload, qos = excluded.qos,"
+    " retain = excluded.retain, properties = excluded.properties,"
+    " expiry_at = excluded.expiry_at, origin = excluded.origin",
+)
+_M_DELETE_RETAINED = _Multi("DELETE FROM retained WHERE topic IN (", 1, ")")  # IN ((?), (?))
+_M_INSERT_MESSAGE = _Multi(
+    "INSERT OR REPLACE INTO messages"
+    " (id, topic, payload, qos, retain, properties, expiry_at, origin) VALUES ",
+    8,
+)
+_M_UPSERT_OUTBOUND = _Multi(
+    "INSERT INTO outbound"
+    " (client_id, seq, message_id, qos, retain, subscription_ids, packet_id, state) VALUES ",
+    8,
+    " ON CONFLICT (client_id, seq) DO UPDATE SET message_id = excluded.message_id,"
+    " qos = excluded.qos, retain = excluded.retain,"
+    " subscription_ids = excluded.subscription_ids, packet_id = excluded.packet_id,"
+    " state = excluded.state",
+)
+_M_UPDATE_OUTBOUND = _Multi(
+    "UPDATE outbound SET packet_id = v.column3, state = v.column4 FROM (VALUES ",
+    4,
+    ") AS v WHERE outbound.client_id = v.column1 AND outbound.seq = v.column2",
+)
+_M_DELETE_OUTBOUND = _Multi("DELETE FROM outbound WHERE (client_id, seq)" + _KEYS_IN, 2, "))")
+_M_INSERT_INBOUND = _Multi("INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES ", 2)
+_M_DELETE_INBOUND = _Multi(
+    "DELETE FROM inbound_qos2 WHERE (client_id, packet_id)" + _KEYS_IN, 2, "))"
+)
 _UPSERT_SUBSCRIPTION = (
     "INSERT INTO subscriptions (client_id, topic_filter, qos, no_local, retain_as_published,"
     " retain_handling, subscription_identifier) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -270,8 +325,6 @@ _UPSERT_SUBSCRIPTION = (
     " subscription_identifier = excluded.subscription_identifier"
 )
 _DELETE_SUBSCRIPTION = "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?"
-_INSERT_INBOUND = "INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?, ?)"
-_DELETE_INBOUND = "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"
 _UPSERT_WILL = (
     "INSERT OR REPLACE INTO wills (client_id, publish_at, topic, payload, qos, retain,"
     " properties, expiry_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -325,7 +378,7 @@ class _ClientChanges:
 
     wiped: bool = False  # delete every row of the session first
     created: bool = False  # the session did not exist when this batch opened (or was wiped)
-    session: tuple[int, int, float | None] | None = None
+    session: tuple[int, int, float | None, str | None] | None = None
     subscriptions: dict[str, tuple[int, int, int, int, int | None] | None] = field(
         default_factory=dict
     )
@@ -352,8 +405,8 @@ class _Batch:
     extra: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
 
-    def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """The (SQL, rows) pairs that apply this batch, wipes first."""
+    def statements(self) -> list[tuple[str, Sequence[Any], bool]]:
+        """The (SQL, parameters, executemany?) that apply this batch, wipes first."""
         wipes: list[tuple[Any, ...]] = []
         sessions: list[tuple[Any, ...]] = []
         out_upserts: list[tuple[Any, ...]] = []
@@ -385,7 +438,7 @@ class _Batch:
                         (client_id, seq, mid, o.qos, o.retain, o.sub_ids, o.packet_id, o.state)
                     )
                 elif kind == _UPDATE:
-                    out_updates.append((o.packet_id, o.state, client_id, seq))
+                    out_updates.append((client_id, seq, o.packet_id, o.state))
                 else:
                     out_deletes.append((client_id, seq))
             for topic_filter, sub in c.subscriptions.items():
@@ -409,27 +462,31 @@ class _Batch:
         ]
         retained_upserts = [row for row in self.retained.values() if row is not None]
         retained_deletes = [(t,) for t, row in self.retained.items() if row is None]
-        plan: list[tuple[str, list[tuple[Any, ...]]]] = []
+        plan: list[tuple[str, Sequence[Any], bool]] = []
         if wipes:
-            plan.extend((sql, wipes) for sql in _WIPE_SESSION)
-        for sql, rows in (
-            (_UPSERT_RETAINED, retained_upserts),
-            (_DELETE_RETAINED, retained_deletes),
-            (_UPSERT_SESSION, sessions),
-            (_INSERT_MESSAGE, message_rows),
-            (_UPSERT_OUTBOUND, out_upserts),
-            (_UPDATE_OUTBOUND, out_updates),
-            (_DELETE_OUTBOUND, out_deletes),
-            (_UPSERT_SUBSCRIPTION, sub_upserts),
-            (_DELETE_SUBSCRIPTION, sub_deletes),
-            (_INSERT_INBOUND, in_inserts),
-            (_DELETE_INBOUND, in_deletes),
-            (_UPSERT_WILL, will_upserts),
-            (_DELETE_WILL, will_deletes),
+            plan.extend((sql, wipes, True) for sql in _WIPE_SESSION)
+        for multi, rows in (
+            (_M_UPSERT_RETAINED, retained_upserts),
+            (_M_DELETE_RETAINED, retained_deletes),
+            (_M_INSERT_MESSAGE, message_rows),
+            (_M_UPSERT_OUTBOUND, out_upserts),
+            (_M_UPDATE_OUTBOUND, out_updates),
+            (_M_DELETE_OUTBOUND, out_deletes),
+            (_M_INSERT_INBOUND, in_inserts),
+            (_M_DELETE_INBOUND, in_deletes),
         ):
             if rows:
-                plan.append((sql, rows))
-        plan.extend(self.extra)
+                plan.extend(multi.plan(rows))
+        for sql, rows in (
+            (_UPSERT_SESSION, sessions),
+            (_UPSERT_SUBSCRIPTION, sub_upserts),
+            (_DELETE_SUBSCRIPTION, sub_deletes),
+            (_UPSERT_WILL, will_upserts),
+            (_DELETE_WILL, will_deletes),
+            *self.extra,
+        ):
+            if rows:
+                plan.append((sql, rows, True))
         if releases or wipes or out_deletes:
             plan.extend(_COLLECT_RELEASED)
         return plan
@@ -583,6 +640,10 @@ class SqliteStore:
             raise self._read_only(f"the directory {directory} is not writable")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except IsADirectoryError as exc:
+            raise DatabaseUnusable(
+                f"{path}: is a directory; --db / persistence.path names the database file"
+            ) from exc
         except OSError as exc:
             raise self._read_only(f"cannot open it for writing ({exc.strerror})") from exc
         try:
@@ -643,7 +704,8 @@ class SqliteStore:
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: no implicit transactions, the writer says BEGIN/COMMIT.
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        # cached_statements: the multi-row statements come in a few sizes each (_Multi).
+        db = await aiosqlite.connect(self.path, isolation_level=None, cached_statements=512)
         try:
             await self._prepare(db)
             for statement in _RELEASE_TRACKING:
@@ -774,26 +836,45 @@ class SqliteStore:
         """Everything committed, after committing what is pending.
 
         Rows that no longer belong anywhere (an outbound entry whose message is gone, a
-        message no entry refers to) are left out and deleted.
+        message no entry refers to) are left out and deleted. A database that turns out
+        damaged while it is read raises `DatabaseUnusable`.
         """
+        try:
+            return await self._load()
+        except DatabaseUnusable:
+            raise
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
+
+    async def _load(self) -> StoredState:
         db = self._require_open()
         await self.flush()
         state = StoredState()
         retained = await db.execute_fetchall(
             "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
         )
-        state.retained = [_message(row) for row in retained]
+        # Inlined (no call per row): a million retained messages is a real case.
+        decode = _decode_properties
+        state.retained = [
+            StoredMessage(t, p, q, r == 1, None if pr is None else decode(pr), e, o)
+            for t, p, q, r, pr, e, o in retained
+        ]
         del retained
-        messages: dict[int, StoredMessage] = {}
-        for row in await db.execute_fetchall(
-            "SELECT id, topic, payload, qos, retain, properties, expiry_at, origin FROM messages"
-        ):
-            messages[row[0]] = _message(row[1:])
+        messages = {
+            mid: StoredMessage(t, p, q, r == 1, None if pr is None else decode(pr), e, o)
+            for mid, t, p, q, r, pr, e, o in await db.execute_fetchall(
+                "SELECT id, topic, payload, qos, retain, properties, expiry_at, origin"
+                " FROM messages"
+            )
+        }
         sessions: dict[str, StoredSession] = {}
-        for client_id, level, expiry, disconnected_at in await db.execute_fetchall(
-            "SELECT client_id, protocol_level, expiry_interval, disconnected_at FROM sessions"
+        for client_id, level, expiry, disconnected_at, owner in await db.execute_fetchall(
+            "SELECT client_id, protocol_level, expiry_interval, disconnected_at, owner"
+            " FROM sessions"
         ):
-            sessions[client_id] = StoredSession(client_id, level, expiry, disconnected_at)
+            sessions[client_id] = StoredSession(
+                client_id, level, expiry, disconnected_at, owner=owner
+            )
         for client_id, topic_filter, qos, nl, rap, rh, sub_id in await db.execute_fetchall(
             "SELECT client_id, topic_filter, qos, no_local, retain_as_published,"
             " retain_handling, subscription_identifier FROM subscriptions"
@@ -995,12 +1076,15 @@ class SqliteStore:
                 self._failing_since = None
             return
 
-    async def _transaction(self, plan: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    async def _transaction(self, plan: list[tuple[str, Sequence[Any], bool]]) -> None:
         db = self._require_open()
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, rows in plan:
-                await db.executemany(sql, rows)
+            for sql, parameters, many in plan:
+                if many:
+                    await db.executemany(sql, parameters)
+                else:
+                    await db.execute(sql, parameters)
             await db.execute("COMMIT")
         except BaseException:
             # SQLite may have rolled back already (SQLITE_FULL can do that).
@@ -1034,15 +1118,16 @@ class SqliteStore:
         protocol_level: int,
         expiry_interval: int,
         disconnected_at: float | None,
+        owner: str | None = None,
     ) -> None:
-        """Insert or update a session's own fields."""
+        """Insert or update a session's own fields (`owner`: its user name, if any)."""
         created = client_id not in self._sessions
         if created:
             self._sessions.add(client_id)
         changes = self._client(client_id)
         if created:
             changes.created = True
-        changes.session = (protocol_level, expiry_interval, disconnected_at)
+        changes.session = (protocol_level, expiry_interval, disconnected_at, owner)
         self._changed(self._batch())
 
     def delete_session(self, client_id: str) -> None:
@@ -1083,11 +1168,15 @@ class SqliteStore:
         self._client(client_id).subscriptions[topic_filter] = None
         self._changed(self._batch())
 
+    # The next four run for every QoS 1/2 message a persistent session gets: inlined.
+
     def save_message(self, message_id: int, message: StoredMessage) -> None:
         """Record a message that outbound entries will refer to."""
-        batch = self._batch()
+        batch = self._open_batch or self._batch()
         batch.messages[message_id] = _SavedMessage(_message_row(message))
-        self._changed(batch)
+        batch.changes += 1
+        if batch.changes >= self.commit_batch:
+            self._close_open_batch()
 
     def add_outbound(self, client_id: str, outbound: StoredOutbound) -> None:
         """Record an outbound entry."""
@@ -1098,25 +1187,29 @@ class SqliteStore:
         fresh = seq > max_seq.get(client_id, 0)
         if fresh:
             max_seq[client_id] = seq
-        batch = self._batch()
-        changes = batch.clients.get(client_id)
+        batch = self._open_batch or self._batch()
+        clients = batch.clients
+        changes = clients.get(client_id)
         if changes is None:
-            changes = batch.clients[client_id] = _ClientChanges()
+            changes = clients[client_id] = _ClientChanges()
         mid = outbound.message_id
+        sub_ids = outbound.subscription_ids
         changes.outbound[seq] = _Outbound(
             _INSERT,
             fresh,
             mid,
             outbound.qos,
             int(outbound.retain),
-            _sub_ids_text(outbound.subscription_ids) if outbound.subscription_ids else None,
+            _sub_ids_text(sub_ids) if sub_ids else None,
             outbound.packet_id,
             int(outbound.state),
         )
         saved = batch.messages.get(mid)
         if saved is not None:
             saved.refs += 1
-        self._changed(batch)
+        batch.changes += 1
+        if batch.changes >= self.commit_batch:
+            self._close_open_batch()
 
     def set_outbound_state(
         self, client_id: str, seq: int, packet_id: int | None, state: OutboundState
@@ -1124,26 +1217,39 @@ class SqliteStore:
         """Record an outbound entry's new packet id and state."""
         if client_id not in self._sessions or seq > self._max_seq.get(client_id, 0):
             return  # no such entry was ever recorded
-        changes = self._client(client_id)
+        batch = self._open_batch or self._batch()
+        clients = batch.clients
+        changes = clients.get(client_id)
+        if changes is None:
+            changes = clients[client_id] = _ClientChanges()
         o = changes.outbound.get(seq)
         if o is None:
             changes.outbound[seq] = _Outbound(_UPDATE, packet_id=packet_id, state=int(state))
         elif o.kind != _DELETE:
             o.packet_id = packet_id
             o.state = int(state)
-        self._changed(self._batch())
+        batch.changes += 1
+        if batch.changes >= self.commit_batch:
+            self._close_open_batch()
 
     def remove_outbound(self, client_id: str, seq: int) -> None:
         """Forget an outbound entry."""
         if client_id not in self._sessions or seq > self._max_seq.get(client_id, 0):
             return
-        changes = self._client(client_id)
-        o = changes.outbound.get(seq)
+        batch = self._open_batch or self._batch()
+        clients = batch.clients
+        changes = clients.get(client_id)
+        if changes is None:
+            changes = clients[client_id] = _ClientChanges()
+        outbound = changes.outbound
+        o = outbound.get(seq)
         if o is not None and o.kind == _INSERT and o.fresh:
-            del changes.outbound[seq]  # added and removed within the batch: no row at all
+            del outbound[seq]  # added and removed within the batch: no row at all
         else:
-            changes.outbound[seq] = _REMOVED
-        self._changed(self._batch())
+            outbound[seq] = _REMOVED
+        batch.changes += 1
+        if batch.changes >= self.commit_batch:
+            self._close_open_batch()
 
     def add_inbound_qos2(self, client_id: str, packet_id: int) -> None:
         """Record an inbound QoS 2 packet id awaiting PUBREL."""
