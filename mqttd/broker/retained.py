@@ -18,76 +18,26 @@ starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" doe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from ..protocol.errors import TopicNameInvalid
 from .topic_tree import split_topic_filter
+from .trie import LevelNode
 
 __all__ = ["RetainedTree"]
 
 V = TypeVar("V")
 
 
-class _Node(Generic[V]):
-    """One topic level; `entry` is set when a retained message has exactly this topic.
+class _Node(LevelNode, Generic[V]):
+    """One topic level; `entry` is set when a retained message has exactly this topic."""
 
-    As in the subscription tree, a node with one child holds it directly rather than in
-    a one-entry dict: deep, mostly distinct topic names make such nodes the majority.
-    """
-
-    __slots__ = ("children", "entry", "level")
+    __slots__ = ("entry",)
 
     def __init__(self, level: str) -> None:
-        self.level = level  # the name of this level under its parent
-        self.children: dict[str, _Node[V]] | _Node[V] | None = None
+        super().__init__(level)
         self.entry: tuple[str, V] | None = None
-
-    def child(self, level: str) -> _Node[V] | None:
-        """The child named `level`, if any."""
-        children = self.children
-        if children is None:
-            return None
-        if isinstance(children, dict):
-            return children.get(level)
-        return children if children.level == level else None
-
-    def child_nodes(self) -> Iterable[_Node[V]]:
-        """Every child."""
-        children = self.children
-        if children is None:
-            return ()
-        if isinstance(children, dict):
-            return children.values()
-        return (children,)
-
-    def add_child(self, level: str) -> _Node[V]:
-        """The child named `level`, created if missing."""
-        children = self.children
-        if children is None:
-            child: _Node[V] = _Node(level)
-            self.children = child
-        elif isinstance(children, dict):
-            found = children.get(level)
-            if found is not None:
-                return found
-            child = children[level] = _Node(level)
-        elif children.level == level:
-            return children
-        else:
-            child = _Node(level)
-            self.children = {children.level: children, level: child}
-        return child
-
-    def remove_child(self, level: str) -> None:
-        """Drop the child named `level`; a dict left with one child collapses."""
-        children = self.children
-        if isinstance(children, dict):
-            del children[level]
-            if len(children) == 1:
-                (self.children,) = children.values()
-        else:
-            self.children = None
 
 
 def _check_topic_name(topic: str) -> None:

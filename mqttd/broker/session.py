@@ -271,22 +271,7 @@ class Session:
             elif self.connection is not None:
                 self._enqueue(Outbound(message, 0, retain, sub_ids))
             return False
-        entry = Outbound(message, qos, retain, sub_ids)
-        if self.writable and not self._queue and len(self.inflight) < self.window:
-            if self.persistent:
-                self._record(entry)
-                self._start(entry)
-                # Recorded even when the send was dropped: the removal is recorded too,
-                # and the ack must still follow it.
-                return True
-            self._start(entry)
-            return False
-        if not self._enqueue(entry):
-            return False
-        if self.persistent:
-            self._record(entry)
-            return True
-        return False
+        return self._deliver_entry(Outbound(message, qos, retain, sub_ids))
 
     def deliver_shared(
         self,
@@ -302,12 +287,16 @@ class Session:
         """
         if qos == 0:
             return self.deliver(message, 0, retain, sub_ids)
-        # The QoS 1/2 part of `deliver`, with another entry class; keep them in step.
-        entry = SharedOutbound(message, qos, retain, sub_ids, group)
+        return self._deliver_entry(SharedOutbound(message, qos, retain, sub_ids, group))
+
+    def _deliver_entry(self, entry: Outbound) -> bool:
+        """Send a QoS 1/2 entry now or queue it; True if it was recorded in the store."""
         if self.writable and not self._queue and len(self.inflight) < self.window:
             if self.persistent:
                 self._record(entry)
                 self._start(entry)
+                # Recorded even when the send was dropped: the removal is recorded too,
+                # and the ack must still follow it.
                 return True
             self._start(entry)
             return False

@@ -35,6 +35,7 @@ from collections.abc import Hashable, Sequence
 from typing import Generic, TypeAlias, TypeVar
 
 from ..protocol.errors import TopicFilterInvalid
+from .trie import LevelNode
 
 __all__ = ["DEFAULT_CACHE_SIZE", "TopicTree", "split_topic_filter"]
 
@@ -101,20 +102,14 @@ def _subs_drop(subs: _Subs[K, V], key: K) -> tuple[_Subs[K, V], bool]:
     return subs, False
 
 
-class _Node(Generic[K, V]):
-    """One topic level of the trie.
+class _Node(LevelNode, Generic[K, V]):
+    """One topic level of the trie: literal children (trie.py), the "+" child, and the
+    subscriptions ending here. Unused containers stay None."""
 
-    Unused containers stay None, and a node with a single literal child holds that child
-    itself rather than a one-entry dict: most nodes of a big tree sit on the private tail
-    of one exact filter ("devices/<id>/cmd"), and a dict there would cost ~200 bytes of
-    the ~500 such a node would otherwise take.
-    """
-
-    __slots__ = ("children", "hash_subs", "level", "plus", "subs")
+    __slots__ = ("hash_subs", "plus", "subs")
 
     def __init__(self, level: str) -> None:
-        self.level = level  # the name of this level under its parent
-        self.children: dict[str, _Node[K, V]] | _Node[K, V] | None = None
+        super().__init__(level)
         self.plus: _Node[K, V] | None = None
         self.subs: _Subs[K, V] = None  # filters ending at this node
         self.hash_subs: _Subs[K, V] = None  # filters ending in "#" right below it
@@ -126,43 +121,6 @@ class _Node(Generic[K, V]):
             and self.subs is None
             and self.hash_subs is None
         )
-
-    def child(self, level: str) -> _Node[K, V] | None:
-        """The literal child named `level`, if any."""
-        children = self.children
-        if children is None:
-            return None
-        if isinstance(children, dict):
-            return children.get(level)
-        return children if children.level == level else None
-
-    def add_child(self, level: str) -> _Node[K, V]:
-        """The literal child named `level`, created if missing."""
-        children = self.children
-        if children is None:
-            child: _Node[K, V] = _Node(level)
-            self.children = child
-        elif isinstance(children, dict):
-            found = children.get(level)
-            if found is not None:
-                return found
-            child = children[level] = _Node(level)
-        elif children.level == level:
-            return children
-        else:
-            child = _Node(level)
-            self.children = {children.level: children, level: child}
-        return child
-
-    def remove_child(self, level: str) -> None:
-        """Drop the literal child named `level`; a dict left with one child collapses."""
-        children = self.children
-        if isinstance(children, dict):
-            del children[level]
-            if len(children) == 1:
-                (self.children,) = children.values()
-        else:
-            self.children = None
 
 
 class TopicTree(Generic[K, V]):
