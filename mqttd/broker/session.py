@@ -151,6 +151,7 @@ class Session:
 
     __slots__ = (
         "_broker",
+        "_deferred",
         "_drop_oldest",
         "_inbound_qos2",
         "_max_queued",
@@ -190,6 +191,7 @@ class Session:
         self._max_queued_bytes = settings.max_queued_bytes
         self._drop_oldest = settings.queue_overflow == "drop_oldest"
         self._overflowing = False
+        self._deferred = 0  # writes waiting for a store commit (see `_send`)
         self.client_id = client_id
         self.protocol_level = protocol_level
         #: The user name the session acts as (ACL checks on delivery) and belongs to.
@@ -420,25 +422,35 @@ class Session:
             if dup:
                 buf[0] |= _DUP
             data = buf  # type: ignore[assignment]  # bytes-like; sinks accept both
-        sink = self.sink
-        assert sink is not None
-        if qos == 2 and self.persistent:
-            # Exactly once across a crash: the client must not hold this packet id for
-            # the message before the store does, or after a restart the message would
-            # go out again under another id (a duplicate) or another message under this
-            # one (swallowed by the client as a duplicate).
-            def write_committed() -> None:
-                if self.sink is sink:  # still the same connection
-                    sink.write(data)
-
-            self._store.after_commit(write_committed)
-        else:
-            sink.write(data)
+        # Exactly once across a crash: the client must not hold a QoS 2 packet id before
+        # the store does, or after a restart the message would go out again under
+        # another id (a duplicate) or another message under this one (swallowed).
+        self._send(data, qos == 2 and self.persistent)
         stats = self._stats
         stats.publish_sent += 1
         stats.packets_sent += 1
         stats.bytes_sent += len(data)
         return True
+
+    def _send(self, data: bytes, after_commit: bool) -> None:
+        """Write to the client now, or once the store has committed what it holds.
+
+        Once one write waits for a commit, the ones after it wait too (callbacks run
+        in order), so the client sees the messages in the order they were sent.
+        """
+        sink = self.sink
+        assert sink is not None
+        if not after_commit and not self._deferred:
+            sink.write(data)
+            return
+        self._deferred += 1
+
+        def write_committed() -> None:
+            self._deferred -= 1
+            if self.sink is sink:  # still the same connection
+                sink.write(data)
+
+        self._store.after_commit(write_committed)
 
     def _enqueue(self, entry: Outbound) -> bool:
         """Append to the queue within its bounds; False if the entry was dropped."""
@@ -621,10 +633,8 @@ class Session:
         self.pump()
 
     def _write_pubrel(self, packet_id: int) -> None:
-        sink = self.sink
-        assert sink is not None
         data = encode(PubRel(packet_id), self.protocol_level)
-        sink.write(data)
+        self._send(data, False)
         stats = self._stats
         stats.packets_sent += 1
         stats.bytes_sent += len(data)

@@ -322,3 +322,67 @@ async def test_restart_restores_a_pending_will() -> None:
     watcher.subscribe("will/#")
     second.advance(31)
     assert [p.payload for p in watcher.publishes()] == [b"late"]
+
+
+# -- exactly once across a crash: what waits for the commit --------------------------------
+
+
+def test_qos2_publish_to_a_persistent_session_waits_for_its_commit_and_keeps_order() -> None:
+    store = DeferredStore()
+    harness = Harness(store=store)
+    sub = harness.connected("sub", clean_start=False)
+    store.commit()
+    sub.packets()
+    sub.subscribe("two", qos=2)
+    sub.subscribe("one", qos=1, packet_id=2)
+    pub = harness.connected("pub")
+    pub.publish("two", b"first", qos=2, packet_id=1)
+    pub.publish("one", b"second", qos=1, packet_id=2)
+    # Nothing reaches the subscriber before its packet ids are stored, and the QoS 1
+    # message does not overtake the QoS 2 one waiting for the commit.
+    assert sub.publishes() == []
+    store.commit()
+    assert [p.payload for p in sub.publishes()] == [b"first", b"second"]
+
+
+def test_pubrel_and_pubcomp_wait_for_the_commit_of_the_state_they_announce() -> None:
+    store = DeferredStore()
+    harness = Harness(store=store)
+    sub = harness.connected("sub", clean_start=False)
+    sub.subscribe("t", qos=2)
+    pub = harness.connected("pub", clean_start=False)
+    store.commit()
+    pub.packets()
+    pub.publish("t", b"m", qos=2, packet_id=7)
+    store.commit()
+    assert pub.expect(PubRec).packet_id == 7
+    (delivered,) = sub.publishes()
+    assert delivered.packet_id is not None
+    # Outbound: PUBREL only once PUBREL_SENT is stored, else a crash resends the PUBLISH.
+    sub.send(PubRec(delivered.packet_id))
+    assert sub.packets() == []
+    store.commit()
+    assert sub.expect(PubRel).packet_id == delivered.packet_id
+    # Inbound: PUBCOMP only once the packet id is forgotten, else a crash swallows the
+    # publisher's next message under the same id as a duplicate.
+    pub.send(PubRel(7))
+    assert pub.packets() == []
+    store.commit()
+    assert pub.expect(PubComp).packet_id == 7
+
+
+def test_each_retained_delivery_to_a_persistent_session_is_stored_on_its_own(
+    harness: Harness,
+) -> None:
+    harness.connected("pub").publish("r", b"kept", qos=1, retain=True, packet_id=1)
+    sub = harness.connected("sub", clean_start=False)
+    sub.subscribe("r", qos=1)
+    (first,) = sub.publishes()
+    sub.ack(first)  # the store forgets that delivery's message
+    sub.unsubscribe("r")
+    sub.subscribe("r", qos=1, packet_id=3)
+    (again,) = sub.publishes()
+    assert again.retain and again.payload == b"kept"
+    # Unacknowledged, so it must be in the store to survive a restart.
+    outbound = harness.store._sessions["sub"].outbound
+    assert len(outbound) == 1
