@@ -28,7 +28,7 @@ if command -v npm >/dev/null 2>&1 && [ ! -d .test-deps/node_modules/mqtt ]; then
     npm install --silent --no-audit --no-fund --prefix .test-deps mqtt@5 >/dev/null
 fi
 
-. scripts/venv.sh test
+VENV_EXTRA=test . scripts/venv.sh
 
 echo "== ruff"
 ruff check mqttd tests scripts

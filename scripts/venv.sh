@@ -1,5 +1,6 @@
 # Sourced by run.sh and test.sh: create ./.venv on first use and install mqttd into it.
-# Usage: . scripts/venv.sh [extra]   (extra: "test" installs the test tools too)
+# Usage: [VENV_EXTRA=test] . scripts/venv.sh   (VENV_EXTRA=test installs the test tools too;
+# a variable, not an argument: a sourced script sees its caller's arguments)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -8,7 +9,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
-want="${1:-}"
+want="${VENV_EXTRA:-}"
 stamp="$VENV/.installed${want:+-$want}"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
