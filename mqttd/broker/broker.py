@@ -467,18 +467,21 @@ class Broker:
         leaves them out). Messages queued for it were never sent, so they go too. The
         ended session is out of every group by now, so `pick` cannot choose it.
         """
+        kept: set[int] = set()  # entries nobody took: they end with the session
         for entry in entries:
             group = entry.group
             member = group.pick()
             if member is None:
-                continue  # nobody is left in the group: the message goes with the session
+                kept.add(id(entry))  # nobody is left in the group
+                continue
             session, options = member
             message = entry.message
             authorise = self.authorise
             if authorise is not None and not authorise(
                 session.client_id, session.username, "read", message.topic
             ):
-                continue  # as in publish(): this turn's member may not read it
+                kept.add(id(entry))  # as in publish(): this turn's member may not read it
+                continue
             qos = min(options.qos, message.qos)
             retain = message.retain and options.retain_as_published
             session.deliver_shared(message, qos, retain, options.sub_ids, group)
@@ -488,8 +491,8 @@ class Broker:
                 ended.client_id,
                 len(entries),
             )
-        # These entries are no longer the ended session's to count or dead-letter.
-        taken = {id(entry) for entry in entries}
+        # Handed over: no longer the ended session's to count or dead-letter.
+        taken = {id(entry) for entry in entries} - kept
         ended.queue = deque(e for e in ended.queue if id(e) not in taken)
         for pid in [pid for pid, e in ended.inflight.items() if id(e) in taken]:
             del ended.inflight[pid]

@@ -207,6 +207,20 @@ async def test_expired_retained_message_found_when_the_store_is_loaded() -> None
     assert [p.topic for p in dlq.publishes()] == ["$dead/retained_expired/cfg/b"]
 
 
+async def test_a_shared_members_messages_nobody_else_can_take_are_dead_lettered() -> None:
+    core = await Core().start()
+    member = core.client("member", properties=Properties(session_expiry_interval=10))
+    member.subscribe("$share/workers/job/#", 1)
+    pub = core.client("pub")
+    pub.publish("job/1", b"one", qos=1)
+    assert [p.payload for p in member.publishes()] == [b"one"]  # inflight, never acked
+    member.disconnect()
+    dlq = await collector(core)
+    core.advance(10)  # the only member's session ends: no one to hand "one" to
+    assert [p.topic for p in dlq.publishes()] == ["$dead/session_expired/job/1"]
+    assert counts(core) == {"session_expired": 1}
+
+
 async def test_session_expiry_dead_letters_queued_and_unacknowledged_messages() -> None:
     core = await Core().start()
     short = core.client("short", properties=Properties(session_expiry_interval=10))
