@@ -60,6 +60,7 @@ from ..protocol.properties import Properties
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ConnackReturnCode, ReasonCode, connack_code_for_v3
 from ..protocol.topics import validate_topic_name
+from ..store.base import OutboundState
 from .auth import ConnectInfo
 from .dead_letter import DropReason
 from .enhanced_auth import on_auth, start_connect_auth
@@ -510,6 +511,8 @@ class Connection:
         if will is not None:
             try:
                 validate_topic_name(will.topic)
+                if self._max_topic_levels and will.topic.count("/") >= self._max_topic_levels:
+                    raise TopicNameInvalid("will topic deeper than max_topic_levels")
             except TopicNameInvalid as exc:
                 if not v5:
                     self._fail(exc.reason_code, str(exc))
@@ -907,14 +910,31 @@ class Connection:
 
     # -- the other packets -------------------------------------------------------------
 
+    def _check_ack_type(self, session: Session, packet_id: int, name: str, qos: int) -> None:
+        """An ack of the wrong type for an id in flight is a protocol error (4.3, 4.13).
+
+        PUBACK ends QoS 1 flows only; PUBREC and PUBCOMP belong to QoS 2, and PUBCOMP
+        only once the PUBREL went out. An id not in flight is no error (a late or
+        resent ack after a reconnect): the handlers answer or ignore it as before.
+        """
+        entry = session.inflight.get(packet_id)
+        if entry is None:
+            return
+        if entry.qos != qos:
+            raise ProtocolError(f"{name} for QoS {entry.qos} packet id {packet_id} in flight")
+        if name == "PUBCOMP" and entry.state != OutboundState.PUBREL_SENT:
+            raise ProtocolError(f"PUBCOMP before PUBREL for packet id {packet_id}")
+
     def _on_puback(self, packet: PubAck) -> None:
         session = self.session
         assert session is not None
+        self._check_ack_type(session, packet.packet_id, "PUBACK", 1)
         session.puback(packet.packet_id)
 
     def _on_pubrec(self, packet: PubRec) -> None:
         session = self.session
         assert session is not None
+        self._check_ack_type(session, packet.packet_id, "PUBREC", 2)
         if session.pubrec(packet.packet_id, packet.reason_code):
             if packet.reason_code < 0x80:
                 # After the commit of PUBREL_SENT: otherwise a crash would resend the
@@ -944,6 +964,7 @@ class Connection:
     def _on_pubcomp(self, packet: PubComp) -> None:
         session = self.session
         assert session is not None
+        self._check_ack_type(session, packet.packet_id, "PUBCOMP", 2)
         session.pubcomp(packet.packet_id)
 
     def _on_subscribe(self, packet: Subscribe) -> None:

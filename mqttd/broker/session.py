@@ -37,6 +37,7 @@ PUBACK/PUBREC waits for the commit.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -391,7 +392,9 @@ class Session:
                 if left <= 0 and not resend:
                     self._broker.dead_letters.drop(DropReason.EXPIRED, message, self.client_id)
                     return False
-                remaining = int(left) if left >= 1 else 1
+                # Rounded up, never 0: the receiver must not be told less time than is
+                # left (5.0 3.3.2.3.3; Mosquitto sends 4 for a 5 s message 1 s later).
+                remaining = math.ceil(left) if left > 0 else 1
             aliases = self.topic_aliases
             if aliases is None:
                 data, offset = message.encode_one(level, qos, retain, sub_ids, remaining)

@@ -36,7 +36,7 @@ class BrokerSettings:
     client_id_prefix: str = "mqttd-"  # assigned client identifiers
     max_client_id_length: int = 65_535
     max_topic_length: int = 65_535
-    max_topic_levels: int = 0  # 0 = unlimited
+    max_topic_levels: int = 200  # as Mosquitto (TOPIC_HIERARCHY_LIMIT); 0 = unlimited
     max_subscriptions_per_client: int = 0  # 0 = unlimited
     max_connections: int = 0  # open sockets over every listener, CONNECT or not; 0 = unlimited
     connection_rate: float = 0.0  # CONNECTs a second from one source address; 0 = unlimited
