@@ -44,7 +44,6 @@ from websockets.asyncio.server import Server as WsServer
 from . import __version__
 from .auth.policy import Security
 from .auth.scram import METHOD as SCRAM_METHOD
-from .auth.scram import ScramUsers
 from .bridge.service import BridgeService
 from .broker.broker import Broker
 from .broker.clock import Clock, MonotonicClock
@@ -306,14 +305,9 @@ class App:
 
     def _load_scram_users(self) -> None:
         """Offer SCRAM-SHA-256 enhanced authentication (MQTT 5 AUTH) when configured."""
-        path = self.config.auth.scram_file
-        if not path:
-            return
-        try:
-            users = ScramUsers.load(path)
-        except (OSError, ValueError) as exc:
-            raise ConfigError([f"config error: auth.scram_file: {exc}"]) from exc
-        self.broker.auth_methods.register(SCRAM_METHOD, users.authenticator_factory())
+        users = self.security.scram  # read by security.load(), which also checks plain
+        if users is not None:  # CONNECT passwords against these verifiers
+            self.broker.auth_methods.register(SCRAM_METHOD, users.authenticator_factory())
 
     async def start(self) -> None:
         """Start the core (it opens the store), bind every listener, log the ready lines.

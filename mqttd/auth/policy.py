@@ -7,23 +7,29 @@ SUBSCRIBE filter is granted ("subscribe") and each message is delivered ("read")
 listeners; `install` puts its hooks into a `Broker`, `reload` (a SIGHUP) swaps the
 files without touching a connection.
 
-Who may connect (first rule that applies decides):
+Who may connect (first rule that applies decides). A user name is an identity only
+once something proved it: the password file, the SCRAM user file (a plain CONNECT
+password checked against the user's verifier, or the MQTT 5 SCRAM exchange, which
+enhanced_auth.py runs without calling this hook), a certificate, or the plugin.
 
 1. on a listener with `tls.use_identity_as_username`: the verified certificate's Common
    Name becomes the user name; no password is asked;
 2. a user name found in the password file: its password must match (else 0x86);
-3. a plugin is configured and `allow_anonymous` does not decide (a user name not in
-   the file, or no user name while allow_anonymous is unset): the plugin decides;
-4. a user name, a password file, no plugin: 0x86 (no such user);
-5. otherwise the client is anonymous, or names itself without anything to check the
-   name against: accepted when anonymous clients are allowed on its listener (0x87
-   otherwise). `allow_anonymous = true` allows them everywhere, false nowhere, and
-   unset only on listeners bound to a loopback address.
+3. a user name found in the SCRAM user file: the password must match its verifier;
+4. a plugin is configured and `allow_anonymous` does not decide (any other user name,
+   or no user name while allow_anonymous is unset): the plugin decides;
+5. any other user name: refused with 0x86 when anything could give the name a meaning
+   (authentication or an ACL file is configured), so an unproven name never gets that
+   user's ACL rights or sessions; with neither, names mean nothing and the client is
+   judged as anonymous (the name is only a label in the log);
+6. anonymous: `allow_anonymous = true` accepts them everywhere, false nowhere; unset,
+   only on listeners bound to a loopback address and only while no authentication is
+   configured (as Mosquitto 2.0: configuring authentication turns anonymous access off).
 
 `check` (run by `load`) refuses a config where a listener on a non-loopback address
-has no means of authentication (password file, plugin, certificate identity) and
-`allow_anonymous` is not explicitly true: mqttd never silently serves the network
-without authentication.
+has no means of authentication (password file, SCRAM user file, plugin, certificate
+identity) and `allow_anonymous` is not explicitly true: mqttd never silently serves the
+network without authentication.
 
 What a client may do: the ACL file when there is one (Mosquitto semantics, acl.py),
 and the plugin's `authorise` when there is one; both must allow. Without either,
@@ -32,8 +38,8 @@ None). Answers are cached per (action, client id, user name, topic); the cache i
 emptied by a reload, so rights removed in the files apply at once, to deliveries on
 existing subscriptions too.
 
-Sessions belong to their user when authentication is on (a password file, a plugin or
-a certificate identity): see `Broker.session_owned_by_other`.
+Sessions belong to their user when authentication is on (a password file, a SCRAM user
+file, a plugin or a certificate identity): see `Broker.session_owned_by_other`.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from .acl import Acl, AclError, Action
 from .limits import address_of
 from .password_file import PasswordFile, PasswordFileError
 from .plugin import AuthPlugin, PluginError, load_plugin
+from .scram import ScramUsers, saslprep
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -93,6 +100,8 @@ class Security:
         self.passwords: PasswordFile | None = None
         self.acl: Acl | None = None
         self.plugin: AuthPlugin | None = None
+        #: The SCRAM users (`[auth] scram_file`); the App registers their SCRAM method.
+        self.scram: ScramUsers | None = None
         self._cache: dict[tuple[str, str, str | None, str], bool] = {}
         self._broker: Broker | None = None
         self._loaded = False
@@ -107,16 +116,23 @@ class Security:
     @property
     def sessions_owned(self) -> bool:
         """True when authentication is on: sessions then belong to their user."""
+        return self._authenticates
+
+    @property
+    def _authenticates(self) -> bool:
+        """True when something can prove who a client is (see the module docstring)."""
+        auth = self._auth
         return bool(
-            self._auth.password_file
-            or self._auth.plugin
+            auth.password_file
+            or auth.scram_file
+            or auth.plugin
             or any(rule.use_identity for rule in self._listeners.values())
         )
 
     def check(self) -> list[str]:
         """Config errors that forbid a start: exposed listeners without authentication."""
         auth = self._auth
-        if auth.allow_anonymous is True or auth.password_file or auth.plugin:
+        if auth.allow_anonymous is True or auth.password_file or auth.scram_file or auth.plugin:
             return []
         errors: list[str] = []
         for i, listener in enumerate(self._listener_configs):
@@ -132,7 +148,8 @@ class Security:
             errors.append(
                 f'config error: listeners[{i}].host: "{listener.host}" is {why}: any '
                 "client that can reach it would connect anonymously; set auth.password_file"
-                " (or auth.plugin, or tls.use_identity_as_username), or auth.allow_anonymous"
+                " (or auth.scram_file, auth.plugin, tls.use_identity_as_username), or"
+                " auth.allow_anonymous"
                 " = true to serve anonymous clients on purpose"
             )
         return errors
@@ -147,6 +164,12 @@ class Security:
         errors = self.check()
         passwords, acl, file_errors = _load_files(self._auth)
         errors += file_errors
+        scram: ScramUsers | None = None
+        if self._auth.scram_file:
+            try:
+                scram = ScramUsers.load(self._auth.scram_file)
+            except (OSError, ValueError) as exc:
+                errors.append(f"config error: auth.scram_file: {exc}")
         plugin: AuthPlugin | None = None
         if self._auth.plugin:
             try:
@@ -155,11 +178,13 @@ class Security:
                 errors.append(f"config error: {exc}")
         if errors:
             raise ConfigError(errors)
-        self.passwords, self.acl, self.plugin = passwords, acl, plugin
+        self.passwords, self.acl, self.plugin, self.scram = passwords, acl, plugin, scram
         self._cache.clear()
         self._loaded = True
         if passwords is not None:
             logger.info("auth: %d users in %s", len(passwords), self._auth.password_file)
+        if scram is not None:
+            logger.info("auth: %d SCRAM users in %s", len(scram), self._auth.scram_file)
         if acl is not None:
             logger.info("auth: ACL from %s", self._auth.acl_file)
         if plugin is not None:
@@ -175,7 +200,8 @@ class Security:
 
     def authenticate(self, info: ConnectInfo) -> AuthResult:
         """The CONNECT hook: accept, refuse, or accept under another name."""
-        if not self._loaded and (self._auth.password_file or self._auth.plugin):
+        auth = self._auth
+        if not self._loaded and (auth.password_file or auth.plugin or auth.scram_file):
             return _UNSPECIFIED  # files named but never loaded: fail closed
         rule = self._listeners.get(info.listener)
         if rule is not None and rule.use_identity:
@@ -186,18 +212,28 @@ class Security:
         passwords = self.passwords
         if username is not None and passwords is not None and username in passwords:
             return _ACCEPTED if passwords.verify(username, info.password) else _BAD_PASSWORD
-        allow_anonymous = self._auth.allow_anonymous
+        if username is not None and self.scram is not None:
+            verified = _verify_scram(self.scram, username, info.password)
+            if verified is not None:
+                return _ACCEPTED if verified else _BAD_PASSWORD
+        allow_anonymous = auth.allow_anonymous
         if username is None and allow_anonymous is not None:
             return _ACCEPTED if allow_anonymous else _NOT_AUTHORIZED
         if self.plugin is not None:
             return self._plugin_authenticate(self.plugin, info)
-        if username is not None and passwords is not None:
-            passwords.verify(username, info.password)  # the same cost as a known user
+        if username is not None and (self._authenticates or auth.acl_file):
+            # Nothing proves this name: it must not get that user's rights or sessions.
+            if passwords is not None:
+                passwords.verify(username, info.password)  # the same cost as a known user
             return _BAD_PASSWORD
-        # Anonymous, or a name nothing can check (no password file, no plugin).
+        # Anonymous (or a name that means nothing: no authentication, no ACL).
         if allow_anonymous is True:
             return _ACCEPTED
-        if allow_anonymous is None and self._is_loopback(rule, info.peer):
+        if (
+            allow_anonymous is None
+            and not self._authenticates
+            and self._is_loopback(rule, info.peer)
+        ):
             return _ACCEPTED
         return _NOT_AUTHORIZED
 
@@ -254,8 +290,8 @@ class Security:
 
         No connection is dropped. Rights removed apply at once (the answer cache is
         emptied). A file that cannot be read or parsed leaves everything as it was (the
-        error is logged). The plugin is not reloaded: a change of `auth.plugin` or
-        `plugin_options` waits for the next start.
+        error is logged). The plugin and the SCRAM user file are not reloaded: a change
+        of `auth.plugin`, `plugin_options` or `scram_file` waits for the next start.
         """
         new = config.auth
         old = self._auth
@@ -285,6 +321,23 @@ class Security:
             f"ACL {new.acl_file}" if acl is not None else "no ACL",
             {None: "on loopback", True: "true", False: "false"}[new.allow_anonymous],
         )
+
+
+def _verify_scram(users: ScramUsers, username: str, password: bytes | None) -> bool | None:
+    """A plain CONNECT password against `username`'s SCRAM verifier; None: no such user."""
+    try:
+        credentials = users.get(saslprep(username))
+    except ValueError:
+        return None  # a name SASLprep refuses cannot be in the file
+    if credentials is None:
+        return None
+    if password is None:
+        return False
+    try:
+        text = password.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return credentials.verify_password(text)
 
 
 def _listener_rules(listeners: list[ListenerConfig]) -> dict[str, _ListenerRule]:

@@ -17,8 +17,9 @@ HMAC(SaltedPassword, "Server Key") (RFC 5802 section 3), written in PostgreSQL's
 notation ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` (base64). These
 keys cannot be derived from another password hash (a PBKDF2-SHA512 hash of the password
 file, say), so a user needs a SCRAM verifier to use SCRAM; the converse works: a
-verifier also checks a plain CONNECT password (`ScramCredentials.verify_password`), so
-one verifier per user can serve both ways of logging in.
+verifier also checks a plain CONNECT password (`ScramCredentials.verify_password`, which
+`auth/policy.py` calls for users of `[auth] scram_file`), so one verifier per user serves
+both ways of logging in, 3.1.1 clients included.
 
 A user file (`ScramUsers.load`) holds one ``username:verifier`` per line; make a line with
 ``python -m mqttd.auth.scram USERNAME`` (asks for the password).

@@ -591,6 +591,10 @@ class Connection:
             self._refuse(ReasonCode.NOT_AUTHORIZED, "client id in use by another user")
             return
         authorise = broker.authorise
+        if will is not None and broker.dead_letters.broker_owned(will.topic):
+            # As a PUBLISH there: the will could never be sent, so say so now.
+            self._refuse(ReasonCode.NOT_AUTHORIZED, "will topic is the broker's ($SYS)")
+            return
         if (
             will is not None
             and authorise is not None
@@ -753,8 +757,9 @@ class Connection:
         session = self.session
         assert session is not None
         authorise = self._broker.authorise
-        if authorise is not None and not authorise(
-            session.client_id, self.username, "write", topic
+        if self._broker.dead_letters.broker_owned(topic) or (
+            authorise is not None
+            and not authorise(session.client_id, self.username, "write", topic)
         ):
             self._publish_denied(qos, packet.packet_id, topic)
             self._broker.dead_letters.drop(
@@ -802,13 +807,14 @@ class Connection:
         self._send_ack(_PUBREC, packet_id, code, recorded)
 
     def _publish_denied(self, qos: int, packet_id: int | None, topic: str) -> None:
-        """The ACL refused a PUBLISH: nobody gets it; 5.0 acks say 0x87 (3.4.2.1).
+        """The ACL refused a PUBLISH, or its topic is the broker's ($SYS, dead letters):
+        nobody gets it; 5.0 acks say 0x87 (3.4.2.1).
 
         3.x has no way to say no: the message is acknowledged and dropped, as Mosquitto
         does, so the client does not resend it forever.
         """
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%r: PUBLISH to %r denied by the ACL", self, topic)
+            logger.debug("%r: PUBLISH to %r denied (ACL or broker-owned topic)", self, topic)
         if not qos or packet_id is None:
             return
         code = ReasonCode.NOT_AUTHORIZED if self.protocol_level == 5 else 0

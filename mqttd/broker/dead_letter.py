@@ -204,6 +204,18 @@ class DeadLetters:
         self._prefix_slash = settings.prefix + "/"
         self._bucket = TokenBucket(settings.max_rate, settings.burst, self._broker.clock.now())
 
+    def broker_owned(self, topic: str) -> bool:
+        """True for topics only the broker publishes to: ``$SYS`` and the dead-letter
+        prefix. Clients never may, whatever the ACL says (a spoofed
+        ``$SYS/broker/version`` or a forged dead letter would mislead operators)."""
+        prefix_slash = self._prefix_slash
+        return (
+            topic.startswith(_SYS_PREFIX)
+            or topic.startswith(prefix_slash)
+            or topic == "$SYS"
+            or topic == prefix_slash[:-1]
+        )
+
     @property
     def pending(self) -> int:
         """Dead letters made and not yet published."""

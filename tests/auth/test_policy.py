@@ -35,8 +35,10 @@ topic write retained/#
 
 @pytest.fixture
 def secure(make_config: MakeConfig) -> SecureHarness:
-    """alice and bob with passwords, the ACL above, anonymous clients on loopback."""
-    return SecureHarness(make_config(passwords={"alice": "a-pw", "bob": "b-pw"}, acl=ACL))
+    """alice and bob with passwords, the ACL above, anonymous clients allowed."""
+    return SecureHarness(
+        make_config(passwords={"alice": "a-pw", "bob": "b-pw"}, acl=ACL, allow_anonymous=True)
+    )
 
 
 # -- authentication ---------------------------------------------------------------------------
@@ -121,10 +123,14 @@ def test_passwords_are_checked(secure: SecureHarness) -> None:
     assert secure.on(level=5).connect("d", username="eve", password=b"x").reason_code == 0x86
 
 
-def test_anonymous_with_a_password_file_follows_allow_anonymous(make_config: MakeConfig) -> None:
+def test_a_password_file_turns_anonymous_off_unless_allowed(make_config: MakeConfig) -> None:
+    # As Mosquitto 2.0: configured authentication means no anonymous clients, loopback too.
     unset = SecureHarness(make_config(passwords={"u": "p"}))
-    assert unset.on().connect("a").reason_code == 0  # loopback
-    assert unset.on(peer="10.1.1.1:5").connect("b").reason_code == 0  # listener is loopback
+    assert unset.on().connect("a").reason_code == 0x05
+    assert unset.on(level=5).connect("b").reason_code == ReasonCode.NOT_AUTHORIZED
+    allowed = SecureHarness(make_config(passwords={"u": "p"}, allow_anonymous=True))
+    assert allowed.on().connect("a").reason_code == 0
+    assert allowed.on(peer="10.1.1.1:5").connect("b").reason_code == 0
     denied = SecureHarness(make_config(passwords={"u": "p"}, allow_anonymous=False))
     assert denied.on(level=5).connect("c").reason_code == ReasonCode.NOT_AUTHORIZED
     assert denied.on(level=4).connect("d").reason_code == 0x05
@@ -434,3 +440,47 @@ def test_a_failing_plugin_refuses_rather_than_allows(make_config: MakeConfig) ->
     assert harness.on(level=5).connect("x", username="u").reason_code == 0x80
     anonymous = harness.login("anon")  # allow_anonymous = true: the plugin is not asked
     assert anonymous.subscribe("a/b").reason_codes == [0x80]
+
+
+# -- issue 14: a user name is an identity only once proven -------------------------------
+
+
+def _scram_file(tmp_path: Path) -> str:
+    from mqttd.auth.scram import ScramUsers
+
+    users = ScramUsers()
+    users.add("carol", "c-pw")
+    path = tmp_path / "scram-users"
+    path.write_text(users.dump())
+    return str(path)
+
+
+def test_a_scram_file_counts_as_authentication_on_an_exposed_listener(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    lan = ListenerConfig(name="lan", host="0.0.0.0", port=0)
+    security = Security(make_config(listeners=[lan], scram_file=_scram_file(tmp_path)))
+    assert security.check() == []
+    security.load()
+    assert security.sessions_owned
+
+
+def test_with_a_scram_file_anonymous_and_unproven_names_are_refused(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    harness = SecureHarness(make_config(scram_file=_scram_file(tmp_path), acl=ACL))
+    assert harness.on().connect("a").reason_code == 0x05  # anonymous, loopback
+    assert harness.on(level=5).connect("b", username="carol").reason_code == 0x86
+    assert harness.on().connect("c", username="carol", password=b"bad").reason_code == 0x04
+    assert harness.on().connect("d", username="carol", password=b"c-pw").reason_code == 0
+    assert harness.on(level=5).connect("e", username="nobody", password=b"x").reason_code == 0x86
+
+
+def test_with_an_acl_and_no_authentication_a_user_name_is_refused(
+    make_config: MakeConfig,
+) -> None:
+    # The ACL grants bob rights: a name nothing proves must not claim them.
+    harness = SecureHarness(make_config(acl=ACL))
+    assert harness.on(level=5).connect("a", username="bob").reason_code == 0x86
+    assert harness.on(level=4).connect("b", username="bob").reason_code == 0x04
+    assert harness.on().connect("c").reason_code == 0  # anonymous on loopback: as before

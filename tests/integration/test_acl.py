@@ -52,6 +52,8 @@ interval = 1
 [auth]
 password_file = "{tmp_path / "passwd"}"
 acl_file = "{tmp_path / "acl"}"
+# A password file turns anonymous access off (issue 14): this test wants both.
+allow_anonymous = true
 """
     )
     server.acl_path = tmp_path / "acl"
