@@ -129,7 +129,9 @@ class ListenerConfig:
     path: str = setting("/mqtt", "ws: the HTTP path of MQTT over WebSocket")
     allowed_origins: list[str] = field(
         default_factory=list,
-        metadata=_doc("ws: Origins a browser may connect from; empty = any"),
+        metadata=_doc(
+            'ws: Origins a browser may connect from besides the listener\'s own; ["*"] = any'
+        ),
     )
     trust_proxy: bool = setting(False, "ws: take the client address from X-Forwarded-For")
     dashboard: bool = setting(True, "ws: serve the live dashboard on GET /")
@@ -166,6 +168,13 @@ class LimitsConfig:
         _CORE.max_packet_size,
         "largest packet accepted, bytes (advertised to 5.0 clients)",
         min=16,
+        max=268_435_455,
+    )
+    max_connect_size: int = setting(
+        _CORE.max_connect_size,
+        "bytes a socket may send before its CONNECT is accepted (the CONNECT, AUTH "
+        "packets); 0 = max_packet_size",
+        min=0,
         max=268_435_455,
     )
     max_inflight_messages: int = setting(

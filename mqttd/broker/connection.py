@@ -184,7 +184,11 @@ class Connection:
         self._sink = sink
         self.peer = peer
         self.listener = listener
-        self._reader = PacketReader(max_packet_size=settings.max_packet_size)
+        # Until the CONNECT is accepted a socket gets only `max_connect_size` bytes (the
+        # CONNECT, and AUTH packets of an exchange): an unauthenticated client cannot
+        # make us buffer or decode much (issue 14). `_accept` lifts it.
+        connect_limit = settings.max_connect_size or settings.max_packet_size
+        self._reader = PacketReader(min(connect_limit, settings.max_packet_size))
         self._state = _AWAIT_CONNECT
         self.protocol_level = 4
         #: The client is a Mosquitto-style bridge (bridge bit in CONNECT's level byte).
@@ -244,8 +248,15 @@ class Connection:
         """Bytes from the peer. Never raises for bad bytes: it answers or closes."""
         if self._state == _CLOSED:
             return
+        self._stats.bytes_received += len(data)
+        self._handle(data)
+        if self._state != _CLOSED and self._reader.stopped:
+            # The reader stopped after the CONNECT: go on with the bytes that followed
+            # it, now under the limits its answer set (pre-CONNECT bound, issue 14).
+            self._handle(b"")
+
+    def _handle(self, data: bytes) -> None:
         stats = self._stats
-        stats.bytes_received += len(data)
         try:
             packets = self._reader.feed(data)
         except UnsupportedProtocolVersion as exc:
@@ -693,6 +704,7 @@ class Connection:
         else:
             self._write(encode(Connack(session_present, 0), level))
         self._state = _CONNECTED
+        self._reader.max_packet_size = settings.max_packet_size
         stats = self._stats
         stats.clients_connected += 1
         stats.clients_total += 1

@@ -7,15 +7,17 @@ one broker `Connection`, exactly as `net/tcp.py` does for a TCP socket (MQTT 5.0
 - Every request goes through `_Gate.process_request` first. A plain HTTP GET (no
   ``Upgrade: websocket``) gets the dashboard's static files, or a clear 404/405/426. An
   upgrade must name our path (default ``/mqtt``; ``/`` is always accepted too, as some
-  clients use it), come from an allowed Origin when an allow-list is set (403 otherwise) and
-  offer the ``mqtt`` or ``mqttv3.1`` subprotocol (400 otherwise). Browsers fail the handshake
+  clients use it), come from an allowed Origin (403 otherwise, see `_Gate.origin_allowed`)
+  and offer the ``mqtt`` or ``mqttv3.1`` subprotocol (400 otherwise). Browsers fail the handshake
   unless the server echoes ``Sec-WebSocket-Protocol``, which `websockets` does once
   ``subprotocols`` is given.
 - Inbound: each binary message is fed to `Connection.data_received` as is. MQTT packets
   need not be aligned on frames [MQTT-6.0.0-2]: one packet may span frames and one frame may
   hold several packets; the core's reader buffers. A text frame closes the connection
   (1003) [MQTT-6.0.0-1]. The library bounds frames and messages by ``max_size`` (default: the
-  broker's maximum packet size) and closes with 1009 beyond it.
+  broker's maximum packet size) and closes with 1009 beyond it; until the broker has accepted
+  the CONNECT the bound is the broker's ``max_connect_size``, so a client that has not
+  authenticated cannot make the library buffer a large message.
 - Outbound: `WebSocketSink.write` only appends to a list and sets an event; one writer task
   per connection wakes at most once per loop iteration, joins everything written meanwhile
   into one binary frame (or a few, never splitting one write) and awaits ``send``, which
@@ -49,6 +51,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from .. import __version__
+from ..auth.policy import is_loopback_host
 from ..auth.tls import certificate_identity
 from ..broker.settings import BrokerSettings
 from .tcp import BrokerConnection, ConnectionFactory, format_peer
@@ -348,7 +351,9 @@ class _Gate:
 
     __slots__ = (
         "allowed_origins",
+        "any_origin",
         "dashboard",
+        "loopback",
         "name",
         "subprotocols",
         "trust_proxy",
@@ -364,14 +369,45 @@ class _Gate:
         subprotocols: Sequence[Subprotocol],
         allowed_origins: Sequence[str] | None,
         dashboard: dict[str, _StaticFile] | None,
+        loopback: bool = False,
     ) -> None:
         self.name = name
         self.trust_proxy = trust_proxy
         self.ws_path = ws_path
         self.subprotocols = tuple(subprotocols)
         self.ws_paths = frozenset({ws_path, "/"})
-        self.allowed_origins = frozenset(allowed_origins) if allowed_origins is not None else None
+        self.allowed_origins = frozenset(allowed_origins or ())
+        self.any_origin = "*" in self.allowed_origins
+        #: The listener is bound to a loopback address (its pages are on localhost).
+        self.loopback = loopback
         self.dashboard = dashboard
+
+    def origin_allowed(self, origin: str, host: str | None) -> bool:
+        """May a browser page from `origin` open this WebSocket (`host`: the Host header)?
+
+        Cross-site WebSocket hijacking: any page a user opens may try to connect to the
+        broker from the user's browser, which sends the page's Origin. Allowed are the
+        configured origins (``"*"``: all), and the page's own origin: one whose host and
+        port are those the browser addressed us by (the Host header), as the built-in
+        dashboard's are. On a loopback listener that host must be a loopback one too, so
+        a page whose name was rebound to 127.0.0.1 (DNS rebinding) is not "same origin".
+        """
+        if self.any_origin or origin in self.allowed_origins:
+            return True
+        own = _origin_address(origin)
+        if own is None or host is None:
+            return False
+        hostname, port = own
+        asked_host, _, asked_port = host.strip().lower().rpartition(":")
+        if not asked_host or asked_port.endswith("]") or not asked_port.isdigit():
+            asked_host, asked_port = host.strip().lower(), ""  # no port in Host
+        if asked_host != hostname:
+            return False
+        if asked_port and int(asked_port) != port:
+            return False
+        if not asked_port and port not in (80, 443):
+            return False
+        return not self.loopback or is_loopback_host(hostname.strip("[]"))
 
     def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         """`websockets` hook: a Response ends the exchange; None goes on with the upgrade."""
@@ -398,14 +434,11 @@ class _Gate:
         origin = request.headers.get("Origin")
         # A browser always sends Origin; other clients (paho, mosquitto) send none and cannot
         # be used for cross-site WebSocket hijacking, so only a present Origin is checked.
-        if (
-            self.allowed_origins is not None
-            and origin is not None
-            and origin not in self.allowed_origins
-        ):
+        if origin is not None and not self.origin_allowed(origin, request.headers.get("Host")):
             return _refuse(
                 http.HTTPStatus.FORBIDDEN,
-                f"Origin {origin} is not allowed on this MQTT WebSocket listener.",
+                f"Origin {origin} is not allowed on this MQTT WebSocket listener "
+                "(listeners[].allowed_origins).",
             )
         try:
             offered = _offered_subprotocols(request)
@@ -454,6 +487,14 @@ class _Gate:
         return _refuse(http.HTTPStatus.NOT_FOUND, f"Not found: {path}.")
 
 
+def _set_max_message_size(ws: ServerConnection, size: int) -> None:
+    """Change the largest message the library accepts (read for each frame it parses)."""
+    protocol = ws.protocol
+    # websockets >= 15 splits max_size into message and fragment bounds.
+    name = "max_message_size" if hasattr(protocol, "max_message_size") else "max_size"
+    setattr(protocol, name, size)
+
+
 async def _handle(
     ws: ServerConnection,
     broker: ConnectionFactory,
@@ -461,9 +502,15 @@ async def _handle(
     trust_proxy: bool,
     high_water: int,
     low_water: int,
+    max_size: int,
+    connect_size: int,
 ) -> None:
     """One WebSocket after a successful upgrade: feed the broker until either side closes."""
     peer = _peer_of(ws, trust_proxy)
+    # Until the CONNECT is accepted, messages are bounded by the broker's max_connect_size.
+    bounded = connect_size < max_size
+    if bounded:
+        _set_max_message_size(ws, connect_size)
     sink = WebSocketSink(ws, high_water=high_water, low_water=low_water)
     # A verified client certificate's CN (use_identity_as_username), as on mqtts.
     identity = certificate_identity(ws.transport.get_extra_info("peercert"))
@@ -491,6 +538,9 @@ async def _handle(
                     logger.exception("%s: Connection.data_received failed; dropping", name)
                     ws.transport.abort()
                     break
+                if bounded and getattr(conn, "connected", True):
+                    bounded = False
+                    _set_max_message_size(ws, max_size)
     except ConnectionClosed:
         pass
     finally:
@@ -511,6 +561,18 @@ async def _handle(
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
+
+
+def _origin_address(origin: str) -> tuple[str, int] | None:
+    """(host, port) of an Origin like ``http://127.0.0.1:8080``; None if not http(s)."""
+    scheme, sep, rest = origin.strip().lower().partition("://")
+    default = {"http": 80, "https": 443}.get(scheme)
+    if not sep or default is None or not rest or "/" in rest:
+        return None  # "null" (a file or a sandboxed frame), another scheme, or garbage
+    host, _, port = rest.rpartition(":")
+    if not host or port.endswith("]") or not port.isdigit():
+        return rest, default
+    return host, int(port)
 
 
 def _peer_of(ws: ServerConnection, trust_proxy: bool) -> str:
@@ -549,12 +611,14 @@ async def serve_ws(
         subprotocols: accepted WebSocket subprotocols, preferred first; the chosen one is
             echoed (browsers fail the handshake otherwise), a client offering none is refused.
         name: the listener name the broker sees (logs, ACLs, $SYS).
-        allowed_origins: when set, a browser (one that sends Origin) must match one of
-            these exactly (e.g. ``"https://ops.example.com"``), else 403.
+        allowed_origins: origins a browser (one that sends Origin) may connect from
+            besides the page's own (e.g. ``"https://ops.example.com"``; ``"*"``: any);
+            others get 403. Clients that send no Origin are not checked.
         trust_proxy: take the client address from X-Forwarded-For (last entry).
         dashboard: serve the live dashboard on plain GET ``/``.
         max_size: largest WebSocket frame and message accepted (1009 beyond);
-            default the broker's ``max_packet_size``.
+            default the broker's ``max_packet_size``. Before the CONNECT is accepted,
+            the broker's ``max_connect_size`` if smaller.
         compression: negotiate permessage-deflate when a client offers it. Off by default:
             MQTT payloads are small and compressing every frame costs CPU on the hot path;
             declining is always legal and browsers cope.
@@ -574,12 +638,9 @@ async def serve_ws(
     if not subprotocols:
         raise ValueError("at least one WebSocket subprotocol is needed (MQTT uses 'mqtt')")
     accepted = [Subprotocol(name) for name in subprotocols]
-    if max_size is not None:
-        limit = max_size
-    elif isinstance(broker, _HasSettings):
-        limit = broker.settings.max_packet_size
-    else:
-        limit = BrokerSettings().max_packet_size
+    settings = broker.settings if isinstance(broker, _HasSettings) else BrokerSettings()
+    limit = max_size if max_size is not None else settings.max_packet_size
+    connect_limit = min(limit, settings.max_connect_size or limit)
     gate = _Gate(
         name,
         trust_proxy,
@@ -587,10 +648,13 @@ async def serve_ws(
         accepted,
         allowed_origins,
         load_dashboard(path) if dashboard else None,
+        loopback=host is not None and is_loopback_host(host),
     )
 
     async def handler(ws: ServerConnection) -> None:
-        await _handle(ws, broker, name, trust_proxy, high_water, low_water)
+        await _handle(
+            ws, broker, name, trust_proxy, high_water, low_water, limit, connect_limit
+        )
 
     server = await serve(
         handler,

@@ -40,6 +40,13 @@ class PacketTooLarge(MQTTError):
     reason_code = ReasonCode.PACKET_TOO_LARGE
 
 
+class LimitExceeded(MQTTError):
+    """A valid packet beyond one of our own fixed limits, e.g. too many User
+    Properties (0x83 Implementation specific error)."""
+
+    reason_code = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+
+
 class UnsupportedProtocolVersion(MQTTError):
     """CONNECT named a protocol name or level we do not speak (0x84, 3.x: 0x01).
 

@@ -20,7 +20,7 @@ from .datatypes import (
     encode_utf8_string,
     encode_variable_byte_integer,
 )
-from .errors import MalformedPacket, ProtocolError
+from .errors import LimitExceeded, MalformedPacket, ProtocolError
 from .properties import (
     NONZERO_PROPERTIES,
     PROPERTY_SPECS,
@@ -48,6 +48,11 @@ _EMPTY_BLOCK = b"\x00"
 _RANGE_CHECKED = _ZERO_OR_ONE | _NONZERO | {_TOPIC_ALIAS}
 _INTEGER_SIZES = {_BYTE: 1, _TWO_BYTE_INTEGER: 2, _FOUR_BYTE_INTEGER: 4}
 
+
+#: User Properties one packet may carry. The spec sets no limit, but each costs a few
+#: bytes on the wire and a hundred or so as Python objects: without a bound one 40 MB
+#: packet of 2-byte pairs became a gigabyte (issue 14). Beyond it: 0x83.
+MAX_USER_PROPERTIES = 1024
 
 def _decode_table(context: PropertyContext) -> dict[int, tuple[str, int, bool]]:
     """identifier -> (attribute, type, may repeat) for the properties allowed here."""
@@ -165,6 +170,10 @@ def decode_properties(cursor: Cursor, context: int) -> Properties | None:
                     stop = pos + 2 + ((data[pos] << 8) | data[pos + 1])
                     if stop > end:
                         raise _ends_early(pid)
+                    if len(user_properties) >= MAX_USER_PROPERTIES:
+                        raise LimitExceeded(
+                            f"more than {MAX_USER_PROPERTIES} User Properties in one packet"
+                        )
                     user_properties.append((value, _text(data[pos + 2 : stop])))
                     pos = stop
                     continue

@@ -7,7 +7,9 @@ paho-mqtt publishes over TCP and the page subscribes over ws://.
 - MQTT.js (protocol 4 and 5) receives QoS 0, 1 and 2 messages and a retained one, in order;
 - the built-in dashboard loads, shows $SYS figures and messages on a filter typed into it;
 - a wrong subprotocol, a wrong path and a too-large frame are refused, and the broker goes
-  on serving the page's other connection.
+  on serving the page's other connection;
+- a page from another origin cannot open the MQTT WebSocket (cross-site WebSocket
+  hijacking) unless `allowed_origins` names it; the dashboard, same origin, can.
 
 Set MQTTD_DASHBOARD_PNG=path to also save the dashboard screenshot there (docs/dashboard.png).
 """
@@ -104,9 +106,10 @@ def pages() -> Iterator[str]:
 
 
 @pytest.fixture
-def broker(mqttd_factory: MqttdFactory) -> MqttdProcess:
-    """A real mqttd process with TCP and WebSocket listeners."""
-    return mqttd_factory(config=CONFIG)
+def broker(mqttd_factory: MqttdFactory, pages: str) -> MqttdProcess:
+    """A real mqttd process with TCP and WebSocket listeners; the test pages' origin (another
+    port) is allowed on the WebSocket listener."""
+    return mqttd_factory(config=CONFIG + f'allowed_origins = ["{pages}"]\n')
 
 
 def ws_url(broker: MqttdProcess, path: str = "/mqtt") -> str:
@@ -310,6 +313,21 @@ def test_browser_refusals_are_clear_and_the_broker_keeps_serving(
     page.wait_for("probe.received.length >= 1")
     assert page.evaluate("probe.received[0].payload") == "still here"
     assert page.evaluate("probe.state") == "subscribed"
+
+
+def test_a_page_from_another_origin_cannot_open_the_websocket(
+    mqttd_factory: MqttdFactory, page: Page, pages: str
+) -> None:
+    """Cross-site WebSocket hijacking: by default only the listener's own pages connect."""
+    broker = mqttd_factory(config=CONFIG)  # allowed_origins left at its default
+    page.goto(f"{pages}/mqttjs.html")  # another origin: same host, another port
+    hijack = page.evaluate(f"tryWebSocket({json.dumps(ws_url(broker))}, ['mqtt'])")
+    assert hijack["opened"] is False and hijack["code"] == 1006
+    page.browser.pump(0.2)
+    assert handshake_errors(page) == [
+        "Error during WebSocket handshake: Unexpected response code: 403"
+    ]
+    open_dashboard(page, broker)  # the listener's own page still connects
 
 
 def test_dashboard_policy_blocks_other_origins(broker: MqttdProcess, page: Page) -> None:

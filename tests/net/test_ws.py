@@ -673,3 +673,90 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+# ---- issue 14: Origin by default, and the pre-CONNECT message bound ----------------------
+
+
+async def test_default_origin_rule_is_the_listeners_own(fake: FakeBroker) -> None:
+    srv = await serve_ws(fake, "127.0.0.1", 0)
+    host, port = srv.sockets[0].getsockname()[:2]
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            await mqtt_client(url_of(srv), origin="https://evil.example.net")
+        assert refused.value.response.status_code == 403
+        with pytest.raises(InvalidStatus) as other_port:
+            await mqtt_client(url_of(srv), origin=f"http://{host}:{port + 1}")
+        assert other_port.value.response.status_code == 403
+        async with await mqtt_client(url_of(srv), origin=f"http://{host}:{port}") as ws:
+            assert ws.subprotocol == "mqtt"  # the dashboard's own origin
+        async with await mqtt_client(url_of(srv)) as ws:
+            assert ws.subprotocol == "mqtt"  # no Origin: not a browser
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_star_allows_every_origin(fake: FakeBroker) -> None:
+    srv = await serve_ws(fake, "127.0.0.1", 0, allowed_origins=["*"])
+    try:
+        async with await mqtt_client(url_of(srv), origin="https://evil.example.net") as ws:
+            assert ws.subprotocol == "mqtt"
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("listener_host", "origin", "host_header", "allowed"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8080", "127.0.0.1:8080", True),
+        ("127.0.0.1", "http://localhost:8080", "localhost:8080", True),
+        ("::1", "http://[::1]:8080", "[::1]:8080", True),
+        ("0.0.0.0", "https://mqtt.example.com", "mqtt.example.com", True),  # behind a proxy
+        ("0.0.0.0", "https://mqtt.example.com", "mqtt.example.com:8443", False),
+        ("0.0.0.0", "http://mqtt.example.com:8080", "MQTT.example.com:8080", True),
+        # DNS rebinding: a name the attacker controls, pointed at 127.0.0.1.
+        ("127.0.0.1", "http://rebind.evil.net:8080", "rebind.evil.net:8080", False),
+        ("127.0.0.1", "null", "127.0.0.1:8080", False),  # a file:// page or a sandbox
+        ("127.0.0.1", "http://127.0.0.1:8080", None, False),
+    ],
+)
+def test_same_origin_rule(
+    listener_host: str, origin: str, host_header: str | None, allowed: bool
+) -> None:
+    from mqttd.auth.policy import is_loopback_host
+    from mqttd.net.ws import _Gate
+
+    gate = _Gate("ws", False, "/mqtt", [], None, None, is_loopback_host(listener_host))
+    assert gate.origin_allowed(origin, host_header) is allowed
+
+
+async def test_real_broker_bounds_messages_before_connect_by_max_connect_size() -> None:
+    from mqttd.app import running
+    from mqttd.config import config_from_dict
+
+    config = config_from_dict(
+        {
+            "listeners": [{"host": "127.0.0.1", "port": 0}, {"type": "ws", "port": 0}],
+            "persistence": {"enabled": False},
+            "limits": {"max_connect_size": 1000},
+        }
+    )
+    async with running(config) as app:
+        host, port = app.listeners["ws"]
+        url = f"ws://{host}:{port}/mqtt"
+        async with await mqtt_client(url) as ws:
+            # A CONNECT claiming 250 MB whose first 5000 bytes come in one message.
+            await ws.send(b"\x10\x80\xe5\x9a\x77" + b"\x00" * 5000)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        async with await mqtt_client(url) as ws:
+            await ws.send(connect_311("after"))
+            assert (await read_packets(ws, 1))[0][0] == 0x20
+            # Accepted: messages up to max_packet_size again.
+            await ws.send(mqtt_packet(0x82, b"\x00\x01" + mqtt_string("big") + b"\x00"))
+            await ws.send(mqtt_packet(0x30, mqtt_string("big") + b"x" * 5000))
+            packets = await read_packets(ws, 2)
+        assert [first for first, _ in packets] == [0x90, 0x30]

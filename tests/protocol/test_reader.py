@@ -25,11 +25,19 @@ from .strategies import packet_strategies
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def feed_all(reader: PacketReader, data: bytes) -> list[Packet]:
+    """`feed`, going on after a CONNECT (the reader stops there, as a server wants)."""
+    out = reader.feed(data)
+    if reader.stopped:
+        out += reader.feed(b"")
+    return out
+
+
 def feed_in_pieces(reader: PacketReader, data: bytes, cuts: list[int]) -> list[Packet]:
     out: list[Packet] = []
     start = 0
     for cut in [*sorted(cuts), len(data)]:
-        out += reader.feed(data[start:cut])
+        out += feed_all(reader, data[start:cut])
         start = cut
     return out
 
@@ -51,7 +59,7 @@ def test_any_split_of_the_stream_gives_the_same_packets(
     stream: tuple[int, list[Packet], bytes], data: st.DataObject
 ) -> None:
     _, sequence, encoded = stream
-    assert PacketReader().feed(encoded) == sequence
+    assert feed_all(PacketReader(), encoded) == sequence
     cuts = data.draw(st.lists(st.integers(0, len(encoded)), max_size=8))
     assert feed_in_pieces(PacketReader(), encoded, cuts) == sequence
 
@@ -98,7 +106,7 @@ def test_connect_sets_the_level_for_packets_after_it_in_the_same_call() -> None:
     connect = Connect("c", 5)
     publish = Publish("t", b"p", properties=Properties(user_property=(("k", "v"),)))
     reader = PacketReader()
-    assert reader.feed(encode(connect, 5) + encode(publish, 5)) == [connect, publish]
+    assert feed_all(reader, encode(connect, 5) + encode(publish, 5)) == [connect, publish]
     assert reader.protocol_level == 5
 
 
@@ -186,3 +194,24 @@ def test_decode_packet_wants_exactly_one_whole_packet() -> None:
         decode_packet(encode(Publish("a", b"b"), 4)[:-1], 4)
     with pytest.raises(MalformedPacket):
         decode_packet(b"", 4)
+
+
+def test_a_connect_ends_the_feed_so_the_server_can_set_the_next_limit() -> None:
+    connect = encode(Connect("c", 4, True, 0), 4)
+    big = encode(Publish("t", b"x" * 5000, 0), 4)
+    reader = PacketReader(max_packet_size=1000)
+    got = reader.feed(connect + big[:100])
+    assert [type(p) for p in got] == [Connect] and reader.stopped
+    reader.max_packet_size = 10_000  # the CONNECT was accepted
+    assert reader.feed(b"") == [] and not reader.stopped
+    (publish,) = reader.feed(big[100:])
+    assert isinstance(publish, Publish) and len(publish.payload) == 5000
+
+
+def test_the_connect_limit_applies_to_what_follows_until_lifted() -> None:
+    connect = encode(Connect("c", 4, True, 0), 4)
+    big = encode(Publish("t", b"x" * 5000, 0), 4)
+    reader = PacketReader(max_packet_size=1000)
+    assert [type(p) for p in reader.feed(connect + big)] == [Connect]
+    with pytest.raises(PacketTooLarge):
+        reader.feed(b"")  # not accepted (yet): the small limit still holds
