@@ -10,6 +10,15 @@ one chunk (a CONNACK and queued messages, or one PUBLISH fanned out to this subs
 from many publishers). The sink only appends to a list and arranges a single
 `loop.call_soon(flush)`, so each socket gets one `transport.write` per loop iteration
 however many packets it was sent.
+
+Closing lingers (`TcpSink.close`): a socket closed while the client's bytes are still unread
+makes the kernel answer with a reset, which may destroy our last packet (the CONNACK or
+DISCONNECT saying why) before the client reads it. So when a packet is still on its way,
+the write side is shut down after its last byte (FIN), and what the client still sends is
+read and discarded until it closes its side or `LINGER` seconds pass; only then is the
+socket closed. With nothing left to say (a 3.x protocol error, a CONNECT too large to
+read) the socket closes at once. TLS has no half-close in asyncio, so an mqtts socket
+closes at once, as before.
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ LOW_WATER = 64 * 1024
 # arrives all at once.
 BACKLOG = 1024
 
+# Seconds a closed socket keeps reading (and discarding) what the client still sends,
+# waiting for its EOF, so our last packet is not lost to a reset (module docstring).
+LINGER = 2.0
+
 
 class Sink(Protocol):
     """What the network gives a Connection (mirrors `mqttd.broker.connection.Sink`)."""
@@ -74,7 +87,7 @@ class ConnectionFactory(Protocol):
 class TcpSink:
     """The Sink of one socket: coalesces writes into one `transport.write` per iteration."""
 
-    __slots__ = ("_buffer", "_closed", "_loop", "_transport")
+    __slots__ = ("_buffer", "_closed", "_linger", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
@@ -83,6 +96,7 @@ class TcpSink:
         # No list is kept between flushes: an idle connection holds none.
         self._buffer: list[bytes] | None = None
         self._closed = False
+        self._linger: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -111,33 +125,51 @@ class TcpSink:
         self._transport.write(buffer[0] if len(buffer) == 1 else b"".join(buffer))
 
     def close(self) -> None:
-        """Flush what is queued, then close the socket once it is sent. Idempotent."""
+        """Flush what is queued, then close lingeringly (module docstring). Idempotent."""
         if self._closed:
             return
+        transport = self._transport
+        # Lingering only helps when a last packet (the reason) is still on its way.
+        saying = self._buffer is not None or transport.get_write_buffer_size() > 0
         self.flush()
         self._closed = True
-        self._transport.close()
+        if not saying or transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        # FIN once the buffer is sent; MqttProtocol discards what still arrives, and the
+        # transport closes itself at the client's EOF (eof_received) or after LINGER.
+        transport.write_eof()
+        if not transport.is_reading():
+            transport.resume_reading()
+        self._linger = self._loop.call_later(LINGER, transport.close)
 
     def abort(self) -> None:
         """Drop the socket now, unsent bytes included."""
         self._closed = True
         self._buffer = None
+        self._stop_lingering()
         self._transport.abort()
+
+    def _stop_lingering(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
 
     def pause_reading(self) -> None:
         """Stop reading from this socket (backpressure on a publisher)."""
-        if not self._transport.is_closing():
+        if not self._closed and not self._transport.is_closing():
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
         """Read from this socket again."""
-        if not self._transport.is_closing():
+        if not self._closed and not self._transport.is_closing():
             self._transport.resume_reading()
 
     def lost(self) -> None:
         """The socket is gone: drop what was queued, ignore further writes."""
         self._closed = True
         self._buffer = None
+        self._stop_lingering()
 
 
 class ListenerConnections:
@@ -231,8 +263,8 @@ class MqttProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Feed the Connection; a bug in the core closes this socket, not the listener."""
         conn = self._conn
-        if conn is None:
-            return
+        if conn is None or (self._sink is not None and self._sink.closed):
+            return  # closing lingeringly: read and discarded
         try:
             conn.data_received(data)
         except Exception:

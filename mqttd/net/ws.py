@@ -184,10 +184,16 @@ class WebSocketSink:
                 self._connection.writable_changed(False)
 
     def close(self) -> None:
-        """Flush what was written, then close the WebSocket (idempotent)."""
+        """Flush what was written, then close the WebSocket (idempotent).
+
+        The close handshake lingers by itself: the library sends its close frame after
+        ours, reads (the reader loop discards) until the client's close frame, then half-
+        closes TCP. Reading resumes here so a paused client is drained to that frame.
+        """
         if not self._closing:
             self._closing = True
             self._wakeup.set()
+            self._reading.set()
 
     def pause_reading(self) -> None:
         """Stop feeding inbound frames to the broker (backpressure on a publisher)."""
@@ -652,9 +658,7 @@ async def serve_ws(
     )
 
     async def handler(ws: ServerConnection) -> None:
-        await _handle(
-            ws, broker, name, trust_proxy, high_water, low_water, limit, connect_limit
-        )
+        await _handle(ws, broker, name, trust_proxy, high_water, low_water, limit, connect_limit)
 
     server = await serve(
         handler,

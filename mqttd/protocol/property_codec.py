@@ -54,6 +54,7 @@ _INTEGER_SIZES = {_BYTE: 1, _TWO_BYTE_INTEGER: 2, _FOUR_BYTE_INTEGER: 4}
 #: packet of 2-byte pairs became a gigabyte (issue 14). Beyond it: 0x83.
 MAX_USER_PROPERTIES = 1024
 
+
 def _decode_table(context: PropertyContext) -> dict[int, tuple[str, int, bool]]:
     """identifier -> (attribute, type, may repeat) for the properties allowed here."""
     return {

@@ -40,9 +40,7 @@ def test_the_bound_ends_with_the_connack(make_harness: Any) -> None:
     pub = harness.client()
     # CONNECT and a 5 kB PUBLISH in one read: the PUBLISH is judged by max_packet_size,
     # since by then the CONNECT is accepted.
-    pub.send_bytes(
-        encode(Connect("pub", 4, True, 0), 4) + encode(Publish("t", b"x" * 5000, 0), 4)
-    )
+    pub.send_bytes(encode(Connect("pub", 4, True, 0), 4) + encode(Publish("t", b"x" * 5000, 0), 4))
     assert isinstance(pub.packets()[0], Connack) and not pub.closed
     (got,) = sub.publishes()
     assert len(got.payload) == 5000

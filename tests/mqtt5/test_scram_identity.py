@@ -124,4 +124,3 @@ def test_a_plain_password_checks_against_the_scram_verifier(scram_only: Any, uid
         assert client.expect_type(CONNACK).body == b"\x00\x00"
         client.send(gen_subscribe(1, "secret/#", 1))
         assert client.expect_type(SUBACK).body[-1] == 1  # bob's ACL rights, proven
-

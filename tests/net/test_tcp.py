@@ -18,6 +18,7 @@ import pytest
 import uvloop
 from selfsigned import self_signed
 
+from mqttd.net import tcp
 from mqttd.net.tcp import (
     HIGH_WATER,
     ListenerConnections,
@@ -104,10 +105,12 @@ async def read_until_eof(reader: asyncio.StreamReader) -> bytes:
 class RecordingTransport(asyncio.Transport):
     """Records write/close/abort calls in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, half_close: bool = True) -> None:
         super().__init__()
         self.calls: list[tuple[str, bytes]] = []
         self.closing = False
+        self.half_close = half_close  # False: like a TLS transport
+        self.reading = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.calls.append(("write", bytes(data)))
@@ -125,9 +128,23 @@ class RecordingTransport(asyncio.Transport):
 
     def pause_reading(self) -> None:
         self.calls.append(("pause_reading", b""))
+        self.reading = False
 
     def resume_reading(self) -> None:
         self.calls.append(("resume_reading", b""))
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def can_write_eof(self) -> bool:
+        return self.half_close
+
+    def write_eof(self) -> None:
+        self.calls.append(("write_eof", b""))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
 
 async def test_writes_in_one_iteration_become_one_transport_write() -> None:
@@ -144,7 +161,10 @@ async def test_writes_in_one_iteration_become_one_transport_write() -> None:
     assert transport.calls[1:] == [("write", b"next")]
 
 
-async def test_close_flushes_queued_bytes_first_and_drops_later_writes() -> None:
+async def test_close_flushes_queued_bytes_first_and_drops_later_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tcp, "LINGER", 0.01)
     transport = RecordingTransport()
     sink = TcpSink(transport, asyncio.get_running_loop())
     sink.write(b"last")
@@ -153,8 +173,39 @@ async def test_close_flushes_queued_bytes_first_and_drops_later_writes() -> None
     sink.write(b"too late")
     sink.close()  # idempotent
     await asyncio.sleep(0)
-    assert transport.calls == [("write", b"lastwords"), ("close", b"")]
+    # Lingering: FIN after the last words, the socket closed only after LINGER.
+    assert transport.calls == [("write", b"lastwords"), ("write_eof", b"")]
     assert sink.closed
+    await asyncio.sleep(0.05)
+    assert transport.calls[2:] == [("close", b"")]
+
+
+async def test_close_resumes_a_paused_socket_so_the_client_is_read_to_its_eof() -> None:
+    transport = RecordingTransport()
+    sink = TcpSink(transport, asyncio.get_running_loop())
+    sink.pause_reading()
+    sink.write(b"\xe0\x01\x93")
+    sink.close()
+    assert [name for name, _ in transport.calls] == [
+        "pause_reading",
+        "write",
+        "write_eof",
+        "resume_reading",
+    ]
+    sink.lost()  # the client closed: the linger timer is cancelled
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("half_close", [True, False])
+async def test_close_is_immediate_with_nothing_to_say_or_without_half_close(
+    half_close: bool,
+) -> None:
+    transport = RecordingTransport(half_close)
+    sink = TcpSink(transport, asyncio.get_running_loop())
+    if not half_close:
+        sink.write(b"said")
+    sink.close()
+    assert [name for name, _ in transport.calls][-1] == "close"
 
 
 async def test_abort_drops_queued_bytes() -> None:

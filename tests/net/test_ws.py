@@ -760,3 +760,35 @@ async def test_real_broker_bounds_messages_before_connect_by_max_connect_size() 
             await ws.send(mqtt_packet(0x30, mqtt_string("big") + b"x" * 5000))
             packets = await read_packets(ws, 2)
         assert [first for first, _ in packets] == [0x90, 0x30]
+
+
+async def test_real_broker_flood_over_receive_maximum_reads_disconnect_0x93() -> None:
+    from mqttd.app import running
+    from mqttd.config import config_from_dict
+
+    config = config_from_dict(
+        {
+            "listeners": [{"host": "127.0.0.1", "port": 0}, {"type": "ws", "port": 0}],
+            "persistence": {"enabled": False},
+            "limits": {"receive_maximum": 2},
+        }
+    )
+    async with running(config) as app:
+        host, port = app.listeners["ws"]
+        async with await mqtt_client(f"ws://{host}:{port}/mqtt") as ws:
+            connect = mqtt_string("MQTT") + b"\x05\x02\x00\x3c\x00" + mqtt_string("flood")
+            await ws.send(mqtt_packet(0x10, connect))
+            assert (await read_packets(ws, 1))[0][0] == 0x20
+            for i in range(1, 33):  # QoS 2, 16 KiB each: the third is over the maximum
+                body = mqtt_string("t") + i.to_bytes(2, "big") + b"\x00" + b"x" * 16384
+                await ws.send(mqtt_packet(0x34, body))
+            packets: list[tuple[int, bytes]] = []
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(5):
+                    while True:
+                        frame = await ws.recv()
+                        assert isinstance(frame, bytes)
+                        packets += split_packets(frame)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        disconnects = [body for first, body in packets if first == 0xE0]
+        assert disconnects and disconnects[0][0] == 0x93
