@@ -385,7 +385,7 @@ class AuthConfig:
     allow_anonymous: bool | None = setting(
         None,
         "clients without a user name: true = on every listener, false = nowhere; "
-        "absent = on loopback listeners only",
+        "absent = on loopback listeners only, while no authentication is configured",
     )
     plugin: str = setting("", '"package.module:factory" of an auth plugin; empty = none')
     plugin_options: dict[str, Any] = field(

@@ -18,8 +18,8 @@ class BrokerSettings:
     connect_timeout: float = 10.0  # seconds a socket may stay without CONNECT
     max_packet_size: int = 268_435_455  # ours, advertised to 5.0 clients
     # Bytes a socket may send before its CONNECT is accepted: the CONNECT itself, and the
-    # AUTH packets of an enhanced authentication. Mosquitto refuses a CONNECT with a
-    # Remaining Length above 100000; 0 = max_packet_size.
+    # AUTH packets of an enhanced authentication. Current Mosquitto sources refuse a
+    # CONNECT with a Remaining Length above 100000; 0 = max_packet_size.
     max_connect_size: int = 100_000
     max_inflight_messages: int = 20  # per session outbound window (5.0: also <= Receive Maximum)
     receive_maximum: int = 65_535  # inbound QoS 1/2 window we advertise (5.0)
