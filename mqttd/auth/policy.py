@@ -25,6 +25,8 @@ enhanced_auth.py runs without calling this hook), a certificate, or the plugin.
 6. anonymous: `allow_anonymous = true` accepts them everywhere, false nowhere; unset,
    only on listeners bound to a loopback address and only while no authentication is
    configured (as Mosquitto 2.0: configuring authentication turns anonymous access off).
+   Connections from no configured listener (a bridge's in-process local leg) are judged
+   by their peer's address alone, as before.
 
 `check` (run by `load`) refuses a config where a listener on a non-loopback address
 has no means of authentication (password file, SCRAM user file, plugin, certificate
@@ -229,12 +231,15 @@ class Security:
         # Anonymous (or a name that means nothing: no authentication, no ACL).
         if allow_anonymous is True:
             return _ACCEPTED
-        if (
-            allow_anonymous is None
-            and not self._authenticates
-            and self._is_loopback(rule, info.peer)
-        ):
-            return _ACCEPTED
+        if allow_anonymous is None:
+            if rule is None:
+                # A connection from no configured listener: a bridge's local leg (the
+                # "$bridge" listener, in-process) or an embedding's own; judged by its
+                # peer, as before issue 14 (it is not reachable from the network).
+                if is_loopback_host(address_of(info.peer)):
+                    return _ACCEPTED
+            elif rule.loopback and not self._authenticates:
+                return _ACCEPTED
         return _NOT_AUTHORIZED
 
     def authorise(self, client_id: str, username: str | None, action: str, topic: str) -> bool:
@@ -276,12 +281,6 @@ class Security:
             logger.error("auth plugin returned %r, not an AuthResult: refused", result)
             return _UNSPECIFIED
         return result
-
-    def _is_loopback(self, rule: _ListenerRule | None, peer: str) -> bool:
-        if rule is not None:
-            return rule.loopback
-        # A listener the config does not name (an embedding's own): judge by the peer.
-        return is_loopback_host(address_of(peer))
 
     # -- reload (SIGHUP) ------------------------------------------------------------------
 

@@ -484,3 +484,11 @@ def test_with_an_acl_and_no_authentication_a_user_name_is_refused(
     assert harness.on(level=5).connect("a", username="bob").reason_code == 0x86
     assert harness.on(level=4).connect("b", username="bob").reason_code == 0x04
     assert harness.on().connect("c").reason_code == 0  # anonymous on loopback: as before
+
+
+def test_a_bridges_local_leg_stays_accepted_with_a_password_file(make_config: MakeConfig) -> None:
+    # The in-process "$bridge" listener is no configured listener: judged by its peer.
+    harness = SecureHarness(make_config(passwords={"u": "p"}))
+    bridge = harness.on("$bridge", peer="localhost:bridge-up")
+    assert bridge.connect("$bridge/up").reason_code == 0
+    assert harness.on().connect("anon").reason_code == 0x05  # a real listener: refused
