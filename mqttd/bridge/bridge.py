@@ -175,6 +175,9 @@ class Bridge:
         self._stopping = True
         remote = self._remote
         if remote is not None and not remote.closed.done():
+            if self._remote_notifications and self.state:
+                # A DISCONNECT discards the will, so say "0" on the remote ourselves.
+                remote.send(Publish(self.state_topic, b"0", 0, True))
             remote.disconnect()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(remote.closed), _STOP_TIMEOUT)

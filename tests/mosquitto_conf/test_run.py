@@ -80,7 +80,9 @@ def start(tmp_path: Path, mqttd_factory: MqttdFactory) -> Start:
     return run
 
 
-def client(port: int, user: str | None = None, password: str | None = None, **kw: object) -> PahoClient:
+def client(
+    port: int, user: str | None = None, password: str | None = None, **kw: object
+) -> PahoClient:
     paho = PahoClient("127.0.0.1", port, **kw)  # type: ignore[arg-type]
     if user is not None:
         paho.client.username_pw_set(user, password)
@@ -172,9 +174,10 @@ def test_limits_from_a_mosquitto_conf_over_the_wire(start: Start, mode: str) -> 
         raw.send(gen_publish("t", qos=1, mid=6, payload=b"x" * 100, proto_ver=5))
         puback = raw.read_packet()
         assert puback is not None and (puback.mid(), puback.reason_code()) == (6, 0x10)
-    with client(server.port, client_id="sub", protocol=V5) as sub, client(
-        server.port, client_id="pub", protocol=V311
-    ) as pub:
+    with (
+        client(server.port, client_id="sub", protocol=V5) as sub,
+        client(server.port, client_id="pub", protocol=V311) as pub,
+    ):
         sub.connect()
         pub.connect()
         sub.subscribe("t", 1)
