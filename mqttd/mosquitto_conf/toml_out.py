@@ -38,6 +38,8 @@ def _table(
             continue
         line = origins.get(f"{index_path}{key}")
         out.append(f"{key} = {_value(value)}{_from(line)}")
+    # Tables before arrays of tables: `[bridge.tls]` reads better above the topic rules.
+    nested.sort(key=lambda item: not isinstance(item[1], Mapping))
     for key, value in nested:
         name = f"{path}{key}"
         if isinstance(value, Mapping):
