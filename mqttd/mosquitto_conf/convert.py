@@ -290,8 +290,9 @@ class _Converter:
             value = self.boolean(line)
             if value is None:
                 return
-        # Not self.listener(): an auth option alone does not start the default listener.
-        target = (self.current or self.default).security if self.per_listener else self.security
+        # Per listener, before any `listener` line it is the default listener's, which it
+        # then starts (as Mosquitto's config__read does); globally it starts nothing.
+        target = self.listener().security if self.per_listener else self.security
         target[option] = (value, line)
 
     on_password_file = on_acl_file = on_allow_anonymous = security_option
@@ -621,13 +622,6 @@ class _Converter:
 
     def finish_security(self, listeners: list[_Listener], local_only: bool) -> None:
         if self.per_listener:
-            if self.default not in listeners and self.default.security:
-                _, line = next(iter(self.default.security.values()))
-                self.error(
-                    line,
-                    "with per_listener_settings true this applies to the default "
-                    "listener, which this file does not start; move it below a listener",
-                )
             chosen: dict[str, tuple[Any, Line]] | None = None
             for listener in listeners:
                 current = listener.security

@@ -127,4 +127,4 @@ def looks_like_mosquitto(text: str, known: frozenset[str]) -> bool:
     if not lines:
         return False
     first = lines[0]
-    return first.option in known and not first.option.startswith("[") and "=" not in first.option
+    return first.option in known and "=" not in first.option and not first.value.startswith("=")

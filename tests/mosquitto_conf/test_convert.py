@@ -60,6 +60,7 @@ def errors_of(tmp_path: Path, text: str) -> list[str]:
         ("# only a comment\n", False),  # the defaults either way
         ("", False),
         ("not an option at all\n", False),  # the TOML loader then says what is wrong
+        ("port = 1883\n[limits\n", False),  # broken TOML stays TOML (its error is clearer)
     ],
 )
 def test_a_mosquitto_conf_is_recognised_by_content(
@@ -206,6 +207,18 @@ def test_per_listener_settings_that_agree_become_the_one_auth(tmp_path: Path) ->
         "listener 8883\npassword_file /p\nallow_anonymous false\n",
     )
     assert (config.auth.password_file, config.auth.allow_anonymous) == ("/p", False)
+
+
+def test_per_listener_security_before_any_listener_starts_the_default_listener(
+    tmp_path: Path,
+) -> None:
+    # As Mosquitto's config__read: the default listener's own security options use it.
+    config = load(
+        tmp_path,
+        "per_listener_settings true\npassword_file /p\nlistener 1884\npassword_file /p\n",
+    )
+    assert [(x.host, x.port) for x in config.listeners] == [("", 1883), ("", 1884)]
+    assert config.auth.password_file == "/p"
 
 
 def test_per_listener_settings_that_differ_stop_with_the_line(tmp_path: Path) -> None:
