@@ -19,7 +19,12 @@ import sys
 from . import __version__
 from .auth.password_file import add_passwd_parser, run_passwd
 from .config import Config, ConfigError, Overrides, load_config
-from .mosquitto_conf import convert_to_toml, is_mosquitto_conf, load_mosquitto_config
+from .mosquitto_conf import (
+    convert_to_toml,
+    is_mosquitto_conf,
+    load_mosquitto_config,
+    locate_errors,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -163,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 check(checked)
             except ConfigError as exc:
                 lines += exc.lines
+        if lines and is_mosquitto_conf(args.file):
+            lines = locate_errors(args.file, lines)
         if lines:
             _print_errors(ConfigError(lines))
             return 2

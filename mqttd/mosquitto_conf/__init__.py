@@ -25,6 +25,7 @@ __all__ = [
     "convert_to_toml",
     "is_mosquitto_conf",
     "load_mosquitto_config",
+    "locate_errors",
     "parse_duration",
 ]
 
@@ -91,6 +92,13 @@ def convert_to_toml(path: str | Path, hostname: str | None = None) -> tuple[str,
         header += [f"  {n}" for n in conversion.notes]
     header.append("")
     return to_toml(conversion.raw, conversion.origins, header), errors
+
+
+def locate_errors(path: str | Path, lines: list[str]) -> list[str]:
+    """Prefix config errors about the Config of mosquitto.conf `path` (TLS files, password
+    file, ...) with the mosquitto.conf line that set the key each one names."""
+    conversion = convert_file(path)
+    return [_locate(line, conversion) for line in lines]
 
 
 def _locate(error: str, conversion: Conversion) -> str:

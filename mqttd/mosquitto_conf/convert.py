@@ -493,6 +493,7 @@ class _Converter:
             table["notification_topic"] = line.value
         elif option in ("bridge_cafile", "bridge_certfile", "bridge_keyfile"):
             bridge.tls[option.removeprefix("bridge_")] = line.value
+            self.out.origins.setdefault(f"bridge[{index}].tls", line)
         elif option == "bridge_tls_version":
             if line.value not in ("tlsv1.2", "tlsv1.3"):
                 self.error(line, "mqttd's bridge offers TLS 1.2 and 1.3 only")

@@ -210,3 +210,18 @@ def test_unsupported_option_stops_mqttd_with_its_line(tmp_path: Path) -> None:
     assert converted.returncode == 2
     assert f"#   {path}:2: mount_point tenant/" in converted.stdout
     assert "[[listeners]]" in converted.stdout
+
+
+def test_check_config_names_the_line_of_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "mosquitto.conf"
+    path.write_text(f"listener 1883\nallow_anonymous false\npassword_file {tmp_path}/nope\n")
+    check = subprocess.run(
+        [sys.executable, "-m", "mqttd", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 2
+    assert check.stderr.startswith(
+        f"config error: {path}:3: password_file {tmp_path}/nope: auth.password_file: "
+    ), check.stderr
