@@ -225,3 +225,52 @@ def test_check_config_names_the_line_of_a_missing_file(tmp_path: Path) -> None:
     assert check.stderr.startswith(
         f"config error: {path}:3: password_file {tmp_path}/nope: auth.password_file: "
     ), check.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_more_limits_from_a_mosquitto_conf(start: Start, mode: str) -> None:
+    server = start(
+        "listener 1883\n"
+        "allow_anonymous true\n"
+        "max_connections 3\n"
+        "max_packet_size 200\n"
+        "retain_available false\n"
+        "max_queued_messages 2\n",
+        mode,
+    )
+    host, port = server.host, server.port
+    with RawClient(host, port) as big, RawClient(host, port) as retainer:
+        # max_packet_size: a bigger packet ends the connection (5.0: DISCONNECT 0x95).
+        big.send(gen_connect("big", proto_ver=5))
+        assert big.read_packet() is not None
+        big.send(gen_publish("t", payload=b"x" * 300, proto_ver=5))
+        disconnect = big.read_packet()
+        assert disconnect is not None and disconnect.reason_code() == 0x95
+        # retain_available false: a retained PUBLISH ends it (0x9A Retain not supported).
+        retainer.send(gen_connect("ret", proto_ver=5))
+        connack = retainer.read_packet()
+        assert connack is not None and connack.properties()[0x25] == [0]
+        retainer.send(gen_publish("t", payload=b"r", retain=True, proto_ver=5))
+        disconnect = retainer.read_packet()
+        assert disconnect is not None and disconnect.reason_code() == 0x9A
+    # max_queued_messages: an offline session keeps 2 of 5 QoS 1 messages.
+    with client(port, client_id="away", clean=False) as away:
+        away.connect()
+        away.subscribe("q", 1)
+        away.disconnect()
+    with client(port, client_id="pub") as pub:
+        pub.connect()
+        for i in range(5):
+            pub.publish("q", str(i).encode(), 1)
+    with client(port, client_id="away", clean=False) as back:
+        back.connect()
+        assert [m.payload for m in back.expect_messages(2)] == [b"0", b"1"]
+        back.expect_no_message(0.3)
+    # max_connections 3 on the listener: a fourth socket is closed at once.
+    with RawClient(host, port) as a, RawClient(host, port) as b, RawClient(host, port) as c:
+        for raw in (a, b, c):
+            raw.send(gen_connect(f"c{id(raw)}"))
+            assert raw.read_packet() is not None
+        with RawClient(host, port) as fourth:
+            fourth.send(gen_connect("fourth"))
+            assert fourth.read_packet() is None
