@@ -321,6 +321,11 @@ class MqttConfig:
         _CORE.upgrade_outgoing_qos,
         "deliver at the subscription's QoS even above the message's (not MQTT; Mosquitto's)",
     )
+    pubrec_first: bool = setting(
+        _CORE.pubrec_first,
+        "QoS 2: send PUBREC before passing the message on, as Mosquitto (needs persistence "
+        "off: with SQLite a PUBREC waits for the commit of what it acknowledges)",
+    )
     response_information: str = setting(
         _CORE.response_information,
         "5.0 Response Information for clients that request it; {client_id} is replaced; "
@@ -649,6 +654,12 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     if config is not None:
         _check_listeners(config, errors)
         _check_dead_letter(config.dead_letter, errors)
+        persistence = config.persistence
+        if config.mqtt.pubrec_first and persistence.enabled and persistence.path != ":memory:":
+            errors.append(
+                "mqtt.pubrec_first: true needs persistence.enabled = false (with SQLite a "
+                "PUBREC waits for the commit of the message it acknowledges)"
+            )
         errors.extend(bridge_config_errors(config.bridge))
     if errors or config is None:
         raise ConfigError([f"config error: {line}" for line in errors])

@@ -792,6 +792,9 @@ class Connection:
             if self._qos1_unacked + len(inbound_qos2) >= self._settings.receive_maximum:
                 self.disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # [MQTT-3.3.4-9]
                 return
+        if qos == 2 and self._settings.pubrec_first:
+            self._pubrec_first(message, session, packet_id)
+            return
         flags = self._broker.publish(message, session)
         if not flags & 1 and not retain:  # nobody got it (a retained one is kept)
             self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
@@ -806,6 +809,18 @@ class Connection:
             self._broker.store.add_inbound_qos2(session.client_id, packet_id)
             recorded = True
         self._send_ack(_PUBREC, packet_id, code, recorded)
+
+    def _pubrec_first(self, message: Message, session: Session, packet_id: int) -> None:
+        """Mosquitto's order for a QoS 2 PUBLISH: PUBREC (0x00: nobody is matched yet),
+        then the message goes on, so the PUBREC leaves first, on this socket and (its
+        flush scheduled first) before the forwarded PUBLISHes on others. config.py allows
+        it only with the memory store, where no acknowledgement waits for a commit."""
+        session.inbound_qos2.add(packet_id)
+        if session.persistent:
+            self._broker.store.add_inbound_qos2(session.client_id, packet_id)
+        self._send_ack(_PUBREC, packet_id, 0, False)
+        if not self._broker.publish(message, session) & 1 and not message.retain:
+            self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
 
     def _payload_too_large(self, packet: Publish) -> None:
         """message_size_limit (Mosquitto's): the message is dropped and its QoS flow ends

@@ -53,3 +53,4 @@ class BrokerSettings:
     persistent_client_expiration: int = 0  # seconds a 3.x clean-session-0 session outlives
     # its connection; 0 = forever (the spec)
     upgrade_outgoing_qos: bool = False  # deliver at the subscription's QoS, not min() (non-spec)
+    pubrec_first: bool = False  # QoS 2: PUBREC before the message goes on (memory store only)

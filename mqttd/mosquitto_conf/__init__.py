@@ -63,6 +63,8 @@ def load_mosquitto_config(
     raw = conversion.raw
     if overrides is not None:
         _apply_overrides(raw, overrides)
+        if overrides.db is not None and overrides.db != ":memory:":
+            raw["mqtt"]["pubrec_first"] = False  # --db turned persistence on
     try:
         config = config_from_dict(raw)
     except ConfigError as exc:

@@ -11,9 +11,10 @@ line, the option and why mqttd cannot honour it. Nothing is silently dropped.
 
 Mosquitto's defaults differ from mqttd's in places a client can see, so the document
 sets them explicitly: no persistence, Receive Maximum 20 (max_inflight_messages), no
-server topic aliases, assigned client ids starting "auto-", no dashboard on WebSocket
-listeners, bridge retry 5 to 30 seconds, and the bridge's remote client id and state
-topic named as Mosquitto names them.
+server topic aliases, a QoS 2 PUBREC before the message goes on (without persistence),
+assigned client ids starting "auto-", no dashboard on WebSocket listeners, bridge retry
+5 to 30 seconds, and the bridge's remote client id and state topic named as Mosquitto
+names them.
 """
 
 from __future__ import annotations
@@ -583,6 +584,8 @@ class _Converter:
         limits.setdefault("receive_maximum", limits["max_inflight_messages"])
         mqtt = raw.setdefault("mqtt", {})
         mqtt["server_topic_aliases"] = False
+        # Mosquitto's PUBREC comes first; mqttd can promise that without a durable store.
+        mqtt["pubrec_first"] = not self.persistence["enabled"]
         mqtt.setdefault("client_id_prefix", "auto-")
         if self.log_levels:
             level = min(self.log_levels, key=_LEVEL_ORDER.index)

@@ -204,3 +204,52 @@ def test_packet_ids_count_up_per_client(harness: Harness) -> None:
             sub.ack(p)
     pub.publish("t", qos=1, packet_id=200)
     assert [p.packet_id for p in subs[0].publishes()] == [5]
+
+
+# -- pubrec_first: the order of a QoS 2 publisher's PUBREC and the forwarded PUBLISH -----
+
+
+def _record_writes(order: list[str], name: str, client: Any) -> None:
+    write = client.sink.write
+
+    def recording(data: bytes) -> None:
+        order.append(f"{name}:{data[0] >> 4}")
+        write(data)
+
+    client.sink.write = recording
+
+
+@pytest.mark.parametrize("pubrec_first", [False, True])
+def test_pubrec_first_acknowledges_before_the_message_goes_on(
+    make_harness: Any, pubrec_first: bool
+) -> None:
+    harness = make_harness(pubrec_first=pubrec_first)
+    other = harness.connected("other", level=4)
+    other.subscribe("q", qos=2)
+    pub = harness.connected("pub", level=4)
+    pub.subscribe("q", qos=2)  # its own message comes back on the same socket
+    order: list[str] = []
+    _record_writes(order, "other", other)
+    _record_writes(order, "pub", pub)
+    pub.publish("q", b"m", qos=2, packet_id=9)
+    # 3 = PUBLISH, 5 = PUBREC; Mosquitto's order is PUBREC first.
+    if pubrec_first:
+        assert order == ["pub:5", "other:3", "pub:3"]
+    else:
+        assert order == ["other:3", "pub:3", "pub:5"]
+    pub.send(PubRel(9))
+    first, second = ("PubRec", "Publish") if pubrec_first else ("Publish", "PubRec")
+    assert [type(p).__name__ for p in pub.packets()] == [first, second, "PubComp"]
+    assert [p.payload for p in other.publishes()] == [b"m"]
+
+
+def test_pubrec_first_resends_are_acknowledged_not_routed_again(make_harness: Any) -> None:
+    harness = make_harness(pubrec_first=True)
+    sub = harness.connected("sub", level=5)
+    sub.subscribe("q", qos=2)
+    pub = harness.connected("pub", level=5)
+    pub.publish("q", b"m", qos=2, packet_id=4)
+    assert pub.expect(PubRec).reason_code == 0  # 0x00 even before anyone is matched
+    pub.publish("q", b"m", qos=2, packet_id=4, dup=True)
+    assert pub.expect(PubRec).packet_id == 4
+    assert len(sub.publishes()) == 1

@@ -15,13 +15,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from integration.paho_client import V5, V311, PahoClient
-from mqtt_raw import RawClient, gen_connect, gen_publish, prop_u16
+from mqtt_raw import RawClient, gen_connect, gen_publish, gen_subscribe, prop_u16
 
 if TYPE_CHECKING:
     from conftest import MqttdFactory, MqttdProcess
@@ -274,3 +275,40 @@ def test_more_limits_from_a_mosquitto_conf(start: Start, mode: str) -> None:
         with RawClient(host, port) as fourth:
             fourth.send(gen_connect("fourth"))
             assert fourth.read_packet() is None
+
+
+def test_a_qos2_publisher_hears_pubrec_first_as_from_mosquitto(
+    tmp_path: Path, mqttd_factory: MqttdFactory
+) -> None:
+    """The same mosquitto.conf run by Mosquitto and by mqttd: a client subscribed to the
+    topic it publishes at QoS 2 gets the PUBREC before its message comes back."""
+    port = free_port()
+    path = tmp_path / "mosquitto.conf"
+    path.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    mosquitto = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server = mqttd_factory(["-c", str(path)])
+        for where in (port, server.port):
+            for _ in range(100):  # Mosquitto needs a moment to listen
+                try:
+                    raw = RawClient("127.0.0.1", where)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                raise AssertionError(f"nothing listens on port {where}")
+            with raw:
+                raw.send(gen_connect(f"self-{where}"))
+                assert raw.read_packet() is not None
+                raw.send(gen_subscribe(1, "q", 2))
+                assert raw.read_packet() is not None
+                raw.send(gen_publish("q", qos=2, mid=7, payload=b"m"))
+                first = raw.read_packet()
+                assert first is not None and first.name == "PUBREC", (where, first)
+    finally:
+        mosquitto.terminate()
+        mosquitto.wait(10)
