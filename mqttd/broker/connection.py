@@ -606,7 +606,7 @@ class Connection:
             self._refuse(ReasonCode.NOT_AUTHORIZED, "client id in use by another user")
             return
         authorise = broker.authorise
-        if will is not None and broker.dead_letters.broker_owned(will.topic):
+        if will is not None and self._broker_owned(will.topic):
             # As a PUBLISH there: the will could never be sent, so say so now.
             self._refuse(ReasonCode.NOT_AUTHORIZED, "will topic is the broker's ($SYS)")
             return
@@ -778,7 +778,7 @@ class Connection:
         session = self.session
         assert session is not None
         authorise = self._broker.authorise
-        if self._broker.dead_letters.broker_owned(topic) or (
+        if self._broker_owned(topic) or (
             authorise is not None
             and not authorise(session.client_id, self.username, "write", topic)
         ):
@@ -862,6 +862,21 @@ class Connection:
             return
         code = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR if self.protocol_level == 5 else 0
         self._send_ack(_PUBACK if packet.qos == 1 else _PUBREC, packet_id, code, False)
+
+    def _broker_owned(self, topic: str) -> bool:
+        """A topic this client may not publish to whatever the ACL: $SYS, dead letters.
+
+        As Mosquitto (acl__check_dollar), $SYS/broker/connection/<name>/state stays
+        writable: a Mosquitto bridge publishes its state notification there and sets it as
+        its will, with or without the bridge bit (5.0 bridges send none).
+        """
+        if not self._broker.dead_letters.broker_owned(topic):
+            return False
+        return not (
+            topic.startswith("$SYS/broker/connection/")
+            and topic.endswith("/state")
+            and topic.count("/") == 4
+        )
 
     def _publish_denied(self, qos: int, packet_id: int | None, topic: str) -> None:
         """The ACL refused a PUBLISH, or its topic is the broker's ($SYS, dead letters):

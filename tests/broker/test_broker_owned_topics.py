@@ -62,3 +62,21 @@ def test_a_will_on_a_broker_topic_is_refused_at_connect(
     connack = client.connect("w", will=Will("$SYS/broker/version", b"spoof", retain=True))
     assert isinstance(connack, Connack) and connack.reason_code == code
     assert client.closed
+
+
+@pytest.mark.parametrize("bridge", [True, False])
+def test_a_bridge_may_write_its_state_notification(harness: Harness, bridge: bool) -> None:
+    # As Mosquitto: a bridge sets a will and publishes $SYS/broker/connection/<name>/state
+    # (5.0 bridges without the bridge bit too); nothing else under $SYS.
+    from mqttd.protocol import Connect
+
+    client = harness.client(level=5)
+    state = "$SYS/broker/connection/host.up/state"
+    client.send(Connect("host.up", 5, True, 0, will=Will(state, b"0", 1, True), bridge=bridge))
+    connack = client.first(Connack)
+    assert connack.reason_code == 0
+    client.publish(state, b"1", qos=1, retain=True)
+    assert client.expect(PubAck).reason_code == ReasonCode.NO_MATCHING_SUBSCRIBERS
+    assert harness.broker.retained.get(state) is not None
+    client.publish("$SYS/broker/version", b"spoof", qos=1, packet_id=2)
+    assert client.expect(PubAck).reason_code == ReasonCode.NOT_AUTHORIZED

@@ -104,6 +104,9 @@ enabled = false
 
 [auth]
 acl_file = "{acl}"
+# Certificate identities are authentication, which turns anonymous access off (issue 14):
+# the plain listener serves anonymous clients only because this says so.
+allow_anonymous = true
 """
     server = mqttd_factory(config=config)
     (mtls,) = [lst for lst in server.listeners if lst.scheme == "mqtts"]
