@@ -664,19 +664,30 @@ class Bench:
         if messages:
             tail_args += ["-m", str(messages)]
         run = LoadRun(sc.name, broker, rnd, messages, [], calibration=calibration)
-        try:
-            with running_broker(spec) as (pid, port):
-                argv = ["-p", str(port), "-R", str(pid), "-L", broker, *tail_args]
-                run.argv = ["loadgen", *argv]
-                (run.result, run.gen_cpu_s, run.wall_s, run.returncode, out_tail) = run_load(
-                    self.binary, argv, self.timeout_for()
-                )
-                if not run.ok:
-                    run.error = f"loadgen exit {run.returncode}: {out_tail}"
-        except BrokerFailed as exc:
-            run.error = str(exc)
+        for attempt in range(3):
+            try:
+                self._run_once(spec, run, tail_args)
+            except BrokerFailed as exc:
+                run.error = str(exc)
+                # free_port() picked a port that someone else took before the broker bound
+                # it (other work shares this machine): try another one.
+                if "already in use" in run.error and attempt < 2:
+                    continue
+            break
         self.runs.append(run)
         return run
+
+    def _run_once(self, spec: BrokerSpec, run: LoadRun, tail_args: list[str]) -> None:
+        """Start the broker, run loadgen against it, stop the broker; fill `run` in."""
+        run.error = ""
+        with running_broker(spec) as (pid, port):
+            argv = ["-p", str(port), "-R", str(pid), "-L", spec.name, *tail_args]
+            run.argv = ["loadgen", *argv]
+            (run.result, run.gen_cpu_s, run.wall_s, run.returncode, out_tail) = run_load(
+                self.binary, argv, self.timeout_for()
+            )
+            if not run.ok:
+                run.error = f"loadgen exit {run.returncode}: {out_tail}"
 
     def size_messages(self, sc: Scenario, broker: str, extra: Sequence[str]) -> int | None:
         """Pick -m so that a run lasts about --seconds; None when the broker failed."""
