@@ -51,7 +51,26 @@ _COMPACT_MIN = 64
 # Distinct `call_later` delays that get a FIFO lane; later ones use the heap.
 _MAX_LANES = 16
 
-Lane = deque["Timer"]
+
+class Lane(deque["Timer"]):
+    """Timers made with one delay, in the order of their entry deadlines.
+
+    Entries whose timer was cancelled, ran, or moved to the heap stay until they reach
+    the head (or a compaction); such a timer's `_entry_when` may describe its heap entry
+    by then, so the lane keeps the deadline of its last append itself (`last`) for the
+    order check of the next one.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = float("-inf")
+
+    def add(self, timer: Timer) -> None:
+        """Append a timer whose entry deadline is not before `last`."""
+        self.append(timer)
+        self.last = timer._entry_when
 
 
 def _noop() -> None:
@@ -143,13 +162,14 @@ class Timer:
 class Scheduler:
     """Every timer of the broker in one heap, run by `run_due` against `clock.now()`."""
 
-    __slots__ = ("_clock", "_counter", "_heap", "_lanes", "_live", "on_earliest")
+    __slots__ = ("_clock", "_counter", "_heap", "_lane_entries", "_lanes", "_live", "on_earliest")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._heap: list[tuple[float, int, Timer]] = []
         self._counter = itertools.count()
         self._lanes: dict[float, Lane] = {}
+        self._lane_entries = 0  # entries in all lanes, live or garbage
         self._live = 0
         #: Called with the deadline when a newly pushed timer becomes the earliest,
         #: so the I/O layer can re-arm its single wake-up. Not called by `postpone`
@@ -179,26 +199,31 @@ class Scheduler:
         if lane is None:
             if len(self._lanes) >= _MAX_LANES:
                 return self.call_at(when, callback)
-            lane = self._lanes[delay] = deque()
-        if lane and lane[-1]._entry_when > when:  # a clock that went back: keep order
+            lane = self._lanes[delay] = Lane()
+        # Only a lane without live entries can get a new earliest deadline. (Settling
+        # the head first also lets a postponed head move to the tail before `last` is
+        # compared.)
+        notify = self.on_earliest is not None and self._settle_lane(lane) is None
+        if lane.last > when:  # a head filed later than this deadline: keep the order
             return self.call_at(when, callback)
         timer = Timer(self, when, next(self._counter), callback)
         self._live += 1
-        was_empty = not lane
         timer._lane = lane
-        lane.append(timer)
-        if was_empty and self.on_earliest is not None:
-            earliest = self._earliest_entry()
-            if earliest is None or when <= earliest:
-                self.on_earliest(when)
+        lane.add(timer)
+        self._lane_entries += 1
+        if notify and self.on_earliest is not None and when <= self._earliest_other(lane):
+            self.on_earliest(when)
         return timer
 
-    def _earliest_entry(self) -> float:
-        """The earliest heap or lane entry, garbage included (a lower bound)."""
+    def _earliest_other(self, skip: Lane) -> float:
+        """The earliest heap entry or live lane head outside `skip` (heap garbage included:
+        a lower bound, which at worst wakes the I/O layer early)."""
         best = self._heap[0][0] if self._heap else float("inf")
         for lane in self._lanes.values():
-            if lane and lane[0]._entry_when < best:
-                best = lane[0]._entry_when
+            if lane is not skip:
+                head = self._settle_lane(lane)
+                if head is not None and head._entry_when < best:
+                    best = head._entry_when
         return best
 
     def _settle_lane(self, lane: Lane) -> Timer | None:
@@ -207,15 +232,17 @@ class Scheduler:
             timer = lane[0]
             if timer._scheduler is None or timer._lane is not lane:
                 lane.popleft()
+                self._lane_entries -= 1
             elif timer.when != timer._entry_when:  # postponed since it was filed
                 lane.popleft()
-                if lane and lane[-1]._entry_when > timer.when:
+                if lane.last > timer.when:
+                    self._lane_entries -= 1
                     timer._lane = None
                     self._push(timer)
                 else:
                     timer._entry_when = timer.when
                     timer._entry_order = timer._order
-                    lane.append(timer)
+                    lane.add(timer)
             else:
                 return timer
         return None
@@ -253,6 +280,7 @@ class Scheduler:
                 if head is None or head.when > now:
                     break
                 lane.popleft()
+                self._lane_entries -= 1
                 head._lane = None
                 self._push(head, notify=False)
 
@@ -307,16 +335,16 @@ class Scheduler:
         # Rebuild when garbage outnumbers live entries: amortised O(1) per cancel, and
         # the heap and lanes never hold more than about twice the pending timers.
         heap = self._heap
-        held = len(heap)
-        for lane in self._lanes.values():
-            held += len(lane)
+        held = len(heap) + self._lane_entries
         if held <= _COMPACT_MIN or held <= 2 * self._live:
             return
+        self._lane_entries = 0
         for lane in self._lanes.values():
             if lane:
                 kept = [t for t in lane if t._scheduler is not None and t._lane is lane]
                 lane.clear()  # in place: timers know their lane by identity
-                lane.extend(kept)
+                lane.extend(kept)  # `last` stays: the order check needs no more
+                self._lane_entries += len(kept)
         live = [
             (t.when, t._order, t)
             for _, order, t in heap

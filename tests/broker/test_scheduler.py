@@ -316,3 +316,57 @@ def test_a_new_lane_timer_that_becomes_the_earliest_wakes_the_driver(
     sched.call_later(10, lambda: None)
     sched.call_later(10, lambda: None)  # not the earliest: the lane's head is
     assert woken == [1050.0, 1010.0]
+
+
+def test_lanes_and_heap_together_run_each_timer_once_on_time_and_never_when_cancelled(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    """Random call_later / call_at / cancel / postpone / reschedule against a plain model."""
+    import random
+
+    rng = random.Random(7)
+    expected: dict[int, float] = {}  # timer number -> current deadline, while pending
+    ran: list[int] = []
+    timers: dict[int, Timer] = {}
+
+    def fire(n: int) -> None:
+        assert clock.now() >= expected[n]
+        ran.append(n)
+        del expected[n]
+
+    for n in range(20_000):
+        op = rng.random()
+        if op < 0.35:
+            delay = rng.choice([10.0, 30.0, 45.0, 7.5])
+            t = sched.call_later(delay, functools.partial(fire, n))
+        elif op < 0.4:
+            t = sched.call_at(clock.now() + rng.random() * 40, functools.partial(fire, n))
+        else:
+            t = None
+        if t is not None:
+            timers[n], expected[n] = t, t.when
+            continue
+        pending = [k for k in expected if k in timers]
+        if op < 0.55 and pending:
+            k = rng.choice(pending)
+            timers[k].cancel()
+            del expected[k]
+        elif op < 0.7 and pending:
+            k = rng.choice(pending)
+            timers[k].postpone(clock.now() + rng.choice([10.0, 30.0]))
+            expected[k] = timers[k].when
+        elif op < 0.75 and pending:
+            k = rng.choice(pending)
+            timers[k].reschedule(clock.now() + rng.random() * 20)
+            expected[k] = timers[k].when
+        elif op < 0.9:
+            clock.advance(rng.random())
+            sched.run_due()
+            assert all(when > clock.now() for when in expected.values())
+        else:
+            nxt = sched.next_deadline()
+            assert nxt == (min(expected.values()) if expected else None)
+        assert len(sched) == len(expected)
+    clock.advance(1000)
+    sched.run_due()
+    assert not expected and len(ran) == len(set(ran))
