@@ -88,14 +88,18 @@ class Scenario:
 
 
 COMMON = ("-b", "64")
-# Many subscribers that each get a trickle: poll every 1 ms instead of 0.2 ms, so that a broker
-# writing one packet per send() (Mosquitto) does not cost the generator a read per delivery.
+# loadgen's -W: poll the sockets at most every W us, so that a broker writing one packet per
+# send() (Mosquitto) does not cost the generator one read per delivery. Not for fan-in QoS 1/2:
+# there every delayed subscriber PUBACK idles the broker behind its in-flight window
+# (docs/benchmarks.md, "Fan-in QoS 1"); QoS 0 has no acks to delay.
 SPREAD = ("-W", "1000")
+COALESCE_Q0 = ("-W", "200")
+PAIRS = ("-W", "3000")  # 100 subscribers, each at about 1 % of the rate
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "fan-in-q0",
         "throughput",
-        ("-s", "fan-in", "-P", "4", "-q", "0", *COMMON),
+        ("-s", "fan-in", "-P", "4", "-q", "0", *COALESCE_Q0, *COMMON),
         messages=1_200_000,
         calibrate=True,
         description="4 publishers -> 1 subscriber, QoS 0",
@@ -135,7 +139,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "pairs-q1",
         "throughput",
-        ("-s", "pairs", "-N", "100", "-q", "1", *SPREAD, *COMMON),
+        ("-s", "pairs", "-N", "100", "-q", "1", *PAIRS, *COMMON),
         messages=400_000,
         calibrate=True,
         description="100 publisher/subscriber pairs, QoS 1",
