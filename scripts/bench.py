@@ -1,36 +1,38 @@
 #!/usr/bin/env python3
-"""Side-by-side broker benchmark: mqttd against Mosquitto (and amqtt), driven by mqtt-load.
+"""Side-by-side broker benchmark: mqttd against Mosquitto (and amqtt), driven by loadgen.
 
-Anyone can rerun it:
+Anyone can rerun it from a fresh clone (README set-up, a C compiler, Mosquitto):
 
     python scripts/bench.py                                  # every scenario, 3 rounds
     python scripts/bench.py --quick --rounds 1               # a short smoke run
     python scripts/bench.py --scenario fan-in-q1,latency --brokers mqttd,mosquitto
-    python scripts/bench.py --json results.json              # also save every raw RESULT line
+    python scripts/bench.py --json results.json              # also save every raw result
 
 How it measures (docs/benchmarks.md explains how to read the tables):
 
-- mqtt-load (C, epoll, one thread) is built from ../shared/bench into .bench/ (git-ignored).
+- loadgen (scripts/loadgen/loadgen.c: C, epoll, worker threads) is built with the system
+  compiler into .bench/ (git-ignored) and rebuilt when its source changes.
 - One fresh broker process per run, on a free loopback port, stopped afterwards.
 - Brokers are interleaved within a round (A B C A B C ...), and each table shows medians over
   rounds, so slow drift of this shared machine hits every broker alike.
 - Per broker and scenario, -m is sized from a short calibration run so that a run lasts about
   --seconds (Mosquitto's reference counts are the upper bound): a slow broker gets a smaller
   message count instead of a run of minutes.
-- mqtt-load -R PID reads the broker's CPU time and RSS from /proc; the load generator's own CPU
-  use comes from getrusage(RUSAGE_CHILDREN) around each mqtt-load run, to show that the
-  generator, not the broker, was never the bottleneck.
+- loadgen -R PID reads the broker's CPU time and RSS from /proc, and reports its own CPU time
+  over the same window, to show that the generator never competed with the broker for a core.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -45,12 +47,15 @@ from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / ".bench"
-DEFAULT_BENCH_SRC = ROOT.parent / "shared" / "bench"
+LOADGEN_SRC = ROOT / "scripts" / "loadgen" / "loadgen.c"
 AMQTT_VERSION = "0.12.1"
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 MQTTD_READY = "mqttd ready"
 
 Kind = Literal["throughput", "latency", "conns"]
+# Brokers whose -m is sized from a calibration run by default: the reference counts suit
+# Mosquitto and mqttd, amqtt is some 20 times slower.
+CALIBRATED_BROKERS = frozenset({"amqtt"})
 Value = float | str
 
 
@@ -59,7 +64,7 @@ Value = float | str
 
 @dataclass(slots=True, frozen=True)
 class Scenario:
-    """One mqtt-load invocation pattern, minus the port, broker pid and message count."""
+    """One loadgen invocation pattern, minus the port, broker pid and message count."""
 
     name: str
     kind: Kind
@@ -76,14 +81,25 @@ class Scenario:
     # Fixed broker variants instead of --brokers (persist-q1 compares mqttd with itself).
     variants: tuple[str, ...] | None = None
     description: str = ""
+    # Offered rate = this fraction of the broker's median rate in the scenario `rate_of`
+    # (p99 latency at 50 % of each broker's own maximum).
+    rate_of: str = ""
+    rate_fraction: float = 0.5
 
 
 COMMON = ("-b", "64")
+# loadgen's -W: poll the sockets at most every W us, so that a broker writing one packet per
+# send() (Mosquitto) does not cost the generator one read per delivery. Not for fan-in QoS 1/2:
+# there every delayed subscriber PUBACK idles the broker behind its in-flight window
+# (docs/benchmarks.md, "Fan-in QoS 1"); QoS 0 has no acks to delay.
+SPREAD = ("-W", "1000")
+COALESCE_Q0 = ("-W", "200")
+PAIRS = ("-W", "3000")  # 100 subscribers, each at about 1 % of the rate
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "fan-in-q0",
         "throughput",
-        ("-s", "fan-in", "-P", "4", "-q", "0", *COMMON),
+        ("-s", "fan-in", "-P", "4", "-q", "0", *COALESCE_Q0, *COMMON),
         messages=1_200_000,
         calibrate=True,
         description="4 publishers -> 1 subscriber, QoS 0",
@@ -105,9 +121,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         description="4 publishers -> 1 subscriber, QoS 2",
     ),
     Scenario(
+        "fan-out-q0",
+        "throughput",
+        ("-s", "fan-out", "-S", "50", "-q", "0", *SPREAD, *COMMON),
+        messages=40_000,
+        calibrate=True,
+        description="1 publisher -> 50 subscribers, QoS 0 (rates are deliveries/s)",
+    ),
+    Scenario(
         "fan-out-q1",
         "throughput",
-        ("-s", "fan-out", "-S", "50", "-q", "1", *COMMON),
+        ("-s", "fan-out", "-S", "50", "-q", "1", *SPREAD, *COMMON),
         messages=16_000,
         calibrate=True,
         description="1 publisher -> 50 subscribers, QoS 1 (rates are deliveries/s)",
@@ -115,7 +139,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "pairs-q1",
         "throughput",
-        ("-s", "pairs", "-N", "100", "-q", "1", *COMMON),
+        ("-s", "pairs", "-N", "100", "-q", "1", *PAIRS, *COMMON),
         messages=400_000,
         calibrate=True,
         description="100 publisher/subscriber pairs, QoS 1",
@@ -124,27 +148,43 @@ SCENARIOS: tuple[Scenario, ...] = (
         "latency",
         "latency",
         ("-s", "fan-in", "-P", "4", "-q", "1", "-r", "1000", *COMMON),
-        messages=5_000,
-        quick_messages=2_000,
+        messages=4_000,
+        quick_messages=1_500,
         description="fan-in QoS 1 at an offered 1,000 msg/s: end-to-end latency",
+    ),
+    Scenario(
+        "latency-half",
+        "latency",
+        ("-s", "fan-in", "-P", "4", "-q", "1", *COMMON),
+        messages=0,
+        rate_of="fan-in-q1",
+        description="fan-in QoS 1 at 50 % of the broker's own median fan-in-q1 rate: latency",
     ),
     Scenario(
         "conns",
         "conns",
-        ("-s", "conns", "-C", "5000", "-t", "5", "-c", "100"),
-        quick_args=("-s", "conns", "-C", "1000", "-t", "2", "-c", "100"),
-        description="idle connections: broker RSS per connection, connects/s",
+        ("-s", "conns", "-C", "5000", "-t", "3", "-c", "100"),
+        quick_args=("-s", "conns", "-C", "1000", "-t", "1", "-c", "100"),
+        description="5,000 idle connections (100 connecting at a time): RSS per connection, "
+        "connects/s",
+    ),
+    Scenario(
+        "conns-19k",
+        "conns",
+        ("-s", "conns", "-C", "19000", "-t", "3", "-c", "200"),
+        quick_args=("-s", "conns", "-C", "2000", "-t", "1", "-c", "200"),
+        description="19,000 idle connections (the file limit here is 20,000): RSS per connection",
     ),
     Scenario(
         "persist-q1",
         "throughput",
-        ("-s", "fan-in", "-P", "4", "-q", "1", *COMMON),
+        ("-s", "fan-in", "-P", "4", "-q", "1", "-x", "3600", *COMMON),
         messages=500_000,
         calibrate=True,
         baseline="mqttd",
         variants=("mqttd-persist", "mqttd"),
-        description="fan-in QoS 1 with a persistent-session subscriber: "
-        "mqttd with SQLite persistence vs without",
+        description="fan-in QoS 1 to a persistent-session subscriber: mqttd with SQLite "
+        "(default durability) vs the same load in memory",
     ),
 )
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
@@ -191,7 +231,7 @@ def tail(path: Path, lines: int = 8) -> str:
 
 
 def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; brokers and mqtt-load inherit it."""
+    """Raise the soft RLIMIT_NOFILE to the hard limit; brokers and loadgen inherit it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = hard if hard != resource.RLIM_INFINITY else 1_048_576
@@ -201,75 +241,53 @@ def raise_nofile_limit() -> int:
 
 
 def parse_result(stdout: str) -> dict[str, Value]:
-    """Parse mqtt-load's final `RESULT key=value ...` line; numbers become floats."""
+    """Parse loadgen's result: the last stdout line holding a JSON object."""
     for line in reversed(stdout.splitlines()):
-        if line.startswith("RESULT "):
-            out: dict[str, Value] = {}
-            for item in line.split()[1:]:
-                key, _, raw = item.partition("=")
-                try:
-                    out[key] = float(raw)
-                except ValueError:
-                    out[key] = raw
-            return out
+        if line.startswith("{"):
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                return {}
+            return {k: float(v) if isinstance(v, int | float) else str(v) for k, v in raw.items()}
     return {}
 
 
 def num(result: dict[str, Value], key: str) -> float | None:
-    """A numeric RESULT field, or None when missing or negative (mqtt-load's 'unknown')."""
+    """A numeric result field, or None when missing or negative (loadgen's 'unknown')."""
     v = result.get(key)
     if isinstance(v, float) and v >= 0:
         return v
     return None
 
 
-# ---------------------------------------------------------------- mqtt-load
+# ---------------------------------------------------------------- loadgen
 
 
-def build_mqtt_load(src: Path) -> Path:
-    """Copy ../shared/bench (read-only) into .bench/mqtt-load-src and build it there."""
-    build = BENCH_DIR / "mqtt-load-src"
-    build.mkdir(parents=True, exist_ok=True)
-    changed = False
-    for name in ("mqtt-load.c", "Makefile"):
-        data = (src / name).read_bytes()
-        dst = build / name
-        if not dst.exists() or dst.read_bytes() != data:
-            # copyfile, not copytree: the shared folder's read-only modes must not follow.
-            dst.write_bytes(data)
-            changed = True
-    binary = build / "mqtt-load"
-    if changed or not binary.exists():
-        log(f"building mqtt-load from {src} in {build}")
-        subprocess.run(["make", "-s", "-C", str(build), "-B", "mqtt-load"], check=True)
+def build_loadgen(src: Path = LOADGEN_SRC) -> Path:
+    """Compile loadgen.c with the system compiler into .bench/ (again when the source changed)."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    binary = BENCH_DIR / "loadgen"
+    stamp = BENCH_DIR / "loadgen.sha256"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    if binary.exists() and stamp.exists() and stamp.read_text() == digest:
+        return binary
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise SystemExit("no C compiler: install gcc (apt-get install gcc) or set CC")
+    log(f"building {binary} from {src.relative_to(ROOT)} with {cc}")
+    tmp = binary.with_suffix(".tmp")
+    subprocess.run(
+        [cc, "-O2", "-Wall", "-Wextra", "-std=gnu11", "-pthread", "-o", str(tmp), str(src)],
+        check=True,
+    )
+    tmp.replace(binary)
+    stamp.write_text(digest)
     return binary
-
-
-def mqtt_load_help(binary: Path) -> str:
-    """`mqtt-load -h` text (it exits non-zero after printing usage)."""
-    proc = subprocess.run([str(binary), "-h"], capture_output=True, text=True, timeout=10)
-    return proc.stdout + proc.stderr
-
-
-def persistent_session_args(help_text: str) -> tuple[str, ...] | None:
-    """The mqtt-load flag for a persistent session, if this mqtt-load has one.
-
-    mqtt-load always connected with clean session 1 when this was written. A later version may
-    add a session-expiry option (MQTT 5, value in seconds) or a clean-session option (3.1.1,
-    value 0); the flag is read from `-h` so that persist-q1 starts working without a change here.
-    """
-    m = re.search(r"-(\w) [^-\n]*?session expiry", help_text, re.IGNORECASE)
-    if m:
-        return (f"-{m.group(1)}", "3600")
-    m = re.search(r"-(\w) [^-\n]*?clean", help_text, re.IGNORECASE)
-    if m:
-        return (f"-{m.group(1)}", "0")
-    return None
 
 
 @dataclass(slots=True)
 class LoadRun:
-    """One mqtt-load execution against one broker process."""
+    """One loadgen execution against one broker process."""
 
     scenario: str
     broker: str
@@ -285,7 +303,7 @@ class LoadRun:
 
     @property
     def ok(self) -> bool:
-        """A run counts when mqtt-load finished and printed a RESULT without an error."""
+        """A run counts when loadgen finished and printed a result without an error."""
         return (
             not self.error
             and bool(self.result)
@@ -296,27 +314,32 @@ class LoadRun:
 
     @property
     def gen_cpu_pct(self) -> float:
-        """mqtt-load's CPU use in percent of one core over its whole run."""
+        """loadgen's CPU use in percent of one core while it measured (its own figure), or
+        over its whole process life when it gave none."""
+        own = num(self.result, "gen_cpu_pct")
+        if own is not None:
+            return own
         return 100.0 * self.gen_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
 def run_load(
     binary: Path, argv_tail: Sequence[str], timeout_s: float
 ) -> tuple[dict[str, Value], float, float, int, str]:
-    """Run mqtt-load once; return (result, generator CPU s, wall s, exit code, output tail)."""
+    """Run loadgen once; return (result, generator CPU s, wall s, exit code, output tail)."""
     argv = [str(binary), "-T", str(int(timeout_s)), *argv_tail]
     cpu0, t0 = children_cpu_s(), time.monotonic()
-    # Only mqtt-load is reaped inside this window (the broker is still running), so the
+    # Only loadgen is reaped inside this window (the broker is still running), so the
     # RUSAGE_CHILDREN delta is the generator's own CPU time.
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30)
-        out, rc = proc.stdout, proc.returncode
+        out, rc = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:
         raw = exc.stdout or b""
         out = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         rc = -1
     wall, cpu = time.monotonic() - t0, children_cpu_s() - cpu0
-    return parse_result(out), cpu, wall, rc, "\n".join(out.splitlines()[-4:])
+    tail_lines = [ln for ln in out.splitlines() if not ln.startswith("{")][-4:]
+    return parse_result(out), cpu, wall, rc, "\n".join(tail_lines)
 
 
 # ---------------------------------------------------------------- brokers
@@ -600,6 +623,7 @@ class Settings:
     seconds: float
     calibrate: bool
     scale: dict[str, float]
+    calibrated: frozenset[str] = CALIBRATED_BROKERS
 
 
 class Bench:
@@ -613,12 +637,21 @@ class Bench:
         self.skipped: dict[str, str] = {}
 
     def timeout_for(self) -> float:
-        """mqtt-load's -T: generous next to the target duration, short enough to not hang."""
+        """loadgen's -T: generous next to the target duration, short enough to not hang."""
         return 30.0 + 8.0 * self.settings.seconds
 
     def scenario_args(self, sc: Scenario) -> tuple[str, ...]:
-        """The scenario's mqtt-load arguments for this mode (--quick or not)."""
+        """The scenario's loadgen arguments for this mode (--quick or not)."""
         return sc.quick_args if self.settings.quick and sc.quick_args else sc.args
+
+    def median_rate(self, scenario: str, broker: str) -> float | None:
+        """A broker's median msgs/s in a scenario already run in this sitting."""
+        runs = [
+            r
+            for r in self.runs
+            if r.scenario == scenario and r.broker == broker and r.ok and not r.calibration
+        ]
+        return median(collect(runs, "msgs_per_s"))
 
     def one_run(
         self,
@@ -629,25 +662,36 @@ class Bench:
         extra: Sequence[str] = (),
         calibration: bool = False,
     ) -> LoadRun:
-        """Fresh broker, one mqtt-load run, broker stopped."""
+        """Fresh broker, one loadgen run, broker stopped."""
         spec = self.specs[broker]
         tail_args = [*self.scenario_args(sc), *extra]
         if messages:
             tail_args += ["-m", str(messages)]
         run = LoadRun(sc.name, broker, rnd, messages, [], calibration=calibration)
-        try:
-            with running_broker(spec) as (pid, port):
-                argv = ["-p", str(port), "-R", str(pid), "-L", broker, *tail_args]
-                run.argv = ["mqtt-load", *argv]
-                (run.result, run.gen_cpu_s, run.wall_s, run.returncode, out_tail) = run_load(
-                    self.binary, argv, self.timeout_for()
-                )
-                if not run.ok:
-                    run.error = f"mqtt-load exit {run.returncode}: {out_tail}"
-        except BrokerFailed as exc:
-            run.error = str(exc)
+        for attempt in range(3):
+            try:
+                self._run_once(spec, run, tail_args)
+            except BrokerFailed as exc:
+                run.error = str(exc)
+                # free_port() picked a port that someone else took before the broker bound
+                # it (other work shares this machine): try another one.
+                if "already in use" in run.error and attempt < 2:
+                    continue
+            break
         self.runs.append(run)
         return run
+
+    def _run_once(self, spec: BrokerSpec, run: LoadRun, tail_args: list[str]) -> None:
+        """Start the broker, run loadgen against it, stop the broker; fill `run` in."""
+        run.error = ""
+        with running_broker(spec) as (pid, port):
+            argv = ["-p", str(port), "-R", str(pid), "-L", spec.name, *tail_args]
+            run.argv = ["loadgen", *argv]
+            (run.result, run.gen_cpu_s, run.wall_s, run.returncode, out_tail) = run_load(
+                self.binary, argv, self.timeout_for()
+            )
+            if not run.ok:
+                run.error = f"loadgen exit {run.returncode}: {out_tail}"
 
     def size_messages(self, sc: Scenario, broker: str, extra: Sequence[str]) -> int | None:
         """Pick -m so that a run lasts about --seconds; None when the broker failed."""
@@ -658,8 +702,10 @@ class Bench:
             return max(1, int(cap * self.settings.scale[broker]))
         if not sc.calibrate or not sc.messages:
             return cap
-        if not self.settings.calibrate:
-            return cap if not self.settings.quick else max(200, cap // 10)
+        if not self.settings.calibrate or broker not in self.settings.calibrated:
+            if self.settings.quick:
+                return max(200, int(cap * self.settings.seconds / 15))
+            return cap
         # Two steps at most: 1 % of the reference count, then 10 % if that was too quick to
         # time (Mosquitto does 1 % of fan-in QoS 0 in ~40 ms).
         run: LoadRun | None = None
@@ -680,8 +726,22 @@ class Bench:
     def run_scenario(self, sc: Scenario, brokers: list[str], extra: Sequence[str]) -> None:
         """Calibrate each broker, then rounds with the brokers interleaved."""
         sizes: dict[str, int] = {}
+        extras: dict[str, tuple[str, ...]] = {b: tuple(extra) for b in brokers}
+        if sc.rate_of:
+            for b in list(brokers):
+                top = self.median_rate(sc.rate_of, b)
+                if not top:
+                    self.skipped[f"{sc.name}/{b}"] = f"needs {sc.rate_of} measured first"
+                    continue
+                rate = top * sc.rate_fraction
+                seconds = min(self.settings.seconds, 4.0)
+                extras[b] += ("-r", f"{rate:.0f}")
+                sizes[b] = max(200, int(rate * seconds))
+            log(f"  {sc.name}: " + ", ".join(f"{b} at {extras[b][-1]} msg/s" for b in sizes))
         for b in brokers:
-            m = self.size_messages(sc, b, extra)
+            if sc.rate_of:
+                continue
+            m = self.size_messages(sc, b, extras[b])
             if m is None:
                 self.skipped[f"{sc.name}/{b}"] = "calibration run failed"
                 continue
@@ -692,7 +752,7 @@ class Bench:
             for b in brokers:
                 if b not in sizes:
                     continue
-                run = self.one_run(sc, b, rnd, sizes[b], extra)
+                run = self.one_run(sc, b, rnd, sizes[b], extras[b])
                 log(
                     f"  {sc.name} round {rnd} {b}: "
                     + (summary_line(sc, run) if run.ok else f"FAILED {run.error}")
@@ -866,8 +926,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--brokers",
-        default="mqttd,mosquitto,amqtt",
-        help="comma-separated: mqttd, mosquitto, amqtt (default all three)",
+        default="mqttd,mosquitto",
+        help="comma-separated: mqttd, mosquitto, amqtt (default mqttd,mosquitto)",
     )
     p.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
     p.add_argument(
@@ -879,7 +939,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--seconds",
         type=float,
         default=None,
-        help="target duration of one run (default 5, or 1.5 with --quick)",
+        help="target duration of a calibrated run (default 4, or 1.5 with --quick)",
     )
     p.add_argument(
         "--no-calibrate",
@@ -893,15 +953,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="BROKER=FACTOR",
         help="fixed -m scale for a broker instead of calibration, e.g. amqtt=0.01",
     )
-    p.add_argument("--json", type=Path, default=None, help="save every run's raw RESULT here")
+    p.add_argument("--json", type=Path, default=None, help="save every run's raw result here")
     p.add_argument(
-        "--bench-src",
-        type=Path,
-        default=DEFAULT_BENCH_SRC,
-        help=f"mqtt-load sources (default {DEFAULT_BENCH_SRC})",
-    )
-    p.add_argument(
-        "--mqtt-load", type=Path, default=None, help="a prebuilt mqtt-load binary (skips the build)"
+        "--loadgen", type=Path, default=None, help="a prebuilt loadgen binary (skips the build)"
     )
     p.add_argument(
         "--mqttd-python",
@@ -941,7 +995,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted,
         max(1, args.rounds),
         args.quick,
-        args.seconds or (1.5 if args.quick else 5.0),
+        args.seconds or (1.5 if args.quick else 4.0),
         not args.no_calibrate,
         scale,
     )
@@ -949,8 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM becomes SystemExit so that the `finally` blocks stop the broker of the run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     nofile = raise_nofile_limit()
-    binary = args.mqtt_load or build_mqtt_load(args.bench_src)
-    help_text = mqtt_load_help(binary)
+    binary = args.loadgen or build_loadgen()
 
     specs: dict[str, BrokerSpec] = {}
     notes: dict[str, str] = {}
@@ -982,29 +1035,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sc in scenarios:
         extra: tuple[str, ...] = ()
         if sc.variants:
-            why = persist_skip_reason(specs, mqttd_opts, help_text)
+            why = persist_skip_reason(specs, mqttd_opts)
             persist = why or mqttd_spec(mqttd_opts, persist=True)
             if isinstance(persist, str):
                 notes[sc.name] = f"skipped: {persist}"
                 log(f"{sc.name} skipped: {persist}")
                 continue
             specs["mqttd-persist"] = persist
-            session = persistent_session_args(help_text)
-            assert session is not None
-            extra = session
             brokers = list(sc.variants)
         else:
             brokers = [b for b in wanted if b in specs]
         if not brokers:
             continue
-        if sc.kind == "conns" and nofile < 5200:
-            log(f"note: RLIMIT_NOFILE is {nofile}; conns may fail to open every connection")
+        wanted_conns = int(sc.args[sc.args.index("-C") + 1]) if "-C" in sc.args else 0
+        if sc.kind == "conns" and nofile < wanted_conns + 200:
+            log(f"note: RLIMIT_NOFILE is {nofile}; {sc.name} may fail to open every connection")
         log(f"== {sc.name} ({', '.join(brokers)}; {settings.rounds} round(s))")
         bench.run_scenario(sc, brokers, extra)
         table = scenario_table(sc, brokers, [r for r in bench.runs if r.scenario == sc.name])
         print("\n".join(table) + "\n", flush=True)
 
     notes |= {k: f"skipped: {v}" for k, v in bench.skipped.items()}
+    print("\n".join(summary_table(bench.runs)) + "\n")
     print(f"Load average at the end: {loadavg()}")
     for k, v in notes.items():
         print(f"- {k}: {' / '.join(v.splitlines())[:300]}")
@@ -1034,18 +1086,67 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def persist_skip_reason(specs: dict[str, BrokerSpec], opts: MqttdOptions, help_text: str) -> str:
-    """Why persist-q1 cannot run yet, or '' when it can."""
+def persist_skip_reason(specs: dict[str, BrokerSpec], opts: MqttdOptions) -> str:
+    """Why persist-q1 cannot run, or '' when it can."""
     if "mqttd" not in specs:
         return "needs mqttd in --brokers, running"
     if not opts.db:
-        return "mqttd has no --db option yet (python -m mqttd --help)"
-    if persistent_session_args(help_text) is None:
-        return (
-            "mqtt-load has no persistent-session option (it always connects with clean "
-            "session 1; see mqtt-load -h)"
-        )
+        return "mqttd has no --db option (python -m mqttd --help)"
     return ""
+
+
+# The comparison table of docs/benchmarks.md: (scenario, result field, label, goal, higher is
+# better, goal ratio against the baseline).
+GOALS: tuple[tuple[str, str, str, float, bool], ...] = (
+    ("fan-in-q0", "msgs_per_s", "fan-in QoS 0, 4 -> 1 (msgs/s)", 1.0, True),
+    ("fan-in-q1", "msgs_per_s", "fan-in QoS 1, 4 -> 1 (msgs/s)", 1.0, True),
+    ("fan-in-q2", "msgs_per_s", "fan-in QoS 2, 4 -> 1 (msgs/s)", 1.0, True),
+    ("fan-out-q0", "msgs_per_s", "fan-out QoS 0, 1 -> 50 (deliveries/s)", 1.0, True),
+    ("fan-out-q1", "msgs_per_s", "fan-out QoS 1, 1 -> 50 (deliveries/s)", 1.0, True),
+    ("pairs-q1", "msgs_per_s", "100 pairs QoS 1 (msgs/s)", 1.0, True),
+    ("latency", "p99_us", "p99 latency at 1,000 msg/s (us)", 1.2, False),
+    ("latency-half", "p99_us", "p99 latency at 50 % of own max fan-in QoS 1 (us)", 0.0, False),
+    ("conns", "conns_per_s", "connects/s (5,000, 100 at a time)", 0.5, True),
+    ("conns", "bytes_per_conn", "RSS per idle connection, 5,000 (B)", 0.0, False),
+    ("conns-19k", "bytes_per_conn", "RSS per idle connection, 19,000 (B)", 0.0, False),
+    ("persist-q1", "msgs_per_s", "QoS 1 to a persistent session, SQLite vs memory", 0.8, True),
+)
+# Absolute goals (not ratios), by (scenario, field).
+ABSOLUTE_GOALS = {("conns", "bytes_per_conn"): 1500.0, ("conns-19k", "bytes_per_conn"): 1500.0}
+
+
+def summary_table(runs: list[LoadRun]) -> list[str]:
+    """mqttd next to its baseline for every goal of docs/benchmarks.md, with the generator's
+    CPU and the lost/dup/out-of-order counts of both brokers' runs."""
+    lines = [
+        "### Summary: mqttd against the baseline (medians; gen CPU% is the load generator's)",
+        "",
+        "| figure | mqttd | baseline | ratio | goal | met | gen CPU% max | lost/dup/ooo |",
+        "|---|---:|---:|---:|---|---|---:|---|",
+    ]
+    for scenario, key, label, goal, higher in GOALS:
+        sc = SCENARIO_BY_NAME[scenario]
+        mine = "mqttd-persist" if sc.variants else "mqttd"
+        ok = [r for r in runs if r.scenario == scenario and r.ok and not r.calibration]
+        a = median(collect([r for r in ok if r.broker == mine], key))
+        b = median(collect([r for r in ok if r.broker == sc.baseline], key))
+        if a is None:
+            continue
+        absolute = ABSOLUTE_GOALS.get((scenario, key))
+        if absolute is not None:
+            goal_text, met = f"<= {absolute:,.0f}", a <= absolute
+        elif goal and b:
+            goal_text = f"{'>=' if higher else '<='} x{goal:g}"
+            met = a / b >= goal if higher else a / b <= goal
+        else:
+            goal_text, met = "report", True
+        counts = [int(sum(collect(ok, f))) for f in ("lost", "dup", "ooo")]
+        gen = max(collect(ok, "gen_cpu_pct"), default=0.0)
+        lines.append(
+            f"| {label} | {fmt(a)} | {fmt(b)} {sc.baseline} | {ratio(a, b)} | {goal_text} | "
+            f"{'yes' if met else 'NO'} | {gen:.0f} | {'/'.join(map(str, counts))} |"
+        )
+    return lines
 
 
 def machine_info(specs: dict[str, BrokerSpec]) -> str:

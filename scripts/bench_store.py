@@ -4,7 +4,7 @@
     python scripts/bench_store.py load                       # 1,000,000 retained, 100,000 sessions
     python scripts/bench_store.py load --retained 100000 --sessions 10000
     python scripts/bench_store.py throughput                 # 3 rounds, persistence on vs off
-    python scripts/bench_store.py throughput --bench /tmp/bench-sq/mqtt-load -m 60000
+    python scripts/bench_store.py throughput -m 60000
 
 `load` fills a database file directly (sqlite3, the store's own schema): retained messages
 of 64 bytes on `fleet/<n>/<m>/state`, persistent sessions with two subscriptions and one
@@ -12,10 +12,10 @@ queued QoS 1 message each. Then it times `SqliteStore.open()` (locking, quick_ch
 `load()`, and a whole `Broker.start()` on a fresh store (open + load + restoring the
 retained tree, the subscription tree and the sessions), and prints the peak RSS.
 
-`throughput` runs `mqtt-load -s fan-in -P 4 -q 1 -b 64` against a fresh `python -m mqttd`
+`throughput` runs `loadgen -s fan-in -P 4 -q 1 -b 64` against a fresh `python -m mqttd`
 process, once with `--db FILE` (SQLite, durability safe) and once with `--db :memory:`,
 interleaved, `--rounds` times. In both, one extra subscriber with a persistent session
-(clean session 0) subscribes QoS 1 to `bench/in/#` (mqtt-load's fan-in publishers use
+(clean session 0) subscribes QoS 1 to `bench/in/#` (loadgen's fan-in publishers use
 `bench/in/<i>`) and acknowledges at once, so every message is recorded for it and every
 PUBACK to the publishers waits for a group commit. It prints the medians and the ratio.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import resource
@@ -38,13 +39,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import build_loadgen  # noqa: E402
 
 from mqttd.broker.broker import Broker  # noqa: E402
 from mqttd.broker.clock import MonotonicClock  # noqa: E402
 from mqttd.broker.settings import BrokerSettings  # noqa: E402
 from mqttd.store.sqlite import SqliteStore  # noqa: E402
 
-DEFAULT_BENCH = Path("/tmp/bench-sq/mqtt-load")
 LISTENING_RE = re.compile(r"listening on mqtt://([\d.]+):(\d+)")
 NEVER = 0xFFFFFFFF
 #: How the broker is run (MQTTD_BENCH_PYTHON="python -m cProfile -o FILE" to profile it).
@@ -290,18 +293,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _result(output: str) -> dict[str, str]:
-    line = next((ln for ln in output.splitlines() if ln.startswith("RESULT")), None)
+    """loadgen's JSON result line, values as text (as the callers read them)."""
+    line = next((ln for ln in reversed(output.splitlines()) if ln.startswith("{")), None)
     if line is None:
-        raise RuntimeError(f"no RESULT line from mqtt-load:\n{output}")
-    return dict(item.split("=", 1) for item in line.split()[1:] if "=" in item)
+        raise RuntimeError(f"no result line from loadgen:\n{output}")
+    return {k: str(v) for k, v in json.loads(line).items()}
 
 
 def run_throughput(args: argparse.Namespace) -> None:
-    bench = Path(args.bench)
-    if not bench.is_file():
-        sys.exit(
-            f"{bench}: not built; cp -r /work/shared/bench /tmp/bench-sq && make -C /tmp/bench-sq"
-        )
+    bench = Path(args.bench) if args.bench else build_loadgen()
     rates: dict[str, list[float]] = {"sqlite": [], "memory": []}
     persistence: dict[str, object] = {"durability": args.durability}
     if args.commit_interval_ms is not None:
@@ -352,7 +352,9 @@ def main() -> None:
     load.add_argument("--sessions", type=int, default=100_000)
     load.add_argument("--db", help="use (and keep) this file; filled if it does not exist")
     throughput = commands.add_parser("throughput", help="QoS 1 fan-in, persistence on vs off")
-    throughput.add_argument("--bench", default=str(DEFAULT_BENCH), help="mqtt-load binary")
+    throughput.add_argument(
+        "--bench", default="", help="a loadgen binary (default: built as scripts/bench.py does)"
+    )
     throughput.add_argument("-m", "--messages", type=int, default=100_000)
     throughput.add_argument("--rounds", type=int, default=3)
     throughput.add_argument("--durability", choices=("safe", "fast"), default="safe")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Interleaved A/B runs of one mqtt-load scenario against two copies of mqttd.
+"""Interleaved A/B runs of one loadgen scenario against two copies of mqttd.
 
     cp -r mqttd /tmp/mqttd-a/                                  # snapshot the baseline
     ... edit the work tree ...
@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a", type=Path, required=True, help="directory holding the A mqttd/")
     p.add_argument("--b", type=Path, default=None, help="directory holding the B mqttd/")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("-m", "--messages", type=int, default=0, help="mqtt-load -m (default 20%%)")
-    p.add_argument("--extra", default="", help="more mqtt-load arguments, space separated")
+    p.add_argument("-m", "--messages", type=int, default=0, help="loadgen -m (default 20%%)")
+    p.add_argument("--extra", default="", help="more loadgen arguments, space separated")
     args = p.parse_args(argv)
 
     bench.raise_nofile_limit()
-    binary = bench.build_mqtt_load(bench.DEFAULT_BENCH_SRC)
+    binary = bench.build_loadgen()
     opts = bench.MqttdOptions.detect(bench.mqttd_python(None))
     specs = {"A": spec_for("A", args.a, opts), "B": spec_for("B", args.b, opts)}
     sc = bench.SCENARIO_BY_NAME[args.scenario]

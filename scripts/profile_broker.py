@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Profile a running mqttd under an mqtt-load scenario with py-spy; print where time goes.
+"""Profile a running mqttd under an loadgen scenario with py-spy; print where time goes.
 
     python scripts/profile_broker.py fan-in-q1                 # one of bench.py's scenarios
     python scripts/profile_broker.py conns --top 40
     python scripts/profile_broker.py fan-out-q1 -m 8000
 
 A fresh broker is started exactly as `scripts/bench.py` starts it (same generated config),
-py-spy samples it for the whole mqtt-load run, and the collapsed stacks are folded into two
+py-spy samples it for the whole loadgen run, and the collapsed stacks are folded into two
 tables: self time per function (where the CPU is spent) and inclusive time (what the
 callees of a function cost together). py-spy leaves out the samples of the loop waiting in
 epoll, so the percentages read as "share of the broker's busy time".
@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scenario", choices=[s.name for s in bench.SCENARIOS if not s.variants])
-    p.add_argument("-m", "--messages", type=int, default=0, help="mqtt-load -m (default: 20%%)")
+    p.add_argument("-m", "--messages", type=int, default=0, help="loadgen -m (default: 20%%)")
     p.add_argument("--top", type=int, default=30, help="rows per table (default 30)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--py-spy", type=Path, default=DEFAULT_PY_SPY)
-    p.add_argument("--extra", default="", help="more mqtt-load arguments, space separated")
+    p.add_argument("--extra", default="", help="more loadgen arguments, space separated")
     p.add_argument("--raw", type=Path, default=None, help="keep py-spy's collapsed stacks here")
     p.add_argument(
         "--tree", type=Path, default=None, help="profile the mqttd/ package in this directory"
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.py_spy} missing: see this script's docstring")
 
     bench.raise_nofile_limit()
-    binary = bench.build_mqtt_load(bench.DEFAULT_BENCH_SRC)
+    binary = bench.build_loadgen()
     opts = bench.MqttdOptions.detect(bench.mqttd_python(None))
     command = bench.mqttd_command(opts, False, True)
     if args.tree is not None:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             args.raw.write_bytes(raw.read_bytes())
 
     busy = max(1, total)
-    print(f"# {args.scenario}: mqtt-load {' '.join(load_args)}")
+    print(f"# {args.scenario}: loadgen {' '.join(load_args)}")
     keys = ("msgs_per_s", "conns_per_s", "bytes_per_conn", "p99_us", "broker_cpu_s", "lost")
     print("# RESULT " + " ".join(f"{k}={result[k]}" for k in keys if k in result))
     print(f"# busy samples: {total} (py-spy leaves out samples of the loop waiting in epoll)")

@@ -4,8 +4,8 @@
     python scripts/profile_scale.py conns 50000        # idle connections held: RSS, rate
     python scripts/profile_scale.py retained 1000000   # subscribe to "#" over 1M retained
 
-conns: a fresh broker (bench.py's configuration) and mqtt-load's `conns` scenario, split
-over several mqtt-load processes and two loopback addresses when one cannot open them all
+conns: a fresh broker (bench.py's configuration) and loadgen's `conns` scenario, split
+over several loadgen processes and two loopback addresses when one cannot open them all
 (a process is limited by RLIMIT_NOFILE, and one client address to one server port by the
 ephemeral port range, ~28,000 ports). The broker needs one descriptor per connection: when
 the hard RLIMIT_NOFILE is below the count asked for (and cannot be raised without
@@ -48,7 +48,7 @@ def rss_kb(pid: int) -> int:
 
 # ---------------------------------------------------------------- conns
 
-PER_LOAD_PROCESS = 12_000  # connections per mqtt-load process (fds and ephemeral ports)
+PER_LOAD_PROCESS = 12_000  # connections per loadgen process (fds and ephemeral ports)
 
 
 def check_conns(count: int, hold: float) -> int:
@@ -63,12 +63,12 @@ def check_conns(count: int, hold: float) -> int:
             f"grant): holding {usable:,} instead"
         )
         count = usable
-    binary = bench.build_mqtt_load(bench.DEFAULT_BENCH_SRC)
+    binary = bench.build_loadgen()
     opts = bench.MqttdOptions.detect(bench.mqttd_python(None))
     base = bench.mqttd_command(opts, False, True)
 
     def command(port: int, tmp: Path) -> list[str]:
-        # A second listener on 127.0.0.2 (loopback too) gives the mqtt-load processes
+        # A second listener on 127.0.0.2 (loopback too) gives the loadgen processes
         # that connect there an ephemeral port space of their own. `--host` would move
         # every listener: it is dropped, and `-p` sets the first listener's port.
         argv = base(port, tmp)
@@ -119,7 +119,7 @@ port = {port}
     connected = int(sum(bench.num(r, "connected") or 0 for r in results))
     alive = int(sum(bench.num(r, "alive") or 0 for r in results))
     connect_s = max(bench.num(r, "connect_s") or 0 for r in results)
-    print(f"# idle connections: {count:,} asked over {len(parts)} mqtt-load process(es)")
+    print(f"# idle connections: {count:,} asked over {len(parts)} loadgen process(es)")
     print(f"connected {connected:,}, alive after the hold {alive:,}")
     print(f"broker RSS: {before:,} kB before, {held:,} kB holding them")
     if connected:
@@ -131,7 +131,7 @@ port = {port}
 
 
 def split(count: int, two_addresses: bool) -> list[tuple[str, int]]:
-    """(server address, connections) per mqtt-load process."""
+    """(server address, connections) per loadgen process."""
     parts: list[tuple[str, int]] = []
     hosts = ("127.0.0.1", "127.0.0.2") if two_addresses else ("127.0.0.1",)
     i = 0

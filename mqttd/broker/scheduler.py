@@ -18,6 +18,17 @@ the client sends. `Timer.postpone` only writes two fields. The heap entry stays 
 was; when it reaches the top early, the scheduler sees the timer's deadline has moved
 and pushes it again at its current deadline instead of running it. So a connection
 costs at most one heap push per keepalive period, however many packets it sends.
+
+Lanes: most timers are set with one of a few fixed delays (every connection's connect
+timeout, every keepalive of the usual 60 s). Timers made by `call_later` with the same
+delay come due in the order they were made, so they need no heap: they wait in a FIFO
+*lane* per delay (a deque of timers, no tuple per entry), and the scheduler looks only
+at each lane's head. That makes the connect timeout of a connection storm one append
+and one lazy pop instead of a heap push and a heap entry kept until compaction, and an
+idle connection's timers cost no heap tuples. A lane's head that was postponed goes to
+the lane's tail when its new deadline keeps the lane in order (a keepalive postponed by
+its own delay always does), else to the heap; `reschedule` to an earlier time moves a
+timer to the heap. Delays beyond the first `_MAX_LANES` distinct ones use the heap.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from .clock import Clock
@@ -35,6 +47,34 @@ logger = logging.getLogger("mqttd.scheduler")
 
 # Below this heap size compaction is not worth a rebuild.
 _COMPACT_MIN = 64
+
+# Distinct `call_later` delays that get a FIFO lane; later ones use the heap.
+_MAX_LANES = 16
+
+
+class Lane(deque["Timer"]):
+    """Timers made with one delay, in the order of their entry deadlines.
+
+    Entries whose timer was cancelled, ran, or moved to the heap stay until they reach
+    the head (or a compaction); such a timer's `_entry_when` may describe its heap entry
+    by then, so the lane keeps the deadline of its last append itself (`last`) for the
+    order check of the next one.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = float("-inf")
+
+    def add(self, timer: Timer) -> None:
+        """Append a timer whose entry deadline is not before `last`."""
+        self.append(timer)
+        self.last = timer._entry_when
+
+
+def _noop() -> None:
+    """The callback of a timer that has run or was cancelled: it holds nothing alive."""
 
 
 class Timer:
@@ -47,6 +87,7 @@ class Timer:
     __slots__ = (
         "_entry_order",
         "_entry_when",
+        "_lane",
         "_order",
         "_scheduler",
         "callback",
@@ -63,8 +104,9 @@ class Timer:
         # None once the timer has run or been cancelled.
         self._scheduler: Scheduler | None = scheduler
         self._order = order  # tie-break of the current deadline
-        self._entry_when = when  # the live heap entry
+        self._entry_when = when  # the live heap or lane entry
         self._entry_order = order
+        self._lane: Lane | None = None  # the lane holding the live entry, if any
 
     def __repr__(self) -> str:
         state = "cancelled" if self.cancelled else "pending" if self.pending else "done"
@@ -82,6 +124,9 @@ class Timer:
             return
         self.cancelled = True
         self._scheduler = None
+        # A cancelled timer may wait in a lane until its deadline: drop what its
+        # callback holds (a bound method keeps its connection alive) now.
+        self.callback = _noop
         scheduler._live -= 1
         scheduler._maybe_compact()
 
@@ -109,6 +154,7 @@ class Timer:
         self.when = when
         self._order = order
         if when < self._entry_when:
+            self._lane = None  # its lane entry, if any, becomes garbage
             scheduler._push(self)
             scheduler._maybe_compact()
 
@@ -116,12 +162,14 @@ class Timer:
 class Scheduler:
     """Every timer of the broker in one heap, run by `run_due` against `clock.now()`."""
 
-    __slots__ = ("_clock", "_counter", "_heap", "_live", "on_earliest")
+    __slots__ = ("_clock", "_counter", "_heap", "_lane_entries", "_lanes", "_live", "on_earliest")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._heap: list[tuple[float, int, Timer]] = []
         self._counter = itertools.count()
+        self._lanes: dict[float, Lane] = {}
+        self._lane_entries = 0  # entries in all lanes, live or garbage
         self._live = 0
         #: Called with the deadline when a newly pushed timer becomes the earliest,
         #: so the I/O layer can re-arm its single wake-up. Not called by `postpone`
@@ -146,7 +194,58 @@ class Scheduler:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run `callback()` `delay` seconds from now."""
-        return self.call_at(self._clock.now() + delay, callback)
+        when = self._clock.now() + delay
+        lane = self._lanes.get(delay)
+        if lane is None:
+            if len(self._lanes) >= _MAX_LANES:
+                return self.call_at(when, callback)
+            lane = self._lanes[delay] = Lane()
+        # Only a lane without live entries can get a new earliest deadline. (Settling
+        # the head first also lets a postponed head move to the tail before `last` is
+        # compared.)
+        notify = self.on_earliest is not None and self._settle_lane(lane) is None
+        if lane.last > when:  # a head filed later than this deadline: keep the order
+            return self.call_at(when, callback)
+        timer = Timer(self, when, next(self._counter), callback)
+        self._live += 1
+        timer._lane = lane
+        lane.add(timer)
+        self._lane_entries += 1
+        if notify and self.on_earliest is not None and when <= self._earliest_other(lane):
+            self.on_earliest(when)
+        return timer
+
+    def _earliest_other(self, skip: Lane) -> float:
+        """The earliest heap entry or live lane head outside `skip` (heap garbage included:
+        a lower bound, which at worst wakes the I/O layer early)."""
+        best = self._heap[0][0] if self._heap else float("inf")
+        for lane in self._lanes.values():
+            if lane is not skip:
+                head = self._settle_lane(lane)
+                if head is not None and head._entry_when < best:
+                    best = head._entry_when
+        return best
+
+    def _settle_lane(self, lane: Lane) -> Timer | None:
+        """Drop garbage and re-file postponed timers at a lane's head; return the head."""
+        while lane:
+            timer = lane[0]
+            if timer._scheduler is None or timer._lane is not lane:
+                lane.popleft()
+                self._lane_entries -= 1
+            elif timer.when != timer._entry_when:  # postponed since it was filed
+                lane.popleft()
+                if lane.last > timer.when:
+                    self._lane_entries -= 1
+                    timer._lane = None
+                    self._push(timer)
+                else:
+                    timer._entry_when = timer.when
+                    timer._entry_order = timer._order
+                    lane.add(timer)
+            else:
+                return timer
+        return None
 
     def next_deadline(self) -> float | None:
         """The earliest pending deadline, or None when no timer is pending.
@@ -154,6 +253,11 @@ class Scheduler:
         Drops garbage and re-files postponed timers found at the top, so the answer is
         exact and the I/O layer never wakes up for a deadline that moved.
         """
+        best: float | None = None
+        for lane in self._lanes.values():
+            head = self._settle_lane(lane)
+            if head is not None and (best is None or head.when < best):
+                best = head.when
         heap = self._heap
         while heap:
             when, order, timer = heap[0]
@@ -164,8 +268,21 @@ class Scheduler:
                 timer._entry_when = timer.when
                 timer._entry_order = timer._order
             else:
-                return when
-        return None
+                return when if best is None or when < best else best
+        return best
+
+    def _due_from_lanes(self, now: float) -> None:
+        """Move every lane timer due at `now` into the heap, where `run_due` runs it in
+        deadline order with the rest."""
+        for lane in self._lanes.values():
+            while True:
+                head = self._settle_lane(lane)
+                if head is None or head.when > now:
+                    break
+                lane.popleft()
+                self._lane_entries -= 1
+                head._lane = None
+                self._push(head, notify=False)
 
     def run_due(self) -> int:
         """Run every timer due at `clock.now()`, earliest first; return how many ran.
@@ -178,6 +295,8 @@ class Scheduler:
         now = self._clock.now()
         heap = self._heap
         ran = 0
+        if self._lanes:
+            self._due_from_lanes(now)
         while heap and heap[0][0] <= now:
             _, order, timer = heap[0]
             if timer._scheduler is None or order != timer._entry_order:
@@ -193,27 +312,39 @@ class Scheduler:
             timer._scheduler = None
             self._live -= 1
             ran += 1
+            callback, timer.callback = timer.callback, _noop
             try:
-                timer.callback()
+                callback()
             except Exception:
-                logger.exception("timer callback %r raised", timer.callback)
+                logger.exception("timer callback %r raised", callback)
+            if self._lanes and heap is self._heap:
+                # A callback may have made lane timers that are due already.
+                self._due_from_lanes(now)
         return ran
 
-    def _push(self, timer: Timer) -> None:
+    def _push(self, timer: Timer, notify: bool = True) -> None:
         heap = self._heap
         entry = (timer.when, timer._order, timer)
         timer._entry_when = timer.when
         timer._entry_order = timer._order
         heapq.heappush(heap, entry)
-        if self.on_earliest is not None and heap[0] is entry:
+        if notify and self.on_earliest is not None and heap[0] is entry:
             self.on_earliest(timer.when)
 
     def _maybe_compact(self) -> None:
         # Rebuild when garbage outnumbers live entries: amortised O(1) per cancel, and
-        # the heap never holds more than about twice the pending timers.
+        # the heap and lanes never hold more than about twice the pending timers.
         heap = self._heap
-        if len(heap) <= _COMPACT_MIN or len(heap) <= 2 * self._live:
+        held = len(heap) + self._lane_entries
+        if held <= _COMPACT_MIN or held <= 2 * self._live:
             return
+        self._lane_entries = 0
+        for lane in self._lanes.values():
+            if lane:
+                kept = [t for t in lane if t._scheduler is not None and t._lane is lane]
+                lane.clear()  # in place: timers know their lane by identity
+                lane.extend(kept)  # `last` stays: the order check needs no more
+                self._lane_entries += len(kept)
         live = [
             (t.when, t._order, t)
             for _, order, t in heap

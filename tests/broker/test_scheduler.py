@@ -22,6 +22,11 @@ def sched(clock: FakeClock) -> Scheduler:
     return Scheduler(clock)
 
 
+def entries(sched: Scheduler) -> int:
+    """Heap entries plus lane entries, live or garbage: what the scheduler holds."""
+    return len(sched._heap) + sum(len(lane) for lane in sched._lanes.values())
+
+
 # --- clocks ---------------------------------------------------------------------------
 
 
@@ -108,11 +113,11 @@ def test_heap_is_compacted_when_most_timers_are_cancelled(sched: Scheduler) -> N
     for t in timers[:900]:
         t.cancel()
     assert len(sched) == 100
-    assert len(sched._heap) <= 2 * len(sched)
+    assert entries(sched) <= 2 * len(sched)
     # Cancelling everything leaves a small heap, not 1000 dead entries.
     for t in timers[900:]:
         t.cancel()
-    assert len(sched._heap) <= 64
+    assert entries(sched) <= 64
     assert sched.next_deadline() is None
 
 
@@ -127,7 +132,7 @@ def test_postpone_moves_the_deadline_without_heap_pushes(
     for _ in range(1000):  # a packet every 10 ms re-arms the keepalive
         clock.advance(0.01)
         keepalive.postpone(clock.now() + 15)
-        assert len(sched._heap) == 1
+        assert entries(sched) == 1
     deadline = keepalive.when
     assert deadline == pytest.approx(1025.0)
     clock.advance(14.99)  # past the first deadline (1015), before the current one
@@ -247,3 +252,121 @@ def test_on_earliest_reports_new_earliest_deadlines(clock: FakeClock, sched: Sch
     t.postpone(1030.0)  # later: no report
     t.reschedule(1001.0)
     assert seen == [1010.0, 1005.0, 1001.0]
+
+
+# --- lanes: timers with one delay wait in a FIFO, not the heap -------------------------
+
+
+def test_same_delay_timers_use_a_lane_and_run_in_order_with_heap_timers(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    log: list[str] = []
+    for i in range(5):
+        sched.call_later(10, functools.partial(log.append, f"lane{i}"))
+        clock.advance(1)
+    sched.call_at(clock.now() + 5.5, functools.partial(log.append, "heap"))  # due at 1010.5
+    assert len(sched._heap) == 1 and len(sched) == 6
+    assert sched.next_deadline() == 1010.0
+    clock.advance(100)
+    assert sched.run_due() == 6
+    assert log == ["lane0", "heap", "lane1", "lane2", "lane3", "lane4"]
+
+
+def test_cancelled_lane_timer_lets_go_of_its_callback_and_is_skipped(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    class Owner:
+        def fire(self) -> None:
+            raise AssertionError("cancelled timer ran")
+
+    owner = Owner()
+    timer = sched.call_later(30, owner.fire)
+    later = sched.call_later(30, lambda: None)
+    timer.cancel()
+    assert timer.callback is not owner.fire  # the bound method (and its owner) is freed
+    assert sched.next_deadline() == later.when
+    clock.advance(30)
+    assert sched.run_due() == 1
+
+
+def test_postponed_lane_head_moves_to_the_tail_and_an_earlier_reschedule_to_the_heap(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    log: list[str] = []
+    a = sched.call_later(10, functools.partial(log.append, "a"))
+    clock.advance(1)
+    b = sched.call_later(10, functools.partial(log.append, "b"))  # due 1011
+    a.postpone(clock.now() + 10)  # 1011, after b in time order of filing
+    b.reschedule(clock.now() + 2)  # 1003: earlier than its lane entry, goes to the heap
+    assert sched.next_deadline() == 1003.0
+    clock.advance(2)
+    assert sched.run_due() == 1 and log == ["b"]
+    clock.advance(7)  # 1010: a's first deadline has passed, its current one has not
+    assert sched.run_due() == 0
+    clock.advance(1)
+    assert sched.run_due() == 1 and log == ["b", "a"]
+
+
+def test_a_new_lane_timer_that_becomes_the_earliest_wakes_the_driver(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    woken: list[float] = []
+    sched.on_earliest = woken.append
+    sched.call_at(1050.0, lambda: None)
+    sched.call_later(10, lambda: None)
+    sched.call_later(10, lambda: None)  # not the earliest: the lane's head is
+    assert woken == [1050.0, 1010.0]
+
+
+def test_lanes_and_heap_together_run_each_timer_once_on_time_and_never_when_cancelled(
+    clock: FakeClock, sched: Scheduler
+) -> None:
+    """Random call_later / call_at / cancel / postpone / reschedule against a plain model."""
+    import random
+
+    rng = random.Random(7)
+    expected: dict[int, float] = {}  # timer number -> current deadline, while pending
+    ran: list[int] = []
+    timers: dict[int, Timer] = {}
+
+    def fire(n: int) -> None:
+        assert clock.now() >= expected[n]
+        ran.append(n)
+        del expected[n]
+
+    for n in range(20_000):
+        op = rng.random()
+        if op < 0.35:
+            delay = rng.choice([10.0, 30.0, 45.0, 7.5])
+            t = sched.call_later(delay, functools.partial(fire, n))
+        elif op < 0.4:
+            t = sched.call_at(clock.now() + rng.random() * 40, functools.partial(fire, n))
+        else:
+            t = None
+        if t is not None:
+            timers[n], expected[n] = t, t.when
+            continue
+        pending = [k for k in expected if k in timers]
+        if op < 0.55 and pending:
+            k = rng.choice(pending)
+            timers[k].cancel()
+            del expected[k]
+        elif op < 0.7 and pending:
+            k = rng.choice(pending)
+            timers[k].postpone(clock.now() + rng.choice([10.0, 30.0]))
+            expected[k] = timers[k].when
+        elif op < 0.75 and pending:
+            k = rng.choice(pending)
+            timers[k].reschedule(clock.now() + rng.random() * 20)
+            expected[k] = timers[k].when
+        elif op < 0.9:
+            clock.advance(rng.random())
+            sched.run_due()
+            assert all(when > clock.now() for when in expected.values())
+        else:
+            nxt = sched.next_deadline()
+            assert nxt == (min(expected.values()) if expected else None)
+        assert len(sched) == len(expected)
+    clock.advance(1000)
+    sched.run_due()
+    assert not expected and len(ran) == len(set(ran))
