@@ -54,7 +54,7 @@ def test_wildcard_publish_reaches_each_subscription_on_other_nodes_once() -> Non
 
 
 def test_only_nodes_with_matching_interest_receive() -> None:
-    hub, (a, b, c) = cluster(3)
+    hub, (a, _b, c) = cluster(3)
     sub = a.connected("sub")
     sub.subscribe("only/a")
     c.connected("pub").publish("only/a", b"1")
