@@ -113,12 +113,18 @@ class ClientIdClaims:
     larger token than ours ends our claim; a smaller one is stale (our claim came after
     it) and is ignored. `release` hands back the token to give up, or None when the
     claim is no longer ours, so a node never releases what another node owns.
+
+    A claim takes a round trip: between `claiming` and `claimed` a notice cannot be
+    judged yet, so the largest token heard meanwhile is kept, and `claimed` says
+    whether the claim had already lost to it when it was granted.
     """
 
-    __slots__ = ("_tokens",)
+    __slots__ = ("_heard", "_pending", "_tokens")
 
     def __init__(self) -> None:
         self._tokens: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # client id -> claims on their way
+        self._heard: dict[str, int] = {}  # client id -> largest token heard while pending
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -127,14 +133,37 @@ class ClientIdClaims:
         """Our token for `client_id`, or None when we hold no claim."""
         return self._tokens.get(client_id)
 
-    def claimed(self, client_id: str, token: int) -> None:
-        """Our claim on `client_id` was granted with `token`."""
+    def claiming(self, client_id: str) -> None:
+        """A claim on `client_id` was asked for; its answer will come to `claimed`."""
+        self._pending[client_id] = self._pending.get(client_id, 0) + 1
+
+    def claimed(self, client_id: str, token: int) -> bool:
+        """Our claim on `client_id` was granted with `token`.
+
+        False when another node's claim with a larger token was heard while ours was
+        on its way: ours lost, and the caller ends the client here.
+        """
+        pending = self._pending.get(client_id, 0)
+        heard = self._heard.get(client_id)
+        if pending <= 1:
+            self._pending.pop(client_id, None)
+            self._heard.pop(client_id, None)
+        else:
+            self._pending[client_id] = pending - 1
+        if heard is not None and heard > token:
+            self._tokens.pop(client_id, None)
+            return False
         current = self._tokens.get(client_id)
         if current is None or token > current:
             self._tokens[client_id] = token
+        return True
 
     def superseded(self, client_id: str, token: int) -> bool:
-        """Another node claimed `client_id` with `token`: True if that ends our claim."""
+        """Another node claimed `client_id` with `token`: True if that ends our claim now."""
+        if client_id in self._pending:
+            # Judged when our own claim's token is known (`claimed`).
+            self._heard[client_id] = max(token, self._heard.get(client_id, 0))
+            return False
         current = self._tokens.get(client_id)
         if current is None or token <= current:
             return False
@@ -184,6 +213,7 @@ class InProcessHub:
         self._next_token = token + 1
         previous = self.owners.get(client_id)
         self.owners[client_id] = (claimer, token)
+        claimer.claims.claiming(client_id)
         claimer.claims.claimed(client_id, token)
         if previous is not None and previous[0] is not claimer:
             old = previous[0]

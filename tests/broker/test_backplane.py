@@ -176,3 +176,16 @@ def test_claims_follow_the_largest_token() -> None:
     claims.claimed("c", 7)
     claims.claimed("c", 3)  # a late answer to an older claim does not go back
     assert claims.release("c") == 7
+
+
+def test_a_notice_heard_while_our_claim_is_on_its_way_is_judged_by_the_tokens() -> None:
+    claims = ClientIdClaims()
+    claims.claimed("c", 2)
+    claims.claiming("c")  # a reconnect here: a second claim on its way
+    assert not claims.superseded("c", 5)  # not yet: ours may come after it
+    assert not claims.claimed("c", 4)  # ours came first: it lost to 5
+    assert claims.token("c") is None
+    claims.claiming("c")
+    assert not claims.superseded("c", 6)
+    assert claims.claimed("c", 7)  # ours came after 6: it stands
+    assert claims.token("c") == 7
