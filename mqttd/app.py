@@ -472,6 +472,8 @@ class App:
             await self.bridge_service.stop()
         for entry in self._listeners:
             entry.stop_accepting()
+        if self.cluster is not None:
+            self.cluster.stop_inbound()  # nothing from other nodes once the store closes
         if self._started:
             try:
                 await asyncio.wait_for(self.broker.stop(), BROKER_STOP_TIMEOUT)

@@ -155,6 +155,8 @@ class NatsBackplane:
         self._control_idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._host: BackplaneHost | None = None
+        #: False once the node is stopping: what other nodes send is ignored from then on.
+        self._inbound = True
         self._nc: NATS | None = None
         self._clients: KeyValue | None = None
         self._retained: KeyValue | None = None
@@ -297,8 +299,13 @@ class NatsBackplane:
             len(self.peers),
         )
 
+    def stop_inbound(self) -> None:
+        """Ignore what other nodes send from now on (the core is stopping: its store closes)."""
+        self._inbound = False
+
     async def stop(self) -> None:
         """Finish the queued claims and releases (bounded in time), leave, close NATS."""
+        self._inbound = False
         timeout = self.config.request_timeout
         if self._tasks:
             with contextlib.suppress(TimeoutError):
@@ -442,6 +449,8 @@ class NatsBackplane:
                     logger.warning("cluster: NATS refused %s: %s", subject, exc)
 
     async def _on_message(self, msg: Msg) -> None:
+        if not self._inbound:
+            return
         try:
             envelope = decode_envelope(msg.data)
         except EnvelopeError as exc:
@@ -539,6 +548,8 @@ class NatsBackplane:
             await kv.delete(_kv_key(client_id), last=token)
 
     async def _on_notice(self, msg: Msg) -> None:
+        if not self._inbound:
+            return
         try:
             notice = json.loads(msg.data)
             client_id, token = str(notice["client_id"]), int(notice["token"])
@@ -574,7 +585,7 @@ class NatsBackplane:
                 except EnvelopeError as exc:
                     logger.warning("cluster: dropping a retained entry: %s", exc)
                     continue
-                if envelope.boot == self.boot:
+                if envelope.boot == self.boot or not self._inbound:
                     continue  # our own change: the core has it already
                 self.stats.retained_updates_in += 1
                 message = None

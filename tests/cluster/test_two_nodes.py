@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from integration.paho_client import V5, V311
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .conftest import NodeFactory, PahoFactory, routed
@@ -164,3 +166,28 @@ def test_taking_the_client_id_back_on_the_first_node(
     assert second.wait_disconnected(10) == 0x8E
     time.sleep(0.5)
     assert not third.disconnected.is_set()
+
+
+def test_mqtt5_properties_cross_nodes(
+    nodes: tuple[MqttdProcess, MqttdProcess], paho_factory: PahoFactory
+) -> None:
+    a, b = nodes
+    receiver = paho_factory(b.port, "receiver", protocol=V5)
+    receiver.subscribe("props/#", 1)
+    publisher = paho_factory(a.port, "publisher", protocol=V5)
+    routed(publisher, "props/probe", receiver)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("site", "7")]
+    props.ContentType = "text/plain"
+    props.ResponseTopic = "props/reply"
+    props.CorrelationData = b"\x01\x02"
+    props.MessageExpiryInterval = 300
+    publisher.publish("props/x", b"payload", qos=1, properties=props)
+    got = receiver.expect_message()
+    assert got.payload == b"payload"
+    assert got.properties is not None
+    assert got.properties.UserProperty == [("site", "7")]
+    assert got.properties.ContentType == "text/plain"
+    assert got.properties.ResponseTopic == "props/reply"
+    assert got.properties.CorrelationData == b"\x01\x02"
+    assert 295 <= got.properties.MessageExpiryInterval <= 300
