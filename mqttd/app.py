@@ -57,7 +57,13 @@ from .config import Config, ConfigError, ListenerConfig, PersistenceConfig
 from .net.tcp import ListenerConnections, serve_tcp, server_ssl_context
 from .net.ws import serve_ws
 from .ops.logging import set_log_level, setup_logging
-from .ops.metrics import Collector, MetricsServer, collect_broker, collect_store
+from .ops.metrics import (
+    Collector,
+    MetricsServer,
+    collect_broker,
+    collect_cluster,
+    collect_store,
+)
 from .ops.sys_tree import SysTree, clear_sys_topics
 from .runtime import tune_gc
 from .store.base import Store
@@ -403,6 +409,11 @@ class App:
             lambda: collect_broker(self.broker, names, started_at),
             lambda: collect_store(self.store),
         ]
+        cluster = self.cluster
+        if cluster is not None:
+            self.metrics_collectors.insert(
+                2, lambda: collect_cluster(cluster.figures(), cluster.node)
+            )
         server = MetricsServer(self.metrics_collectors, lambda: self.running)
         try:
             self.metrics_address = await server.start(config.host, config.port)

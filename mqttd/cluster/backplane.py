@@ -619,16 +619,20 @@ class NatsBackplane:
                 logger.warning("cluster: heartbeat failed: %s", exc)
 
     def figures(self) -> dict[str, int]:
-        """The node's cluster figures by name (for $SYS and /metrics)."""
+        """The node's cluster figures by metric name suffix (`_total`: a counter)."""
         stats = self.stats
+        nc = self._nc
         return {
             "peers": len(self.peers),
-            "routed_out": stats.routed_out,
-            "routed_in": stats.routed_in,
-            "duplicates": stats.duplicates,
-            "dropped": stats.dropped,
-            "claims": stats.claims,
-            "takeovers_sent": stats.takeovers_sent,
-            "takeovers_received": stats.takeovers_received,
-            "subscriptions": len(self._subject_refs),
+            "nats_connected": int(nc is not None and nc.is_connected),
+            "nats_subscriptions": len(self._subject_refs),
+            "outbox": len(self._outbox),
+            "routed_out_total": stats.routed_out,
+            "routed_in_total": stats.routed_in,
+            "duplicates_total": stats.duplicates,
+            "dropped_total": stats.dropped,
+            "claims_total": stats.claims,
+            "takeovers_sent_total": stats.takeovers_sent,
+            "takeovers_received_total": stats.takeovers_received,
+            "retained_updates_in_total": stats.retained_updates_in,
         }
