@@ -82,6 +82,11 @@ class NatsServer:
                     ) from None
                 time.sleep(0.05)
 
+    def restart(self) -> NatsServer:
+        """Kill it and start it again on the same port with the same store."""
+        self.kill()
+        return self.start()
+
     def kill(self) -> None:
         """SIGKILL its process group and wait for it."""
         proc = self.proc

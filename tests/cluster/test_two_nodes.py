@@ -17,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .conftest import NodeFactory, PahoFactory, routed
+from .conftest import NatsServer, NodeFactory, PahoFactory, routed
 
 if TYPE_CHECKING:
     from conftest import MqttdProcess
@@ -191,3 +191,22 @@ def test_mqtt5_properties_cross_nodes(
     assert got.properties.ResponseTopic == "props/reply"
     assert got.properties.CorrelationData == b"\x01\x02"
     assert 295 <= got.properties.MessageExpiryInterval <= 300
+
+
+def test_routing_and_takeover_work_again_after_nats_restarts(
+    nodes: tuple[MqttdProcess, MqttdProcess],
+    paho_factory: PahoFactory,
+    nats_server: NatsServer,
+) -> None:
+    a, b = nodes
+    receiver = paho_factory(b.port, "receiver")
+    receiver.subscribe("after/#", 1)
+    publisher = paho_factory(a.port, "publisher")
+    routed(publisher, "after/probe", receiver)
+    nats_server.restart()
+    # The nodes reconnect and subscribe again by themselves; their clients stayed.
+    routed(publisher, "after/probe", receiver, timeout=20)
+    assert not receiver.disconnected.is_set() and not publisher.disconnected.is_set()
+    old = paho_factory(a.port, "device-2", protocol=V5)
+    paho_factory(b.port, "device-2", protocol=V5)
+    assert old.wait_disconnected(10) == 0x8E
