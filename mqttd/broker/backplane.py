@@ -10,9 +10,14 @@ implementation.
 
 The core calls, on its own thread of control and never waiting for an answer:
 
-- `interest_added` / `interest_removed` once per subscription (a session's filter, or
-  a shared group's inner filter) that starts or ends on this node. The backplane
-  counts them per filter and asks the network only for topics someone here wants.
+- `interest_added` / `interest_removed` once per subscription that starts or ends on
+  this node. The backplane counts them per filter and asks the network only for topics
+  someone here wants.
+- `share_added` / `share_removed` when this node gets its first member of a shared
+  subscription group "$share/{share}/{filter}" or loses its last. Each message goes to
+  one group cluster-wide: the backplane picks one node with members among all nodes,
+  this one included, and that node's `BackplaneHost.deliver_shared_from_node` picks
+  one of its members. The core then never picks members in `publish` itself.
 - `publish` for every message published on this node (clients, wills, bridges); the
   backplane carries it to the nodes with matching interest. A message that arrives
   from another node goes to `BackplaneHost.publish_from_node` and is delivered here
@@ -57,6 +62,10 @@ class BackplaneHost(Protocol):
         """Deliver a message another node published to this node's subscriptions only."""
         ...
 
+    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
+        """Deliver `message` to one member here of "$share/{share}/{topic_filter}"."""
+        ...
+
     def client_id_taken_elsewhere(self, client_id: str) -> None:
         """Another node claimed `client_id` after this one: close and end it here."""
         ...
@@ -82,6 +91,14 @@ class Backplane(Protocol):
 
     def interest_removed(self, topic_filter: str) -> None:
         """One subscription fewer on `topic_filter` on this node."""
+        ...
+
+    def share_added(self, share: str, topic_filter: str) -> None:
+        """This node has members of "$share/{share}/{topic_filter}" now."""
+        ...
+
+    def share_removed(self, share: str, topic_filter: str) -> None:
+        """This node's last member of "$share/{share}/{topic_filter}" left."""
         ...
 
     def publish(self, message: Message) -> None:
@@ -188,6 +205,8 @@ class InProcessHub:
         self.nodes: list[InProcessBackplane] = []
         self.owners: dict[str, tuple[InProcessBackplane, int]] = {}
         self.retained: dict[str, Message] = {}
+        #: Round-robin position of each shared group across the nodes.
+        self._share_turn: dict[tuple[str, str], int] = {}
         self._next_token = 1
         self._pending: deque[Callable[[], object]] = deque()
 
@@ -203,10 +222,24 @@ class InProcessHub:
         self._pending.append(action)
 
     def _publish(self, sender: InProcessBackplane, message: Message) -> None:
+        topic = message.topic
         for node in self.nodes:
-            if node is not sender and node.wants(message.topic):
+            if node is not sender and node.wants(topic):
                 copy = _copy(message)
                 self._send(lambda n=node, m=copy: n.host.publish_from_node(m))  # type: ignore[misc]
+        # Each shared group: one node with members, the sender included (a queue group).
+        groups: dict[tuple[str, str], list[InProcessBackplane]] = {}
+        for node in self.nodes:
+            for key in node.shares_matching(topic):
+                groups.setdefault(key, []).append(node)
+        for key, nodes in groups.items():
+            turn = self._share_turn.get(key, 0)
+            self._share_turn[key] = turn + 1
+            chosen = nodes[turn % len(nodes)]
+            copy = _copy(message)
+            self._send(
+                lambda n=chosen, m=copy, k=key: n.host.deliver_shared_from_node(m, *k)  # type: ignore[misc]
+            )
 
     def _claim(self, claimer: InProcessBackplane, client_id: str) -> None:
         token = self._next_token
@@ -251,7 +284,9 @@ class InProcessBackplane:
         self.distributed = hub is not None
         self.claims = ClientIdClaims()
         self.interest: dict[str, int] = {}
+        self.shares: set[tuple[str, str]] = set()
         self._tree: TopicTree[str, int] = TopicTree()
+        self._share_tree: TopicTree[tuple[str, str], int] = TopicTree()
         self._host: BackplaneHost | None = None
         if hub is not None:
             hub.nodes.append(self)
@@ -289,6 +324,24 @@ class InProcessBackplane:
                 self._tree.unsubscribe(topic_filter, topic_filter)
         else:
             self.interest[topic_filter] = count - 1
+
+    def shares_matching(self, topic: str) -> list[tuple[str, str]]:
+        """The shared groups with members on this node whose filter matches `topic`."""
+        return [key for key, _ in self._share_tree.match(topic)]
+
+    def share_added(self, share: str, topic_filter: str) -> None:
+        """This node has members of the group now: the hub may pick it."""
+        key = (share, topic_filter)
+        if key not in self.shares:
+            self.shares.add(key)
+            self._share_tree.subscribe(topic_filter, key, 1)
+
+    def share_removed(self, share: str, topic_filter: str) -> None:
+        """This node's last member of the group left."""
+        key = (share, topic_filter)
+        if key in self.shares:
+            self.shares.discard(key)
+            self._share_tree.unsubscribe(topic_filter, key)
 
     def publish(self, message: Message) -> None:
         """Hand `message` to the hub for the nodes whose interest matches."""

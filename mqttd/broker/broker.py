@@ -649,7 +649,8 @@ class Broker:
                         continue
                     if self._deliver_aggregated(session, all_options, message):
                         flags |= PUBLISH_RECORDED
-        if self._shared_groups:
+        # In a cluster the backplane picks the group member (`deliver_shared_from_node`).
+        if self._shared_groups and self._backplane is None:
             for group, _ in self._shared_tree.match(topic):
                 member = group.pick()
                 if member is None:
@@ -673,6 +674,23 @@ class Broker:
         Its retained state arrives separately (`retained_from_node`).
         """
         return self.publish(message, None, True)
+
+    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
+        """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
+        `message` (published on any node, this one included): deliver to one of them."""
+        group = self._shared_groups.get((share, topic_filter))
+        member = group.pick() if group is not None else None
+        if group is None or member is None:
+            return  # the group's last member here left while the message was on its way
+        session, options = member
+        authorise = self.authorise
+        if authorise is not None and not authorise(
+            session.client_id, session.username, "read", message.topic
+        ):
+            return  # as in publish(): this turn's member may not read it
+        qos = min(options.qos, message.qos)
+        retain = message.retain and options.retain_as_published
+        session.deliver_shared(message, qos, retain, options.sub_ids, group)
 
     def _deliver_aggregated(
         self, session: Session, all_options: tuple[SubOptions, ...], message: Message
@@ -849,7 +867,7 @@ class Broker:
             group = self._shared_groups[key] = SharedGroup(share, topic_filter)
             self._shared_tree.subscribe(topic_filter, group, group)
             if self._backplane is not None:
-                self._backplane.interest_added(topic_filter)
+                self._backplane.share_added(share, topic_filter)
         return group.add(session, options)
 
     def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
@@ -886,7 +904,7 @@ class Broker:
             del self._shared_groups[key]
             self._shared_tree.unsubscribe(inner, group)
             if self._backplane is not None:
-                self._backplane.interest_removed(inner)
+                self._backplane.share_removed(share, inner)
 
     # -- persistence helpers -------------------------------------------------------------
 

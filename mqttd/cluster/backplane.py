@@ -71,7 +71,13 @@ from ..broker.clock import Clock
 from ..broker.message import Message
 from ..config import ClusterConfig
 from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
-from .subjects import filter_to_subjects, long_subject, subject_prefix, topic_to_subject
+from .subjects import (
+    filter_to_subjects,
+    long_subject,
+    subject_prefix,
+    topic_matches,
+    topic_to_subject,
+)
 
 __all__ = ["BackplaneError", "ClusterStats", "NatsBackplane", "default_node_name"]
 
@@ -103,6 +109,7 @@ class ClusterStats:
     takeovers_sent: int = 0
     takeovers_received: int = 0
     retained_updates_in: int = 0
+    shared_in: int = 0
 
 
 def default_node_name() -> str:
@@ -148,6 +155,9 @@ class NatsBackplane:
         self._seen: set[tuple[int, int]] = set()
         self._seen_order: deque[tuple[int, int]] = deque()
         self._outbox: deque[tuple[int, str, bytes]] = deque()
+        #: Shared groups to join (True) or leave on NATS, in order: (join, share, filter).
+        self._share_ops: deque[tuple[bool, str, str]] = deque()
+        self._share_subs: dict[tuple[str, str], list[Subscription]] = {}
         self._control: deque[Callable[[], Awaitable[None]]] = deque()
         self._outbox_wake = asyncio.Event()
         self._control_wake = asyncio.Event()
@@ -158,6 +168,9 @@ class NatsBackplane:
         #: False once the node is stopping: what other nodes send is ignored from then on.
         self._inbound = True
         self._nc: NATS | None = None
+        #: The connection of the shared groups' queue subscriptions: it receives this
+        #: node's own messages too (no no_echo), so local members compete fairly.
+        self._shared_nc: NATS | None = None
         self._clients: KeyValue | None = None
         self._retained: KeyValue | None = None
         self._nodes: KeyValue | None = None
@@ -202,6 +215,16 @@ class NatsBackplane:
                 self._queue(_UNSUB, subject, b"")
             else:
                 self._subject_refs[subject] = refs - 1
+
+    def share_added(self, share: str, topic_filter: str) -> None:
+        """This node has members of the group: join its NATS queue group."""
+        self._share_ops.append((True, share, topic_filter))
+        self._outbox_wake.set()
+
+    def share_removed(self, share: str, topic_filter: str) -> None:
+        """This node's last member of the group left: leave its NATS queue group."""
+        self._share_ops.append((False, share, topic_filter))
+        self._outbox_wake.set()
 
     def publish(self, message: Message) -> None:
         """Send a message published here to the nodes subscribed to its subject."""
@@ -268,6 +291,12 @@ class NatsBackplane:
             ) from exc
         nc = self._nc
         try:
+            options = self._connect_options()
+            options["no_echo"] = False
+            options["name"] += " (shared)"
+            self._shared_nc = await asyncio.wait_for(
+                nats.connect(**options), config.connect_timeout
+            )
             js = nc.jetstream(timeout=config.request_timeout)
             base = f"mqttd_{config.name}"
             self._clients = await self._bucket(js, f"{base}_clients")
@@ -323,14 +352,17 @@ class NatsBackplane:
             # Leave at once rather than when the heartbeat runs out.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nodes.delete(self.node), timeout)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.drain(), timeout)
-        with contextlib.suppress(Exception):
-            await nc.close()
-        self._nc = None
+        for conn in (nc, self._shared_nc):
+            if conn is None:
+                continue
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.drain(), timeout)
+            with contextlib.suppress(Exception):
+                await conn.close()
+        self._nc = self._shared_nc = None
 
     async def _drain(self) -> None:
-        while self._outbox or self._control or not self._control_idle.is_set():
+        while self._outbox or self._share_ops or self._control or not self._control_idle.is_set():
             self._outbox_wake.set()
             self._control_wake.set()
             await asyncio.sleep(0.01)
@@ -432,6 +464,14 @@ class NatsBackplane:
         while True:
             await self._outbox_wake.wait()
             self._outbox_wake.clear()
+            while self._share_ops:
+                join, share, topic_filter = self._share_ops.popleft()
+                try:
+                    await self._change_share(join, share, topic_filter)
+                except Exception as exc:
+                    logger.warning(
+                        "cluster: NATS refused $share/%s/%s: %s", share, topic_filter, exc
+                    )
             while outbox:
                 kind, subject, data = outbox.popleft()
                 try:
@@ -447,6 +487,44 @@ class NatsBackplane:
                     if kind == _PUB:
                         self.stats.dropped += 1
                     logger.warning("cluster: NATS refused %s: %s", subject, exc)
+
+    async def _change_share(self, join: bool, share: str, topic_filter: str) -> None:
+        key = (share, topic_filter)
+        for sub in self._share_subs.pop(key, []):
+            await sub.unsubscribe()
+        if not join:
+            return
+        nc = self._shared_nc
+        assert nc is not None
+        # One queue group per (share, filter) cluster-wide: NATS hands each message to one
+        # subscriber of it, on whichever node. The filter's subjects are disjoint (`a` and
+        # `a.>`), so a message matches one of them at most. Long topics come on their
+        # own subject, in the same queue group.
+        queue = "mqttd-" + hashlib.sha256(f"{share}\0{topic_filter}".encode()).hexdigest()[:32]
+        callback = self._shared_callback(share, topic_filter)
+        subjects = (*filter_to_subjects(topic_filter, self._prefix), self._long)
+        self._share_subs[key] = [
+            await nc.subscribe(subject, queue=queue, cb=callback) for subject in subjects
+        ]
+
+    def _shared_callback(self, share: str, topic_filter: str) -> Callable[[Msg], Awaitable[None]]:
+        async def on_shared(msg: Msg) -> None:
+            if not self._inbound:
+                return
+            try:
+                envelope = decode_envelope(msg.data)
+            except EnvelopeError as exc:
+                logger.warning("cluster: dropping a message on %s: %s", msg.subject, exc)
+                return
+            if not topic_matches(topic_filter, envelope.topic):
+                return  # a long topic, or a widened filter: not this group's
+            self.stats.shared_in += 1
+            try:
+                self.host.deliver_shared_from_node(self._message(envelope), share, topic_filter)
+            except Exception:
+                logger.exception("cluster: delivering to $share/%s/%s failed", share, topic_filter)
+
+        return on_shared
 
     async def _on_message(self, msg: Msg) -> None:
         if not self._inbound:
@@ -635,4 +713,5 @@ class NatsBackplane:
             "takeovers_sent_total": stats.takeovers_sent,
             "takeovers_received_total": stats.takeovers_received,
             "retained_updates_in_total": stats.retained_updates_in,
+            "shared_in_total": stats.shared_in,
         }

@@ -37,6 +37,7 @@ __all__ = [
     "long_subject",
     "subject_prefix",
     "subject_to_topic",
+    "topic_matches",
     "topic_to_subject",
 ]
 
@@ -135,3 +136,18 @@ def filter_to_subjects(
             break
         subject = longer
     return (subject + ".>",)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """True when MQTT filter `topic_filter` matches topic name `topic` (4.7), including
+    the rule that a first-level wildcard does not match a `$`-topic [MQTT-4.7.2-1]."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    levels = topic.split("/")
+    filter_levels = topic_filter.split("/")
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if i >= len(levels) or (level != "+" and level != levels[i]):
+            return False
+    return len(filter_levels) == len(levels)

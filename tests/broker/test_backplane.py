@@ -189,3 +189,38 @@ def test_a_notice_heard_while_our_claim_is_on_its_way_is_judged_by_the_tokens() 
     assert not claims.superseded("c", 6)
     assert claims.claimed("c", 7)  # ours came after 6: it stands
     assert claims.token("c") == 7
+
+
+def test_a_shared_group_gets_each_message_once_cluster_wide() -> None:
+    hub, (a, b) = cluster()
+    member_a = a.connected("member-a")
+    member_a.subscribe("$share/g/sh/#")
+    member_b = b.connected("member-b")
+    member_b.subscribe("$share/g/sh/#")
+    other_group = b.connected("other-group")
+    other_group.subscribe("$share/h/sh/+")
+    publisher = a.connected("pub")
+    for i in range(6):
+        publisher.publish(f"sh/{i}", str(i).encode())
+    hub.pump()
+    got_a = [p.payload for p in member_a.publishes()]
+    got_b = [p.payload for p in member_b.publishes()]
+    assert sorted(got_a + got_b) == [str(i).encode() for i in range(6)]
+    assert got_a and got_b  # both nodes' members take turns, the publisher's included
+    assert len(other_group.publishes()) == 6  # another group gets its own copy of each
+
+
+def test_a_node_whose_last_member_left_is_no_longer_picked() -> None:
+    hub, (a, b) = cluster()
+    member_a = a.connected("member-a")
+    member_a.subscribe("$share/g/t")
+    member_b = b.connected("member-b")
+    member_b.subscribe("$share/g/t")
+    member_b.unsubscribe("$share/g/t")
+    assert hub.nodes[1].shares == set()
+    publisher = b.connected("pub")
+    for _ in range(3):
+        publisher.publish("t", b"m")
+    hub.pump()
+    assert len(member_a.publishes()) == 3
+    assert member_b.publishes() == []

@@ -10,6 +10,7 @@ from mqttd.cluster.subjects import (
     filter_to_subjects,
     subject_prefix,
     subject_to_topic,
+    topic_matches,
     topic_to_subject,
 )
 
@@ -131,3 +132,10 @@ def test_a_topic_too_long_for_a_subject_has_none() -> None:
     assert topic_to_subject("x" * 5000, P) is None
     assert filter_to_subjects("x" * 5000 + "/#", P) == (f"{P}.>",)
     assert filter_to_subjects("a/" + "x" * 5000, P) == (f"{P}.a.>",)
+
+
+@given(topic_and_filter())
+def test_topic_matches_is_mqtt_matching(pair: tuple[str, str]) -> None:
+    topic, topic_filter = pair
+    dollar = topic.startswith("$") and topic_filter[:1] in ("+", "#")
+    assert topic_matches(topic_filter, topic) == (mqtt_match(topic_filter, topic) and not dollar)

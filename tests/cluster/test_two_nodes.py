@@ -210,3 +210,31 @@ def test_routing_and_takeover_work_again_after_nats_restarts(
     old = paho_factory(a.port, "device-2", protocol=V5)
     paho_factory(b.port, "device-2", protocol=V5)
     assert old.wait_disconnected(10) == 0x8E
+
+
+def test_a_shared_subscription_gets_each_message_once_across_nodes(
+    nodes: tuple[MqttdProcess, MqttdProcess], paho_factory: PahoFactory
+) -> None:
+    a, b = nodes
+    member_a = paho_factory(a.port, "member-a", protocol=V5)
+    member_a.subscribe("$share/workers/jobs/#", 1)
+    member_b = paho_factory(b.port, "member-b", protocol=V5)
+    member_b.subscribe("$share/workers/jobs/#", 1)
+    everyone = paho_factory(b.port, "everyone", protocol=V5)
+    everyone.subscribe("jobs/#", 1)
+    publisher = paho_factory(a.port, "publisher", protocol=V5)
+    routed(publisher, "jobs/probe", member_a, member_b, everyone)
+
+    for i in range(40):
+        publisher.publish(f"jobs/{i}", f"{i}".encode(), qos=1)
+    assert len(everyone.expect_messages(40)) == 40
+    time.sleep(0.5)
+    got: list[bytes] = []
+    for member in (member_a, member_b):
+        while True:
+            try:
+                got.append(member.expect_message(0.05).payload)
+            except AssertionError:
+                break
+    # Exactly once across the group, whichever node the member is on.
+    assert sorted(got) == sorted(f"{i}".encode() for i in range(40))
