@@ -21,6 +21,14 @@ whose subscriptions overlap (`a/#` and `a/+`) gets one copy per matching NATS
 subscription; the envelope's (boot, seq) id lets it route the first copy only, through
 its own topic tree, which delivers once per local subscription.
 
+Shared subscriptions: a node with members of "$share/{share}/{filter}" queue-subscribes
+the filter's subjects in one NATS queue group per (share, filter), so NATS hands each
+message to one node of the group; that node's core picks one of its members
+(`BackplaneHost.deliver_shared_from_node`). These subscriptions use a second connection
+without `no_echo`, so a node's own messages reach its own members through NATS too, and
+local members compete with remote ones. The core never picks shared members itself when
+a backplane is present.
+
 Client ids live in the KV bucket `mqttd_<cluster>_clients`: a claim reads the key and
 writes it with compare-and-set on the revision it read (create when absent); the new
 revision is the claim's fencing token (`ClientIdClaims`). When the previous owner was
