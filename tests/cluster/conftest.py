@@ -51,13 +51,16 @@ class NatsServer:
     store: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    jetstream: bool = True
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
-        cmd = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
+        cmd = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            cmd += ["-js", "-sd", str(self.store)]
         log = open(self.log, "ab")  # noqa: SIM115 (the child keeps it open)
         try:
             self.proc = subprocess.Popen(
@@ -98,15 +101,29 @@ class NatsServer:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A fresh nats-server -js on a free port, with its store in this test's tmp_path."""
+def nats_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
+    """Start nats-server processes (JetStream unless told otherwise); all killed at teardown."""
     if not os.path.exists(NATS_SERVER):
         pytest.skip("nats-server is not installed (scripts/test.sh installs it as root)")
-    store = tmp_path / "nats-store"
-    store.mkdir()
-    server = NatsServer(free_port(), store, tmp_path / "nats-server.log").start()
-    yield server
-    server.kill()
+    started: list[NatsServer] = []
+
+    def factory(jetstream: bool = True) -> NatsServer:
+        n = len(started)
+        store = tmp_path / f"nats-store-{n}"
+        store.mkdir()
+        server = NatsServer(free_port(), store, tmp_path / f"nats-server-{n}.log", None, jetstream)
+        started.append(server)
+        return server.start()
+
+    yield factory
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
+    """A fresh nats-server -js on a free port, with its store in this test's tmp_path."""
+    return nats_factory()
 
 
 def node_toml(nats_url: str, node: str, extra: str = "") -> str:

@@ -117,3 +117,27 @@ async def test_a_released_client_id_leaves_the_bucket(nats_server: NatsServer) -
 
         with pytest.raises(NoKeysError):
             await cluster._clients.keys()
+
+
+async def test_a_topic_too_long_for_a_subject_still_crosses(nats_server: NatsServer) -> None:
+    long_topic = "long/" + "x" * 4000
+    async with (
+        running(node_config(nats_server, "a")) as a,
+        running(node_config(nats_server, "b")) as b,
+    ):
+        sub = await NetClient.connect(("127.0.0.1", b.port), "sub")
+        await sub.subscribe("long/+", 0)
+        other = await NetClient.connect(("127.0.0.1", b.port), "other")
+        await other.subscribe("short/#", 0)  # gets the long subject too: its tree says no
+        pub = await NetClient.connect(("127.0.0.1", a.port), "pub")
+        packet = None
+        for _ in range(50):
+            await pub.publish(long_topic, b"far")
+            try:
+                packet = await asyncio.wait_for(sub.expect(Publish), 0.1)
+                break
+            except TimeoutError:
+                continue
+        assert packet is not None and packet.topic == long_topic
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(other.next(), 0.3)
