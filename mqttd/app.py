@@ -395,6 +395,9 @@ class App:
         interval = self.config.sys.interval
         if interval > 0:
             self.sys_tree = SysTree(self.broker, interval)
+            cluster = self.cluster
+            if cluster is not None:
+                self.sys_tree.sources.append(cluster.sys_figures)
             self.sys_tree.start()
         else:
             # Retained $SYS values of an earlier run would otherwise be served forever.

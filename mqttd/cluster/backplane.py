@@ -723,3 +723,10 @@ class NatsBackplane:
             "retained_updates_in_total": stats.retained_updates_in,
             "shared_in_total": stats.shared_in,
         }
+
+    def sys_figures(self) -> dict[str, str]:
+        """The figures under $SYS/broker/cluster/ (a `SysTree` source)."""
+        out = {"cluster/node": self.node}
+        for key, value in self.figures().items():
+            out["cluster/" + key.removesuffix("_total").replace("_", "/", 1)] = str(value)
+        return out

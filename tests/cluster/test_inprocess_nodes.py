@@ -141,3 +141,19 @@ async def test_a_topic_too_long_for_a_subject_still_crosses(nats_server: NatsSer
         assert packet is not None and packet.topic == long_topic
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(other.next(), 0.3)
+
+
+async def test_sys_shows_the_nodes_cluster_figures(nats_server: NatsServer) -> None:
+    config = node_config(nats_server, "a")
+    config.sys.interval = 1
+    async with running(config) as a:
+        client = await NetClient.connect(("127.0.0.1", a.port), "sys-reader")
+        await client.subscribe("$SYS/broker/cluster/#", 0)
+        figures: dict[str, bytes] = {}
+        wanted = ("node", "peers", "nats/connected")
+        while any(f"$SYS/broker/cluster/{key}" not in figures for key in wanted):
+            packet = await client.expect(Publish)
+            figures[packet.topic] = packet.payload
+        assert figures["$SYS/broker/cluster/node"] == b"a"
+        assert figures["$SYS/broker/cluster/nats/connected"] == b"1"
+        assert figures["$SYS/broker/cluster/peers"] == b"1"
