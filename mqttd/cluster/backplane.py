@@ -9,7 +9,9 @@ drained by one task:
   nats-py buffers these writes and flushes them in batches; no task per message.
 - the *control* queue (`_control_loop`): JetStream requests, which take a round trip
   each: client-id claims and releases, retained sets and clears. One at a time, in
-  order, so a claim is answered before the release that follows it.
+  order, so a claim is answered before the release that follows it. A request that
+  fails because NATS or JetStream is away (or still recovering after a restart) is
+  tried again in place for up to 30 s, so the order holds.
 
 Routing is interest-based on core NATS (at most once, like QoS 0 on a network: the
 JetStream-durable path is not built yet). A filter held here is counted
@@ -96,6 +98,11 @@ MAX_OUTBOX = 100_000
 #: Message ids remembered to drop the second copy of overlapping subscriptions.
 _SEEN_WINDOW = 8192
 _CLAIM_ATTEMPTS = 16
+#: How long a JetStream request is tried again while NATS or JetStream is away, seconds.
+_RETRY_FOR = 30.0
+#: Bounds of `stop`, seconds: the queued requests, then each closing step.
+_STOP_DRAIN = 1.5
+_STOP_STEP = 0.5
 _SUBJECT_CACHE = 10_000
 
 _PUB, _SUB, _UNSUB = 0, 1, 2
@@ -166,7 +173,9 @@ class NatsBackplane:
         #: Shared groups to join (True) or leave on NATS, in order: (join, share, filter).
         self._share_ops: deque[tuple[bool, str, str]] = deque()
         self._share_subs: dict[tuple[str, str], list[Subscription]] = {}
-        self._control: deque[Callable[[], Awaitable[None]]] = deque()
+        self._control: deque[tuple[Callable[[], Awaitable[None]], Callable[[], None] | None]] = (
+            deque()
+        )
         self._outbox_wake = asyncio.Event()
         self._control_wake = asyncio.Event()
         self._control_idle = asyncio.Event()
@@ -257,11 +266,11 @@ class NatsBackplane:
     def claim_client_id(self, client_id: str) -> None:
         """A client connected here: claim its id in the KV bucket (fenced by revision)."""
         self.claims.claiming(client_id)
-        self._submit(lambda: self._claim(client_id))
+        self._submit(lambda: self._claim(client_id), lambda: self._claim_given_up(client_id))
 
     def release_client_id(self, client_id: str) -> None:
         """The session of `client_id` ended here: delete its key if our claim holds it."""
-        self._submit(lambda: self._release(client_id))
+        self._submit(lambda: self._release(client_id), lambda: self._forget(client_id))
 
     def retained_set(self, message: Message) -> None:
         """Record the new retained message of its topic in the bucket."""
@@ -341,32 +350,31 @@ class NatsBackplane:
         self._inbound = False
 
     async def stop(self) -> None:
-        """Finish the queued claims and releases (bounded in time), leave, close NATS."""
+        """Finish the queued requests, leave, close NATS: about 3 s at most in all, so a
+        SIGTERM stop stays well within its bounds even when NATS does not answer."""
         self._inbound = False
-        timeout = self.config.request_timeout
         if self._tasks:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drain(), 2 * timeout)
+                await asyncio.wait_for(self._drain(), _STOP_DRAIN)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(task, _STOP_STEP)
         self._tasks = []
         nc = self._nc
-        if nc is None:
-            return
-        if self._nodes is not None and nc.is_connected:
+        if nc is not None and self._nodes is not None and nc.is_connected:
             # Leave at once rather than when the heartbeat runs out.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nodes.delete(self.node), timeout)
+                await asyncio.wait_for(self._nodes.delete(self.node), _STOP_STEP)
         for conn in (nc, self._shared_nc):
             if conn is None:
                 continue
+            if conn.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.flush(), _STOP_STEP)  # what is published
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.drain(), timeout)
-            with contextlib.suppress(Exception):
-                await conn.close()
+                await asyncio.wait_for(conn.close(), _STOP_STEP)
         self._nc = self._shared_nc = None
 
     async def _drain(self) -> None:
@@ -559,8 +567,10 @@ class NatsBackplane:
 
     # -- client ids -----------------------------------------------------------------------
 
-    def _submit(self, op: Callable[[], Awaitable[None]]) -> None:
-        self._control.append(op)
+    def _submit(
+        self, op: Callable[[], Awaitable[None]], give_up: Callable[[], None] | None = None
+    ) -> None:
+        self._control.append((op, give_up))
         self._control_wake.set()
 
     async def _control_loop(self) -> None:
@@ -569,14 +579,44 @@ class NatsBackplane:
             await self._control_wake.wait()
             self._control_wake.clear()
             while control:
-                op = control.popleft()
+                op, give_up = control.popleft()
                 self._control_idle.clear()
                 try:
-                    await op()
-                except Exception as exc:
-                    logger.warning("cluster: JetStream request failed: %s", exc)
+                    await self._with_retries(op, give_up)
                 finally:
                     self._control_idle.set()
+
+    async def _with_retries(
+        self, op: Callable[[], Awaitable[None]], give_up: Callable[[], None] | None
+    ) -> None:
+        # JetStream away or still recovering (after a NATS restart): try again, in place,
+        # so the requests after this one keep their order. Each op can run again safely.
+        deadline = asyncio.get_running_loop().time() + _RETRY_FOR
+        delay = 0.1
+        while True:
+            try:
+                await op()
+                return
+            except (TimeoutError, OSError, nats_errors.Error) as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    logger.warning("cluster: JetStream request failed, given up: %s", exc)
+                    break
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+            except Exception:
+                logger.exception("cluster: JetStream request failed")
+                break
+        if give_up is not None:
+            give_up()
+
+    def _forget(self, client_id: str) -> None:
+        self.claims.release(client_id)  # a release given up: the key stays, unowned here
+
+    def _claim_given_up(self, client_id: str) -> None:
+        # Unanswered: keep serving the client (as one broker would), unfenced: any other
+        # node's claim supersedes token 0.
+        if not self.claims.claimed(client_id, 0):
+            self.host.client_id_taken_elsewhere(client_id)
 
     async def _claim(self, client_id: str) -> None:
         kv = self._clients
@@ -585,28 +625,22 @@ class NatsBackplane:
         value = json.dumps({"node": self.node, "boot": self.boot}).encode()
         previous: bytes | None = None
         token = 0
-        try:
-            for _ in range(_CLAIM_ATTEMPTS):
-                try:
-                    entry = await kv.get(key)
-                    previous, last = entry.value, entry.revision
-                except KeyNotFoundError:
-                    previous, last = None, None
-                try:
-                    if last is None:
-                        token = await kv.create(key, value)
-                    else:
-                        token = await kv.update(key, value, last=last)
-                    break
-                except KeyWrongLastSequenceError:
-                    continue  # another node claimed in between: read again
-        except (TimeoutError, nats_errors.Error) as exc:
-            logger.warning("cluster: could not claim client id %r: %s", client_id, exc)
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                entry = await kv.get(key)
+                previous, last = entry.value, entry.revision
+            except KeyNotFoundError:
+                previous, last = None, None
+            try:
+                if last is None:
+                    token = await kv.create(key, value)
+                else:
+                    token = await kv.update(key, value, last=last)
+                break
+            except KeyWrongLastSequenceError:
+                continue  # another node claimed in between: read again
         if not token:
-            # Unanswered: keep serving the client (as one broker would), unfenced: any
-            # other node's claim supersedes token 0.
-            if not self.claims.claimed(client_id, 0):
-                self.host.client_id_taken_elsewhere(client_id)
+            self._claim_given_up(client_id)
             return
         self.stats.claims += 1
         if not self.claims.claimed(client_id, token):
@@ -622,16 +656,18 @@ class NatsBackplane:
                 notice = json.dumps({"client_id": client_id, "token": token}).encode()
                 nc = self._nc
                 assert nc is not None
-                await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
+                with contextlib.suppress(nats_errors.Error):
+                    await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
 
     async def _release(self, client_id: str) -> None:
-        token = self.claims.release(client_id)
+        token = self.claims.token(client_id)
         kv = self._clients
-        if not token or kv is None:
-            return
-        with contextlib.suppress(BadRequestError, KeyWrongLastSequenceError):
-            # Compare-and-delete: only if nobody claimed it since our claim.
-            await kv.delete(_kv_key(client_id), last=token)
+        if token and kv is not None:
+            with contextlib.suppress(BadRequestError, KeyWrongLastSequenceError):
+                # Compare-and-delete: only if nobody claimed it since our claim.
+                await kv.delete(_kv_key(client_id), last=token)
+        if self.claims.token(client_id) == token:
+            self.claims.release(client_id)
 
     async def _on_notice(self, msg: Msg) -> None:
         if not self._inbound:
@@ -682,7 +718,7 @@ class NatsBackplane:
                 self.host.retained_from_node(envelope.topic, message)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(watcher.stop(), _STOP_STEP)  # type: ignore[no-untyped-call]
 
     # -- liveness -------------------------------------------------------------------------
 
