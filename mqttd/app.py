@@ -16,6 +16,10 @@ then the ready line, in exactly this shape (tests and scripts parse them)::
     mqttd 0.1.0 listening on mqtt://127.0.0.1:1883
     mqttd ready
 
+With `[cluster] enabled` the core gets a NATS backplane (`mqttd.cluster`, docs/cluster.md)
+before it starts; the backplane connects and loads the cluster's retained messages after
+the store is open and before the listeners, and stops after `Broker.stop()`.
+
 Bridges (`[[bridge]]`) start after the listeners, before the ready line; their local
 subscriptions exist by then, the remote connections come up in the background.
 
@@ -38,6 +42,7 @@ import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server as WsServer
 
@@ -51,11 +56,20 @@ from .config import Config, ConfigError, ListenerConfig, PersistenceConfig
 from .net.tcp import ListenerConnections, serve_tcp, server_ssl_context
 from .net.ws import serve_ws
 from .ops.logging import set_log_level, setup_logging
-from .ops.metrics import Collector, MetricsServer, collect_broker, collect_store
+from .ops.metrics import (
+    Collector,
+    MetricsServer,
+    collect_broker,
+    collect_cluster,
+    collect_store,
+)
 from .ops.sys_tree import SysTree, clear_sys_topics
 from .runtime import tune_gc
 from .store.base import Store
 from .store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from .cluster.backplane import NatsBackplane
 
 __all__ = [
     "App",
@@ -269,6 +283,8 @@ class App:
     security: Security = field(init=False)
     #: The `[[bridge]]` connections to other brokers, once started (docs/bridges.md).
     bridge_service: BridgeService | None = field(default=None, init=False)
+    #: This node's link to the other nodes when `[cluster]` is enabled (docs/cluster.md).
+    cluster: NatsBackplane | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.store = build_store(self.config.persistence)
@@ -322,12 +338,22 @@ class App:
         # The password file, the ACL, the plugin, and no exposed listener without auth.
         self.security.load()
         self._load_scram_users()
+        self._join_cluster()
         self._started = True
         try:
             try:
                 await self.broker.start()  # opens the store and loads it
             except (OSError, ValueError, sqlite3.Error) as exc:
                 raise StartupError(f"cannot open the store: {exc}") from exc
+            if self.cluster is not None:
+                # After the store (the cluster's retained messages win over the file's),
+                # before the listeners (a client sees the cluster's state at once).
+                from .cluster.backplane import BackplaneError
+
+                try:
+                    await self.cluster.start()
+                except BackplaneError as exc:
+                    raise StartupError(str(exc)) from exc
             self.broker.scheduler.on_earliest = self._on_earliest
             self._timer_task = asyncio.create_task(self._drive_timers(), name="mqttd-timers")
             self._start_sys_tree()
@@ -348,10 +374,24 @@ class App:
         self._ready = True
         logger.info("mqttd ready")
 
+    def _join_cluster(self) -> None:
+        """With `[cluster] enabled`, give the core its NATS backplane (nats-py loads here)."""
+        if not self.config.cluster.enabled:
+            return
+        from .cluster.backplane import NatsBackplane
+        from .cluster.tls import cluster_ssl_context
+
+        tls = cluster_ssl_context(self.config.cluster)  # ConfigError: unusable TLS files
+        self.cluster = NatsBackplane(self.config.cluster, self.clock, tls)
+        self.broker.use_backplane(self.cluster)
+
     def _start_sys_tree(self) -> None:
         interval = self.config.sys.interval
         if interval > 0:
             self.sys_tree = SysTree(self.broker, interval)
+            cluster = self.cluster
+            if cluster is not None:
+                self.sys_tree.sources.append(cluster.sys_figures)
             self.sys_tree.start()
         else:
             # Retained $SYS values of an earlier run would otherwise be served forever.
@@ -366,6 +406,11 @@ class App:
             lambda: collect_broker(self.broker, names, started_at),
             lambda: collect_store(self.store),
         ]
+        cluster = self.cluster
+        if cluster is not None:
+            self.metrics_collectors.insert(
+                2, lambda: collect_cluster(cluster.figures(), cluster.node)
+            )
         server = MetricsServer(self.metrics_collectors, lambda: self.running)
         try:
             self.metrics_address = await server.start(config.host, config.port)
@@ -435,6 +480,8 @@ class App:
             await self.bridge_service.stop()
         for entry in self._listeners:
             entry.stop_accepting()
+        if self.cluster is not None:
+            self.cluster.stop_inbound()  # nothing from other nodes once the store closes
         if self._started:
             try:
                 await asyncio.wait_for(self.broker.stop(), BROKER_STOP_TIMEOUT)
@@ -442,6 +489,9 @@ class App:
                 logger.warning("broker stop took over %.0f s; closing anyway", BROKER_STOP_TIMEOUT)
             except Exception:
                 logger.exception("broker stop failed")
+        if self.cluster is not None:
+            # After the broker: the client ids its sessions held are released first.
+            await self.cluster.stop()
         await asyncio.gather(*(entry.drain(DRAIN_TIMEOUT) for entry in self._listeners))
         if self._timer_task is not None:
             self._timer_task.cancel()

@@ -162,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
             _print_errors(exc)
             return 2
         lines: list[str] = []
-        checks = (build_ssl_contexts, build_bridge_ssl_contexts, lambda c: Security(c).load())
+        from .cluster.tls import cluster_ssl_context
+
+        checks = (
+            build_ssl_contexts,
+            build_bridge_ssl_contexts,
+            lambda c: Security(c).load(),
+            lambda c: cluster_ssl_context(c.cluster),
+        )
         for check in checks:
             try:
                 check(checked)

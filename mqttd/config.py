@@ -40,6 +40,7 @@ __all__ = [
     "BridgeConfig",
     "BridgeTLSConfig",
     "BridgeTopicConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DeadLetterConfig",
@@ -585,6 +586,54 @@ class BridgeConfig:
 
 
 @dataclass(slots=True)
+class ClusterConfig:
+    """`[cluster]`: several mqttd processes act as one broker over NATS (docs/cluster.md)."""
+
+    enabled: bool = setting(False, "join a cluster through NATS; false = a single broker")
+    name: str = setting(
+        "mqttd",
+        "the cluster's name: prefix of its NATS subjects and KV buckets (letters, digits, "
+        "- and _); nodes with the same name form one broker",
+    )
+    node: str = setting(
+        "", "this node's name, unique in the cluster (letters, digits, - and _); empty = host name"
+    )
+    urls: list[str] = field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"],
+        metadata=_doc("NATS servers (nats:// or tls://), tried in order; JetStream required"),
+    )
+    user: str = setting("", "NATS user name; empty = none")
+    password: str = setting("", "password of user")
+    token: str = setting("", "NATS authentication token, instead of user and password")
+    credentials_file: str = setting("", "NATS .creds file (JWT and NKey seed); empty = none")
+    tls_ca_file: str = setting("", "PEM CA bundle to verify the NATS servers; empty = system CAs")
+    tls_cert_file: str = setting("", "PEM client certificate for NATS (mutual TLS); empty = none")
+    tls_key_file: str = setting("", "PEM private key of tls_cert_file")
+    replicas: int = setting(
+        1,
+        "copies JetStream keeps of the cluster's KV buckets (1 per NATS server at most)",
+        min=1,
+        max=5,
+    )
+    connect_timeout: float = setting(
+        5.0, "seconds allowed to reach NATS at start-up", min=0.1, max=3600
+    )
+    request_timeout: float = setting(
+        2.0, "seconds one JetStream request (KV read or write) may take", min=0.1, max=600
+    )
+    heartbeat_interval: float = setting(
+        1.0, "seconds between this node's liveness heartbeats", min=0.1, max=3600
+    )
+    node_timeout: float = setting(
+        5.0,
+        "seconds without a heartbeat after which a node counts as gone (at least twice "
+        "heartbeat_interval)",
+        min=0.2,
+        max=86_400,
+    )
+
+
+@dataclass(slots=True)
 class Config:
     """The whole configuration of one mqttd process."""
 
@@ -610,6 +659,9 @@ class Config:
     )
     bridge: list[BridgeConfig] = field(
         default_factory=list, metadata=_doc("bridges to other brokers; none by default")
+    )
+    cluster: ClusterConfig = field(
+        default_factory=ClusterConfig, metadata=_doc("cluster of nodes over NATS")
     )
 
     def broker_settings(self) -> BrokerSettings:
@@ -663,6 +715,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     if config is not None:
         _check_listeners(config, errors)
         _check_dead_letter(config.dead_letter, errors)
+        _check_cluster(config.cluster, errors)
         persistence = config.persistence
         if config.mqtt.pubrec_first and persistence.enabled and persistence.path != ":memory:":
             errors.append(
@@ -928,6 +981,38 @@ def _check_dead_letter(dead_letter: DeadLetterConfig, errors: list[str]) -> None
         errors.append(
             f"dead_letter.prefix: {_show(prefix)} is not allowed (allowed: a topic name "
             'without "+", "#" or a "/" at either end, not under $SYS or $share)'
+        )
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def _check_cluster(cluster: ClusterConfig, errors: list[str]) -> None:
+    # Checked even when disabled: turning it on later should not reveal old mistakes.
+    allowed = "letters, digits, - and _; it becomes a NATS subject token and a KV bucket name"
+    if not cluster.name or not set(cluster.name) <= _NAME_CHARS:
+        errors.append(f"cluster.name: {_show(cluster.name)} is not allowed (allowed: {allowed})")
+    if cluster.node and not set(cluster.node) <= _NAME_CHARS:
+        errors.append(f"cluster.node: {_show(cluster.node)} is not allowed (allowed: {allowed})")
+    if cluster.enabled and not cluster.urls:
+        errors.append("cluster.urls: empty (at least one NATS server is required)")
+    for i, url in enumerate(cluster.urls):
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest:
+            errors.append(
+                f"cluster.urls[{i}]: {_show(url)} is not allowed (allowed: "
+                '"nats://host:port" or "tls://host:port")'
+            )
+    if cluster.password and not cluster.user:
+        errors.append("cluster.password: set without cluster.user")
+    if cluster.token and (cluster.user or cluster.credentials_file):
+        errors.append("cluster.token: give a token, or user/password, or credentials_file: one")
+    if cluster.tls_key_file and not cluster.tls_cert_file:
+        errors.append("cluster.tls_key_file: set without cluster.tls_cert_file")
+    if cluster.node_timeout < 2 * cluster.heartbeat_interval:
+        errors.append(
+            f"cluster.node_timeout: {_num(cluster.node_timeout)} is not allowed (allowed: at "
+            f"least twice cluster.heartbeat_interval, {_num(2 * cluster.heartbeat_interval)})"
         )
 
 

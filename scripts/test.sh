@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite, installing first everything it needs:
-# Debian packages (as root, when missing), the Python test extra, MQTT.js for Node.
+# Debian packages (as root, when missing: mosquitto, nats-server, ...), the Python test
+# extra, MQTT.js for Node.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -8,6 +9,8 @@ cd "$ROOT"
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# The cluster tests' backplane: NATS with JetStream (tests/cluster).
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -42,6 +42,7 @@ from ..store.base import (
     StoredWill,
 )
 from .auth import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
+from .backplane import Backplane
 from .clock import Clock
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
@@ -164,8 +165,16 @@ class Broker:
         self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], _Plan]] = {}
         self._next_message_id = 1
         self._stopping = False
+        #: The other nodes of a cluster (backplane.py); None on a single node.
+        self._backplane: Backplane | None = None
 
     # -- life cycle --------------------------------------------------------------------
+
+    def use_backplane(self, backplane: Backplane) -> None:
+        """Join a cluster through `backplane` (before `start`); a single node keeps none."""
+        if backplane.distributed:
+            self._backplane = backplane
+            backplane.bind(self)
 
     async def start(self) -> None:
         """Open the store and load retained messages and persistent sessions from it."""
@@ -325,6 +334,8 @@ class Broker:
         session.expiry_interval = expiry_interval
         self._set_persistent(session, expiry_interval > 0)
         connection.session = session
+        if self._backplane is not None:
+            self._backplane.claim_client_id(client_id)
         return session, present
 
     def _take_over(self, old: Connection, session: Session) -> None:
@@ -341,6 +352,24 @@ class Broker:
         old.disconnect(ReasonCode.SESSION_TAKEN_OVER, publish_will=False)
         if publish and will is not None:
             self._publish_will(will)
+
+    def client_id_taken_elsewhere(self, client_id: str) -> None:
+        """Another node of the cluster claimed `client_id` after this one (backplane.py).
+
+        The connection here gets DISCONNECT 0x8E, as on one broker, and the session here
+        ends: the client now lives on the other node. A delayed will is cancelled (the
+        client is connected again); its undelivered messages are dropped (sessions do
+        not move between nodes yet, docs/cluster.md).
+        """
+        session = self._sessions.get(client_id)
+        if session is None:
+            return
+        old = session.connection
+        if old is not None:
+            self._take_over(old, session)
+        if session.will_timer is not None:
+            self._cancel_pending_will(session)
+        self._end_session(session, DropReason.SESSION_EXPIRED)
 
     def _set_persistent(self, session: Session, persistent: bool) -> None:
         if persistent:
@@ -455,6 +484,8 @@ class Broker:
         session.clear()
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]
+            if self._backplane is not None:
+                self._backplane.release_client_id(session.client_id)
         if session.persistent:
             session.persistent = False
             self.store.delete_session(session.client_id)
@@ -552,20 +583,27 @@ class Broker:
         granted QoS with upgrade_outgoing_qos (Mosquitto's non-standard option)."""
         return granted if self.settings.upgrade_outgoing_qos else min(granted, message.qos)
 
-    def publish(self, message: Message, origin: Session | None = None) -> int:
+    def publish(
+        self, message: Message, origin: Session | None = None, from_node: bool = False
+    ) -> int:
         """Route `message` to every matching session; retain it if asked.
 
         `origin` is the publishing client's session (None for wills, bridges, $SYS).
         Returns PUBLISH_MATCHED | PUBLISH_RECORDED bits: RECORDED means the publisher's
-        acknowledgement must wait for `store.after_commit`.
+        acknowledgement must wait for `store.after_commit`. `from_node`: another node of
+        the cluster published it (`publish_from_node`).
         """
         self.stats.messages_routed += 1
         # Whom to pause if a receiver is saturated (flow.py); cleared before returning.
         flow = self.flow
         flow.publisher = origin.connection if origin is not None else None
         flags = 0
-        if message.retain and self._retain(message):
+        if message.retain and not from_node and self._retain(message):
             flags = PUBLISH_RECORDED
+        if self._backplane is not None and not from_node:
+            # Other nodes may hold matching subscriptions: never "no subscribers" (0x10).
+            self._backplane.publish(message)
+            flags |= PUBLISH_MATCHED
         topic = message.topic
         matches = self._tree.match(topic)
         # The ACL's read right, per receiver and topic (cached by the hook); None = no ACL.
@@ -617,7 +655,8 @@ class Broker:
                         continue
                     if self._deliver_aggregated(session, all_options, message):
                         flags |= PUBLISH_RECORDED
-        if self._shared_groups:
+        # In a cluster the backplane picks the group member (`deliver_shared_from_node`).
+        if self._shared_groups and self._backplane is None:
             for group, _ in self._shared_tree.match(topic):
                 member = group.pick()
                 if member is None:
@@ -634,6 +673,30 @@ class Broker:
                     flags |= PUBLISH_RECORDED
         flow.publisher = None
         return flags
+
+    def publish_from_node(self, message: Message) -> int:
+        """A message another node published: delivered here only, never sent out again.
+
+        Its retained state arrives separately (`retained_from_node`).
+        """
+        return self.publish(message, None, True)
+
+    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
+        """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
+        `message` (published on any node, this one included): deliver to one of them."""
+        group = self._shared_groups.get((share, topic_filter))
+        member = group.pick() if group is not None else None
+        if group is None or member is None:
+            return  # the group's last member here left while the message was on its way
+        session, options = member
+        authorise = self.authorise
+        if authorise is not None and not authorise(
+            session.client_id, session.username, "read", message.topic
+        ):
+            return  # as in publish(): this turn's member may not read it
+        qos = self.outgoing_qos(options.qos, message)
+        retain = message.retain and options.retain_as_published
+        session.deliver_shared(message, qos, retain, options.sub_ids, group)
 
     def _deliver_aggregated(
         self, session: Session, all_options: tuple[SubOptions, ...], message: Message
@@ -664,6 +727,8 @@ class Broker:
             # [MQTT-3.3.1-10] [MQTT-3.3.1-11]: an empty retained message clears the topic.
             if self._retained.delete(topic) and not topic.startswith("$SYS/"):
                 self.store.delete_retained(topic)
+                if self._backplane is not None:
+                    self._backplane.retained_clear(topic)
                 return True
             return False
         self._retained.set(topic, message)
@@ -671,7 +736,21 @@ class Broker:
             # The broker's own figures are made afresh after a restart: not persisted.
             return False
         self.store.save_retained(self.stored_message(message))
+        if self._backplane is not None:
+            self._backplane.retained_set(message)
         return True
+
+    def retained_from_node(self, topic: str, message: Message | None) -> None:
+        """Another node set (`message`) or cleared (None) the retained message of `topic`.
+
+        The node's tree and store follow the cluster's; nothing is sent out again.
+        """
+        if message is None:
+            if self._retained.delete(topic):
+                self.store.delete_retained(topic)
+            return
+        self._retained.set(topic, message)
+        self.store.save_retained(self.stored_message(message))
 
     def deliver_retained(self, session: Session, topic_filter: str, options: SubOptions) -> None:
         """Send the retained messages matching a new subscription, with retain=1."""
@@ -767,6 +846,8 @@ class Broker:
                 # The tree dropped its cached matches; drop the plans built on them too,
                 # so they hold no session that may go away.
                 self._plans.clear()
+                if is_new and self._backplane is not None:
+                    self._backplane.interest_added(topic_filter)
             session.subscriptions[topic_filter] = options
             if session.persistent:
                 self.store.add_subscription(session.client_id, options.to_stored(topic_filter))
@@ -793,6 +874,8 @@ class Broker:
         if group is None:
             group = self._shared_groups[key] = SharedGroup(share, topic_filter)
             self._shared_tree.subscribe(topic_filter, group, group)
+            if self._backplane is not None:
+                self._backplane.share_added(share, topic_filter)
         return group.add(session, options)
 
     def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
@@ -819,7 +902,8 @@ class Broker:
         """Take the session's subscription on `topic_filter` out of the trees."""
         share, inner = parse_shared_subscription(topic_filter)
         if share is None:
-            self._tree.unsubscribe(topic_filter, session)
+            if self._tree.unsubscribe(topic_filter, session) and self._backplane is not None:
+                self._backplane.interest_removed(topic_filter)
             self._plans.clear()
             return
         key = (share, inner)
@@ -827,6 +911,8 @@ class Broker:
         if group is not None and group.remove(session) and not group.members:
             del self._shared_groups[key]
             self._shared_tree.unsubscribe(inner, group)
+            if self._backplane is not None:
+                self._backplane.share_removed(share, inner)
 
     # -- persistence helpers -------------------------------------------------------------
 
@@ -880,8 +966,11 @@ class Broker:
                 share, inner = parse_shared_subscription(sub.topic_filter)
                 if share is not None:
                     self._shared_subscribe(session, share, inner, options)
-                else:
+                elif (
                     self._tree.subscribe(sub.topic_filter, session, options)
+                    and self._backplane is not None
+                ):
+                    self._backplane.interest_added(sub.topic_filter)
             except TopicFilterInvalid:
                 logger.warning("session %r: dropping stored filter %r", stored.client_id, sub)
                 continue

@@ -46,6 +46,7 @@ __all__ = [
     "MetricsServer",
     "SupportsStats",
     "collect_broker",
+    "collect_cluster",
     "collect_store",
     "render",
 ]
@@ -304,6 +305,19 @@ def collect_store(store: object) -> list[MetricFamily]:
             continue
         kind = "counter" if key.endswith("_total") else "gauge"
         families.append(MetricFamily(name, kind, f"{source}.stats() {key}").add(value))
+    return families
+
+
+def collect_cluster(figures: Mapping[str, float], node: str) -> list[MetricFamily]:
+    """``mqttd_cluster_<key>{node=...}`` for each figure of a cluster node (docs/cluster.md).
+
+    A key ending in ``_total`` is a counter, any other a gauge.
+    """
+    families: list[MetricFamily] = []
+    for key, value in sorted(figures.items()):
+        kind = "counter" if key.endswith("_total") else "gauge"
+        family = MetricFamily(f"mqttd_cluster_{key}", kind, f"cluster: {key.replace('_', ' ')}")
+        families.append(family.add(value, node=node))
     return families
 
 

@@ -33,6 +33,9 @@ Topics (all under ``$SYS/broker/``)::
     messages/stored               the same (Mosquitto's older name)
     heap/current, heap/maximum    resident set size of the process now and at peak
     load/<series>/1min|5min|15min per-minute rates, exponentially decayed
+    cluster/...                   in cluster mode, this node's cluster figures (node,
+                                  peers, routed/in, routed/out, ...; docs/cluster.md),
+                                  from the `sources` the App adds
 
 The load series are messages/received|sent (when counted), publish/received|sent|
 dropped, bytes/received|sent and connections (CONNACKs accepted). Each is Mosquitto's
@@ -49,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .. import __version__
 from ..broker.broker import Broker
@@ -131,6 +134,8 @@ class SysTree:
         self._last_update: float | None = None
         self._loads: dict[str, LoadAverage] = {}
         self._clients_maximum = 0
+        #: More figures, topic (under $SYS/broker/) -> text, sampled at each update.
+        self.sources: list[Callable[[], Mapping[str, str]]] = []
 
     @property
     def current(self) -> dict[str, str]:
@@ -239,4 +244,6 @@ class SysTree:
                 load.update(total, elapsed)
             for (_, suffix), value in zip(LOAD_WINDOWS, load.values, strict=True):
                 figures[f"load/{name}/{suffix}"] = f"{value:.2f}"
+        for source in self.sources:
+            figures.update(source())
         return {SYS_PREFIX + key: text for key, text in figures.items()}

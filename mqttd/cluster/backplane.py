@@ -1,0 +1,768 @@
+"""The Backplane on NATS with JetStream: one node's link to the others (docs/cluster.md).
+
+Theory of operation. The core calls this object synchronously (`mqttd.broker.backplane`
+says when); nothing here blocks it. Work for NATS goes into two ordered queues, each
+drained by one task:
+
+- the *outbox* (`_send_loop`): messages to publish and NATS SUB/UNSUB changes, in the
+  order the core made them, so a subscription is asked for before any later message.
+  nats-py buffers these writes and flushes them in batches; no task per message.
+- the *control* queue (`_control_loop`): JetStream requests, which take a round trip
+  each: client-id claims and releases, retained sets and clears. One at a time, in
+  order, so a claim is answered before the release that follows it. A request that
+  fails because NATS or JetStream is away (or still recovering after a restart) is
+  tried again in place for up to 30 s, so the order holds.
+
+Routing is interest-based on core NATS (at most once, like QoS 0 on a network: the
+JetStream-durable path is not built yet). A filter held here is counted
+(`interest_added`/`interest_removed`); its first holder subscribes its subjects
+(`subjects.filter_to_subjects`, counted per subject too), its last one unsubscribes.
+Every message published here goes to its topic's subject; NATS forwards it only to nodes
+subscribed to a matching subject, and never back to this connection (`no_echo`). A node
+whose subscriptions overlap (`a/#` and `a/+`) gets one copy per matching NATS
+subscription; the envelope's (boot, seq) id lets it route the first copy only, through
+its own topic tree, which delivers once per local subscription.
+
+Shared subscriptions: a node with members of "$share/{share}/{filter}" queue-subscribes
+the filter's subjects in one NATS queue group per (share, filter), so NATS hands each
+message to one node of the group; that node's core picks one of its members
+(`BackplaneHost.deliver_shared_from_node`). These subscriptions use a second connection
+without `no_echo`, so a node's own messages reach its own members through NATS too, and
+local members compete with remote ones. The core never picks shared members itself when
+a backplane is present.
+
+Client ids live in the KV bucket `mqttd_<cluster>_clients`: a claim reads the key and
+writes it with compare-and-set on the revision it read (create when absent); the new
+revision is the claim's fencing token (`ClientIdClaims`). When the previous owner was
+another node, that node is told on its subject `mqttd.<cluster>.node.<node>.takeover`
+and closes its connection with 0x8E. A release deletes the key only at our revision.
+
+Retained messages live in the KV bucket `mqttd_<cluster>_retained`, one key per topic
+(history 1: the last message per subject), as envelopes; a clear writes a "cleared"
+envelope, so a node that was away learns of clears too. Every node watches the bucket
+and keeps its own retained tree in step (`BackplaneHost.retained_from_node`), skipping
+its own changes; start-up waits for the bucket's current contents before listeners open.
+
+Liveness: every `heartbeat_interval` this node puts its key in `mqttd_<cluster>_nodes`,
+a bucket whose entries live `node_timeout`; its keys are the live nodes (`peers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import socket
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats import errors as nats_errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import KeyValueConfig
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
+from nats.js.kv import KeyValue
+
+from ..broker.backplane import BackplaneHost, ClientIdClaims
+from ..broker.clock import Clock
+from ..broker.message import Message
+from ..config import ClusterConfig
+from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
+from .subjects import (
+    filter_to_subjects,
+    long_subject,
+    subject_prefix,
+    topic_matches,
+    topic_to_subject,
+)
+
+__all__ = ["BackplaneError", "ClusterStats", "NatsBackplane", "default_node_name"]
+
+logger = logging.getLogger("mqttd.cluster")
+
+#: Messages waiting for NATS at most; more are dropped (and counted) while NATS is away.
+MAX_OUTBOX = 100_000
+#: Message ids remembered to drop the second copy of overlapping subscriptions.
+_SEEN_WINDOW = 8192
+_CLAIM_ATTEMPTS = 16
+#: How long a JetStream request is tried again while NATS or JetStream is away, seconds.
+_RETRY_FOR = 30.0
+#: Bounds of `stop`, seconds: the queued requests, then each closing step.
+_STOP_DRAIN = 1.5
+_STOP_STEP = 0.5
+_SUBJECT_CACHE = 10_000
+
+_PUB, _SUB, _UNSUB = 0, 1, 2
+
+
+class BackplaneError(Exception):
+    """The cluster cannot start: NATS unreachable, JetStream missing, a bucket refused."""
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    """Counters of one node's traffic with the others (for $SYS and /metrics)."""
+
+    routed_out: int = 0
+    routed_in: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    claims: int = 0
+    takeovers_sent: int = 0
+    takeovers_received: int = 0
+    retained_updates_in: int = 0
+    shared_in: int = 0
+
+
+def default_node_name() -> str:
+    """The host name, reduced to the characters a subject token and a KV key allow."""
+    name = socket.gethostname() or "node"
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "-" for c in name)
+
+
+def _kv_key(name: str) -> str:
+    # KV keys allow few characters and NATS lines are bounded: a fixed-size digest.
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+class NatsBackplane:
+    """The Backplane of one node of a cluster over NATS (see the module docstring)."""
+
+    distributed = True
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        clock: Clock,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.tls = tls
+        self.node = config.node or default_node_name()
+        #: This process's incarnation: message ids are (boot, seq).
+        self.boot = secrets.randbits(63)
+        self.stats = ClusterStats()
+        self.claims = ClientIdClaims()
+        #: The nodes whose heartbeat is fresh, this one included (refreshed each beat).
+        self.peers: list[str] = []
+        self.interest: dict[str, int] = {}
+        self._prefix = subject_prefix(config.name)
+        self._long = long_subject(config.name)
+        self._takeover_prefix = f"mqttd.{config.name}.node."
+        self._subject_refs: dict[str, int] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._subjects: dict[str, str | None] = {}
+        self._seq = 0
+        self._seen: set[tuple[int, int]] = set()
+        self._seen_order: deque[tuple[int, int]] = deque()
+        self._outbox: deque[tuple[int, str, bytes]] = deque()
+        #: Shared groups to join (True) or leave on NATS, in order: (join, share, filter).
+        self._share_ops: deque[tuple[bool, str, str]] = deque()
+        self._share_subs: dict[tuple[str, str], list[Subscription]] = {}
+        self._control: deque[tuple[Callable[[], Awaitable[None]], Callable[[], None] | None]] = (
+            deque()
+        )
+        self._outbox_wake = asyncio.Event()
+        self._control_wake = asyncio.Event()
+        self._control_idle = asyncio.Event()
+        self._control_idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._host: BackplaneHost | None = None
+        #: False once the node is stopping: what other nodes send is ignored from then on.
+        self._inbound = True
+        self._nc: NATS | None = None
+        #: The connection of the shared groups' queue subscriptions: it receives this
+        #: node's own messages too (no no_echo), so local members compete fairly.
+        self._shared_nc: NATS | None = None
+        self._clients: KeyValue | None = None
+        self._retained: KeyValue | None = None
+        self._nodes: KeyValue | None = None
+
+    # -- the Backplane interface (called by the core) ---------------------------------
+
+    @property
+    def host(self) -> BackplaneHost:
+        """The core bound to this node."""
+        if self._host is None:
+            raise RuntimeError("backplane not bound to a broker")
+        return self._host
+
+    def bind(self, host: BackplaneHost) -> None:
+        """Attach the core that messages and notices from other nodes go to."""
+        self._host = host
+
+    def interest_added(self, topic_filter: str) -> None:
+        """One more subscription on `topic_filter` here; the first subscribes on NATS."""
+        count = self.interest.get(topic_filter, 0)
+        self.interest[topic_filter] = count + 1
+        if count:
+            return
+        for subject in filter_to_subjects(topic_filter, self._prefix):
+            refs = self._subject_refs.get(subject, 0)
+            self._subject_refs[subject] = refs + 1
+            if not refs:
+                self._queue(_SUB, subject, b"")
+
+    def interest_removed(self, topic_filter: str) -> None:
+        """One subscription fewer on `topic_filter`; the last one unsubscribes on NATS."""
+        count = self.interest.get(topic_filter, 0)
+        if count > 1:
+            self.interest[topic_filter] = count - 1
+            return
+        if self.interest.pop(topic_filter, None) is None:
+            return
+        for subject in filter_to_subjects(topic_filter, self._prefix):
+            refs = self._subject_refs.get(subject, 0)
+            if refs <= 1:
+                self._subject_refs.pop(subject, None)
+                self._queue(_UNSUB, subject, b"")
+            else:
+                self._subject_refs[subject] = refs - 1
+
+    def share_added(self, share: str, topic_filter: str) -> None:
+        """This node has members of the group: join its NATS queue group."""
+        self._share_ops.append((True, share, topic_filter))
+        self._outbox_wake.set()
+
+    def share_removed(self, share: str, topic_filter: str) -> None:
+        """This node's last member of the group left: leave its NATS queue group."""
+        self._share_ops.append((False, share, topic_filter))
+        self._outbox_wake.set()
+
+    def publish(self, message: Message) -> None:
+        """Send a message published here to the nodes subscribed to its subject."""
+        topic = message.topic
+        if topic.startswith("$SYS/"):
+            return  # each node's own figures
+        subjects = self._subjects
+        subject = subjects.get(topic, "")
+        if subject == "":
+            if len(subjects) >= _SUBJECT_CACHE:
+                subjects.clear()
+            subject = subjects[topic] = topic_to_subject(topic, self._prefix)
+        data = self._encode(message)
+        if data is None:
+            return
+        if len(self._outbox) >= MAX_OUTBOX:
+            self.stats.dropped += 1
+            return
+        self.stats.routed_out += 1
+        self._queue(_PUB, subject or self._long, data)
+
+    def claim_client_id(self, client_id: str) -> None:
+        """A client connected here: claim its id in the KV bucket (fenced by revision)."""
+        self.claims.claiming(client_id)
+        self._submit(lambda: self._claim(client_id), lambda: self._claim_given_up(client_id))
+
+    def release_client_id(self, client_id: str) -> None:
+        """The session of `client_id` ended here: delete its key if our claim holds it."""
+        self._submit(lambda: self._release(client_id), lambda: self._forget(client_id))
+
+    def retained_set(self, message: Message) -> None:
+        """Record the new retained message of its topic in the bucket."""
+        if message.topic.startswith("$SYS/"):
+            return
+        data = self._encode(message)
+        if data is not None:
+            self._submit(lambda: self._put_retained(message.topic, data))
+
+    def retained_clear(self, topic: str) -> None:
+        """Record in the bucket that `topic` has no retained message any more."""
+        if topic.startswith("$SYS/"):
+            return
+        envelope = Envelope(topic, b"", 0, True, None, None, self.node, self.boot, 0)
+        envelope.cleared = True
+        data = encode_envelope(envelope)
+        self._submit(lambda: self._put_retained(topic, data))
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to NATS, open the buckets, load the retained messages, start the tasks.
+
+        Raises `BackplaneError` when NATS cannot be reached within `connect_timeout`
+        or JetStream refuses the buckets.
+        """
+        config = self.config
+        try:
+            self._nc = await asyncio.wait_for(
+                nats.connect(**self._connect_options()), config.connect_timeout
+            )
+        except (TimeoutError, OSError, nats_errors.Error) as exc:
+            raise BackplaneError(
+                f"cannot reach NATS at {', '.join(config.urls)}: {exc or type(exc).__name__}"
+            ) from exc
+        nc = self._nc
+        try:
+            options = self._connect_options()
+            options["no_echo"] = False
+            options["name"] += " (shared)"
+            self._shared_nc = await asyncio.wait_for(
+                nats.connect(**options), config.connect_timeout
+            )
+            js = nc.jetstream(timeout=config.request_timeout)
+            base = f"mqttd_{config.name}"
+            self._clients = await self._bucket(js, f"{base}_clients")
+            self._retained = await self._bucket(js, f"{base}_retained")
+            self._nodes = await self._bucket(js, f"{base}_nodes", ttl=config.node_timeout)
+            await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
+            await nc.subscribe(self._long, cb=self._on_message)
+            await self._beat()
+            loaded = asyncio.get_running_loop().create_future()
+            self._tasks = [
+                asyncio.create_task(self._watch_retained(loaded), name="mqttd-cluster-retained"),
+                asyncio.create_task(self._send_loop(), name="mqttd-cluster-send"),
+                asyncio.create_task(self._control_loop(), name="mqttd-cluster-control"),
+                asyncio.create_task(self._heartbeat_loop(), name="mqttd-cluster-heartbeat"),
+            ]
+            await asyncio.wait_for(loaded, config.connect_timeout + config.request_timeout)
+            await nc.flush(timeout=max(1, int(config.request_timeout)))
+        except BackplaneError:
+            await self.stop()
+            raise
+        except (TimeoutError, OSError, nats_errors.Error) as exc:
+            await self.stop()
+            raise BackplaneError(f"NATS JetStream refused the cluster's buckets: {exc}") from exc
+        logger.info(
+            "cluster %r: node %r joined through %s (%d live nodes)",
+            config.name,
+            self.node,
+            nc.connected_url.netloc if nc.connected_url else "?",
+            len(self.peers),
+        )
+
+    def stop_inbound(self) -> None:
+        """Ignore what other nodes send from now on (the core is stopping: its store closes)."""
+        self._inbound = False
+
+    async def stop(self) -> None:
+        """Finish the queued requests, leave, close NATS: about 3 s at most in all, so a
+        SIGTERM stop stays well within its bounds even when NATS does not answer."""
+        self._inbound = False
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain(), _STOP_DRAIN)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, _STOP_STEP)
+        self._tasks = []
+        nc = self._nc
+        if nc is not None and self._nodes is not None and nc.is_connected:
+            # Leave at once rather than when the heartbeat runs out.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nodes.delete(self.node), _STOP_STEP)
+        for conn in (nc, self._shared_nc):
+            if conn is None:
+                continue
+            if conn.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.flush(), _STOP_STEP)  # what is published
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), _STOP_STEP)
+        self._nc = self._shared_nc = None
+
+    async def _drain(self) -> None:
+        while self._outbox or self._share_ops or self._control or not self._control_idle.is_set():
+            self._outbox_wake.set()
+            self._control_wake.set()
+            await asyncio.sleep(0.01)
+
+    def _connect_options(self) -> dict[str, Any]:
+        config = self.config
+        options: dict[str, Any] = {
+            "servers": list(config.urls),
+            "name": f"mqttd {config.name}/{self.node}",
+            # A node never needs its own messages back: the core delivered them here.
+            "no_echo": True,
+            "connect_timeout": config.connect_timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if config.user:
+            options["user"] = config.user
+            options["password"] = config.password
+        if config.token:
+            options["token"] = config.token
+        if config.credentials_file:
+            options["user_credentials"] = config.credentials_file
+        if self.tls is not None:
+            options["tls"] = self.tls
+        return options
+
+    async def _bucket(self, js: Any, name: str, ttl: float | None = None) -> KeyValue:
+        kv_config = KeyValueConfig(bucket=name, history=1, replicas=self.config.replicas, ttl=ttl)
+        try:
+            bucket: KeyValue = await js.create_key_value(kv_config)
+        except BadRequestError:
+            # Made before with other settings (replicas changed): use it as it is.
+            bucket = await js.key_value(name)
+        return bucket
+
+    async def _on_error(self, exc: Exception) -> None:
+        logger.warning("cluster: NATS error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        logger.warning("cluster: disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        nc = self._nc
+        url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
+        logger.info("cluster: reconnected to NATS at %s", url)
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _encode(self, message: Message) -> bytes | None:
+        self._seq += 1
+        expiry_wall = None
+        if message.expiry_at is not None:
+            expiry_wall = self.clock.wall() + (message.expiry_at - self.clock.now())
+        envelope = Envelope(
+            message.topic,
+            message.payload,
+            message.qos,
+            message.retain,
+            message.properties,
+            message.origin,
+            self.node,
+            self.boot,
+            self._seq,
+            expiry_wall,
+        )
+        try:
+            return encode_envelope(envelope)
+        except ValueError as exc:
+            self.stats.dropped += 1
+            logger.warning("cluster: cannot send a message on %r: %s", message.topic, exc)
+            return None
+
+    def _message(self, envelope: Envelope) -> Message:
+        expiry_at = None
+        if envelope.expiry_wall is not None:
+            expiry_at = self.clock.now() + (envelope.expiry_wall - self.clock.wall())
+        return Message(
+            envelope.topic,
+            envelope.payload,
+            envelope.qos,
+            envelope.retain,
+            envelope.properties,
+            expiry_at,
+            envelope.origin,
+        )
+
+    def _queue(self, kind: int, subject: str, data: bytes) -> None:
+        self._outbox.append((kind, subject, data))
+        self._outbox_wake.set()
+
+    async def _send_loop(self) -> None:
+        nc = self._nc
+        assert nc is not None
+        outbox = self._outbox
+        while True:
+            await self._outbox_wake.wait()
+            self._outbox_wake.clear()
+            while self._share_ops:
+                join, share, topic_filter = self._share_ops.popleft()
+                try:
+                    await self._change_share(join, share, topic_filter)
+                except Exception as exc:
+                    logger.warning(
+                        "cluster: NATS refused $share/%s/%s: %s", share, topic_filter, exc
+                    )
+            while outbox:
+                kind, subject, data = outbox.popleft()
+                try:
+                    if kind == _PUB:
+                        await nc.publish(subject, data)
+                    elif kind == _SUB:
+                        self._subs[subject] = await nc.subscribe(subject, cb=self._on_message)
+                    else:
+                        sub = self._subs.pop(subject, None)
+                        if sub is not None:
+                            await sub.unsubscribe()
+                except Exception as exc:  # NATS away: count, keep going
+                    if kind == _PUB:
+                        self.stats.dropped += 1
+                    logger.warning("cluster: NATS refused %s: %s", subject, exc)
+
+    async def _change_share(self, join: bool, share: str, topic_filter: str) -> None:
+        key = (share, topic_filter)
+        for sub in self._share_subs.pop(key, []):
+            await sub.unsubscribe()
+        if not join:
+            return
+        nc = self._shared_nc
+        assert nc is not None
+        # One queue group per (share, filter) cluster-wide: NATS hands each message to one
+        # subscriber of it, on whichever node. The filter's subjects are disjoint (`a` and
+        # `a.>`), so a message matches one of them at most. Long topics come on their
+        # own subject, in the same queue group.
+        queue = "mqttd-" + hashlib.sha256(f"{share}\0{topic_filter}".encode()).hexdigest()[:32]
+        callback = self._shared_callback(share, topic_filter)
+        subjects = (*filter_to_subjects(topic_filter, self._prefix), self._long)
+        self._share_subs[key] = [
+            await nc.subscribe(subject, queue=queue, cb=callback) for subject in subjects
+        ]
+
+    def _shared_callback(self, share: str, topic_filter: str) -> Callable[[Msg], Awaitable[None]]:
+        async def on_shared(msg: Msg) -> None:
+            if not self._inbound:
+                return
+            try:
+                envelope = decode_envelope(msg.data)
+            except EnvelopeError as exc:
+                logger.warning("cluster: dropping a message on %s: %s", msg.subject, exc)
+                return
+            if not topic_matches(topic_filter, envelope.topic):
+                return  # a long topic, or a widened filter: not this group's
+            self.stats.shared_in += 1
+            try:
+                self.host.deliver_shared_from_node(self._message(envelope), share, topic_filter)
+            except Exception:
+                logger.exception("cluster: delivering to $share/%s/%s failed", share, topic_filter)
+
+        return on_shared
+
+    async def _on_message(self, msg: Msg) -> None:
+        if not self._inbound:
+            return
+        try:
+            envelope = decode_envelope(msg.data)
+        except EnvelopeError as exc:
+            logger.warning("cluster: dropping a message on %s: %s", msg.subject, exc)
+            return
+        key = (envelope.boot, envelope.seq)
+        if key in self._seen or envelope.boot == self.boot:
+            self.stats.duplicates += 1
+            return
+        seen_order = self._seen_order
+        self._seen.add(key)
+        seen_order.append(key)
+        if len(seen_order) > _SEEN_WINDOW:
+            self._seen.discard(seen_order.popleft())
+        self.stats.routed_in += 1
+        try:
+            self.host.publish_from_node(self._message(envelope))
+        except Exception:
+            logger.exception("cluster: routing a message from node %r failed", envelope.node)
+
+    # -- client ids -----------------------------------------------------------------------
+
+    def _submit(
+        self, op: Callable[[], Awaitable[None]], give_up: Callable[[], None] | None = None
+    ) -> None:
+        self._control.append((op, give_up))
+        self._control_wake.set()
+
+    async def _control_loop(self) -> None:
+        control = self._control
+        while True:
+            await self._control_wake.wait()
+            self._control_wake.clear()
+            while control:
+                op, give_up = control.popleft()
+                self._control_idle.clear()
+                try:
+                    await self._with_retries(op, give_up)
+                finally:
+                    self._control_idle.set()
+
+    async def _with_retries(
+        self, op: Callable[[], Awaitable[None]], give_up: Callable[[], None] | None
+    ) -> None:
+        # JetStream away or still recovering (after a NATS restart): try again, in place,
+        # so the requests after this one keep their order. Each op can run again safely.
+        deadline = asyncio.get_running_loop().time() + _RETRY_FOR
+        delay = 0.1
+        while True:
+            try:
+                await op()
+                return
+            except (TimeoutError, OSError, nats_errors.Error) as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    logger.warning("cluster: JetStream request failed, given up: %s", exc)
+                    break
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+            except Exception:
+                logger.exception("cluster: JetStream request failed")
+                break
+        if give_up is not None:
+            give_up()
+
+    def _forget(self, client_id: str) -> None:
+        self.claims.release(client_id)  # a release given up: the key stays, unowned here
+
+    def _claim_given_up(self, client_id: str) -> None:
+        # Unanswered: keep serving the client (as one broker would), unfenced: any other
+        # node's claim supersedes token 0.
+        if not self.claims.claimed(client_id, 0):
+            self.host.client_id_taken_elsewhere(client_id)
+
+    async def _claim(self, client_id: str) -> None:
+        kv = self._clients
+        assert kv is not None
+        key = _kv_key(client_id)
+        value = json.dumps({"node": self.node, "boot": self.boot}).encode()
+        previous: bytes | None = None
+        token = 0
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                entry = await kv.get(key)
+                previous, last = entry.value, entry.revision
+            except KeyNotFoundError:
+                previous, last = None, None
+            try:
+                if last is None:
+                    token = await kv.create(key, value)
+                else:
+                    token = await kv.update(key, value, last=last)
+                break
+            except KeyWrongLastSequenceError:
+                continue  # another node claimed in between: read again
+        if not token:
+            self._claim_given_up(client_id)
+            return
+        self.stats.claims += 1
+        if not self.claims.claimed(client_id, token):
+            self.host.client_id_taken_elsewhere(client_id)
+            return
+        if previous:
+            try:
+                owner = json.loads(previous)["node"]
+            except (ValueError, KeyError, TypeError):
+                return
+            if owner != self.node:
+                self.stats.takeovers_sent += 1
+                notice = json.dumps({"client_id": client_id, "token": token}).encode()
+                nc = self._nc
+                assert nc is not None
+                with contextlib.suppress(nats_errors.Error):
+                    await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
+
+    async def _release(self, client_id: str) -> None:
+        token = self.claims.token(client_id)
+        kv = self._clients
+        if token and kv is not None:
+            with contextlib.suppress(BadRequestError, KeyWrongLastSequenceError):
+                # Compare-and-delete: only if nobody claimed it since our claim.
+                await kv.delete(_kv_key(client_id), last=token)
+        if self.claims.token(client_id) == token:
+            self.claims.release(client_id)
+
+    async def _on_notice(self, msg: Msg) -> None:
+        if not self._inbound:
+            return
+        try:
+            notice = json.loads(msg.data)
+            client_id, token = str(notice["client_id"]), int(notice["token"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("cluster: dropping a malformed takeover notice")
+            return
+        self.stats.takeovers_received += 1
+        if self.claims.superseded(client_id, token):
+            logger.info("cluster: client %r connected to another node: closing it here", client_id)
+            self.host.client_id_taken_elsewhere(client_id)
+
+    # -- retained messages ----------------------------------------------------------------
+
+    async def _put_retained(self, topic: str, data: bytes) -> None:
+        kv = self._retained
+        assert kv is not None
+        await kv.put(_kv_key(topic), data)
+
+    async def _watch_retained(self, loaded: asyncio.Future[None]) -> None:
+        kv = self._retained
+        assert kv is not None
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:  # the bucket's contents so far have been read
+                    if not loaded.done():
+                        loaded.set_result(None)
+                    continue
+                if entry.operation is not None or not entry.value:
+                    continue  # a delete or purge by hand: no topic to tell the core
+                try:
+                    envelope = decode_envelope(entry.value)
+                except EnvelopeError as exc:
+                    logger.warning("cluster: dropping a retained entry: %s", exc)
+                    continue
+                if envelope.boot == self.boot or not self._inbound:
+                    continue  # our own change: the core has it already
+                self.stats.retained_updates_in += 1
+                message = None
+                if not envelope.cleared:
+                    message = self._message(envelope)
+                    if message.expiry_at is not None and message.expiry_at <= self.clock.now():
+                        message = None  # expired while it waited in the bucket
+                self.host.retained_from_node(envelope.topic, message)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watcher.stop(), _STOP_STEP)  # type: ignore[no-untyped-call]
+
+    # -- liveness -------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        kv = self._nodes
+        assert kv is not None
+        beat = {"boot": self.boot, "wall": self.clock.wall()}
+        await kv.put(self.node, json.dumps(beat).encode())
+        try:
+            self.peers = sorted(await kv.keys())
+        except NoKeysError:
+            self.peers = []
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                await self._beat()
+            except Exception as exc:
+                logger.warning("cluster: heartbeat failed: %s", exc)
+
+    def figures(self) -> dict[str, int]:
+        """The node's cluster figures by metric name suffix (`_total`: a counter)."""
+        stats = self.stats
+        nc = self._nc
+        return {
+            "peers": len(self.peers),
+            "nats_connected": int(nc is not None and nc.is_connected),
+            "nats_subscriptions": len(self._subject_refs),
+            "outbox": len(self._outbox),
+            "routed_out_total": stats.routed_out,
+            "routed_in_total": stats.routed_in,
+            "duplicates_total": stats.duplicates,
+            "dropped_total": stats.dropped,
+            "claims_total": stats.claims,
+            "takeovers_sent_total": stats.takeovers_sent,
+            "takeovers_received_total": stats.takeovers_received,
+            "retained_updates_in_total": stats.retained_updates_in,
+            "shared_in_total": stats.shared_in,
+        }
+
+    def sys_figures(self) -> dict[str, str]:
+        """The figures under $SYS/broker/cluster/ (a `SysTree` source)."""
+        out = {"cluster/node": self.node}
+        for key, value in self.figures().items():
+            out["cluster/" + key.removesuffix("_total").replace("_", "/", 1)] = str(value)
+        return out

@@ -1,0 +1,226 @@
+"""The core's Backplane seam, driven by the in-process backplane (several nodes, one process).
+
+Two or three `Harness` brokers are joined by an `InProcessHub`; `hub.pump()` delivers
+what nodes sent each other, as the network would later. What holds here is what the NATS
+backplane must make hold across processes (tests/cluster/ proves it there).
+"""
+
+from __future__ import annotations
+
+from broker_harness import Harness
+
+from mqttd.broker.backplane import ClientIdClaims, InProcessBackplane, InProcessHub
+from mqttd.protocol import Disconnect, Properties, Subscription
+from mqttd.protocol.reason_codes import ReasonCode
+
+
+def cluster(n: int = 2) -> tuple[InProcessHub, list[Harness]]:
+    hub = InProcessHub()
+    nodes = []
+    for _ in range(n):
+        harness = Harness()
+        harness.broker.use_backplane(InProcessBackplane(hub))
+        nodes.append(harness)
+    return hub, nodes
+
+
+def test_a_single_node_keeps_no_backplane() -> None:
+    harness = Harness()
+    backplane = InProcessBackplane()
+    harness.broker.use_backplane(backplane)
+    assert harness.broker._backplane is None
+    sub = harness.connected("sub")
+    sub.subscribe("a/#")
+    harness.connected("pub").publish("a/b", b"1")
+    assert [p.payload for p in sub.publishes()] == [b"1"]
+    assert backplane.interest == {}  # never told: nothing leaves the process
+
+
+def test_wildcard_publish_reaches_each_subscription_on_other_nodes_once() -> None:
+    hub, (a, b) = cluster()
+    overlapping = a.connected("overlapping")
+    overlapping.subscribe("s/#", "s/+/t")
+    single = a.connected("single")
+    single.subscribe("s/+/t")
+    local = b.connected("local")
+    local.subscribe("#")
+    b.connected("pub").publish("s/x/t", b"m")
+    assert hub.pump() == 1  # one copy to node a, none back to b
+    assert [p.payload for p in overlapping.publishes()] == [b"m"]
+    assert [p.payload for p in single.publishes()] == [b"m"]
+    assert [p.payload for p in local.publishes()] == [b"m"]
+    # Delivered on a, never sent out again: nothing left in flight.
+    assert hub.pump() == 0
+
+
+def test_only_nodes_with_matching_interest_receive() -> None:
+    hub, (a, _b, c) = cluster(3)
+    sub = a.connected("sub")
+    sub.subscribe("only/a")
+    c.connected("pub").publish("only/a", b"1")
+    assert hub.pump() == 1  # b holds no subscription: nothing goes there
+    assert [p.payload for p in sub.publishes()] == [b"1"]
+    sub.unsubscribe("only/a")
+    c.connected("pub2").publish("only/a", b"2")
+    assert hub.pump() == 0
+
+
+def test_interest_is_counted_per_filter() -> None:
+    hub, (a, _b) = cluster()
+    backplane = hub.nodes[0]
+    first, second = a.connected("first"), a.connected("second")
+    first.subscribe("f/#")
+    second.subscribe("f/#")
+    first.subscribe("f/#")  # the same subscription again: not counted twice
+    assert backplane.interest == {"f/#": 2}
+    first.unsubscribe("f/#")
+    assert backplane.interest == {"f/#": 1}
+    second.lose()  # its clean session ends with it
+    assert backplane.interest == {}
+
+
+def test_no_local_holds_for_a_message_that_crossed_nodes() -> None:
+    hub, (a, b) = cluster()
+    x = a.connected("x", level=5)
+    x.subscribe(Subscription("nl/#", 0, no_local=True))
+    y = b.connected("y", level=5)
+    y.subscribe(Subscription("nl/#", 0, no_local=True))
+    x.publish("nl/1", b"from x")
+    y.publish("nl/2", b"from y")
+    hub.pump()
+    assert [p.payload for p in x.publishes()] == [b"from y"]
+    assert [p.payload for p in y.publishes()] == [b"from x"]
+
+
+def test_retained_set_on_one_node_is_matched_and_cleared_on_another() -> None:
+    hub, (a, b) = cluster()
+    a.connected("pub").publish("r/1", b"kept", retain=True)
+    hub.pump()
+    sub = b.connected("sub")
+    sub.subscribe("r/+")
+    got = sub.publishes()
+    assert [(p.topic, p.payload, p.retain) for p in got] == [("r/1", b"kept", True)]
+    b.connected("clearer").publish("r/1", b"", retain=True)
+    hub.pump()
+    assert len(a.broker.retained) == 0 and len(b.broker.retained) == 0
+    late = a.connected("late")
+    late.subscribe("r/#")
+    assert late.publishes() == []
+
+
+def test_a_new_node_loads_the_clusters_retained_messages() -> None:
+    hub, (a,) = cluster(1)
+    a.connected("pub").publish("r/x", b"v", retain=True)
+    joined = Harness()
+    joined.broker.use_backplane(InProcessBackplane(hub))
+    sub = joined.connected("sub")
+    sub.subscribe("#")
+    assert [p.payload for p in sub.publishes()] == [b"v"]
+
+
+def test_connecting_on_another_node_takes_the_client_id_over_with_0x8e() -> None:
+    hub, (a, b) = cluster()
+    old = a.connected("dev", level=5)
+    old.subscribe("d/#")
+    new = b.connected("dev", level=5)
+    hub.pump()
+    disconnect = old.expect(Disconnect)
+    assert disconnect.reason_code == ReasonCode.SESSION_TAKEN_OVER
+    assert old.closed and not new.closed
+    assert "dev" not in a.broker.sessions
+    assert hub.owners["dev"][0] is hub.nodes[1]
+    assert hub.nodes[0].interest == {}  # its subscription went with the session
+    # Node a's session ending did not release node b's claim (fencing).
+    assert "dev" in hub.owners
+
+
+def test_takeover_publishes_the_old_connections_will_once() -> None:
+    from mqttd.protocol import Will
+
+    hub, (a, b) = cluster()
+    watcher = b.connected("watcher")
+    watcher.subscribe("will/#")
+    a.connected("dev", level=5, will=Will("will/dev", b"gone", 0, False, Properties()))
+    b.connected("dev", level=5)
+    hub.pump()
+    assert [p.payload for p in watcher.publishes()] == [b"gone"]
+
+
+def test_a_session_that_ends_releases_its_client_id() -> None:
+    hub, (a, _b) = cluster()
+    client = a.connected("short")
+    assert "short" in hub.owners
+    client.disconnect()
+    assert "short" not in hub.owners
+
+
+def test_reconnecting_on_the_first_node_wins_back_the_client_id() -> None:
+    hub, (a, b) = cluster()
+    first = a.connected("dev", level=5)
+    second = b.connected("dev", level=5)
+    third = a.connected("dev", level=5)  # local takeover of `first`, a new claim
+    hub.pump()
+    assert first.closed and second.closed and not third.closed
+    assert hub.owners["dev"][0] is hub.nodes[0]
+
+
+def test_claims_follow_the_largest_token() -> None:
+    claims = ClientIdClaims()
+    claims.claimed("c", 5)
+    assert not claims.superseded("c", 4)  # a notice older than our claim
+    assert not claims.superseded("c", 5)
+    assert claims.token("c") == 5
+    assert claims.superseded("c", 6)
+    assert claims.token("c") is None
+    assert claims.release("c") is None  # nothing of ours to release any more
+    claims.claimed("c", 7)
+    claims.claimed("c", 3)  # a late answer to an older claim does not go back
+    assert claims.release("c") == 7
+
+
+def test_a_notice_heard_while_our_claim_is_on_its_way_is_judged_by_the_tokens() -> None:
+    claims = ClientIdClaims()
+    claims.claimed("c", 2)
+    claims.claiming("c")  # a reconnect here: a second claim on its way
+    assert not claims.superseded("c", 5)  # not yet: ours may come after it
+    assert not claims.claimed("c", 4)  # ours came first: it lost to 5
+    assert claims.token("c") is None
+    claims.claiming("c")
+    assert not claims.superseded("c", 6)
+    assert claims.claimed("c", 7)  # ours came after 6: it stands
+    assert claims.token("c") == 7
+
+
+def test_a_shared_group_gets_each_message_once_cluster_wide() -> None:
+    hub, (a, b) = cluster()
+    member_a = a.connected("member-a")
+    member_a.subscribe("$share/g/sh/#")
+    member_b = b.connected("member-b")
+    member_b.subscribe("$share/g/sh/#")
+    other_group = b.connected("other-group")
+    other_group.subscribe("$share/h/sh/+")
+    publisher = a.connected("pub")
+    for i in range(6):
+        publisher.publish(f"sh/{i}", str(i).encode())
+    hub.pump()
+    got_a = [p.payload for p in member_a.publishes()]
+    got_b = [p.payload for p in member_b.publishes()]
+    assert sorted(got_a + got_b) == [str(i).encode() for i in range(6)]
+    assert got_a and got_b  # both nodes' members take turns, the publisher's included
+    assert len(other_group.publishes()) == 6  # another group gets its own copy of each
+
+
+def test_a_node_whose_last_member_left_is_no_longer_picked() -> None:
+    hub, (a, b) = cluster()
+    member_a = a.connected("member-a")
+    member_a.subscribe("$share/g/t")
+    member_b = b.connected("member-b")
+    member_b.subscribe("$share/g/t")
+    member_b.unsubscribe("$share/g/t")
+    assert hub.nodes[1].shares == set()
+    publisher = b.connected("pub")
+    for _ in range(3):
+        publisher.publish("t", b"m")
+    hub.pump()
+    assert len(member_a.publishes()) == 3
+    assert member_b.publishes() == []

@@ -1,0 +1,207 @@
+"""Fixtures of the cluster tests: a real nats-server with JetStream, mqttd nodes, paho clients.
+
+`nats_server` starts Debian's nats-server (`-js`) on a free port of 127.0.0.1 with its
+own store directory in the test's temporary directory, waits until it accepts clients,
+and kills it (its whole process group) at teardown: every test has its own server.
+
+`cluster_node(name)` starts one mqttd process joined to that server as node `name` of
+cluster "t" (persistence off, fast heartbeats) and returns it once it is ready.
+
+`paho_factory(port, client_id, ...)` gives connected `PahoClient`s closed at teardown.
+`routed(publisher, topic, *subscribers)` waits until messages on `topic` cross from one
+node to the others (a node's NATS subscription takes a round trip after its SUBACK).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from integration.paho_client import PahoClient
+
+if TYPE_CHECKING:
+    from conftest import MqttdFactory, MqttdProcess
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+START_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(eq=False)
+class NatsServer:
+    """One nats-server process with JetStream."""
+
+    port: int
+    store: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    jetstream: bool = True
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        cmd = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            cmd += ["-js", "-sd", str(self.store)]
+        log = open(self.log, "ab")  # noqa: SIM115 (the child keeps it open)
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # its own group: teardown kills exactly it
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.kill()
+                    raise RuntimeError(
+                        f"nats-server did not start:\n{self.log.read_text()}"
+                    ) from None
+                time.sleep(0.05)
+
+    def restart(self) -> NatsServer:
+        """Kill it and start it again on the same port with the same store."""
+        self.kill()
+        return self.start()
+
+    def kill(self) -> None:
+        """SIGKILL its process group and wait for it."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+
+@pytest.fixture
+def nats_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
+    """Start nats-server processes (JetStream unless told otherwise); all killed at teardown."""
+    if not os.path.exists(NATS_SERVER):
+        pytest.skip("nats-server is not installed (scripts/test.sh installs it as root)")
+    started: list[NatsServer] = []
+
+    def factory(jetstream: bool = True) -> NatsServer:
+        n = len(started)
+        store = tmp_path / f"nats-store-{n}"
+        store.mkdir()
+        server = NatsServer(free_port(), store, tmp_path / f"nats-server-{n}.log", None, jetstream)
+        started.append(server)
+        return server.start()
+
+    yield factory
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
+    """A fresh nats-server -js on a free port, with its store in this test's tmp_path."""
+    return nats_factory()
+
+
+def node_toml(nats_url: str, node: str, extra: str = "") -> str:
+    """The config of node `node` of test cluster "t"."""
+    return f"""
+[persistence]
+enabled = false
+
+[cluster]
+enabled = true
+name = "t"
+node = "{node}"
+urls = ["{nats_url}"]
+heartbeat_interval = 0.5
+node_timeout = 2.0
+{extra}
+"""
+
+
+NodeFactory = Callable[..., "MqttdProcess"]
+
+
+@pytest.fixture
+def cluster_node(nats_server: NatsServer, mqttd_factory: MqttdFactory) -> NodeFactory:
+    """Start mqttd node `name` of cluster "t" on the test's nats-server."""
+
+    def start(name: str, extra: str = "") -> MqttdProcess:
+        return mqttd_factory(config=node_toml(nats_server.url, name, extra))
+
+    return start
+
+
+PahoFactory = Callable[..., PahoClient]
+
+
+@pytest.fixture
+def paho_factory() -> Iterator[PahoFactory]:
+    """Connected paho clients: ``paho_factory(port, client_id, protocol=V311, clean=True)``."""
+    clients: list[PahoClient] = []
+
+    def factory(port: int, client_id: str = "", **kw: Any) -> PahoClient:
+        client = PahoClient("127.0.0.1", port, client_id, **kw)
+        clients.append(client)
+        client.connect()
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+def routed(
+    publisher: PahoClient, topic: str, *subscribers: PahoClient, timeout: float = 10
+) -> None:
+    """Publish probes on `topic` until every one of `subscribers` got one, then drain them.
+
+    Each subscriber must hold a subscription matching `topic` and receive nothing else
+    meanwhile.
+    """
+    deadline = time.monotonic() + timeout
+    waiting = list(subscribers)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing on {topic!r} crossed the cluster within {timeout}s")
+        publisher.publish(topic, b"probe")
+        time.sleep(0.1)
+        for subscriber in list(waiting):
+            try:
+                got = subscriber.expect_message(0.05)
+            except AssertionError:
+                continue
+            assert got.payload == b"probe", got
+            waiting.remove(subscriber)
+    time.sleep(0.3)  # probes still on their way
+    for subscriber in subscribers:
+        while True:
+            try:
+                got = subscriber.expect_message(0.05)
+            except AssertionError:
+                break
+            assert got.payload == b"probe", got
