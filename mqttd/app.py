@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from websockets.asyncio.server import Server as WsServer
 
 from . import __version__
+from .admin.auth import AdminAuth, ApiKeyError
+from .admin.server import AdminServer
 from .auth.policy import Security
 from .auth.scram import METHOD as SCRAM_METHOD
 from .auth.scram import ScramUsers
@@ -51,7 +53,9 @@ from .broker.clock import Clock, MonotonicClock
 from .config import Config, ConfigError, ListenerConfig, PersistenceConfig
 from .net.tcp import ListenerConnections, serve_tcp, server_ssl_context
 from .net.ws import serve_ws
+from .ops.figures import process_figures
 from .ops.logging import set_log_level, setup_logging
+from .ops.loop_lag import LoopLagMonitor
 from .ops.metrics import Collector, MetricsServer, collect_broker, collect_store
 from .ops.sys_tree import SysTree, clear_sys_topics
 from .runtime import tune_gc
@@ -270,6 +274,13 @@ class App:
     security: Security = field(init=False)
     #: The `[[bridge]]` connections to other brokers, once started (docs/bridges.md).
     bridge_service: BridgeService | None = field(default=None, init=False)
+    #: How late the event loop runs callbacks (metrics, admin figures).
+    loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor, init=False)
+    #: The admin HTTP API (`[admin]`, docs/admin.md), once started.
+    admin: AdminServer | None = field(default=None, init=False)
+    #: Loads the config file again (set by `run` when there is one): SIGHUP and the
+    #: admin API's POST /reload use it.
+    config_loader: Callable[[], Config] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.store = build_store(self.config.persistence)
@@ -336,11 +347,14 @@ class App:
                 raise StartupError(f"cannot open the store: {exc}") from exc
             self.broker.scheduler.on_earliest = self._on_earliest
             self._timer_task = asyncio.create_task(self._drive_timers(), name="mqttd-timers")
+            self.loop_lag.start()
             self._start_sys_tree()
             for i, listener in enumerate(self.config.listeners):
                 await self._start_listener(listener, contexts.get(i))
             if self.config.metrics.enabled:
                 await self._start_metrics()
+            if self.config.admin.enabled:
+                await self._start_admin()
             # Also without bridges: it ends the stored sessions of removed ones.
             self.bridge_service = bridges
             await bridges.start()
@@ -351,6 +365,8 @@ class App:
             logger.info("mqttd %s listening on %s", __version__, entry.url)
         if self.metrics is not None:
             logger.info("metrics listening on %s/metrics", self.metrics.url)
+        if self.admin is not None:
+            logger.info("admin API listening on %s/api/v1", self.admin.url)
         self._ready = True
         logger.info("mqttd ready")
 
@@ -381,6 +397,46 @@ class App:
                 f"cannot listen on {asked} (metrics): {exc.strerror or exc}"
             ) from exc
         self.metrics = server
+
+    async def _start_admin(self) -> None:
+        config = self.config.admin
+        try:
+            auth = AdminAuth.from_files(
+                config.api_key_file, config.users, self.config.auth.password_file
+            )
+        except ApiKeyError as exc:
+            raise ConfigError([f"config error: {exc}"]) from exc
+        context = None
+        if config.tls is not None:
+            try:
+                context = server_ssl_context(config.tls.certfile, config.tls.keyfile)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError([f"config error: admin.tls: {exc}"]) from exc
+        reload = self._admin_reload if self.config_loader is not None else None
+        server = AdminServer(self.broker, auth, reload, self._admin_figures)
+        try:
+            await server.start(config.host, config.port, context)
+        except OSError as exc:
+            asked = _url("http", config.host, config.port)
+            raise StartupError(f"cannot listen on {asked} (admin): {exc.strerror or exc}") from exc
+        self.admin = server
+
+    def _admin_reload(self) -> list[str]:
+        if self.config_loader is None:
+            raise LookupError("no config file")
+        try:
+            new = self.config_loader()
+        except ConfigError as exc:
+            raise ValueError("; ".join(exc.lines)) from exc
+        return self.reload(new)
+
+    def _admin_figures(self) -> dict[str, object]:
+        figures: dict[str, object] = {"process": process_figures(self.loop_lag.lag)}
+        stats = getattr(self.store, "stats", None)
+        if callable(stats):
+            figures["store"] = dict(stats())
+        figures["listeners"] = dict(self.urls)
+        return figures
 
     async def _start_listener(
         self, listener: ListenerConfig, context: ssl.SSLContext | None
@@ -449,18 +505,21 @@ class App:
             except Exception:
                 logger.exception("broker stop failed")
         await asyncio.gather(*(entry.drain(DRAIN_TIMEOUT) for entry in self._listeners))
+        await self.loop_lag.stop()
         if self._timer_task is not None:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer_task
         self.broker.scheduler.on_earliest = None
+        if self.admin is not None:
+            await self.admin.stop()
         if self.metrics is not None:
             # Last: /health answers 503 while the stop is under way.
             await self.metrics.stop()
 
     # -- reload (SIGHUP) ---------------------------------------------------------------------
 
-    def reload(self, config: Config) -> None:
+    def reload(self, config: Config) -> list[str]:
         """Apply a newly loaded config without dropping a connection; log what changed.
 
         Applied at once: `log.level`, `log.format` and `sys.interval`. Then every
@@ -481,13 +540,16 @@ class App:
             applied.append(f"sys.interval {old.sys.interval} -> {config.sys.interval}")
         restart = [
             name
-            for name in ("listeners", "limits", "mqtt", "persistence", "metrics", "bridge")
+            for name in (
+                "listeners", "limits", "mqtt", "persistence", "metrics", "admin", "bridge"
+            )
             if getattr(config, name) != getattr(old, name)
         ]
         # Sections only partly reloadable keep what the running broker uses.
         config.listeners, config.bridge = old.listeners, old.bridge
         config.limits, config.mqtt = old.limits, old.mqtt
         config.persistence, config.metrics = old.persistence, old.metrics
+        config.admin = old.admin
         self.config = config
         logger.info("reloaded: %s", ", ".join(applied) if applied else "nothing changed")
         if restart:
@@ -497,6 +559,7 @@ class App:
                 hook(config)
             except Exception:
                 logger.exception("reload hook %r failed", hook)
+        return applied + [f"{name} (applied at the next start)" for name in restart]
 
     def _reload_sys_interval(self, interval: int) -> None:
         if self.sys_tree is not None:
@@ -626,6 +689,7 @@ async def _main(config: Config, reload: Callable[[], Config] | None = None) -> i
     logger.debug("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
     try:
         app = App(config)
+        app.config_loader = reload
         try:
             await app.start()
         except ConfigError as exc:

@@ -22,6 +22,7 @@ them back. `config/mqttd.toml` documents every key with its default.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import tomllib
 import types
@@ -364,6 +365,35 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class AdminTLSConfig:
+    """`[admin.tls]`: serve the admin API over HTTPS."""
+
+    certfile: str = setting("", "PEM server certificate (chain); required")
+    keyfile: str = setting("", "PEM private key; empty when certfile also holds the key")
+
+
+@dataclass(slots=True)
+class AdminConfig:
+    """`[admin]`: the admin HTTP API (docs/admin.md) and `mqttd ctl`'s endpoint."""
+
+    enabled: bool = setting(False, "serve the admin API (/api/v1/...) on its own HTTP listener")
+    host: str = setting(
+        "127.0.0.1", 'address to bind; off loopback a credential is always required'
+    )
+    port: int = setting(9884, "TCP port; 0 = any free port", min=0, max=_U16)
+    api_key_file: str = setting(
+        "", 'API keys, one "name:sha256:HEX" line each (mqttd ctl keygen NAME); empty = none'
+    )
+    users: list[str] = field(
+        default_factory=list,
+        metadata=_doc("users of auth.password_file with the admin role (HTTP Basic)"),
+    )
+    tls: AdminTLSConfig | None = field(
+        default=None, metadata=_doc("HTTPS settings; absent = plain HTTP")
+    )
+
+
+@dataclass(slots=True)
 class AuthConfig:
     """`[auth]`: who may connect and what each client may do (SECURITY.md tells more)."""
 
@@ -544,6 +574,7 @@ class Config:
     dead_letter: DeadLetterConfig = field(
         default_factory=DeadLetterConfig, metadata=_doc("dead letters of dropped messages")
     )
+    admin: AdminConfig = field(default_factory=AdminConfig, metadata=_doc("the admin API"))
     auth: AuthConfig = field(
         default_factory=AuthConfig, metadata=_doc("authentication and authorisation")
     )
@@ -602,6 +633,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     if config is not None:
         _check_listeners(config, errors)
         _check_dead_letter(config.dead_letter, errors)
+        _check_admin(config, errors)
         errors.extend(bridge_config_errors(config.bridge))
     if errors or config is None:
         raise ConfigError([f"config error: {line}" for line in errors])
@@ -862,6 +894,28 @@ def _check_dead_letter(dead_letter: DeadLetterConfig, errors: list[str]) -> None
             f"dead_letter.prefix: {_show(prefix)} is not allowed (allowed: a topic name "
             'without "+", "#" or a "/" at either end, not under $SYS or $share)'
         )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _check_admin(config: Config, errors: list[str]) -> None:
+    admin = config.admin
+    if not admin.enabled:
+        return
+    if admin.users and not config.auth.password_file:
+        errors.append("admin.users: needs auth.password_file, where their passwords are")
+    if not _is_loopback(admin.host) and not admin.api_key_file and not admin.users:
+        errors.append(
+            f"admin.host: {admin.host!r} is not loopback: set admin.api_key_file or "
+            "admin.users (the admin API is never anonymous off loopback)"
+        )
+    if admin.tls is not None and not admin.tls.certfile:
+        errors.append("admin.tls.certfile: required with [admin.tls]")
 
 
 def _name_listeners(config: Config) -> None:

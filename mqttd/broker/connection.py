@@ -154,6 +154,7 @@ class Connection:
         "bridge",
         "client_id",
         "close_reason",
+        "connected_at",
         "identity",
         "keep_alive",
         "listener",
@@ -183,6 +184,8 @@ class Connection:
         self._sink = sink
         self.peer = peer
         self.listener = listener
+        #: Unix time the socket was accepted (the admin API's "connected since").
+        self.connected_at = broker.clock.wall()
         self._reader = PacketReader(max_packet_size=settings.max_packet_size)
         self._state = _AWAIT_CONNECT
         self.protocol_level = 4

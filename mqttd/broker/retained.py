@@ -69,6 +69,10 @@ class RetainedTree(Generic[V]):
         """The number of retained messages."""
         return len(self._plain) + len(self._dollar)
 
+    def count_prefix(self, prefix: str) -> int:
+        """How many "$" topics start with `prefix` (e.g. "$SYS/"); they are few."""
+        return sum(1 for topic in self._dollar if topic.startswith(prefix))
+
     def __iter__(self) -> Iterator[tuple[str, V]]:
         """Every (topic, value), in no particular order (persistence, expiry sweeps)."""
         for nodes in (self._plain, self._dollar):

@@ -25,13 +25,16 @@ Topics (all under ``$SYS/broker/``)::
     dead_letter/published         dead letters published ([dead_letter], dead_letter.py)
     dead_letter/suppressed        dead letters over dead_letter.max_rate, not published
     bytes/received, bytes/sent    MQTT bytes on every connection
-    retained messages/count       (with the space, as Mosquitto spells it; the
-                                  retained $SYS topics count too, as in Mosquitto)
+    retained messages/count       (with the space, as Mosquitto spells it) messages
+                                  retained by clients; the $SYS values themselves
+                                  are not counted (one user message reads 1, not 55)
     subscriptions/count
     store/messages/count          messages held: retained, queued and inflight (a
                                   message queued for two sessions counts twice)
     messages/stored               the same (Mosquitto's older name)
     heap/current, heap/maximum    resident set size of the process now and at peak
+                                  (maximum is never below current: the kernel's peak
+                                  figure lags, so the larger of the two is shown)
     load/<series>/1min|5min|15min per-minute rates, exponentially decayed
 
 The load series are messages/received|sent (when counted), publish/received|sent|
@@ -211,15 +214,18 @@ class SysTree:
             "subscriptions/count": str(stats.subscriptions),
             "store/messages/count": str(held),
             "messages/stored": str(held),
-            "heap/maximum": str(peak_resident_memory_bytes()),
         }
         for reason, count in dropped_by_reason(stats).items():
             figures[f"publish/messages/dropped/{reason}"] = str(count)
         figures["dead_letter/published"] = str(stats.dead_letters_published)
         figures["dead_letter/suppressed"] = str(stats.dead_letters_suppressed)
         heap = resident_memory_bytes()
+        peak = peak_resident_memory_bytes()
         if heap is not None:
             figures["heap/current"] = str(heap)
+            # getrusage's peak is sampled by the kernel and can trail the current RSS.
+            peak = max(peak, heap)
+        figures["heap/maximum"] = str(peak)
         series = list(_LOAD_SERIES)
         packets = packet_counts(stats)
         if packets is not None:
