@@ -3,6 +3,7 @@
     mqttd [-c FILE] [--host ADDR] [-p N] [--db PATH] [-v] [--log-format text|json]
     mqttd check-config FILE
     mqttd passwd [-c | -D] [-b] FILE USER [PASSWORD]
+    mqttd ctl [--url URL] [--json] COMMAND ...   (the admin API's client: admin/ctl.py)
 
 Exit status: 0 after a clean stop (SIGINT/SIGTERM) or a valid config, 1 when the broker
 cannot start (a port in use), 2 for bad usage or an invalid configuration (one line per
@@ -15,6 +16,7 @@ import argparse
 import sys
 
 from . import __version__
+from .admin.ctl import add_ctl_parser, run_ctl
 from .auth.password_file import add_passwd_parser, run_passwd
 from .config import Config, ConfigError, Overrides, load_config
 
@@ -43,7 +45,8 @@ examples:
   mqttd -c mqttd.toml --host 0.0.0.0  every interface (the file sets [auth])
   mqttd passwd -c /etc/mqttd/passwd alice   a password file with user alice
   mqttd -c /etc/mqttd/mqttd.toml -v   a config file, DEBUG logs
-  mqttd check-config /etc/mqttd/mqttd.toml"""
+  mqttd check-config /etc/mqttd/mqttd.toml
+  mqttd ctl clients                   who is connected (needs [admin] enabled)"""
 
 _CHECK_DESCRIPTION = """\
 Validate FILE exactly as `mqttd -c FILE` would load it, without starting anything:
@@ -100,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE", help="the TOML configuration file to check")
     add_passwd_parser(commands)
+    add_ctl_parser(commands)
     return parser
 
 
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "passwd":
         return run_passwd(args)
+    if args.command == "ctl":
+        return run_ctl(args)
     overrides = Overrides(
         host=args.host,
         port=args.port,
