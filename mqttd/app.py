@@ -56,7 +56,14 @@ from .net.ws import serve_ws
 from .ops.figures import process_figures
 from .ops.logging import set_log_level, setup_logging
 from .ops.loop_lag import LoopLagMonitor
-from .ops.metrics import Collector, MetricsServer, collect_broker, collect_store
+from .ops.metrics import (
+    Collector,
+    MetricsServer,
+    collect_broker,
+    collect_process,
+    collect_store,
+    collect_store_histograms,
+)
 from .ops.sys_tree import SysTree, clear_sys_topics
 from .runtime import tune_gc
 from .store.base import Store
@@ -387,6 +394,8 @@ class App:
         self.metrics_collectors[:0] = [
             lambda: collect_broker(self.broker, names, started_at),
             lambda: collect_store(self.store),
+            lambda: collect_store_histograms(self.store),
+            lambda: collect_process(self.loop_lag),
         ]
         server = MetricsServer(self.metrics_collectors, lambda: self.running)
         try:
