@@ -50,11 +50,11 @@ from .auth.scram import ScramUsers
 from .bridge.service import BridgeService
 from .broker.broker import Broker
 from .broker.clock import Clock, MonotonicClock
-from .config import Config, ConfigError, ListenerConfig, PersistenceConfig
+from .config import Config, ConfigError, ListenerConfig, PersistenceConfig, config_changes
 from .net.tcp import ListenerConnections, serve_tcp, server_ssl_context
 from .net.ws import serve_ws
 from .ops.figures import process_figures
-from .ops.logging import set_log_level, setup_logging
+from .ops.logging import log_options, set_log_level, setup_logging
 from .ops.loop_lag import LoopLagMonitor
 from .ops.metrics import (
     Collector,
@@ -531,29 +531,38 @@ class App:
     def reload(self, config: Config) -> list[str]:
         """Apply a newly loaded config without dropping a connection; log what changed.
 
-        Applied at once: `log.level`, `log.format` and `sys.interval`. Then every
-        `reload_hooks` entry is called with `config` (an exception in one is logged and
-        the others still run). Other changed sections are named in a warning: they take
-        effect at the next start.
+        Applied at once: `[log]` and `sys.interval`. Then every `reload_hooks` entry is
+        called with `config` (an exception in one is logged and the others still run).
+        Each changed setting is named with its old and new value ("limits.max_inflight_
+        messages 20 -> 3"): applied ones on the "reloaded:" line, the ones that wait for
+        the next start in a warning. Returns both lists, one line per setting.
         """
         old = self.config
         applied: list[str] = []
-        if config.log.format != old.log.format:
-            setup_logging(config.log.level, config.log.format)
-            applied.append(f"log.format {old.log.format} -> {config.log.format}")
+        if config.log != old.log:
+            changed = [
+                line
+                for line in config_changes(old.log, config.log, "log")
+                if not line.startswith("log.level ")
+            ]
+            if changed:
+                try:
+                    setup_logging(**log_options(config))
+                except (OSError, ValueError) as exc:
+                    logger.error("log: %s; the log keeps going where it went", exc)
+                else:
+                    applied.extend(changed)
         set_log_level(config.log.level)
-        if config.log.level != old.log.level:
-            applied.append(f"log.level {old.log.level} -> {config.log.level}")
+        applied += config_changes(old.log.level, config.log.level, "log.level")
         if config.sys.interval != old.sys.interval:
             self._reload_sys_interval(config.sys.interval)
-            applied.append(f"sys.interval {old.sys.interval} -> {config.sys.interval}")
-        restart = [
-            name
-            for name in (
-                "listeners", "limits", "mqtt", "persistence", "metrics", "admin", "bridge"
-            )
-            if getattr(config, name) != getattr(old, name)
-        ]
+            applied += config_changes(old.sys, config.sys, "sys")
+        # Applied by the reload hooks (Security, dead letters): named here, done below.
+        for name in ("auth", "dead_letter"):
+            applied += config_changes(getattr(old, name), getattr(config, name), name)
+        restart: list[str] = []
+        for name in ("listeners", "limits", "mqtt", "persistence", "metrics", "admin", "bridge"):
+            restart += config_changes(getattr(old, name), getattr(config, name), name)
         # Sections only partly reloadable keep what the running broker uses.
         config.listeners, config.bridge = old.listeners, old.bridge
         config.limits, config.mqtt = old.limits, old.mqtt
@@ -568,7 +577,7 @@ class App:
                 hook(config)
             except Exception:
                 logger.exception("reload hook %r failed", hook)
-        return applied + [f"{name} (applied at the next start)" for name in restart]
+        return applied + [f"{line} (applied at the next start)" for line in restart]
 
     def _reload_sys_interval(self, interval: int) -> None:
         if self.sys_tree is not None:

@@ -150,9 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         _print_errors(exc)
         return 2
-    from .ops.logging import setup_logging
+    from .ops.logging import log_options, setup_logging
 
-    setup_logging(config.log.level, config.log.format)
+    try:
+        setup_logging(**log_options(config))
+    except (OSError, ValueError) as exc:
+        print(f"config error: log: {exc}", file=sys.stderr)
+        return 2
     # SIGHUP loads the same file with the same command-line overrides again.
     path = args.config
     return run(config, reload=(lambda: load_config(path, overrides)) if path else None)

@@ -336,13 +336,23 @@ class PersistenceConfig:
 
 @dataclass(slots=True)
 class LogConfig:
-    """`[log]`: how mqttd logs (to stderr)."""
+    """`[log]`: how mqttd logs: always to stderr, optionally to a file and to syslog."""
 
     level: str = setting(
         "info", "least severe level logged", choices=("debug", "info", "warning", "error")
     )
     format: str = setting(
         "text", "text = one readable line per event, json = JSON lines", choices=("text", "json")
+    )
+    file: str = setting("", "also write the log to this file, rotated by size; empty = none")
+    max_bytes: int = setting(
+        10_485_760, "file: rotate when it reaches this many bytes", min=1024, max=2**40
+    )
+    backups: int = setting(5, "file: rotated files kept (FILE.1 ... FILE.N)", min=0, max=1000)
+    syslog: str = setting(
+        "",
+        'also send the log to syslog: a socket path ("/dev/log") or "host:port" (UDP); '
+        "empty = none",
     )
 
 
@@ -894,6 +904,42 @@ def _check_dead_letter(dead_letter: DeadLetterConfig, errors: list[str]) -> None
             f"dead_letter.prefix: {_show(prefix)} is not allowed (allowed: a topic name "
             'without "+", "#" or a "/" at either end, not under $SYS or $share)'
         )
+
+
+def config_changes(old: object, new: object, path: str) -> list[str]:
+    """Each setting that differs between `old` and `new`, as "path old -> new".
+
+    Walks dataclasses and lists; SIGHUP's log lines say exactly what changed with it.
+    """
+    if old == new:
+        return []
+    if is_dataclass(old) and is_dataclass(new) and type(old) is type(new):
+        out: list[str] = []
+        for f in fields(old):
+            out += config_changes(getattr(old, f.name), getattr(new, f.name), f"{path}.{f.name}")
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            line
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for line in config_changes(a, b, f"{path}[{i}]")
+        ]
+    leaf = path.rpartition(".")[2]
+    if any(word in leaf for word in ("password", "secret", "token")):
+        return [f"{path} changed"]  # a secret is never written to the log
+    return [f"{path} {_show_short(old)} -> {_show_short(new)}"]
+
+
+def _show_short(value: object) -> str:
+    if is_dataclass(value):
+        return "(set)"
+    if isinstance(value, list):
+        if any(is_dataclass(x) for x in value):
+            return f"({len(value)} entries)"
+        return "[" + ", ".join(_show(x) for x in value) + "]"
+    if value is None:
+        return "(absent)"
+    return _show(value)
 
 
 def _is_loopback(host: str) -> bool:
