@@ -19,7 +19,8 @@ class BrokerStats:
     packets_received: int = 0  # control packets of every type
     packets_sent: int = 0
     publish_received: int = 0  # PUBLISH packets from clients
-    publish_sent: int = 0  # PUBLISH packets to clients (redeliveries included)
+    publish_sent: int = 0  # PUBLISH packets to clients (redeliveries included), $SYS not
+    sys_publish_sent: int = 0  # PUBLISH packets of $SYS figures to clients
     messages_routed: int = 0  # messages given to Broker.publish (wills included, $SYS not)
     messages_dropped: int = 0  # queue overflows (any QoS)
     publishers_paused: int = 0  # back-pressure: times a publisher was paused (flow.py)

@@ -244,7 +244,7 @@ def collect_broker(
         ),
         _counter(
             "mqttd_publish_sent_total",
-            "PUBLISH packets to clients, resends included",
+            "PUBLISH packets to clients, resends included, $SYS figures not counted",
             stats.publish_sent,
         ),
         _counter(

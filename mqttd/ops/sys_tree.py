@@ -18,7 +18,8 @@ Topics (all under ``$SYS/broker/``)::
     clients/expired               sessions ended by their expiry interval
     messages/received, sent       MQTT packets of every type (when the core counts them)
     publish/messages/received     PUBLISH packets from clients
-    publish/messages/sent         PUBLISH packets to clients (resends included)
+    publish/messages/sent         PUBLISH packets to clients (resends included), not
+                                  counting the $SYS figures themselves
     publish/messages/dropped      messages discarded, every reason but no_subscribers
     publish/messages/dropped/<reason>  by reason (dead_letter.DropReason: queue_full,
                                   expired, too_large, not_authorised, ...)

@@ -257,3 +257,18 @@ async def test_interval_zero_means_no_sys_tree() -> None:
         assert app.broker.retained.match("$SYS/#") == []
     finally:
         await app.stop()
+
+
+async def test_sys_deliveries_are_not_counted_as_client_traffic() -> None:
+    core = await Core().start()
+    dashboard = core.client(4)
+    dashboard.connect("dashboard")
+    dashboard.subscribe("$SYS/#")
+    tree = SysTree(core.broker, 10)
+    tree.start()
+    core.advance(10)
+    stats = core.broker.stats
+    received = dashboard.publishes()
+    assert len(received) > 10  # the dashboard did receive the figures
+    assert stats.publish_sent == 0 and stats.messages_routed == 0
+    assert stats.sys_publish_sent == len(received)
