@@ -356,12 +356,15 @@ class App:
             self._timer_task = asyncio.create_task(self._drive_timers(), name="mqttd-timers")
             self.loop_lag.start()
             self._start_sys_tree()
-            for i, listener in enumerate(self.config.listeners):
-                await self._start_listener(listener, contexts.get(i))
-            if self.config.metrics.enabled:
-                await self._start_metrics()
+            # The admin API first: the dashboards of ws listeners learn where it is.
             if self.config.admin.enabled:
                 await self._start_admin()
+            for i, listener in enumerate(self.config.listeners):
+                await self._start_listener(listener, contexts.get(i))
+            if self.admin is not None:
+                self.admin.allow_origins(self._dashboard_origins())
+            if self.config.metrics.enabled:
+                await self._start_metrics()
             # Also without bridges: it ends the stored sessions of removed ones.
             self.bridge_service = bridges
             await bridges.start()
@@ -407,6 +410,12 @@ class App:
             ) from exc
         self.metrics = server
 
+    def _admin_api(self) -> str | None:
+        """The admin API as "scheme:port" for the dashboards, None when it is off."""
+        if self.admin is None or self.admin.address is None:
+            return None
+        return f"{self.admin.url.partition(':')[0]}:{self.admin.address[1]}"
+
     async def _start_admin(self) -> None:
         config = self.config.admin
         try:
@@ -429,6 +438,24 @@ class App:
             asked = _url("http", config.host, config.port)
             raise StartupError(f"cannot listen on {asked} (admin): {exc.strerror or exc}") from exc
         self.admin = server
+
+    def _dashboard_origins(self) -> set[str]:
+        """The origins the dashboards are served from: they may call the admin API.
+
+        A loopback listener is reached as 127.0.0.1, localhost or [::1]; another as its
+        bound address. Names a browser uses beyond those go in `[admin] cors_origins`.
+        """
+        origins = set(self.config.admin.cors_origins)
+        for entry in self._listeners:
+            if entry.config.type != "ws" or not entry.config.dashboard:
+                continue
+            scheme = "https" if entry.config.tls is not None else "http"
+            host, port = entry.address
+            hosts = {f"[{host}]" if ":" in host else host}
+            if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):
+                hosts |= {"127.0.0.1", "localhost", "[::1]"}
+            origins |= {f"{scheme}://{name}:{port}" for name in hosts}
+        return origins
 
     def _admin_reload(self) -> list[str]:
         if self.config_loader is None:
@@ -464,6 +491,7 @@ class App:
                     allowed_origins=listener.allowed_origins or None,
                     trust_proxy=listener.trust_proxy,
                     dashboard=listener.dashboard,
+                    admin_api=self._admin_api(),
                     subprotocols=tuple(listener.subprotocols),
                     max_size=listener.max_size or None,
                     compression=listener.compression,

@@ -398,6 +398,12 @@ class AdminConfig:
         default_factory=list,
         metadata=_doc("users of auth.password_file with the admin role (HTTP Basic)"),
     )
+    cors_origins: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "more dashboard origins that may call the API (the ws listeners' own are allowed)"
+        ),
+    )
     tls: AdminTLSConfig | None = field(
         default=None, metadata=_doc("HTTPS settings; absent = plain HTTP")
     )

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from ..broker.broker import Broker
+from ..broker.dead_letter import dropped_by_reason, dropped_total
 from ..broker.message import Message
 from ..protocol.errors import MQTTError
 from ..protocol.topics import validate_topic_filter, validate_topic_name
@@ -136,6 +137,8 @@ class AdminServer:
         self.reload = reload
         self.figures = figures
         self.retained_index = RetainedIndex(broker)
+        #: Browser origins (the dashboards) that may call the API (`allow_origins`).
+        self.cors_origins: frozenset[str] = frozenset()
         self.app = build_app(self)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
@@ -149,6 +152,10 @@ class AdminServer:
         host, port = self.address
         scheme = "https" if self._ssl else "http"
         return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def allow_origins(self, origins: set[str]) -> None:
+        """Let pages from `origins` ("http://host:port") call the API (CORS)."""
+        self.cors_origins = frozenset(origins)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         """Bind `host:port` (0 = a free port); `address` tells where."""
@@ -192,7 +199,11 @@ class AdminServer:
         return web.json_response(openapi_document())
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        stats = asdict(self.broker.refresh_gauges())
+        counters = self.broker.refresh_gauges()
+        stats = asdict(counters)
+        # Every drop but "no subscribers", as $SYS publish/messages/dropped counts them.
+        stats["dropped"] = dropped_total(counters)
+        stats["dropped_by_reason"] = {r.value: n for r, n in dropped_by_reason(counters).items()}
         body: dict[str, Any] = {"broker": stats}
         if self.figures is not None:
             body.update(self.figures())
@@ -352,11 +363,33 @@ def build_app(server: AdminServer) -> web.Application:
     """The aiohttp application: auth and error middleware, then the routes."""
 
     @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The dashboard is served by a ws listener, another origin: it may call the API
+        # from the origins `allow_origins` was given, with its Authorization header.
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and origin in server.cors_origins
+        if request.method == "OPTIONS" and origin is not None:
+            response: web.StreamResponse = web.Response(status=204 if allowed else 403)
+        else:
+            response = await handler(request)
+        if allowed:
+            assert origin is not None
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE"
+            response.headers["Access-Control-Max-Age"] = "600"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             request[_WHO] = server.auth.identify(request.headers.get("Authorization"))
         except Denied as exc:
-            headers = {"WWW-Authenticate": 'Basic realm="mqttd admin"'} if exc.status == 401 else {}
+            # No Basic challenge for a page's fetch (it has an Origin): the browser would
+            # open its own login box over the dashboard's.
+            challenge = exc.status == 401 and "Origin" not in request.headers
+            headers = {"WWW-Authenticate": 'Basic realm="mqttd admin"'} if challenge else {}
             response = _error(
                 exc.status, "UNAUTHORIZED" if exc.status == 401 else "FORBIDDEN", str(exc)
             )
@@ -374,7 +407,7 @@ def build_app(server: AdminServer) -> web.Application:
         except ApiError as exc:
             return _error(exc.status, exc.code, str(exc))
 
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[cors, guard], client_max_size=MAX_BODY)
     app[_BROKER] = server.broker
     for method, path, handler in routes(server):
         app.router.add_route(method, API_PREFIX + path, handler)
