@@ -75,6 +75,7 @@ __all__ = [
     "StartupError",
     "build_ssl_contexts",
     "build_store",
+    "check_admin_files",
     "ephemeral_config",
     "run",
     "running",
@@ -150,6 +151,17 @@ def build_ssl_contexts(config: Config) -> dict[int, ssl.SSLContext]:
     if errors:
         raise ConfigError(errors)
     return contexts
+
+
+def check_admin_files(config: Config) -> None:
+    """Read `[admin]`'s API key file and admin users' password file; `ConfigError` if bad."""
+    admin = config.admin
+    if not admin.enabled:
+        return
+    try:
+        AdminAuth.from_files(admin.api_key_file, admin.users, config.auth.password_file)
+    except ApiKeyError as exc:
+        raise ConfigError([f"config error: {exc}"]) from exc
 
 
 def ephemeral_config() -> Config:
@@ -418,12 +430,9 @@ class App:
 
     async def _start_admin(self) -> None:
         config = self.config.admin
-        try:
-            auth = AdminAuth.from_files(
-                config.api_key_file, config.users, self.config.auth.password_file
-            )
-        except ApiKeyError as exc:
-            raise ConfigError([f"config error: {exc}"]) from exc
+        check_admin_files(self.config)
+        password_file = self.config.auth.password_file
+        auth = AdminAuth.from_files(config.api_key_file, config.users, password_file)
         context = None
         if config.tls is not None:
             try:

@@ -18,7 +18,14 @@ import sys
 from . import __version__
 from .admin.ctl import add_ctl_parser, run_ctl
 from .auth.password_file import add_passwd_parser, run_passwd
-from .config import Config, ConfigError, Overrides, load_config
+from .config import (
+    Config,
+    ConfigError,
+    Overrides,
+    config_with_errors,
+    load_config,
+    read_config_file,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -123,23 +130,31 @@ def main(argv: list[str] | None = None) -> int:
         ws_port=getattr(args, "ws_port", None),
     )
     # Imported here: `--help` and `--version` need none of the broker.
-    from .app import build_ssl_contexts, run
+    from .app import build_ssl_contexts, check_admin_files, run
     from .auth.policy import Security
     from .bridge.service import build_bridge_ssl_contexts
 
     if args.command == "check-config":
         try:
-            checked = load_config(args.file, overrides)
+            raw = read_config_file(args.file, overrides)
         except ConfigError as exc:
             _print_errors(exc)
             return 2
-        lines: list[str] = []
-        checks = (build_ssl_contexts, build_bridge_ssl_contexts, lambda c: Security(c).load())
-        for check in checks:
-            try:
-                check(checked)
-            except ConfigError as exc:
-                lines += exc.lines
+        # Every problem in one pass: the keys and values first, then the files named by
+        # the rest (a value in error is left at its default and its file not re-reported).
+        checked, lines = config_with_errors(raw)
+        if checked is not None:
+            checks = (
+                build_ssl_contexts,
+                build_bridge_ssl_contexts,
+                lambda c: Security(c).load(),
+                check_admin_files,
+            )
+            for check in checks:
+                try:
+                    check(checked)
+                except ConfigError as exc:
+                    lines += [line for line in exc.lines if not _reported(line, lines)]
         if lines:
             _print_errors(ConfigError(lines))
             return 2
@@ -160,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     # SIGHUP loads the same file with the same command-line overrides again.
     path = args.config
     return run(config, reload=(lambda: load_config(path, overrides)) if path else None)
+
+
+def _reported(line: str, earlier: list[str]) -> bool:
+    """True when `line`'s key (e.g. "listeners[0].tls") already has an error in `earlier`."""
+    key = line.removeprefix("config error: ").partition(":")[0]
+    return any(e.removeprefix("config error: ").startswith(key) for e in earlier)
 
 
 def _print_errors(exc: ConfigError) -> None:

@@ -628,15 +628,9 @@ def load_config(path: str | Path | None = None, overrides: Overrides | None = No
 
     Raises `ConfigError` carrying one line per problem.
     """
-    raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError([f"config error: {path}: cannot read: {exc.strerror}"]) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"config error: {path}: invalid TOML: {exc}"]) from exc
+        return config_from_dict(read_config_file(path, overrides))
+    raw: dict[str, Any] = {}
     if overrides is not None:
         _apply_overrides(raw, overrides)
     return config_from_dict(raw)
@@ -644,6 +638,18 @@ def load_config(path: str | Path | None = None, overrides: Overrides | None = No
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """Validate a parsed TOML document into a `Config`; raise `ConfigError` if it is wrong."""
+    config, errors = config_with_errors(raw)
+    if errors or config is None:
+        raise ConfigError(errors)
+    return config
+
+
+def config_with_errors(raw: Mapping[str, Any]) -> tuple[Config | None, list[str]]:
+    """The config of `raw` and every problem found ("config error: ..." lines).
+
+    A value in error is left at its default, so `mqttd check-config` can go on to check
+    the files the rest names (TLS, password, ACL) and report everything in one pass.
+    """
     errors: list[str] = []
     config = _build(Config, raw, "", errors)
     if config is not None:
@@ -651,10 +657,22 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         _check_dead_letter(config.dead_letter, errors)
         _check_admin(config, errors)
         errors.extend(bridge_config_errors(config.bridge))
-    if errors or config is None:
-        raise ConfigError([f"config error: {line}" for line in errors])
-    _name_listeners(config)
-    return config
+        _name_listeners(config)
+    return config, [f"config error: {line}" for line in errors]
+
+
+def read_config_file(path: str | Path, overrides: Overrides | None = None) -> dict[str, Any]:
+    """The raw TOML document of `path` with `overrides` applied; `ConfigError` if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"config error: {path}: cannot read: {exc.strerror}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config error: {path}: invalid TOML: {exc}"]) from exc
+    if overrides is not None:
+        _apply_overrides(raw, overrides)
+    return raw
 
 
 def _apply_overrides(raw: dict[str, Any], o: Overrides) -> None:

@@ -304,3 +304,37 @@ def test_never_anonymous_off_loopback() -> None:
         config_from_dict({"admin": {"enabled": True, "host": "0.0.0.0"}})
     assert "never anonymous off loopback" in str(caught.value)
     config_from_dict({"admin": {"enabled": True, "host": "0.0.0.0", "api_key_file": "k"}})
+
+
+async def test_dashboards_own_origins_may_call_the_api_others_may_not() -> None:
+    from mqttd.config import ListenerConfig
+
+    config = admin_config()
+    config.listeners.append(ListenerConfig(name="ws", type="ws", port=0))
+    async with running(config) as app:
+        assert app.admin is not None
+        ws_port = app.listeners["ws"][1]
+        own = f"http://localhost:{ws_port}"
+        async with aiohttp.ClientSession(base_url=app.admin.url) as http:
+            preflight = {
+                "Origin": own,
+                "Access-Control-Request-Method": "DELETE",
+                "Access-Control-Request-Headers": "authorization",
+            }
+            async with http.options("/api/v1/clients/x", headers=preflight) as r:
+                assert r.status == 204
+                assert r.headers["Access-Control-Allow-Origin"] == own
+                assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+            async with http.get("/api/v1/stats", headers={"Origin": own}) as r:
+                assert r.headers["Access-Control-Allow-Origin"] == own
+            evil = {**preflight, "Origin": "http://evil.example"}
+            async with http.options("/api/v1/clients/x", headers=evil) as r:
+                assert r.status == 403
+                assert "Access-Control-Allow-Origin" not in r.headers
+        # The page learns where the API is, and its CSP lets it connect there.
+        host, port = app.listeners["ws"]
+        async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/") as r:
+            page = await r.text()
+            csp = r.headers["Content-Security-Policy"]
+        assert f'<meta name="admin-api" content="http:{app.admin.address[1]}">' in page  # type: ignore[index]
+        assert f"connect-src 'self' http://*:{app.admin.address[1]};" in csp  # type: ignore[index]
