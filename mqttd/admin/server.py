@@ -289,7 +289,6 @@ class AdminServer:
         topic = request.match_info["topic"]
         if not self.broker.delete_retained(topic):
             raise ApiError(404, "TOPIC_NOT_FOUND", f"no retained message on {topic!r}")
-        self.retained_index.forget()
         self.audit(request, "delete retained", topic=topic)
         return web.json_response({"deleted": 1})
 
@@ -299,7 +298,6 @@ class AdminServer:
         topic_filter = self._filter(request)
         topics = [topic for topic, _ in self.broker.retained.match(topic_filter)]
         deleted = sum(self.broker.delete_retained(topic) for topic in topics)
-        self.retained_index.forget()
         self.audit(request, "delete retained", filter=topic_filter, deleted=deleted)
         return web.json_response({"deleted": deleted})
 
@@ -325,8 +323,6 @@ class AdminServer:
             raise ApiError(400, "BAD_REQUEST", "retain: true or false")
         payload = _payload(body)
         flags = self.broker.publish(Message(topic, payload, qos, retain), None)
-        if retain:
-            self.retained_index.forget()
         self.audit(request, "publish", topic=topic, qos=qos, retain=retain, size=len(payload))
         return web.json_response({"topic": topic, "matched": bool(flags & 1)})
 

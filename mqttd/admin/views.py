@@ -7,16 +7,15 @@ between two packets, so what a page shows is one consistent moment of the broker
 Paging comes two ways. Clients, sessions and subscriptions use ``page``/``limit`` with
 the total count (EMQX's shape): tens of thousands of entries are filtered and sorted per
 request in a few milliseconds. Retained messages use a cursor on topic order instead:
-with a million of them, an offset would make every later page cost more, so each filter
-gets a sorted snapshot of its matching topics (`RetainedIndex`) that the following pages
-reuse; each page then reads the current message of its topics (one deleted since is
-skipped, one added since shows up in the next snapshot).
+with a million of them, an offset (or a sort of all of them) would make pages cost more
+the further they go, so a page walks the retained tree on from the cursor
+(`RetainedIndex`), and sees the tree as it is now.
 """
 
 from __future__ import annotations
 
 import base64
-import bisect
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,9 +43,6 @@ __all__ = [
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000  # entries per page at most: one page never holds the loop for long
-SNAPSHOT_TTL = 10.0  # seconds a retained snapshot serves first pages; continuations longer
-SNAPSHOT_KEEP = 300.0  # seconds a snapshot is kept for cursors that continue it
-SNAPSHOTS_MAX = 8  # distinct filters kept at once
 
 
 @dataclass(slots=True)
@@ -251,62 +247,42 @@ def message_json(topic: str, message: Message, now: float) -> dict[str, Any]:
 
 
 class RetainedIndex:
-    """Sorted snapshots of retained topics per filter, for cursor paging.
+    """Cursor pages of retained messages in topic order (`RetainedTree.iter_sorted`).
 
-    A first page (no cursor) reuses a snapshot younger than `SNAPSHOT_TTL`, else makes
-    one: ``RetainedTree.match`` (cost follows the matches) and a sort. A page with a
-    cursor continues the snapshot it came from while it is kept, so walking a million
-    topics costs one sort, not one per page. `clock` is monotonic seconds.
+    A page walks the retained tree from the cursor, sorting the children of the nodes on
+    its way only: with a million messages under a few levels, a page costs about as much
+    as its own entries. `meta.count` (how many match) is given with the first page only
+    (no cursor): for "#" it is a length, for a wildcard filter one `match` (its cost
+    follows the number of matches), not worth repeating on every later page.
     """
 
-    def __init__(self, broker: Broker, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._clock = clock
-        self._snapshots: dict[str, tuple[float, list[str]]] = {}
 
-    def _topics(self, topic_filter: str, continuing: bool) -> list[str]:
-        now = self._clock()
-        kept = self._snapshots.get(topic_filter)
-        if kept is not None:
-            age = now - kept[0]
-            if age < SNAPSHOT_TTL or (continuing and age < SNAPSHOT_KEEP):
-                return kept[1]
-        topics = sorted(topic for topic, _ in self._broker.retained.match(topic_filter))
-        if len(self._snapshots) >= SNAPSHOTS_MAX:
-            oldest = min(self._snapshots, key=lambda f: self._snapshots[f][0])
-            del self._snapshots[oldest]
-        self._snapshots[topic_filter] = (now, topics)
-        return topics
+    def count(self, topic_filter: str) -> int:
+        """How many retained messages match `topic_filter`."""
+        retained = self._broker.retained
+        if topic_filter == "#":
+            return len(retained) - retained.count_prefix("$")
+        return len(retained.match(topic_filter))
 
     def page(self, topic_filter: str, after: str | None, limit: int) -> dict[str, Any]:
         """Up to `limit` retained messages matching `topic_filter` with topics after
         `after` (the previous page's cursor), in topic order, and the next cursor."""
-        topics = self._topics(topic_filter, after is not None)
-        start = 0 if after is None else bisect.bisect_right(topics, after)
         retained = self._broker.retained
         now = self._broker.clock.now()
-        items: list[dict[str, Any]] = []
-        i = start
-        while i < len(topics) and len(items) < limit:
-            topic = topics[i]
-            i += 1
-            message = retained.get(topic)
-            if message is not None:  # deleted since the snapshot: skipped
-                items.append(message_json(topic, message, now))
-        cursor = topics[i - 1] if i < len(topics) and items else None
+        found = list(itertools.islice(retained.iter_sorted(topic_filter, after), limit + 1))
+        more = len(found) > limit
+        items = [message_json(topic, message, now) for topic, message in found[:limit]]
         return {
             "data": items,
             "meta": {
                 "limit": limit,
-                "count": len(topics),
-                "cursor": cursor,
-                "hasnext": cursor is not None,
+                "count": self.count(topic_filter) if after is None else None,
+                "cursor": found[limit - 1][0] if more else None,
+                "hasnext": more,
             },
         }
-
-    def forget(self) -> None:
-        """Drop every snapshot (after a delete, so the next first page is exact)."""
-        self._snapshots.clear()
 
 
 def connection_of(broker: Broker, client_id: str) -> Connection | None:

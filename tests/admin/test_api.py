@@ -204,7 +204,7 @@ async def test_retained_list_get_delete_by_topic_and_filter(
         async with http.get("/api/v1/retained", params=params) as r:
             body = await r.json()
         seen += [m["topic"] for m in body["data"]]
-        assert body["meta"]["count"] == 25
+        assert body["meta"]["count"] == (25 if cursor is None else None)  # first page only
         cursor = body["meta"]["cursor"]
         if not body["meta"]["hasnext"]:
             break

@@ -258,7 +258,9 @@ export class RetainedPage {
     }
     this.cursor = answer.meta.cursor;
     $("retained-more").hidden = !answer.meta.hasnext;
-    $("retained-count").textContent = `${number.format(answer.meta.count)} retained messages match`;
+    if (answer.meta.count !== null) {
+      $("retained-count").textContent = `${number.format(answer.meta.count)} retained messages match`;
+    }
   }
 
   async remove(topic, row) {
