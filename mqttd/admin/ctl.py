@@ -245,9 +245,9 @@ def _retained(api: AdminClient, args: argparse.Namespace) -> tuple[Any, str]:
     columns = (("TOPIC", "topic"), ("QOS", "qos"), ("SIZE", "size"), ("PAYLOAD", "payload"))
     action = args.retained_command
     if action == "list":
-        params = {"filter": args.filter, "limit": args.limit}
+        params = {"filter": args.filter, "limit": args.limit, "count": True}
         if args.all:
-            entries = api.pages("/retained", {**params, "limit": 1000})
+            entries = api.pages("/retained", {**params, "limit": 1000, "count": None})
             answer: Any = {"data": entries, "meta": {"count": len(entries)}}
             return answer, _table(entries, columns)
         answer = api.request("GET", "/retained", params)

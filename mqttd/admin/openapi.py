@@ -173,6 +173,12 @@ def openapi_document() -> dict[str, Any]:
                     [
                         _FILTER,
                         _param("cursor", "query", "string", "meta.cursor of the previous page"),
+                        _param(
+                            "count",
+                            "query",
+                            "boolean",
+                            "first page: also count the matches (always done for #)",
+                        ),
                         _param("limit", "query", "integer", "1..1000 (default 100)"),
                     ],
                     _ok("a page of retained messages", "CursorPage"),

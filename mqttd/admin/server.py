@@ -276,7 +276,9 @@ class AdminServer:
     async def list_retained(self, request: web.Request) -> web.Response:
         limit = _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         cursor = request.query.get("cursor") or None
-        return web.json_response(self.retained_index.page(self._filter(request), cursor, limit))
+        with_count = _bool_arg(request, "count")
+        page = self.retained_index.page(self._filter(request), cursor, limit, with_count)
+        return web.json_response(page)
 
     async def get_retained(self, request: web.Request) -> web.Response:
         topic = request.match_info["topic"]

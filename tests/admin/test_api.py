@@ -198,7 +198,7 @@ async def test_retained_list_get_delete_by_topic_and_filter(
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"filter": "site/#", "limit": "10"}
+        params = {"filter": "site/#", "limit": "10", "count": "true"}
         if cursor:
             params["cursor"] = cursor
         async with http.get("/api/v1/retained", params=params) as r:

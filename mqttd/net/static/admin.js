@@ -231,6 +231,7 @@ export class RetainedPage {
         filter,
         limit: 100,
         cursor: more ? this.cursor : undefined,
+        count: more ? undefined : "true",
       });
     } catch (error) {
       this.notice(error);
