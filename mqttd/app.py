@@ -51,7 +51,12 @@ from .bridge.service import BridgeService
 from .broker.broker import Broker
 from .broker.clock import Clock, MonotonicClock
 from .config import Config, ConfigError, ListenerConfig, PersistenceConfig, config_changes
-from .net.tcp import ListenerConnections, serve_tcp, server_ssl_context
+from .net.tcp import (
+    ListenerConnections,
+    log_failed_handshakes,
+    serve_tcp,
+    server_ssl_context,
+)
 from .net.ws import serve_ws
 from .ops.figures import process_figures
 from .ops.logging import log_options, set_log_level, setup_logging
@@ -490,6 +495,8 @@ class App:
         started: _Listener
         try:
             if listener.type == "ws":
+                if context is not None:
+                    log_failed_handshakes(context, listener.name)
                 ws_server = await serve_ws(
                     self.broker,
                     listener.host,
