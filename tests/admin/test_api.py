@@ -338,3 +338,31 @@ async def test_dashboards_own_origins_may_call_the_api_others_may_not() -> None:
             csp = r.headers["Content-Security-Policy"]
         assert f'<meta name="admin-api" content="http:{app.admin.address[1]}">' in page  # type: ignore[index]
         assert f"connect-src 'self' http://*:{app.admin.address[1]};" in csp  # type: ignore[index]
+
+
+async def test_reload_applies_the_file_and_lists_what_changed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import copy
+
+    async with running(admin_config()) as app:
+        assert app.admin is not None
+        new = copy.deepcopy(app.config)
+        new.dead_letter.max_rate = 5.0
+        new.limits.max_connections = 10
+        app.config_loader = lambda: copy.deepcopy(new)
+        # The API was started before the loader was set: give it the reload hook now.
+        app.admin.reload = app._admin_reload
+        caplog.set_level(logging.INFO, "mqttd.admin")
+        async with (
+            aiohttp.ClientSession(base_url=app.admin.url) as http,
+            http.post("/api/v1/reload") as r,
+        ):
+            assert r.status == 200
+            changes = (await r.json())["changes"]
+        assert changes == [
+            "dead_letter.max_rate 100.0 -> 5.0",
+            "limits.max_connections 0 -> 10 (applied at the next start)",
+        ]
+        assert app.config.dead_letter.max_rate == 5.0
+        assert any("admin: reload by anonymous@loopback" in r.getMessage() for r in caplog.records)
