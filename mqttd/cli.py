@@ -2,6 +2,7 @@
 
     mqttd [-c FILE] [--host ADDR] [-p N] [--db PATH] [-v] [--log-format text|json]
     mqttd check-config FILE
+    mqttd convert MOSQUITTO.CONF > mqttd.toml
     mqttd passwd [-c | -D] [-b] FILE USER [PASSWORD]
     mqttd ctl [--url URL] [--json] COMMAND ...   (the admin API's client: admin/ctl.py)
 
@@ -13,6 +14,7 @@ problem on stderr, each naming the key). SIGHUP reloads the config file (`App.re
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import __version__
@@ -25,6 +27,12 @@ from .config import (
     config_with_errors,
     load_config,
     read_config_file,
+)
+from .mosquitto_conf import (
+    convert_to_toml,
+    is_mosquitto_conf,
+    load_mosquitto_config,
+    locate_errors,
 )
 
 __all__ = ["build_parser", "main"]
@@ -53,7 +61,19 @@ examples:
   mqttd passwd -c /etc/mqttd/passwd alice   a password file with user alice
   mqttd -c /etc/mqttd/mqttd.toml -v   a config file, DEBUG logs
   mqttd check-config /etc/mqttd/mqttd.toml
-  mqttd ctl clients                   who is connected (needs [admin] enabled)"""
+  mqttd ctl clients                   who is connected (needs [admin] enabled)
+  mqttd -c /etc/mosquitto/mosquitto.conf   an existing Mosquitto configuration
+  mqttd convert /etc/mosquitto/mosquitto.conf > mqttd.toml"""
+
+_CONVERT_DESCRIPTION = """\
+Print the TOML equivalent of a Mosquitto configuration (mosquitto.conf(5), with its
+include_dir files) on stdout. Every key names the mosquitto.conf line it comes from;
+options mqttd cannot honour are listed as comments at the top (and on stderr), as are
+options accepted without effect on behaviour. `mqttd -c MOSQUITTO.CONF` runs the same
+broker directly. See docs/migrating-from-mosquitto.md.
+
+Exit status: 0 when every option converted, 2 when some could not (the TOML is printed
+anyway, without them)."""
 
 _CHECK_DESCRIPTION = """\
 Validate FILE exactly as `mqttd -c FILE` would load it, without starting anything:
@@ -81,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file, or a mosquitto.conf (recognised by its content)",
+    )
     parser.add_argument("--host", metavar="ADDR", help="bind address of every listener")
     parser.add_argument("-p", "--port", metavar="N", type=int, help="port of the first listener")
     parser.add_argument(
@@ -109,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("file", metavar="FILE", help="the TOML configuration file to check")
+    convert = commands.add_parser(
+        "convert",
+        help="print a mosquitto.conf as mqttd TOML",
+        description=_CONVERT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("file", metavar="FILE", help="the mosquitto.conf to convert")
     add_passwd_parser(commands)
     add_ctl_parser(commands)
     return parser
@@ -121,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_passwd(args)
     if args.command == "ctl":
         return run_ctl(args)
+    if args.command == "convert":
+        return _convert(args.file)
     overrides = Overrides(
         host=args.host,
         port=args.port,
@@ -136,13 +170,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check-config":
         try:
-            raw = read_config_file(args.file, overrides)
+            if is_mosquitto_conf(args.file):
+                mosquitto_config, _ = _load(args.file, overrides)
+                checked: Config | None = mosquitto_config
+                lines: list[str] = []
+            else:
+                # Every problem in one pass: the keys and values first, then the files
+                # named by the rest (a value in error is left at its default and its
+                # file not reported again).
+                checked, lines = config_with_errors(read_config_file(args.file, overrides))
         except ConfigError as exc:
             _print_errors(exc)
             return 2
-        # Every problem in one pass: the keys and values first, then the files named by
-        # the rest (a value in error is left at its default and its file not re-reported).
-        checked, lines = config_with_errors(raw)
         if checked is not None:
             checks = (
                 build_ssl_contexts,
@@ -155,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
                     check(checked)
                 except ConfigError as exc:
                     lines += [line for line in exc.lines if not _reported(line, lines)]
+        if lines and is_mosquitto_conf(args.file):
+            lines = locate_errors(args.file, lines)
         if lines:
             _print_errors(ConfigError(lines))
             return 2
         print(f"{args.file}: OK")
         return 0
     try:
-        config: Config = load_config(args.config, overrides)
+        config, notes = _load(args.config, overrides)
     except ConfigError as exc:
         _print_errors(exc)
         return 2
@@ -172,9 +213,31 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"config error: log: {exc}", file=sys.stderr)
         return 2
+    for note in notes:
+        # Said once: options of a mosquitto.conf that change nothing a client sees.
+        logging.getLogger("mqttd").info("mosquitto.conf option without effect: %s", note)
     # SIGHUP loads the same file with the same command-line overrides again.
     path = args.config
-    return run(config, reload=(lambda: load_config(path, overrides)) if path else None)
+    return run(config, reload=(lambda: _load(path, overrides)[0]) if path else None)
+
+
+def _load(path: str | None, overrides: Overrides) -> tuple[Config, list[str]]:
+    """Load a TOML file or a mosquitto.conf (told apart by content); notes to log."""
+    if path is not None and is_mosquitto_conf(path):
+        return load_mosquitto_config(path, overrides)
+    return load_config(path, overrides), []
+
+
+def _convert(path: str) -> int:
+    try:
+        text, errors = convert_to_toml(path)
+    except OSError as exc:  # pragma: no cover - convert_file reports unreadable files
+        print(f"{path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    for line in errors:
+        print(f"not converted: {line}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def _reported(line: str, earlier: list[str]) -> bool:

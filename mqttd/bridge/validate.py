@@ -92,6 +92,11 @@ def bridge_config_errors(bridges: Sequence[BridgeConfig]) -> list[str]:
                 f"{where}.reconnect_delay_min: {bridge.reconnect_delay_min} is above "
                 f"{where}.reconnect_delay_max ({bridge.reconnect_delay_max})"
             )
+        topic = bridge.notification_topic
+        if topic and ("+" in topic or "#" in topic or "\0" in topic):
+            errors.append(
+                f'{where}.notification_topic: "{topic}" is not a topic name (no "+" or "#")'
+            )
         tls = bridge.tls
         if tls is not None and tls.keyfile and not tls.certfile:
             errors.append(f"{where}.tls.keyfile: needs {where}.tls.certfile (the certificate)")

@@ -514,7 +514,7 @@ class Broker:
             ):
                 kept.add(id(entry))  # as in publish(): this turn's member may not read it
                 continue
-            qos = min(options.qos, message.qos)
+            qos = self.outgoing_qos(options.qos, message)
             retain = message.retain and options.retain_as_published
             session.deliver_shared(message, qos, retain, options.sub_ids, group)
         if logger.isEnabledFor(logging.INFO):
@@ -579,6 +579,11 @@ class Broker:
         self._next_message_id = mid + 1
         return mid
 
+    def outgoing_qos(self, granted: int, message: Message) -> int:
+        """The QoS of one delivery: min(granted, published) [MQTT-3.8.4-8], or the
+        granted QoS with upgrade_outgoing_qos (Mosquitto's non-standard option)."""
+        return granted if self.settings.upgrade_outgoing_qos else min(granted, message.qos)
+
     def publish(self, message: Message, origin: Session | None = None) -> int:
         """Route `message` to every matching session; retain it if asked.
 
@@ -601,7 +606,8 @@ class Broker:
         authorise = self.authorise
         if matches:
             flags |= PUBLISH_MATCHED
-            mqos = message.qos
+            # upgrade_outgoing_qos (Mosquitto's, not MQTT): the subscription's QoS wins.
+            mqos = 2 if self.settings.upgrade_outgoing_qos else message.qos
             mretain = message.retain
             origin_id = message.origin
             if len(matches) == 1:
@@ -656,7 +662,7 @@ class Broker:
                     session.client_id, session.username, "read", topic
                 ):
                     continue  # this turn's member may not read it: the group skips it
-                qos = min(options.qos, message.qos)
+                qos = self.outgoing_qos(options.qos, message)
                 retain = message.retain and options.retain_as_published
                 if session.deliver_shared(message, qos, retain, options.sub_ids, group):
                     flags |= PUBLISH_RECORDED
@@ -679,7 +685,9 @@ class Broker:
             sub_ids += options.sub_ids
         if qos < 0:
             return False
-        return session.deliver(message, min(qos, message.qos), retain and message.retain, sub_ids)
+        return session.deliver(
+            message, self.outgoing_qos(qos, message), retain and message.retain, sub_ids
+        )
 
     # -- retained messages ---------------------------------------------------------------
 
@@ -726,7 +734,7 @@ class Broker:
                 message.expiry_at,
                 message.origin,
             )
-            session.deliver(copy, min(message.qos, options.qos), True, options.sub_ids)
+            session.deliver(copy, self.outgoing_qos(options.qos, message), True, options.sub_ids)
 
     # -- subscriptions -----------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class Session:
         "_deferred",
         "_drop_oldest",
         "_inbound_qos2",
+        "_max_inflight_bytes",
         "_max_queued",
         "_max_queued_bytes",
         "_overflowing",
@@ -189,6 +190,7 @@ class Session:
         self._stats: BrokerStats = broker.stats
         self._max_queued = settings.max_queued_messages
         self._max_queued_bytes = settings.max_queued_bytes
+        self._max_inflight_bytes = settings.max_inflight_bytes
         self._drop_oldest = settings.queue_overflow == "drop_oldest"
         self._overflowing = False
         self._deferred = 0  # writes waiting for a store commit (see `_send`)
@@ -293,7 +295,12 @@ class Session:
 
     def _deliver_entry(self, entry: Outbound) -> bool:
         """Send a QoS 1/2 entry now or queue it; True if it was recorded in the store."""
-        if self.writable and not self._queue and len(self.inflight) < self.window:
+        if (
+            self.writable
+            and not self._queue
+            and len(self.inflight) < self.window
+            and (not self._max_inflight_bytes or self._bytes_room())
+        ):
             if self.persistent:
                 self._record(entry)
                 self._start(entry)
@@ -536,7 +543,9 @@ class Session:
         window = self.window
         while queue and self.writable:
             entry = queue[0]
-            if entry.qos and len(inflight) >= window:
+            if entry.qos and (
+                len(inflight) >= window or (self._max_inflight_bytes and not self._bytes_room())
+            ):
                 break
             queue.popleft()
             self.queued_bytes -= len(entry.message.payload)
@@ -546,6 +555,14 @@ class Session:
                 self._write_publish(entry.message, 0, entry.retain, entry.sub_ids, 0, False, False)
         if self.waiting_publishers is not None and len(queue) <= self._broker.flow.low:
             self._broker.flow.pumped(self)
+
+    def _bytes_room(self) -> bool:
+        """max_inflight_bytes (Mosquitto's): another QoS 1/2 message may start while the
+        payloads in flight are below the limit, so one message of any size always may."""
+        inflight = self.inflight
+        if not inflight:
+            return True
+        return sum(len(e.message.payload) for e in inflight.values()) < self._max_inflight_bytes
 
     # -- acknowledgements from the client ----------------------------------------------
 
