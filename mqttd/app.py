@@ -47,21 +47,32 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.server import Server as WsServer
 
 from . import __version__
+from .admin.auth import AdminAuth, ApiKeyError
+from .admin.server import AdminServer
 from .auth.policy import Security
 from .auth.scram import METHOD as SCRAM_METHOD
 from .bridge.service import BridgeService
 from .broker.broker import Broker
 from .broker.clock import Clock, MonotonicClock
-from .config import Config, ConfigError, ListenerConfig, PersistenceConfig
-from .net.tcp import ListenerConnections, serve_tcp, server_ssl_context
+from .config import Config, ConfigError, ListenerConfig, PersistenceConfig, config_changes
+from .net.tcp import (
+    ListenerConnections,
+    log_failed_handshakes,
+    serve_tcp,
+    server_ssl_context,
+)
 from .net.ws import serve_ws
-from .ops.logging import set_log_level, setup_logging
+from .ops.figures import process_figures
+from .ops.logging import log_options, set_log_level, setup_logging
+from .ops.loop_lag import LoopLagMonitor
 from .ops.metrics import (
     Collector,
     MetricsServer,
     collect_broker,
     collect_cluster,
+    collect_process,
     collect_store,
+    collect_store_histograms,
 )
 from .ops.sys_tree import SysTree, clear_sys_topics
 from .runtime import tune_gc
@@ -77,6 +88,7 @@ __all__ = [
     "StartupError",
     "build_ssl_contexts",
     "build_store",
+    "check_admin_files",
     "ephemeral_config",
     "run",
     "running",
@@ -152,6 +164,17 @@ def build_ssl_contexts(config: Config) -> dict[int, ssl.SSLContext]:
     if errors:
         raise ConfigError(errors)
     return contexts
+
+
+def check_admin_files(config: Config) -> None:
+    """Read `[admin]`'s API key file and admin users' password file; `ConfigError` if bad."""
+    admin = config.admin
+    if not admin.enabled:
+        return
+    try:
+        AdminAuth.from_files(admin.api_key_file, admin.users, config.auth.password_file)
+    except ApiKeyError as exc:
+        raise ConfigError([f"config error: {exc}"]) from exc
 
 
 def ephemeral_config() -> Config:
@@ -285,6 +308,13 @@ class App:
     bridge_service: BridgeService | None = field(default=None, init=False)
     #: This node's link to the other nodes when `[cluster]` is enabled (docs/cluster.md).
     cluster: NatsBackplane | None = field(default=None, init=False)
+    #: How late the event loop runs callbacks (metrics, admin figures).
+    loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor, init=False)
+    #: The admin HTTP API (`[admin]`, docs/admin.md), once started.
+    admin: AdminServer | None = field(default=None, init=False)
+    #: Loads the config file again (set by `run` when there is one): SIGHUP and the
+    #: admin API's POST /reload use it.
+    config_loader: Callable[[], Config] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.store = build_store(self.config.persistence)
@@ -356,9 +386,15 @@ class App:
                     raise StartupError(str(exc)) from exc
             self.broker.scheduler.on_earliest = self._on_earliest
             self._timer_task = asyncio.create_task(self._drive_timers(), name="mqttd-timers")
+            self.loop_lag.start()
             self._start_sys_tree()
+            # The admin API first: the dashboards of ws listeners learn where it is.
+            if self.config.admin.enabled:
+                await self._start_admin()
             for i, listener in enumerate(self.config.listeners):
                 await self._start_listener(listener, contexts.get(i))
+            if self.admin is not None:
+                self.admin.allow_origins(self._dashboard_origins())
             if self.config.metrics.enabled:
                 await self._start_metrics()
             # Also without bridges: it ends the stored sessions of removed ones.
@@ -371,6 +407,8 @@ class App:
             logger.info("mqttd %s listening on %s", __version__, entry.url)
         if self.metrics is not None:
             logger.info("metrics listening on %s/metrics", self.metrics.url)
+        if self.admin is not None:
+            logger.info("admin API listening on %s/api/v1", self.admin.url)
         self._ready = True
         logger.info("mqttd ready")
 
@@ -405,6 +443,8 @@ class App:
         self.metrics_collectors[:0] = [
             lambda: collect_broker(self.broker, names, started_at),
             lambda: collect_store(self.store),
+            lambda: collect_store_histograms(self.store),
+            lambda: collect_process(self.loop_lag),
         ]
         cluster = self.cluster
         if cluster is not None:
@@ -421,6 +461,67 @@ class App:
             ) from exc
         self.metrics = server
 
+    def _admin_api(self) -> str | None:
+        """The admin API as "scheme:port" for the dashboards, None when it is off."""
+        if self.admin is None or self.admin.address is None:
+            return None
+        return f"{self.admin.url.partition(':')[0]}:{self.admin.address[1]}"
+
+    async def _start_admin(self) -> None:
+        config = self.config.admin
+        check_admin_files(self.config)
+        password_file = self.config.auth.password_file
+        auth = AdminAuth.from_files(config.api_key_file, config.users, password_file)
+        context = None
+        if config.tls is not None:
+            try:
+                context = server_ssl_context(config.tls.certfile, config.tls.keyfile)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError([f"config error: admin.tls: {exc}"]) from exc
+        reload = self._admin_reload if self.config_loader is not None else None
+        server = AdminServer(self.broker, auth, reload, self._admin_figures)
+        try:
+            await server.start(config.host, config.port, context)
+        except OSError as exc:
+            asked = _url("http", config.host, config.port)
+            raise StartupError(f"cannot listen on {asked} (admin): {exc.strerror or exc}") from exc
+        self.admin = server
+
+    def _dashboard_origins(self) -> set[str]:
+        """The origins the dashboards are served from: they may call the admin API.
+
+        A loopback listener is reached as 127.0.0.1, localhost or [::1]; another as its
+        bound address. Names a browser uses beyond those go in `[admin] cors_origins`.
+        """
+        origins = set(self.config.admin.cors_origins)
+        for entry in self._listeners:
+            if entry.config.type != "ws" or not entry.config.dashboard:
+                continue
+            scheme = "https" if entry.config.tls is not None else "http"
+            host, port = entry.address
+            hosts = {f"[{host}]" if ":" in host else host}
+            if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):
+                hosts |= {"127.0.0.1", "localhost", "[::1]"}
+            origins |= {f"{scheme}://{name}:{port}" for name in hosts}
+        return origins
+
+    def _admin_reload(self) -> list[str]:
+        if self.config_loader is None:
+            raise LookupError("no config file")
+        try:
+            new = self.config_loader()
+        except ConfigError as exc:
+            raise ValueError("; ".join(exc.lines)) from exc
+        return self.reload(new)
+
+    def _admin_figures(self) -> dict[str, object]:
+        figures: dict[str, object] = {"process": process_figures(self.loop_lag.lag)}
+        stats = getattr(self.store, "stats", None)
+        if callable(stats):
+            figures["store"] = dict(stats())
+        figures["listeners"] = dict(self.urls)
+        return figures
+
     async def _start_listener(
         self, listener: ListenerConfig, context: ssl.SSLContext | None
     ) -> None:
@@ -428,6 +529,8 @@ class App:
         started: _Listener
         try:
             if listener.type == "ws":
+                if context is not None:
+                    log_failed_handshakes(context, listener.name)
                 ws_server = await serve_ws(
                     self.broker,
                     listener.host,
@@ -438,6 +541,7 @@ class App:
                     allowed_origins=listener.allowed_origins or None,
                     trust_proxy=listener.trust_proxy,
                     dashboard=listener.dashboard,
+                    admin_api=self._admin_api(),
                     subprotocols=tuple(listener.subprotocols),
                     max_size=listener.max_size or None,
                     compression=listener.compression,
@@ -493,45 +597,60 @@ class App:
             # After the broker: the client ids its sessions held are released first.
             await self.cluster.stop()
         await asyncio.gather(*(entry.drain(DRAIN_TIMEOUT) for entry in self._listeners))
+        await self.loop_lag.stop()
         if self._timer_task is not None:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer_task
         self.broker.scheduler.on_earliest = None
+        if self.admin is not None:
+            await self.admin.stop()
         if self.metrics is not None:
             # Last: /health answers 503 while the stop is under way.
             await self.metrics.stop()
 
     # -- reload (SIGHUP) ---------------------------------------------------------------------
 
-    def reload(self, config: Config) -> None:
+    def reload(self, config: Config) -> list[str]:
         """Apply a newly loaded config without dropping a connection; log what changed.
 
-        Applied at once: `log.level`, `log.format` and `sys.interval`. Then every
-        `reload_hooks` entry is called with `config` (an exception in one is logged and
-        the others still run). Other changed sections are named in a warning: they take
-        effect at the next start.
+        Applied at once: `[log]` and `sys.interval`. Then every `reload_hooks` entry is
+        called with `config` (an exception in one is logged and the others still run).
+        Each changed setting is named with its old and new value ("limits.max_inflight_
+        messages 20 -> 3"): applied ones on the "reloaded:" line, the ones that wait for
+        the next start in a warning. Returns both lists, one line per setting.
         """
         old = self.config
         applied: list[str] = []
-        if config.log.format != old.log.format:
-            setup_logging(config.log.level, config.log.format)
-            applied.append(f"log.format {old.log.format} -> {config.log.format}")
+        if config.log != old.log:
+            changed = [
+                line
+                for line in config_changes(old.log, config.log, "log")
+                if not line.startswith("log.level ")
+            ]
+            if changed:
+                try:
+                    setup_logging(**log_options(config))
+                except (OSError, ValueError) as exc:
+                    logger.error("log: %s; the log keeps going where it went", exc)
+                else:
+                    applied.extend(changed)
         set_log_level(config.log.level)
-        if config.log.level != old.log.level:
-            applied.append(f"log.level {old.log.level} -> {config.log.level}")
+        applied += config_changes(old.log.level, config.log.level, "log.level")
         if config.sys.interval != old.sys.interval:
             self._reload_sys_interval(config.sys.interval)
-            applied.append(f"sys.interval {old.sys.interval} -> {config.sys.interval}")
-        restart = [
-            name
-            for name in ("listeners", "limits", "mqtt", "persistence", "metrics", "bridge")
-            if getattr(config, name) != getattr(old, name)
-        ]
+            applied += config_changes(old.sys, config.sys, "sys")
+        # Applied by the reload hooks (Security, dead letters): named here, done below.
+        for name in ("auth", "dead_letter"):
+            applied += config_changes(getattr(old, name), getattr(config, name), name)
+        restart: list[str] = []
+        for name in ("listeners", "limits", "mqtt", "persistence", "metrics", "admin", "bridge"):
+            restart += config_changes(getattr(old, name), getattr(config, name), name)
         # Sections only partly reloadable keep what the running broker uses.
         config.listeners, config.bridge = old.listeners, old.bridge
         config.limits, config.mqtt = old.limits, old.mqtt
         config.persistence, config.metrics = old.persistence, old.metrics
+        config.admin = old.admin
         self.config = config
         logger.info("reloaded: %s", ", ".join(applied) if applied else "nothing changed")
         if restart:
@@ -541,6 +660,7 @@ class App:
                 hook(config)
             except Exception:
                 logger.exception("reload hook %r failed", hook)
+        return applied + [f"{line} (applied at the next start)" for line in restart]
 
     def _reload_sys_interval(self, interval: int) -> None:
         if self.sys_tree is not None:
@@ -670,6 +790,7 @@ async def _main(config: Config, reload: Callable[[], Config] | None = None) -> i
     logger.debug("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
     try:
         app = App(config)
+        app.config_loader = reload
         try:
             await app.start()
         except ConfigError as exc:

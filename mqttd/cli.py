@@ -4,6 +4,7 @@
     mqttd check-config FILE
     mqttd convert MOSQUITTO.CONF > mqttd.toml
     mqttd passwd [-c | -D] [-b] FILE USER [PASSWORD]
+    mqttd ctl [--url URL] [--json] COMMAND ...   (the admin API's client: admin/ctl.py)
 
 Exit status: 0 after a clean stop (SIGINT/SIGTERM) or a valid config, 1 when the broker
 cannot start (a port in use), 2 for bad usage or an invalid configuration (one line per
@@ -17,8 +18,16 @@ import logging
 import sys
 
 from . import __version__
+from .admin.ctl import add_ctl_parser, run_ctl
 from .auth.password_file import add_passwd_parser, run_passwd
-from .config import Config, ConfigError, Overrides, load_config
+from .config import (
+    Config,
+    ConfigError,
+    Overrides,
+    config_with_errors,
+    load_config,
+    read_config_file,
+)
 from .mosquitto_conf import (
     convert_to_toml,
     is_mosquitto_conf,
@@ -52,6 +61,7 @@ examples:
   mqttd passwd -c /etc/mqttd/passwd alice   a password file with user alice
   mqttd -c /etc/mqttd/mqttd.toml -v   a config file, DEBUG logs
   mqttd check-config /etc/mqttd/mqttd.toml
+  mqttd ctl clients                   who is connected (needs [admin] enabled)
   mqttd -c /etc/mosquitto/mosquitto.conf   an existing Mosquitto configuration
   mqttd convert /etc/mosquitto/mosquitto.conf > mqttd.toml"""
 
@@ -132,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("file", metavar="FILE", help="the mosquitto.conf to convert")
     add_passwd_parser(commands)
+    add_ctl_parser(commands)
     return parser
 
 
@@ -140,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "passwd":
         return run_passwd(args)
+    if args.command == "ctl":
+        return run_ctl(args)
     if args.command == "convert":
         return _convert(args.file)
     overrides = Overrides(
@@ -151,30 +164,39 @@ def main(argv: list[str] | None = None) -> int:
         ws_port=getattr(args, "ws_port", None),
     )
     # Imported here: `--help` and `--version` need none of the broker.
-    from .app import build_ssl_contexts, run
+    from .app import build_ssl_contexts, check_admin_files, run
     from .auth.policy import Security
     from .bridge.service import build_bridge_ssl_contexts
 
     if args.command == "check-config":
         try:
-            checked, _ = _load(args.file, overrides)
+            if is_mosquitto_conf(args.file):
+                mosquitto_config, _ = _load(args.file, overrides)
+                checked: Config | None = mosquitto_config
+                lines: list[str] = []
+            else:
+                # Every problem in one pass: the keys and values first, then the files
+                # named by the rest (a value in error is left at its default and its
+                # file not reported again).
+                checked, lines = config_with_errors(read_config_file(args.file, overrides))
         except ConfigError as exc:
             _print_errors(exc)
             return 2
-        lines: list[str] = []
-        from .cluster.tls import cluster_ssl_context
+        if checked is not None:
+            from .cluster.tls import cluster_ssl_context
 
-        checks = (
-            build_ssl_contexts,
-            build_bridge_ssl_contexts,
-            lambda c: Security(c).load(),
-            lambda c: cluster_ssl_context(c.cluster),
-        )
-        for check in checks:
-            try:
-                check(checked)
-            except ConfigError as exc:
-                lines += exc.lines
+            checks = (
+                build_ssl_contexts,
+                build_bridge_ssl_contexts,
+                lambda c: Security(c).load(),
+                check_admin_files,
+                lambda c: cluster_ssl_context(c.cluster),
+            )
+            for check in checks:
+                try:
+                    check(checked)
+                except ConfigError as exc:
+                    lines += [line for line in exc.lines if not _reported(line, lines)]
         if lines and is_mosquitto_conf(args.file):
             lines = locate_errors(args.file, lines)
         if lines:
@@ -187,9 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         _print_errors(exc)
         return 2
-    from .ops.logging import setup_logging
+    from .ops.logging import log_options, setup_logging
 
-    setup_logging(config.log.level, config.log.format)
+    try:
+        setup_logging(**log_options(config))
+    except (OSError, ValueError) as exc:
+        print(f"config error: log: {exc}", file=sys.stderr)
+        return 2
     for note in notes:
         # Said once: options of a mosquitto.conf that change nothing a client sees.
         logging.getLogger("mqttd").info("mosquitto.conf option without effect: %s", note)
@@ -215,6 +241,12 @@ def _convert(path: str) -> int:
     for line in errors:
         print(f"not converted: {line}", file=sys.stderr)
     return 2 if errors else 0
+
+
+def _reported(line: str, earlier: list[str]) -> bool:
+    """True when `line`'s key (e.g. "listeners[0].tls") already has an error in `earlier`."""
+    key = line.removeprefix("config error: ").partition(":")[0]
+    return any(e.removeprefix("config error: ").startswith(key) for e in earlier)
 
 
 def _print_errors(exc: ConfigError) -> None:

@@ -22,6 +22,7 @@ them back. `config/mqttd.toml` documents every key with its default.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import tomllib
 import types
@@ -373,13 +374,23 @@ class PersistenceConfig:
 
 @dataclass(slots=True)
 class LogConfig:
-    """`[log]`: how mqttd logs (to stderr)."""
+    """`[log]`: how mqttd logs: always to stderr, optionally to a file and to syslog."""
 
     level: str = setting(
         "info", "least severe level logged", choices=("debug", "info", "warning", "error")
     )
     format: str = setting(
         "text", "text = one readable line per event, json = JSON lines", choices=("text", "json")
+    )
+    file: str = setting("", "also write the log to this file, rotated by size; empty = none")
+    max_bytes: int = setting(
+        10_485_760, "file: rotate when it reaches this many bytes", min=1024, max=2**40
+    )
+    backups: int = setting(5, "file: rotated files kept (FILE.1 ... FILE.N)", min=0, max=1000)
+    syslog: str = setting(
+        "",
+        'also send the log to syslog: a socket path ("/dev/log") or "host:port" (UDP); '
+        "empty = none",
     )
 
 
@@ -399,6 +410,41 @@ class MetricsConfig:
     enabled: bool = setting(False, "serve /metrics and /health on their own HTTP listener")
     host: str = setting("127.0.0.1", 'address to bind; 0.0.0.0 = all IPv4, "" = all')
     port: int = setting(9883, "TCP port; 0 = any free port", min=0, max=_U16)
+
+
+@dataclass(slots=True)
+class AdminTLSConfig:
+    """`[admin.tls]`: serve the admin API over HTTPS."""
+
+    certfile: str = setting("", "PEM server certificate (chain); required")
+    keyfile: str = setting("", "PEM private key; empty when certfile also holds the key")
+
+
+@dataclass(slots=True)
+class AdminConfig:
+    """`[admin]`: the admin HTTP API (docs/admin.md) and `mqttd ctl`'s endpoint."""
+
+    enabled: bool = setting(False, "serve the admin API (/api/v1/...) on its own HTTP listener")
+    host: str = setting(
+        "127.0.0.1", 'address to bind; off loopback a credential is always required'
+    )
+    port: int = setting(9884, "TCP port; 0 = any free port", min=0, max=_U16)
+    api_key_file: str = setting(
+        "", 'API keys, one "name:sha256:HEX" line each (mqttd ctl keygen NAME); empty = none'
+    )
+    users: list[str] = field(
+        default_factory=list,
+        metadata=_doc("users of auth.password_file with the admin role (HTTP Basic)"),
+    )
+    cors_origins: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "more dashboard origins that may call the API (the ws listeners' own are allowed)"
+        ),
+    )
+    tls: AdminTLSConfig | None = field(
+        default=None, metadata=_doc("HTTPS settings; absent = plain HTTP")
+    )
 
 
 @dataclass(slots=True)
@@ -654,6 +700,7 @@ class Config:
     dead_letter: DeadLetterConfig = field(
         default_factory=DeadLetterConfig, metadata=_doc("dead letters of dropped messages")
     )
+    admin: AdminConfig = field(default_factory=AdminConfig, metadata=_doc("the admin API"))
     auth: AuthConfig = field(
         default_factory=AuthConfig, metadata=_doc("authentication and authorisation")
     )
@@ -694,15 +741,9 @@ def load_config(path: str | Path | None = None, overrides: Overrides | None = No
 
     Raises `ConfigError` carrying one line per problem.
     """
-    raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError([f"config error: {path}: cannot read: {exc.strerror}"]) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"config error: {path}: invalid TOML: {exc}"]) from exc
+        return config_from_dict(read_config_file(path, overrides))
+    raw: dict[str, Any] = {}
     if overrides is not None:
         _apply_overrides(raw, overrides)
     return config_from_dict(raw)
@@ -710,12 +751,25 @@ def load_config(path: str | Path | None = None, overrides: Overrides | None = No
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """Validate a parsed TOML document into a `Config`; raise `ConfigError` if it is wrong."""
+    config, errors = config_with_errors(raw)
+    if errors or config is None:
+        raise ConfigError(errors)
+    return config
+
+
+def config_with_errors(raw: Mapping[str, Any]) -> tuple[Config | None, list[str]]:
+    """The config of `raw` and every problem found ("config error: ..." lines).
+
+    A value in error is left at its default, so `mqttd check-config` can go on to check
+    the files the rest names (TLS, password, ACL) and report everything in one pass.
+    """
     errors: list[str] = []
     config = _build(Config, raw, "", errors)
     if config is not None:
         _check_listeners(config, errors)
         _check_dead_letter(config.dead_letter, errors)
         _check_cluster(config.cluster, errors)
+        _check_admin(config, errors)
         persistence = config.persistence
         if config.mqtt.pubrec_first and persistence.enabled and persistence.path != ":memory:":
             errors.append(
@@ -723,10 +777,22 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
                 "PUBREC waits for the commit of the message it acknowledges)"
             )
         errors.extend(bridge_config_errors(config.bridge))
-    if errors or config is None:
-        raise ConfigError([f"config error: {line}" for line in errors])
-    _name_listeners(config)
-    return config
+        _name_listeners(config)
+    return config, [f"config error: {line}" for line in errors]
+
+
+def read_config_file(path: str | Path, overrides: Overrides | None = None) -> dict[str, Any]:
+    """The raw TOML document of `path` with `overrides` applied; `ConfigError` if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"config error: {path}: cannot read: {exc.strerror}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config error: {path}: invalid TOML: {exc}"]) from exc
+    if overrides is not None:
+        _apply_overrides(raw, overrides)
+    return raw
 
 
 def _apply_overrides(raw: dict[str, Any], o: Overrides) -> None:
@@ -1014,6 +1080,62 @@ def _check_cluster(cluster: ClusterConfig, errors: list[str]) -> None:
             f"cluster.node_timeout: {_num(cluster.node_timeout)} is not allowed (allowed: at "
             f"least twice cluster.heartbeat_interval, {_num(2 * cluster.heartbeat_interval)})"
         )
+def config_changes(old: object, new: object, path: str) -> list[str]:
+    """Each setting that differs between `old` and `new`, as "path old -> new".
+
+    Walks dataclasses and lists; SIGHUP's log lines say exactly what changed with it.
+    """
+    if old == new:
+        return []
+    if is_dataclass(old) and is_dataclass(new) and type(old) is type(new):
+        out: list[str] = []
+        for f in fields(old):
+            out += config_changes(getattr(old, f.name), getattr(new, f.name), f"{path}.{f.name}")
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            line
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for line in config_changes(a, b, f"{path}[{i}]")
+        ]
+    leaf = path.rpartition(".")[2]
+    if any(word in leaf for word in ("password", "secret", "token")):
+        return [f"{path} changed"]  # a secret is never written to the log
+    return [f"{path} {_show_short(old)} -> {_show_short(new)}"]
+
+
+def _show_short(value: object) -> str:
+    if is_dataclass(value):
+        return "(set)"
+    if isinstance(value, list):
+        if any(is_dataclass(x) for x in value):
+            return f"({len(value)} entries)"
+        return "[" + ", ".join(_show(x) for x in value) + "]"
+    if value is None:
+        return "(absent)"
+    return _show(value)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _check_admin(config: Config, errors: list[str]) -> None:
+    admin = config.admin
+    if not admin.enabled:
+        return
+    if admin.users and not config.auth.password_file:
+        errors.append("admin.users: needs auth.password_file, where their passwords are")
+    if not _is_loopback(admin.host) and not admin.api_key_file and not admin.users:
+        errors.append(
+            f"admin.host: {admin.host!r} is not loopback: set admin.api_key_file or "
+            "admin.users (the admin API is never anonymous off loopback)"
+        )
+    if admin.tls is not None and not admin.tls.certfile:
+        errors.append("admin.tls.certfile: required with [admin.tls]")
 
 
 def _name_listeners(config: Config) -> None:

@@ -398,3 +398,22 @@ def test_verbose_does_not_turn_on_library_debug_logs() -> None:
     logging.getLogger("mqttd.net").debug("ours")
     assert "selector noise" not in out.getvalue()
     assert "ours" in out.getvalue()
+
+
+def test_check_config_reports_key_errors_and_file_errors_in_one_pass(tmp_path: Path) -> None:
+    path = tmp_path / "both.toml"
+    path.write_text(
+        '[limits]\nreceive_maximum = 0\n'
+        '[auth]\npassword_file = "missing-passwd"\n'
+        '[admin]\nenabled = true\napi_key_file = "missing-keys"\n'
+        '[[listeners]]\nport = 8883\n[listeners.tls]\ncertfile = "missing.crt"\n'
+    )
+    result = mqttd("check-config", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "config error: limits.receive_maximum: 0 is out of range (allowed: 1 to 65535)"
+    )
+    text = "\n".join(lines)
+    for named in ("missing.crt", "missing-passwd", "missing-keys"):
+        assert named in text, text

@@ -280,10 +280,42 @@ class Broker:
         stats = self.stats
         stats.sessions = len(self._sessions)
         stats.subscriptions = sum(len(s.subscriptions) for s in self._sessions.values())
-        stats.retained_messages = len(self._retained)
+        # Retained messages of clients: the broker's own $SYS values are not counted.
+        stats.retained_messages = len(self._retained) - self._retained.count_prefix("$SYS/")
         stats.messages_inflight = sum(len(s.inflight) for s in self._sessions.values())
         stats.messages_queued = sum(s.queue_length for s in self._sessions.values())
         return stats
+
+    # -- operator actions (the admin API) -----------------------------------------------
+
+    def kick(self, client_id: str, discard_session: bool = False) -> bool:
+        """Disconnect `client_id` for an operator; True if it had a connection or session.
+
+        A 5.0 client gets DISCONNECT 0x98 (Administrative action); its will is published
+        as for any server-side disconnect. With `discard_session` its session ends too,
+        even a persistent one (queued messages are dropped as an expired session's).
+        """
+        session = self._sessions.get(client_id)
+        if session is None:
+            return False
+        connection = session.connection
+        if connection is not None:
+            connection.close_reason = "kicked by an operator (0x98)"
+            connection.disconnect(ReasonCode.ADMINISTRATIVE_ACTION, publish_will=True)
+        if discard_session and self._sessions.get(client_id) is session:
+            self._end_session(session, DropReason.SESSION_EXPIRED)
+        return True
+
+    def delete_retained(self, topic: str) -> bool:
+        """Forget the message retained for `topic` (memory and store); True if there was one.
+
+        Unlike an empty retained PUBLISH, nothing is routed to subscribers.
+        """
+        if not self._retained.delete(topic):
+            return False
+        if not topic.startswith("$SYS/"):
+            self.store.delete_retained(topic)
+        return True
 
     # -- called by Connection ----------------------------------------------------------
 
@@ -593,7 +625,9 @@ class Broker:
         acknowledgement must wait for `store.after_commit`. `from_node`: another node of
         the cluster published it (`publish_from_node`).
         """
-        self.stats.messages_routed += 1
+        if message.topic[:5] != "$SYS/":
+            # Client traffic only: the broker's own $SYS figures are not "routed messages".
+            self.stats.messages_routed += 1
         # Whom to pause if a receiver is saturated (flow.py); cleared before returning.
         flow = self.flow
         flow.publisher = origin.connection if origin is not None else None

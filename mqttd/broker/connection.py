@@ -65,7 +65,7 @@ from .auth import ConnectInfo
 from .dead_letter import DropReason
 from .enhanced_auth import on_auth, start_connect_auth
 from .message import Message
-from .reason_strings import reason_properties
+from .reason_strings import REASON_TEXT, reason_properties
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -132,6 +132,7 @@ class Connection:
         "_aliases",
         "_broker",
         "_connect_timer",
+        "_connect_username",
         "_keepalive_grace",
         "_keepalive_timer",
         "_max_topic_length",
@@ -156,6 +157,7 @@ class Connection:
         "bridge",
         "client_id",
         "close_reason",
+        "connected_at",
         "identity",
         "keep_alive",
         "listener",
@@ -185,6 +187,8 @@ class Connection:
         self._sink = sink
         self.peer = peer
         self.listener = listener
+        #: Unix time the socket was accepted (the admin API's "connected since").
+        self.connected_at = broker.clock.wall()
         # Until the CONNECT is accepted a socket gets only `max_connect_size` bytes (the
         # CONNECT, and AUTH packets of an exchange): an unauthenticated client cannot
         # make us buffer or decode much (issue 14). `_accept` lifts it.
@@ -199,6 +203,7 @@ class Connection:
         self.identity = identity
         #: The user name this client acts as once accepted (for ACLs, session ownership).
         self.username: str | None = None
+        self._connect_username: str | None = None  # as CONNECT gave it, for refusal lines
         self._publish_bucket: TokenBucket | None = None  # settings.max_publish_rate
         self._throttle_timer: Timer | None = None
         # Why the socket is not read: _HOLD_* bits (throttle, back-pressure); 0 = reading.
@@ -462,12 +467,22 @@ class Connection:
     def _refuse(self, reason_code: int, why: str) -> None:
         """CONNACK with an error code, then close (no session, no will)."""
         if logger.isEnabledFor(logging.INFO):
+            username = self._connect_username
             logger.info(
-                "CONNECT from %s refused for %r: %s (0x%02X)",
+                "%s: CONNECT from %s refused for %r (user %r): %s (0x%02X)",
+                self.listener,
                 self.peer,
                 self.client_id,
+                username,
                 why,
                 reason_code,
+                extra={
+                    "client_id": self.client_id,
+                    "username": username,
+                    "address": self.peer,
+                    "listener": self.listener,
+                    "reason_code": reason_code,
+                },
             )
         self._stats.connections_refused += 1
         level = self.protocol_level
@@ -488,6 +503,7 @@ class Connection:
         level = self.protocol_level = packet.protocol_level
         self.bridge = packet.bridge
         self.client_id = packet.client_id  # as asked for; an assigned id replaces it below
+        self._connect_username = packet.username
         props = packet.properties
         v5 = level == 5
         if v5 and props is not None:
@@ -577,7 +593,10 @@ class Connection:
             )
         )
         if not result.accepted:
-            self._refuse(result.reason_code, "not authorised")
+            # Word the refusal as its code says (0x86 "bad user name or password").
+            self._refuse(
+                result.reason_code, REASON_TEXT.get(result.reason_code, "not authorised")
+            )
             return
         username = result.username if result.username is not None else packet.username
         self._accept(packet, client_id, assigned, username, None)
@@ -720,13 +739,21 @@ class Connection:
             )
         if logger.isEnabledFor(logging.INFO):
             logger.info(
-                "%s connected from %s as %r (level %d, clean %d, keepalive %d)",
+                "%s connected from %s as %r, user %r (level %d, clean %d, keepalive %d)",
                 self.listener,
                 self.peer,
                 client_id,
+                username,
                 level,
                 packet.clean_start,
                 keep_alive,
+                extra={
+                    "client_id": client_id,
+                    "username": username,
+                    "address": self.peer,
+                    "listener": self.listener,
+                    "protocol_level": level,
+                },
             )
         aliases = 0
         if v5 and props is not None and settings.server_topic_aliases:

@@ -69,6 +69,10 @@ class RetainedTree(Generic[V]):
         """The number of retained messages."""
         return len(self._plain) + len(self._dollar)
 
+    def count_prefix(self, prefix: str) -> int:
+        """How many "$" topics start with `prefix` (e.g. "$SYS/"); they are few."""
+        return sum(1 for topic in self._dollar if topic.startswith(prefix))
+
     def __iter__(self) -> Iterator[tuple[str, V]]:
         """Every (topic, value), in no particular order (persistence, expiry sweeps)."""
         for nodes in (self._plain, self._dollar):
@@ -120,6 +124,56 @@ class RetainedTree(Generic[V]):
             parent.remove_child(level)
             node = parent
         return True
+
+    def iter_sorted(self, topic_filter: str, after: str | None = None) -> Iterator[tuple[str, V]]:
+        """The (topic, value) matching `topic_filter`, in topic order, after topic `after`.
+
+        Topic order is level by level ("a" < "a/b" < "a-b": a topic's own message comes
+        before those below it). Only the nodes on the way are visited, each sorting its
+        children, so one page of a million retained messages costs the sorts along one
+        path, not a sort of everything: the admin API pages with it (`after` = cursor).
+        """
+        bound = after.split("/") if after is not None else None
+        return self._walk(self._root, split_topic_filter(topic_filter), 0, 0, bound)
+
+    def _walk(
+        self,
+        node: _Node[V],
+        levels: list[str],
+        at: int,
+        depth: int,
+        bound: list[str] | None,
+    ) -> Iterator[tuple[str, V]]:
+        # `node` is `depth` levels down; `levels[at:]` is what the filter still asks for.
+        # `bound`: the cursor's levels while this node is on its path (only what sorts
+        # after it is wanted), None once past it. The node's own message is wanted only
+        # past the cursor: on its path it is the cursor or a prefix of it, both before.
+        rest = levels[at:]
+        if not rest or rest[0] == "#":
+            if node.entry is not None and bound is None:
+                yield node.entry  # "a/#" matches "a" too [MQTT-4.7.1-2]
+            if not rest:
+                return
+        children = node.children
+        if children is None:
+            return
+        kids = children if isinstance(children, dict) else {children.level: children}
+        first = depth == 0  # wildcards in the first level skip "$" topics [MQTT-4.7.2-1]
+        if rest[0] in ("#", "+"):
+            names: list[str] = sorted(n for n in kids if not (first and n[:1] == "$"))
+        elif rest[0] in kids:
+            names = [rest[0]]
+        else:
+            return
+        next_at = at if rest[0] == "#" else at + 1
+        for name in names:
+            child_bound: list[str] | None = None
+            if bound is not None and depth < len(bound):
+                if name < bound[depth]:
+                    continue
+                if name == bound[depth]:
+                    child_bound = bound
+            yield from self._walk(kids[name], levels, next_at, depth + 1, child_bound)
 
     def match(self, topic_filter: str) -> list[tuple[str, V]]:
         """Every retained (topic, value) whose topic matches `topic_filter`, unordered."""

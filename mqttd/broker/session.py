@@ -437,7 +437,12 @@ class Session:
         # another id (a duplicate) or another message under this one (swallowed).
         self._send(data, qos == 2 and self.persistent)
         stats = self._stats
-        stats.publish_sent += 1
+        if message.origin is None and message.topic[:5] == "$SYS/":
+            # The broker's own figures are not client traffic (a dashboard reading $SYS
+            # would otherwise see "messages sent" move with nobody publishing).
+            stats.sys_publish_sent += 1
+        else:
+            stats.publish_sent += 1
         stats.packets_sent += 1
         stats.bytes_sent += len(data)
         return True

@@ -19,8 +19,9 @@ class BrokerStats:
     packets_received: int = 0  # control packets of every type
     packets_sent: int = 0
     publish_received: int = 0  # PUBLISH packets from clients
-    publish_sent: int = 0  # PUBLISH packets to clients (redeliveries included)
-    messages_routed: int = 0  # messages given to Broker.publish (wills, $SYS included)
+    publish_sent: int = 0  # PUBLISH packets to clients (redeliveries included), $SYS not
+    sys_publish_sent: int = 0  # PUBLISH packets of $SYS figures to clients
+    messages_routed: int = 0  # messages given to Broker.publish (wills included, $SYS not)
     messages_dropped: int = 0  # queue overflows (any QoS)
     publishers_paused: int = 0  # back-pressure: times a publisher was paused (flow.py)
     publisher_pause_timeouts: int = 0  # saturated sessions that drained nothing in time
@@ -42,6 +43,6 @@ class BrokerStats:
     # Gauges below are filled by Broker.refresh_gauges(), not kept up to date per packet.
     sessions: int = 0
     subscriptions: int = 0
-    retained_messages: int = 0
+    retained_messages: int = 0  # $SYS values not counted
     messages_inflight: int = 0  # outbound QoS 1/2 awaiting acknowledgement
     messages_queued: int = 0  # outbound messages waiting in session queues

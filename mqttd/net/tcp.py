@@ -334,6 +334,41 @@ def server_ssl_context(
     return context
 
 
+# OpenSSL's reasons when the first bytes are not a TLS ClientHello at all.
+_NOT_TLS = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL"}
+)
+
+
+def log_failed_handshakes(context: ssl.SSLContext, listener: str) -> None:
+    """Log a line for every TLS handshake that fails on `context` (one listener's).
+
+    asyncio and uvloop drop a failed server handshake silently (they log it only in debug
+    mode), so an operator whose device speaks plain MQTT to the mqtts port saw nothing.
+    `sslobject_class` is the ssl module's documented hook on the object both loops use for
+    the handshake; the loops do not tell it the client's address, so the line names the
+    listener and the reason.
+    """
+
+    class _LoggedHandshake(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise  # not finished yet, not failed
+            except ssl.SSLError as exc:
+                reason = exc.reason or str(exc)
+                hint = (
+                    ": not TLS, a plain MQTT (or HTTP) client on this TLS port?"
+                    if reason in _NOT_TLS
+                    else ""
+                )
+                logger.info("%s: TLS handshake failed (%s)%s", listener, reason, hint)
+                raise
+
+    context.sslobject_class = _LoggedHandshake
+
+
 async def serve_tcp(
     broker: ConnectionFactory,
     host: str,
@@ -351,6 +386,8 @@ async def serve_tcp(
     the `max_connections` limit); pass one to be able to abort them at shutdown.
     """
     tracked = connections if connections is not None else ListenerConnections()
+    if ssl is not None:
+        log_failed_handshakes(ssl, name)
 
     def factory() -> MqttProtocol:
         return MqttProtocol(broker, name, tracked)

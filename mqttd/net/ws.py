@@ -87,6 +87,8 @@ _STATIC_FILES: Final[dict[str, tuple[str, str]]] = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
     "/mqtt-client.js": ("mqtt-client.js", "text/javascript; charset=utf-8"),
+    "/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
+    "/admin.js": ("admin.js", "text/javascript; charset=utf-8"),
     "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
     "/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
@@ -278,22 +280,33 @@ class WebSocketSink:
 class _StaticFile:
     body: bytes
     content_type: str
+    headers: tuple[tuple[str, str], ...] = _STATIC_HEADERS
 
 
-def load_dashboard(ws_path: str) -> dict[str, _StaticFile]:
+def load_dashboard(ws_path: str, admin_api: str | None = None) -> dict[str, _StaticFile]:
     """Read the dashboard's files from the package; index.html learns the MQTT path.
 
     The page connects to a URL *relative* to itself, so it keeps working behind a reverse
-    proxy that mounts the listener under a prefix.
+    proxy that mounts the listener under a prefix. `admin_api` is the admin API as
+    "scheme:port" (e.g. "http:9884"): the page calls it on the host it was loaded from,
+    and the Content-Security-Policy lets it do so (and nothing else).
     """
     root = resources.files(STATIC_PACKAGE).joinpath(STATIC_DIR)
+    headers: tuple[tuple[str, str], ...] = _STATIC_HEADERS
+    if admin_api:
+        scheme, _, port = admin_api.partition(":")
+        headers = tuple(
+            (name, value.replace("connect-src 'self'", f"connect-src 'self' {scheme}://*:{port}"))
+            for name, value in _STATIC_HEADERS
+        )
     files: dict[str, _StaticFile] = {}
     for url_path, (name, content_type) in _STATIC_FILES.items():
         body = root.joinpath(name).read_bytes()
         if name == "index.html":
             relative = ws_path.lstrip("/") or "."
             body = body.replace(b"{{MQTT_PATH}}", html.escape(relative).encode())
-        files[url_path] = _StaticFile(body, content_type)
+            body = body.replace(b"{{ADMIN_API}}", html.escape(admin_api or "").encode())
+        files[url_path] = _StaticFile(body, content_type, headers)
     files["/"] = files["/index.html"]
     return files
 
@@ -480,7 +493,7 @@ class _Gate:
                     http.HTTPStatus.OK,
                     static.body,
                     static.content_type,
-                    _STATIC_HEADERS,
+                    static.headers,
                     head=head,
                 )
         if path in self.ws_paths:
@@ -601,6 +614,7 @@ async def serve_ws(
     allowed_origins: Sequence[str] | None = None,
     trust_proxy: bool = False,
     dashboard: bool = True,
+    admin_api: str | None = None,
     max_size: int | None = None,
     compression: bool = False,
     ping_interval: float | None = None,
@@ -622,6 +636,7 @@ async def serve_ws(
             others get 403. Clients that send no Origin are not checked.
         trust_proxy: take the client address from X-Forwarded-For (last entry).
         dashboard: serve the live dashboard on plain GET ``/``.
+        admin_api: the admin API as "scheme:port" for the dashboard's admin pages.
         max_size: largest WebSocket frame and message accepted (1009 beyond);
             default the broker's ``max_packet_size``. Before the CONNECT is accepted,
             the broker's ``max_connect_size`` if smaller.
@@ -653,7 +668,7 @@ async def serve_ws(
         path,
         accepted,
         allowed_origins,
-        load_dashboard(path) if dashboard else None,
+        load_dashboard(path, admin_api) if dashboard else None,
         loopback=host is not None and is_loopback_host(host),
     )
 

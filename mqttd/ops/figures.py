@@ -18,7 +18,13 @@ import sys
 
 from ..broker.stats import BrokerStats
 
-__all__ = ["packet_counts", "peak_resident_memory_bytes", "resident_memory_bytes"]
+__all__ = [
+    "open_file_descriptors",
+    "packet_counts",
+    "peak_resident_memory_bytes",
+    "process_figures",
+    "resident_memory_bytes",
+]
 
 try:
     _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -53,3 +59,25 @@ def packet_counts(stats: BrokerStats) -> tuple[int, int] | None:
     if isinstance(received, int) and isinstance(sent, int):
         return received, sent
     return None
+
+
+def open_file_descriptors() -> int | None:
+    """How many file descriptors the process has open (sockets included), or None."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+def process_figures(loop_lag: float | None = None) -> dict[str, float | int | None]:
+    """CPU seconds, resident memory now and at peak, open fds, event-loop lag (seconds)."""
+    times = os.times()
+    rss = resident_memory_bytes()
+    peak = peak_resident_memory_bytes()
+    return {
+        "cpu_seconds": round(times.user + times.system, 3),
+        "resident_memory_bytes": rss,
+        "peak_resident_memory_bytes": max(peak, rss or 0),
+        "open_fds": open_file_descriptors(),
+        "event_loop_lag_seconds": loop_lag,
+    }

@@ -27,17 +27,29 @@ import asyncio
 import contextlib
 import email.utils
 import logging
-import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+import resource
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from .. import __version__
 from ..broker.broker import Broker
 from ..broker.dead_letter import dropped_by_reason
-from .figures import packet_counts, resident_memory_bytes
+from ..store.stats import Histogram, StoreStats
+from .figures import open_file_descriptors, packet_counts, resident_memory_bytes
+from .loop_lag import LoopLagMonitor
 
 __all__ = [
     "CONTENT_TYPE",
@@ -47,13 +59,15 @@ __all__ = [
     "SupportsStats",
     "collect_broker",
     "collect_cluster",
+    "collect_process",
     "collect_store",
+    "collect_store_histograms",
     "render",
 ]
 
 logger = logging.getLogger("mqttd.metrics")
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # "text/plain; version=0.0.4; charset=utf-8"
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -104,47 +118,54 @@ class MetricFamily:
         return self
 
 
-Collector = Callable[[], Iterable[MetricFamily]]
-"""Something that yields metric families at scrape time."""
+Collector = Callable[[], Iterable[MetricFamily | Metric]]
+"""Something that yields metric families (ours or prometheus_client's) at scrape time."""
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+def _to_prometheus(family: MetricFamily) -> Metric:
+    """The prometheus_client metric family of one of ours (same name, type, samples)."""
+    names = sorted({name for labels, _ in family.samples for name in labels})
+    made: CounterMetricFamily | GaugeMetricFamily | UnknownMetricFamily
+    if family.type == "counter":
+        made = CounterMetricFamily(family.name, family.help, labels=names)
+    elif family.type == "gauge":
+        made = GaugeMetricFamily(family.name, family.help, labels=names)
+    else:
+        made = UnknownMetricFamily(family.name, family.help, labels=names)
+    for labels, value in family.samples:
+        made.add_metric([labels.get(name, "") for name in names], float(value))
+    return made
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _Families:
+    """A prometheus_client collector over families already collected (one scrape)."""
+
+    def __init__(self, families: Iterable[MetricFamily | Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield _to_prometheus(family) if isinstance(family, MetricFamily) else family
 
 
-def _format_value(value: float) -> str:
-    if isinstance(value, int):
-        return str(int(value))  # int(): a bool would print as True
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+def render(families: Iterable[MetricFamily | Metric]) -> str:
+    """The text exposition format (0.0.4) of `families`, written by prometheus_client.
 
-
-def render(families: Iterable[MetricFamily]) -> str:
-    """The text exposition format (0.0.4) of `families`; each name must appear once."""
-    lines: list[str] = []
+    Each name must appear once. Families are ours (`MetricFamily`) or prometheus_client's
+    own (a store's latency histogram is a `HistogramMetricFamily`).
+    """
+    listed = list(families)
     seen: set[str] = set()
-    for family in families:
-        if family.name in seen:
-            raise ValueError(f"metric {family.name!r} appears twice")
-        seen.add(family.name)
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.type}")
-        for labels, value in family.samples:
-            if labels:
-                inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-                lines.append(f"{family.name}{{{inner}}} {_format_value(value)}")
-            else:
-                lines.append(f"{family.name} {_format_value(value)}")
-    return "\n".join(lines) + "\n" if lines else ""
+    for family in listed:
+        name = family.name
+        if isinstance(family, Metric) and family.type == "counter":
+            name += "_total"  # prometheus_client keeps a counter's name without it
+        if name in seen:
+            raise ValueError(f"metric {name!r} appears twice")
+        seen.add(name)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(listed))
+    return generate_latest(registry).decode("utf-8")
 
 
 def _counter(name: str, help: str, value: float) -> MetricFamily:
@@ -224,12 +245,12 @@ def collect_broker(
         ),
         _counter(
             "mqttd_publish_sent_total",
-            "PUBLISH packets to clients, resends included",
+            "PUBLISH packets to clients, resends included, $SYS figures not counted",
             stats.publish_sent,
         ),
         _counter(
             "mqttd_messages_routed_total",
-            "messages routed (from clients, wills and $SYS)",
+            "messages routed (from clients and wills; the broker's own $SYS not counted)",
             stats.messages_routed,
         ),
         dropped,
@@ -285,6 +306,65 @@ def collect_broker(
         _counter("process_cpu_seconds_total", "user and system CPU time", times.user + times.system)
     )
     return families
+
+
+def collect_process(loop_lag: LoopLagMonitor | None = None) -> list[MetricFamily]:
+    """Open file descriptors, the fd limit, and the event loop's lag (when monitored).
+
+    Resident memory and CPU time come with `collect_broker` (``process_*``, the names
+    Prometheus's own process collector uses).
+    """
+    families: list[MetricFamily] = []
+    fds = open_file_descriptors()
+    if fds is not None:
+        families.append(_gauge("process_open_fds", "open file descriptors", fds))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY:
+        families.append(_gauge("process_max_fds", "file descriptor limit (soft)", soft))
+    if loop_lag is not None:
+        families.append(
+            _gauge(
+                "mqttd_event_loop_lag_seconds",
+                "how late the event loop ran a due callback, last sample (every 0.5 s)",
+                loop_lag.lag,
+            )
+        )
+        families.append(
+            _gauge(
+                "mqttd_event_loop_lag_max_seconds",
+                "largest event-loop lag since the previous scrape",
+                loop_lag.take_max(),
+            )
+        )
+    return families
+
+
+def _histogram(name: str, help: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name,
+        help,
+        buckets=[(bound, float(count)) for bound, count in histogram.cumulative()],
+        sum_value=histogram.total,
+    )
+
+
+def collect_store_histograms(store: object) -> list[Metric]:
+    """Commit latency and batch sizes of a store that keeps `StoreStats` (SQLite)."""
+    statistics = getattr(store, "statistics", None)
+    if not isinstance(statistics, StoreStats):
+        return []
+    return [
+        _histogram(
+            "mqttd_store_commit_seconds",
+            "time of one store transaction (group commit), seconds",
+            statistics.commit_seconds,
+        ),
+        _histogram(
+            "mqttd_store_batch_changes",
+            "changes (rows written or deleted) in one store transaction",
+            statistics.batch_changes,
+        ),
+    ]
 
 
 def collect_store(store: object) -> list[MetricFamily]:
@@ -397,7 +477,7 @@ class MetricsServer:
 
     def scrape(self) -> str:
         """The body of GET /metrics."""
-        families: list[MetricFamily] = []
+        families: list[MetricFamily | Metric] = []
         for collect in self.collectors:
             families.extend(collect())
         return render(families)

@@ -18,20 +18,24 @@ Topics (all under ``$SYS/broker/``)::
     clients/expired               sessions ended by their expiry interval
     messages/received, sent       MQTT packets of every type (when the core counts them)
     publish/messages/received     PUBLISH packets from clients
-    publish/messages/sent         PUBLISH packets to clients (resends included)
+    publish/messages/sent         PUBLISH packets to clients (resends included), not
+                                  counting the $SYS figures themselves
     publish/messages/dropped      messages discarded, every reason but no_subscribers
     publish/messages/dropped/<reason>  by reason (dead_letter.DropReason: queue_full,
                                   expired, too_large, not_authorised, ...)
     dead_letter/published         dead letters published ([dead_letter], dead_letter.py)
     dead_letter/suppressed        dead letters over dead_letter.max_rate, not published
     bytes/received, bytes/sent    MQTT bytes on every connection
-    retained messages/count       (with the space, as Mosquitto spells it; the
-                                  retained $SYS topics count too, as in Mosquitto)
+    retained messages/count       (with the space, as Mosquitto spells it) messages
+                                  retained by clients; the $SYS values themselves
+                                  are not counted (one user message reads 1, not 55)
     subscriptions/count
     store/messages/count          messages held: retained, queued and inflight (a
                                   message queued for two sessions counts twice)
     messages/stored               the same (Mosquitto's older name)
     heap/current, heap/maximum    resident set size of the process now and at peak
+                                  (maximum is never below current: the kernel's peak
+                                  figure lags, so the larger of the two is shown)
     load/<series>/1min|5min|15min per-minute rates, exponentially decayed
     cluster/...                   in cluster mode, this node's cluster figures (node,
                                   peers, routed/in, routed/out, ...; docs/cluster.md),
@@ -216,15 +220,18 @@ class SysTree:
             "subscriptions/count": str(stats.subscriptions),
             "store/messages/count": str(held),
             "messages/stored": str(held),
-            "heap/maximum": str(peak_resident_memory_bytes()),
         }
         for reason, count in dropped_by_reason(stats).items():
             figures[f"publish/messages/dropped/{reason}"] = str(count)
         figures["dead_letter/published"] = str(stats.dead_letters_published)
         figures["dead_letter/suppressed"] = str(stats.dead_letters_suppressed)
         heap = resident_memory_bytes()
+        peak = peak_resident_memory_bytes()
         if heap is not None:
             figures["heap/current"] = str(heap)
+            # getrusage's peak is sampled by the kernel and can trail the current RSS.
+            peak = max(peak, heap)
+        figures["heap/maximum"] = str(peak)
         series = list(_LOAD_SERIES)
         packets = packet_counts(stats)
         if packets is not None:

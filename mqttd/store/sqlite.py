@@ -78,6 +78,7 @@ from .base import (
     StoredSubscription,
     StoredWill,
 )
+from .stats import StoreStats
 
 __all__ = [
     "APPLICATION_ID",
@@ -586,6 +587,8 @@ class SqliteStore:
         self.transactions = 0
         #: Batches handed to the writer, including those that needed no transaction.
         self.batches = 0
+        #: Commit latency and batch sizes (metrics, the admin API's GET /stats).
+        self.statistics = StoreStats()
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path} {self.durability}>"
@@ -594,6 +597,22 @@ class SqliteStore:
     def is_open(self) -> bool:
         """True between `open` and `close`."""
         return self._db is not None
+
+    def stats(self) -> dict[str, float]:
+        """Figures for /metrics (`SupportsStats`): counters end in _total, others gauges."""
+        figures: dict[str, float] = {
+            "transactions_total": self.transactions,
+            "commit_failures_total": self.statistics.commit_failures,
+            "pending_writes": self.pending,  # the writer's queue depth, in changes
+            "queued_batches": len(self._queue),
+        }
+        for suffix in ("", "-wal"):
+            try:
+                size = os.path.getsize(self.path + suffix)
+            except OSError:
+                size = 0
+            figures["database_bytes" if not suffix else "wal_bytes"] = size
+        return figures
 
     @property
     def pending(self) -> int:
@@ -1047,9 +1066,11 @@ class SqliteStore:
         delay = RETRY_FIRST
         retries = 0
         while True:
+            started = time.perf_counter()
             try:
                 await self._transaction(plan)
             except Exception as exc:
+                self.statistics.commit_failures += 1
                 retries += 1
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
@@ -1066,6 +1087,7 @@ class SqliteStore:
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             self.transactions += 1
+            self.statistics.committed(time.perf_counter() - started, batch.changes)
             if self._failing_since is not None:
                 logger.warning(
                     "persistence: writing %s works again after %.1f s (%d retries)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -180,3 +182,45 @@ def test_match_agrees_with_reference(steps: list[tuple[str, str]], probe: list[s
     for topic in model:
         assert tree.delete(topic)
     assert tree._root.children is None
+
+
+# -- iter_sorted: the admin API's cursor pages ------------------------------------------------
+
+_LEVEL = st.sampled_from(["a", "b", "a-b", "", "1", "z", "$x"])
+_TOPIC = st.lists(_LEVEL, min_size=1, max_size=4).map("/".join).filter(
+    lambda t: t != "" and "$" not in t[1:]
+)
+_FILTERS = ["#", "+", "a/#", "+/+", "a/+/b", "$x/#", "+/#", "a", "a//#", "b/+/+/#", "$x/+"]
+
+
+def _matches(topic_filter: str, topic: str) -> bool:
+    f, t = topic_filter.split("/"), topic.split("/")
+    if topic.startswith("$") and f[0] in ("+", "#"):
+        return False
+    for i, level in enumerate(f):
+        if level == "#":
+            return True
+        if i >= len(t) or level not in ("+", t[i]):
+            return False
+    return len(f) == len(t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(_TOPIC, max_size=60), st.sampled_from(_FILTERS), st.integers(1, 7))
+def test_iter_sorted_pages_through_every_match_in_topic_order(
+    topics: set[str], topic_filter: str, page: int
+) -> None:
+    tree: RetainedTree[str] = RetainedTree()
+    for topic in topics:
+        tree.set(topic, topic)
+    expected = sorted((t for t in topics if _matches(topic_filter, t)), key=lambda t: t.split("/"))
+    assert [t for t, _ in tree.iter_sorted(topic_filter)] == expected
+    seen: list[str] = []
+    cursor = None
+    while True:
+        got = list(itertools.islice(tree.iter_sorted(topic_filter, cursor), page))
+        seen += [t for t, _ in got]
+        if len(got) < page:
+            break
+        cursor = got[-1][0]
+    assert seen == expected

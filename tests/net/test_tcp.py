@@ -8,6 +8,7 @@ standard asyncio loop and uvloop (what `mqttd` uses in production).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterator
@@ -577,3 +578,28 @@ def test_a_raw_connect_gets_a_connack_from_the_real_broker(run: Run) -> None:
         await broker.stop()
 
     run(scenario())
+
+
+def test_a_plain_client_on_a_tls_port_gets_a_log_line(
+    run: Run, certificate: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = certificate
+    caplog.set_level(logging.INFO, logger="mqttd.net")
+
+    async def scenario() -> None:
+        broker = FakeBroker()
+        context = server_ssl_context(str(cert), str(key))
+        server = await serve_tcp(broker, "127.0.0.1", 0, ssl=context, name="mqtts")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        writer.write(bytes.fromhex("101000044d5154540402003c000461626364"))  # CONNECT
+        assert await asyncio.wait_for(reader.read(100), 5) == b""  # dropped
+        writer.close()
+        assert broker.connections == []
+        server.close()
+
+    run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "mqttd.net"]
+    assert lines == [
+        "mqtts: TLS handshake failed (WRONG_VERSION_NUMBER): not TLS, "
+        "a plain MQTT (or HTTP) client on this TLS port?"
+    ]

@@ -6,11 +6,15 @@ without sockets (`core.Core`); records are captured with caplog.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
+from mqttd.broker.auth import AuthResult
+from mqttd.ops.logging import JsonFormatter
 from mqttd.protocol import Connack, Connect, Properties, Publish, Will
+from mqttd.protocol.reason_codes import ReasonCode
 
 from .core import Core
 
@@ -103,3 +107,37 @@ async def test_no_password_or_payload_at_info(caplog: pytest.LogCaptureFixture) 
     assert "'secretive'" in text and "refused" in text  # the lines were captured
     for secret in (PASSWORD, PAYLOAD):
         assert secret.decode() not in text
+
+
+async def test_a_bad_password_is_worded_as_such_with_the_user_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    core = await Core().start()
+    core.broker._authenticate = lambda info: AuthResult(ReasonCode.BAD_USER_NAME_OR_PASSWORD)
+    client = core.client(5)
+    client.send(Connect("dev-9", 5, True, 0, "alice", PASSWORD))
+    [connack] = client.packets()
+    assert isinstance(connack, Connack) and connack.reason_code == 0x86
+    [record] = [r for r in caplog.records if "refused" in r.getMessage()]
+    line = record.getMessage()
+    assert "user 'alice'" in line and "bad user name or password (0x86)" in line, line
+    assert "not authorised" not in line
+    # Structured fields for JSON logs: who, from where, on which listener, why.
+    fields = {k: getattr(record, k) for k in ("client_id", "username", "listener", "reason_code")}
+    assert fields == {
+        "client_id": "dev-9", "username": "alice", "listener": "mqtt", "reason_code": 0x86
+    }
+    assert record.address == client.conn.peer  # type: ignore[attr-defined]
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["username"] == "alice" and entry["reason_code"] == 0x86
+
+
+async def test_a_connect_line_names_the_user(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    core = await Core().start()
+    client = core.client(4)
+    client.send(Connect("meter-1", 4, True, 30, "bob", b"x"))
+    [record] = [r for r in caplog.records if "'meter-1'" in r.getMessage()]
+    assert "user 'bob'" in record.getMessage()
+    assert record.username == "bob" and record.client_id == "meter-1"  # type: ignore[attr-defined]

@@ -181,7 +181,7 @@ def test_render_escapes_label_values_and_help_text() -> None:
     assert text == (
         "# HELP x_total first\\\\line\\nsecond\n"
         "# TYPE x_total counter\n"
-        'x_total{listener="a \\"quoted\\" \\\\ back\\nslash"} 3\n'
+        'x_total{listener="a \\"quoted\\" \\\\ back\\nslash"} 3.0\n'
     )
     family = parse_exposition(text)["x_total"]
     assert family.help == "first\\line\nsecond"
@@ -191,14 +191,15 @@ def test_render_escapes_label_values_and_help_text() -> None:
 @pytest.mark.parametrize(
     ("number", "text"),
     [
-        (7, "7"),
+        # prometheus_client writes every value as a float (Go's strconv style).
+        (7, "7.0"),
         (0.25, "0.25"),
-        (3.0, "3"),
+        (3.0, "3.0"),
         (1e20, "1e+20"),
         (math.inf, "+Inf"),
         (-math.inf, "-Inf"),
         (math.nan, "NaN"),
-        (True, "1"),
+        (True, "1.0"),
     ],
 )
 def test_values_are_written_as_the_format_wants(number: float, text: str) -> None:

@@ -51,7 +51,7 @@ def test_sighup_reloads_the_log_level_and_keeps_every_connection(
         probe_debug_line(server, f"{uid}-before")
         assert DEBUG_PROBE not in server.stderr
 
-        text = reload(server, '[log]\nlevel = "debug"\n', "reloaded: log.level info -> debug")
+        text = reload(server, '[log]\nlevel = "debug"\n', 'reloaded: log.level "info" -> "debug"')
         assert "SIGHUP received: reloading the configuration" in text
         probe_debug_line(server, f"{uid}-after")
         assert DEBUG_PROBE in server.stderr
@@ -61,7 +61,7 @@ def test_sighup_reloads_the_log_level_and_keeps_every_connection(
         kept.publish(f"{topic}/ping", b"still here", qos=1)
         assert kept.expect_message().payload == b"still here"
 
-        reload(server, '[log]\nlevel = "info"\n', "reloaded: log.level debug -> info")
+        reload(server, '[log]\nlevel = "info"\n', 'reloaded: log.level "debug" -> "info"')
         marker = len(server.stderr)
         probe_debug_line(server, f"{uid}-again")
         assert DEBUG_PROBE not in server.stderr[marker:]

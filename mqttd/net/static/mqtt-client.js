@@ -79,7 +79,9 @@ export function asText(bytes) {
  * MQTT 3.1.1 client on a browser WebSocket.
  *
  * Events (assign functions): onconnect(sessionPresent), onmessage({topic, payload, qos,
- * retain, dup, time}), onsuback(packetId, grantedQos[]), onclose(reason), onerror(text).
+ * retain, dup, time}), onsuback(packetId, grantedQos[]), onrefused(code, text) when
+ * CONNACK refuses (4 bad user name or password, 5 not authorised), onclose(reason),
+ * onerror(text).
  */
 export class MqttClient {
   constructor(url, { clientId, keepalive = 30, cleanSession = true, username, password } = {}) {
@@ -91,7 +93,7 @@ export class MqttClient {
     this.password = password;
     this.connected = false;
     this.onconnect = this.onmessage = this.onsuback = this.onunsuback = null;
-    this.onclose = this.onerror = null;
+    this.onclose = this.onerror = this.onrefused = null;
     this._nextId = 1;
     this._buffer = new Uint8Array(0);
     this._awaitingRel = new Set(); // inbound QoS 2 packet ids between PUBREC and PUBREL
@@ -181,7 +183,8 @@ export class MqttClient {
 
   _fail(text) {
     this.onerror?.(text);
-    this._ws?.close(1002, text.slice(0, 120));
+    // Browsers only let a page close with 1000 or 3000-4999 (4000: ours, "protocol problem").
+    this._ws?.close(4000, text.slice(0, 120));
   }
 
   // Append bytes and handle every complete packet in the buffer.
@@ -224,6 +227,7 @@ export class MqttClient {
       case CONNACK: {
         const code = body[1];
         if (code !== 0) {
+          this.onrefused?.(code, CONNACK_REASONS[code] ?? "code " + code);
           this._fail(`CONNACK refused: ${CONNACK_REASONS[code] ?? "code " + code}`);
           return;
         }
