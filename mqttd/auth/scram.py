@@ -16,9 +16,9 @@ iteration count, StoredKey = H(HMAC(SaltedPassword, "Client Key")) and ServerKey
 HMAC(SaltedPassword, "Server Key") (RFC 5802 section 3), written in PostgreSQL's
 notation ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` (base64). These
 keys cannot be derived from another password hash (a PBKDF2-SHA512 hash of the password
-file, say), so a user needs a SCRAM verifier to use SCRAM; the converse works: a
-verifier also checks a plain CONNECT password (`ScramCredentials.verify_password`), so
-one verifier per user can serve both ways of logging in.
+file, say), so a user needs a SCRAM verifier to use SCRAM. A plain CONNECT password is
+checked by the password file only, never against the SCRAM users
+(`ScramCredentials.verify_password` is a helper for tools and tests).
 
 A user file (`ScramUsers.load`) holds one ``username:verifier`` per line; make a line with
 ``python -m mqttd.auth.scram USERNAME`` (asks for the password).
@@ -136,7 +136,8 @@ class ScramCredentials:
         )
 
     def verify_password(self, password: str) -> bool:
-        """True when `password` is this verifier's (for plain user name/password logins)."""
+        """True when `password` is this verifier's (a check for tools and tests; the broker
+        does not consult SCRAM users for a plain CONNECT password)."""
         try:
             again = ScramCredentials.from_password(password, self.salt, self.iterations)
         except ValueError:
