@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from websockets.asyncio.server import Server as WsServer
 
 from . import __version__
-from .auth.policy import Security
 from .auth.scram import METHOD as SCRAM_METHOD
 from .auth.scram import ScramUsers
 from .bridge.service import BridgeService
@@ -55,6 +54,7 @@ from .ops.logging import set_log_level, setup_logging
 from .ops.metrics import Collector, MetricsServer, collect_broker, collect_store
 from .ops.sys_tree import SysTree, clear_sys_topics
 from .runtime import tune_gc
+from .security import Security
 from .store.base import Store
 from .store.memory import MemoryStore
 
@@ -277,12 +277,23 @@ class App:
         self.broker = Broker(
             self.config.broker_settings(), self.store, self.clock, self.security.authenticate
         )
-        self.security.install(self.broker)
-        self.reload_hooks.append(self.security.reload)
+        self._wire_security()
+        self.reload_hooks.append(self._reload_security)
         # [dead_letter] applies from the start and again on every reload (SIGHUP).
         dead_letters = self.broker.dead_letters
         dead_letters.configure(self.config.dead_letter.settings())
         self.reload_hooks.append(lambda new: dead_letters.configure(new.dead_letter.settings()))
+
+    def _wire_security(self) -> None:
+        # The core knows the hooks, not `Security` (auth/ and the core stay below it): the
+        # ACL hook only when something is checked, so the hot path pays one None test.
+        security = self.security
+        self.broker.authorise = security.authorise if security.checks_access else None
+        self.broker.sessions_owned = security.sessions_owned
+
+    def _reload_security(self, config: Config) -> None:
+        self.security.reload(config)
+        self._wire_security()
 
     @property
     def host(self) -> str:

@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Imported here: `--help` and `--version` need none of the broker.
     from .app import build_ssl_contexts, run
-    from .auth.policy import Security
     from .bridge.service import build_bridge_ssl_contexts
+    from .security import Security
 
     if args.command == "check-config":
         try:

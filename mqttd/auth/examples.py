@@ -18,9 +18,9 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from ..broker.auth import AuthResult, ConnectInfo
 from ..protocol.reason_codes import ReasonCode
 from .acl import Action, filter_covers, topic_matches
+from .hooks import AuthResult, ConnectInfo
 
 __all__ = ["StaticUsers", "static_users"]
 

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from ..auth.enhanced import AuthMethods
+from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
 from ..auth.limits import AddressRateLimiter
 from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
@@ -41,7 +42,6 @@ from ..store.base import (
     StoredSession,
     StoredWill,
 )
-from .auth import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
 from .clock import Clock
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
@@ -141,7 +141,7 @@ class Broker:
         #: Back-pressure: pauses publishers of saturated sessions (flow.py).
         self.flow = FlowControl(self)
         self._authenticate: Authenticate = authenticate or allow_all
-        #: The ACL hook (`mqttd.auth.policy`); None = everything is allowed, and the hot
+        #: The ACL hook (`mqttd.security`); None = everything is allowed, and the hot
         #: path pays one None check. May be replaced at run time (a reload).
         self.authorise: Authorise | None = authorise
         #: True when authentication is on: a session belongs to the user that made it.

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
+from ..auth.hooks import ConnectInfo
 from ..auth.limits import TokenBucket, address_of
 from ..protocol.encoder import encode
 from ..protocol.errors import (
@@ -60,7 +61,6 @@ from ..protocol.properties import Properties
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ConnackReturnCode, ReasonCode, connack_code_for_v3
 from ..protocol.topics import validate_topic_name
-from .auth import ConnectInfo
 from .dead_letter import DropReason
 from .enhanced_auth import on_auth, start_connect_auth
 from .message import Message

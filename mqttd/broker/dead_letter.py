@@ -36,15 +36,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from ..auth.limits import TokenBucket
 from ..protocol.properties import Properties
 from ..store.base import OutboundState
 from .message import Message
+from .settings import DEFAULT_REASONS, DeadLetterSettings, DropReason
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -66,33 +65,6 @@ __all__ = [
 
 logger = logging.getLogger("mqttd.dead_letter")
 
-
-class DropReason(StrEnum):
-    """Why the broker discarded a message; the value names it in topics and metrics."""
-
-    #: A session queue was full (`limits.max_queued_messages` / `max_queued_bytes`).
-    QUEUE_FULL = "queue_full"
-    #: The Message Expiry Interval ran out before delivery (5.0 3.3.2.3.3).
-    EXPIRED = "expired"
-    #: Larger than the receiver's Maximum Packet Size (5.0 3.1.2.11.4).
-    TOO_LARGE = "too_large"
-    #: A PUBLISH the ACL refused.
-    NOT_AUTHORISED = "not_authorised"
-    #: A retained message whose Message Expiry Interval ran out.
-    RETAINED_EXPIRED = "retained_expired"
-    #: Still queued or inflight when its session ended (expiry, or a clean session's
-    #: connection closing: Session Expiry Interval 0, 5.0 3.1.2.11.2).
-    SESSION_EXPIRED = "session_expired"
-    #: QoS 0 messages waiting for a slow client when its connection ended (a session
-    #: keeps only QoS 1/2 messages for an offline client).
-    DISCONNECTED = "disconnected"
-    #: A QoS 1/2 PUBLISH that matched no subscription (not a loss by the broker: a 5.0
-    #: publisher is told, 0x10). Counted; never dead-lettered unless asked for.
-    NO_SUBSCRIBERS = "no_subscribers"
-
-
-#: Reasons dead-lettered when `[dead_letter] reasons` is not given: all but no_subscribers.
-DEFAULT_REASONS: frozenset[DropReason] = frozenset(DropReason) - {DropReason.NO_SUBSCRIBERS}
 
 #: The `BrokerStats` counter of each reason (the first three predate this module).
 STATS_FIELDS: dict[DropReason, str] = {
@@ -129,17 +101,6 @@ def dropped_total(stats: BrokerStats) -> int:
         for reason, count in dropped_by_reason(stats).items()
         if reason is not DropReason.NO_SUBSCRIBERS
     )
-
-
-@dataclass(slots=True, frozen=True)
-class DeadLetterSettings:
-    """What `[dead_letter]` asks for (see config.py for the documentation of each key)."""
-
-    enabled: bool = False
-    prefix: str = "$dead"
-    reasons: frozenset[DropReason] = field(default=DEFAULT_REASONS)
-    max_rate: float = 100.0  # dead letters per second, on average
-    burst: int = 100  # dead letters at once (the bucket's size)
 
 
 class DeadLetter(Message):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
 
 from broker_harness import Client, FakeSink, Harness, settings
 
-from mqttd.auth.policy import Security
+from mqttd.security import Security
 from mqttd.broker.broker import Broker
 from mqttd.config import Config
 

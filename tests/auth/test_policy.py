@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from auth_harness import MakeConfig, SecureHarness
 
-from mqttd.auth.policy import Security, is_loopback_host
-from mqttd.broker.auth import ConnectInfo
+from mqttd.security import Security, is_loopback_host
+from mqttd.auth.hooks import ConnectInfo
 from mqttd.broker.message import Message
 from mqttd.config import ConfigError, ListenerConfig
 from mqttd.protocol import PubAck, Publish, PubRec
