@@ -285,11 +285,9 @@ class App:
         self.reload_hooks.append(lambda new: dead_letters.configure(new.dead_letter.settings()))
 
     def _wire_security(self) -> None:
-        # The core knows the hooks, not `Security` (auth/ and the core stay below it): the
-        # ACL hook only when something is checked, so the hot path pays one None test.
-        security = self.security
-        self.broker.authorise = security.authorise if security.checks_access else None
-        self.broker.sessions_owned = security.sessions_owned
+        # The core knows the hooks, not `Security`: auth/ and the core stay below it.
+        self.broker.authorise = self.security.authorise_hook
+        self.broker.sessions_owned = self.security.sessions_owned
 
     def _reload_security(self, config: Config) -> None:
         self.security.reload(config)

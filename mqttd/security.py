@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from .auth.acl import Acl, AclError, Action
-from .auth.hooks import AuthResult, ConnectInfo
+from .auth.hooks import Authorise, AuthResult, ConnectInfo
 from .auth.limits import address_of
 from .auth.password_file import PasswordFile, PasswordFileError
 from .auth.plugin import AuthPlugin, PluginError, load_plugin
@@ -102,6 +102,12 @@ class Security:
     def checks_access(self) -> bool:
         """True when an ACL file or a plugin says what clients may do."""
         return bool(self._auth.acl_file or self._auth.plugin)
+
+    @property
+    def authorise_hook(self) -> Authorise | None:
+        """What `Broker.authorise` should be: `authorise`, or None when nothing is checked
+        (the hot path then pays one None test). Read it again after a `reload`."""
+        return self.authorise if self.checks_access else None
 
     @property
     def sessions_owned(self) -> bool:

@@ -62,7 +62,9 @@ from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ConnackReturnCode, ReasonCode, connack_code_for_v3
 from ..protocol.topics import validate_topic_name
 from .dead_letter import DropReason
+from .delivery import MATCHED, RECORDED
 from .enhanced_auth import on_auth, start_connect_auth
+from .flow import HOLD_THROTTLE
 from .message import Message
 from .reason_strings import reason_properties
 
@@ -86,7 +88,6 @@ _PINGRESP = b"\xd0\x00"
 
 # Why reading a client is held back (`Connection.hold_reading`): bits, so a throttle
 # ending does not resume a client that back-pressure still holds, and the reverse.
-_HOLD_THROTTLE = 1  # flow.HOLD_FLOW is 2
 
 # First bytes of the acknowledgements the server sends.
 _PUBACK = 0x40
@@ -784,10 +785,10 @@ class Connection:
                 self.disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # [MQTT-3.3.4-9]
                 return
         flags = self._broker.publish(message, session)
-        if not flags & 1 and not retain:  # nobody got it (a retained one is kept)
+        if not flags & MATCHED and not retain:  # nobody got it (a retained one is kept)
             self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
-        recorded = flags >= 2  # PUBLISH_RECORDED
-        code = 0 if flags & 1 or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
+        recorded = (flags & RECORDED) != 0
+        code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
             self._qos1_unacked += 1
             self._send_ack(_PUBACK, packet_id, code, recorded, counted_qos1=True)
@@ -824,7 +825,7 @@ class Connection:
             return
         timer = self._throttle_timer
         if timer is None:
-            self.hold_reading(_HOLD_THROTTLE)
+            self.hold_reading(HOLD_THROTTLE)
             self._throttle_timer = self._broker.scheduler.call_later(wait, self._end_throttle)
         else:
             timer.postpone(now + wait)  # more packets of the same read: a longer pause
@@ -833,7 +834,7 @@ class Connection:
 
     def _end_throttle(self) -> None:
         self._throttle_timer = None
-        self.release_reading(_HOLD_THROTTLE)
+        self.release_reading(HOLD_THROTTLE)
 
     def hold_reading(self, why: int) -> None:
         """Stop reading the client for `why` (a _HOLD_* bit; several may hold at once)."""

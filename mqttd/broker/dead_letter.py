@@ -35,7 +35,7 @@ QoS 0 figures made again at the next update.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -46,8 +46,8 @@ from .message import Message
 from .settings import DEFAULT_REASONS, DeadLetterSettings, DropReason
 
 if TYPE_CHECKING:
-    from .broker import Broker
-    from .scheduler import Timer
+    from .clock import Clock
+    from .scheduler import Scheduler, Timer
     from .session import Outbound
     from .stats import BrokerStats
 
@@ -127,19 +127,31 @@ class DeadLetters:
     """
 
     __slots__ = (
-        "_broker",
         "_bucket",
+        "_clock",
         "_pending",
         "_prefix_slash",
+        "_publish",
+        "_scheduler",
         "_stats",
         "_suppressing",
         "_timer",
         "settings",
     )
 
-    def __init__(self, broker: Broker, settings: DeadLetterSettings | None = None) -> None:
-        self._broker = broker
-        self._stats = broker.stats
+    def __init__(
+        self,
+        stats: BrokerStats,
+        clock: Clock,
+        scheduler: Scheduler,
+        publish: Callable[[Message], object],
+        settings: DeadLetterSettings | None = None,
+    ) -> None:
+        """`publish` routes a dead letter (`Broker.publish`); the rest is the core's."""
+        self._stats = stats
+        self._clock = clock
+        self._scheduler = scheduler
+        self._publish = publish
         self._pending: list[DeadLetter] = []
         self._timer: Timer | None = None
         self._suppressing = 0  # dead letters suppressed in the current episode
@@ -163,7 +175,7 @@ class DeadLetters:
                 logger.info("dead letters: off (drops are still counted)")
         self.settings = settings
         self._prefix_slash = settings.prefix + "/"
-        self._bucket = TokenBucket(settings.max_rate, settings.burst, self._broker.clock.now())
+        self._bucket = TokenBucket(settings.max_rate, settings.burst, self._clock.now())
 
     @property
     def pending(self) -> int:
@@ -187,8 +199,7 @@ class DeadLetters:
             or topic.startswith(_SYS_PREFIX)
         ):
             return
-        broker = self._broker
-        if not self._bucket.try_take(broker.clock.now()):
+        if not self._bucket.try_take(self._clock.now()):
             stats.dead_letters_suppressed += 1
             if not self._suppressing:
                 logger.warning(
@@ -207,7 +218,7 @@ class DeadLetters:
             return
         self._pending.append(letter)
         if self._timer is None:
-            self._timer = broker.scheduler.call_later(0, self._on_timer)
+            self._timer = self._scheduler.call_later(0, self._on_timer)
 
     def drop_session(self, reason: DropReason, client_id: str, entries: Iterable[Outbound]) -> None:
         """A session ended with these queued or inflight entries: drop each one.
@@ -229,11 +240,11 @@ class DeadLetters:
         if not pending:
             return 0
         self._pending = []
-        publish = self._broker.publish
+        publish = self._publish
         stats = self._stats
         for letter in pending:
             stats.dead_letters_published += 1
-            publish(letter, None)
+            publish(letter)
         return len(pending)
 
     def _on_timer(self) -> None:
@@ -253,7 +264,7 @@ class DeadLetters:
             user.append(("publisher", message.origin))
         if receiver is not None:
             user.append(("receiver", receiver))
-        user.append(("time", _iso_utc(self._broker.clock.wall())))
+        user.append(("time", _iso_utc(self._clock.wall())))
         original = message.properties
         if original is None:
             props = Properties(user_property=tuple(user))

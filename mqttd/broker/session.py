@@ -19,7 +19,7 @@ routed twice.
 Queue bound (`settings.max_queued_messages`, `max_queued_bytes`) and overflow policy
 `settings.queue_overflow`: "drop_new" refuses the message that does not fit (Mosquitto's
 behaviour); "drop_oldest" evicts from the head of the queue until it fits. Either way the
-drop goes to `broker.dead_letters` (counted, maybe dead-lettered: dead_letter.py) and is
+drop goes to the core's `dead_letters` (counted, maybe dead-lettered: dead_letter.py) and is
 logged once per overflow episode. QoS 0
 messages are queued only while a connection is attached but not writable; an offline
 session never queues QoS 0 (as Mosquitto with queue_qos0_messages false).
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol.encoder import encode
 from ..protocol.packets import PubRel
@@ -48,13 +48,42 @@ from .message import Message
 from .topic_alias import TopicAliases
 
 if TYPE_CHECKING:
-    from ..store.base import Store
-    from .broker import Broker, SharedGroup
+    from ..store.base import Store, StoredMessage
+    from .clock import Clock
     from .connection import Connection, Sink
+    from .dead_letter import DeadLetters
+    from .flow import FlowControl
     from .scheduler import Timer
+    from .settings import BrokerSettings
+    from .shared import SharedGroup
     from .stats import BrokerStats
 
-__all__ = ["Outbound", "Session", "SharedOutbound", "SubOptions"]
+__all__ = ["Outbound", "Session", "SessionContext", "SharedOutbound", "SubOptions"]
+
+
+class SessionContext(Protocol):
+    """What a session uses of the core it lives in (`Broker` is one), and nothing more:
+    its settings, store, counters and clock, the drop point and back-pressure, and the
+    records of messages and of its own fields in the store."""
+
+    settings: BrokerSettings
+    store: Store
+    stats: BrokerStats
+    clock: Clock
+    flow: FlowControl
+    dead_letters: DeadLetters
+
+    def next_message_id(self) -> int:
+        """A fresh id for a message recorded in the store."""
+        ...
+
+    def stored_message(self, message: Message) -> StoredMessage:
+        """The store's record of `message`."""
+        ...
+
+    def save_session(self, session: Session, disconnected_at: float | None) -> None:
+        """Record a persistent session's own fields."""
+        ...
 
 logger = logging.getLogger("mqttd.session")
 
@@ -93,6 +122,15 @@ class SubOptions:
         self.sub_ids: tuple[int, ...] = (
             () if subscription_identifier is None else (subscription_identifier,)
         )
+
+    @classmethod
+    def aggregated(
+        cls, qos: int, retain_as_published: bool, sub_ids: tuple[int, ...]
+    ) -> SubOptions:
+        """One delivery's options for several matching subscriptions of a session (3.3.4)."""
+        options = cls(qos, False, retain_as_published)
+        options.sub_ids = sub_ids
+        return options
 
     def __repr__(self) -> str:
         return (
@@ -150,7 +188,7 @@ class Session:
     """The server side of one client id's session (see the module docstring)."""
 
     __slots__ = (
-        "_broker",
+        "_core",
         "_deferred",
         "_drop_oldest",
         "_inbound_qos2",
@@ -182,11 +220,11 @@ class Session:
         "writable",
     )
 
-    def __init__(self, broker: Broker, client_id: str, protocol_level: int) -> None:
-        settings = broker.settings
-        self._broker = broker
-        self._store: Store = broker.store
-        self._stats: BrokerStats = broker.stats
+    def __init__(self, core: SessionContext, client_id: str, protocol_level: int) -> None:
+        settings = core.settings
+        self._core = core
+        self._store: Store = core.store
+        self._stats: BrokerStats = core.stats
         self._max_queued = settings.max_queued_messages
         self._max_queued_bytes = settings.max_queued_bytes
         self._drop_oldest = settings.queue_overflow == "drop_oldest"
@@ -329,8 +367,8 @@ class Session:
         store = self._store
         message_id = message.store_id
         if message_id is None:
-            message_id = message.store_id = self._broker.next_message_id()
-            store.save_message(message_id, self._broker.stored_message(message))
+            message_id = message.store_id = self._core.next_message_id()
+            store.save_message(message_id, self._core.stored_message(message))
         entry.seq = seq = self.next_seq
         self.next_seq = seq + 1
         store.add_outbound(
@@ -387,9 +425,9 @@ class Session:
         else:
             remaining = None
             if expiry_at is not None:
-                left = expiry_at - self._broker.clock.now()
+                left = expiry_at - self._core.clock.now()
                 if left <= 0 and not resend:
-                    self._broker.dead_letters.drop(DropReason.EXPIRED, message, self.client_id)
+                    self._core.dead_letters.drop(DropReason.EXPIRED, message, self.client_id)
                     return False
                 remaining = int(left) if left >= 1 else 1
             aliases = self.topic_aliases
@@ -413,7 +451,7 @@ class Session:
                     aliases.forget(message.topic)  # never sent: the client cannot know it
         if len(data) > self.max_packet_size:
             # 5.0 3.1.2.11.4: discard as if sent, never exceed the client's maximum.
-            self._broker.dead_letters.drop(DropReason.TOO_LARGE, message, self.client_id)
+            self._core.dead_letters.drop(DropReason.TOO_LARGE, message, self.client_id)
             return False
         if qos:
             buf = bytearray(data)
@@ -458,7 +496,7 @@ class Session:
         if queue is None:
             queue = self._queue = deque()
         size = len(entry.message.payload)
-        flow = self._broker.flow
+        flow = self._core.flow
         if (
             (len(queue) >= flow.high or (flow.high_bytes and self.queued_bytes >= flow.high_bytes))
             and flow.saturated(self)
@@ -484,7 +522,7 @@ class Session:
             else:
                 fits = False
             if not fits:
-                self._broker.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
+                self._core.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
                 self._log_overflow()
                 return False
             self._log_overflow()
@@ -507,7 +545,7 @@ class Session:
     def _drop(self, entry: Outbound) -> None:
         """Forget a queued entry evicted by the drop_oldest policy."""
         self.queued_bytes -= len(entry.message.payload)
-        self._broker.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
+        self._core.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
 
@@ -539,8 +577,8 @@ class Session:
                 self._start(entry)
             else:
                 self._write_publish(entry.message, 0, entry.retain, entry.sub_ids, 0, False, False)
-        if self.waiting_publishers is not None and len(queue) <= self._broker.flow.low:
-            self._broker.flow.pumped(self)
+        if self.waiting_publishers is not None and len(queue) <= self._core.flow.low:
+            self._core.flow.pumped(self)
 
     # -- acknowledgements from the client ----------------------------------------------
 
@@ -647,9 +685,9 @@ class Session:
         self.topic_aliases = None
         if self.waiting_publishers is not None:
             # Offline, it may never drain: its publishers go on (flow.py).
-            self._broker.flow.drained(self)
+            self._core.flow.drained(self)
         if self._queue and any(entry.qos == 0 for entry in self._queue):
-            drops = self._broker.dead_letters
+            drops = self._core.dead_letters
             for entry in self.queue:
                 if not entry.qos:
                     drops.drop(DropReason.DISCONNECTED, entry.message, self.client_id)
@@ -671,7 +709,7 @@ class Session:
         self._queue = None
         self.queued_bytes = 0
         if self.waiting_publishers is not None:
-            self._broker.flow.drained(self)
+            self._core.flow.drained(self)
         self._inbound_qos2 = None
 
     # -- persistence --------------------------------------------------------------------
@@ -680,7 +718,7 @@ class Session:
         """Write the whole session to the store (it has just become persistent)."""
         store = self._store
         client_id = self.client_id
-        self._broker.save_session(self, disconnected_at)
+        self._core.save_session(self, disconnected_at)
         for topic_filter, options in self.subscriptions.items():
             store.add_subscription(client_id, options.to_stored(topic_filter))
         for entry in self.inflight.values():

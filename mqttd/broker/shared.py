@@ -1,0 +1,172 @@
+"""Shared subscriptions "$share/{name}/{filter}" (5.0 4.8.2, offered to 3.1.1 clients too).
+
+Theory of operation. The members subscribing with one share name and filter form a
+`SharedGroup`; the groups sit in a topic tree of their own (`SharedSubscriptions`), so a
+PUBLISH matches groups, not members. Each message goes to one member of each matching
+group, round robin, preferring members that are online. A member the ACL does not let
+read the topic is skipped for that message (the group does not try another one).
+
+Shared subscriptions get no retained messages when they are made. When a member's
+session ends, what it left undelivered goes to other members: QoS 1 messages it did not
+acknowledge SHOULD, and queued ones were never sent; QoS 2 ones MUST NOT, and stay with
+the ended session (`Session.take_shared_undelivered` leaves them out).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .delivery import MATCHED, NONE, RECORDED
+from .topic_tree import TopicTree
+
+if TYPE_CHECKING:
+    from ..auth.hooks import Authorise
+    from .message import Message
+    from .session import Session, SharedOutbound, SubOptions
+
+__all__ = ["SharedGroup", "SharedSubscriptions"]
+
+logger = logging.getLogger("mqttd.broker")
+
+
+class SharedGroup:
+    """The members of one shared subscription "$share/{name}/{filter}" (5.0 4.8.2).
+
+    Each message goes to one member, round robin, preferring members that are online.
+    """
+
+    __slots__ = ("_members", "_next", "members", "name", "topic_filter")
+
+    def __init__(self, name: str, topic_filter: str) -> None:
+        self.name = name
+        self.topic_filter = topic_filter
+        self.members: dict[Session, SubOptions] = {}
+        self._members: list[tuple[Session, SubOptions]] = []
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"<SharedGroup $share/{self.name}/{self.topic_filter} members={len(self.members)}>"
+
+    def add(self, session: Session, options: SubOptions) -> bool:
+        """Add or update a member; True if it is new."""
+        is_new = session not in self.members
+        self.members[session] = options
+        self._members = list(self.members.items())
+        return is_new
+
+    def remove(self, session: Session) -> bool:
+        """Remove a member; True if it was one."""
+        if self.members.pop(session, None) is None:
+            return False
+        self._members = list(self.members.items())
+        return True
+
+    def pick(self) -> tuple[Session, SubOptions] | None:
+        """The member for the next message: the next online one, else the next one."""
+        members = self._members
+        n = len(members)
+        if not n:
+            return None
+        start = self._next % n
+        for i in range(n):
+            member = members[(start + i) % n]
+            if member[0].writable:
+                self._next = start + i + 1
+                return member
+        self._next = start + 1
+        return members[start]
+
+
+class SharedSubscriptions:
+    """Every shared-subscription group of a broker, and their deliveries."""
+
+    __slots__ = ("_groups", "_tree")
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str], SharedGroup] = {}
+        self._tree: TopicTree[SharedGroup, SharedGroup] = TopicTree()
+
+    def __bool__(self) -> bool:
+        """True while any group exists (the hot path skips everything here otherwise)."""
+        return bool(self._groups)
+
+    def subscribe(
+        self, session: Session, share: str, topic_filter: str, options: SubOptions
+    ) -> bool:
+        """Make `session` a member of "$share/{share}/{topic_filter}"; True if it is new."""
+        key = (share, topic_filter)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = SharedGroup(share, topic_filter)
+            self._tree.subscribe(topic_filter, group, group)
+        return group.add(session, options)
+
+    def unsubscribe(self, session: Session, share: str, topic_filter: str) -> None:
+        """Take `session` out of the group; a group left empty goes."""
+        key = (share, topic_filter)
+        group = self._groups.get(key)
+        if group is not None and group.remove(session) and not group.members:
+            del self._groups[key]
+            self._tree.unsubscribe(topic_filter, group)
+
+    def publish(self, message: Message, authorise: Authorise | None) -> int:
+        """Give `message` to one member of each matching group; `Delivery` bits."""
+        flags = NONE
+        topic = message.topic
+        for group, _ in self._tree.match(topic):
+            member = group.pick()
+            if member is None:
+                continue
+            flags |= MATCHED
+            session, options = member
+            if authorise is not None and not authorise(
+                session.client_id, session.username, "read", topic
+            ):
+                continue  # this turn's member may not read it: the group skips it
+            qos = min(options.qos, message.qos)
+            retain = message.retain and options.retain_as_published
+            if session.deliver_shared(message, qos, retain, options.sub_ids, group):
+                flags |= RECORDED
+        return flags
+
+    def hand_over(
+        self, ended: Session, entries: list[SharedOutbound], authorise: Authorise | None
+    ) -> None:
+        """Give what a shared-subscription member left undelivered to other members.
+
+        5.0 4.8.2: when a member's session ends, a QoS 1 message it did not acknowledge
+        SHOULD go to another member (QoS 2 ones MUST NOT: `take_shared_undelivered`
+        leaves them out). Messages queued for it were never sent, so they go too. The
+        ended session is out of every group by now, so `pick` cannot choose it.
+        """
+        kept: set[int] = set()  # entries nobody took: they end with the session
+        for entry in entries:
+            group = entry.group
+            member = group.pick()
+            if member is None:
+                kept.add(id(entry))  # nobody is left in the group
+                continue
+            session, options = member
+            message = entry.message
+            if authorise is not None and not authorise(
+                session.client_id, session.username, "read", message.topic
+            ):
+                kept.add(id(entry))  # as in publish(): this turn's member may not read it
+                continue
+            qos = min(options.qos, message.qos)
+            retain = message.retain and options.retain_as_published
+            session.deliver_shared(message, qos, retain, options.sub_ids, group)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "session %r ended: %d shared-subscription messages offered to other members",
+                ended.client_id,
+                len(entries),
+            )
+        # Handed over: no longer the ended session's to count or dead-letter.
+        taken = {id(entry) for entry in entries} - kept
+        ended.queue = deque(e for e in ended.queue if id(e) not in taken)
+        for pid in [pid for pid, e in ended.inflight.items() if id(e) in taken]:
+            del ended.inflight[pid]
+
