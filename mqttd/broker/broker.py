@@ -440,9 +440,22 @@ class Broker:
         if matches:
             flags |= MATCHED
             if len(matches) == 1:
+                # `deliver_to` inlined for the commonest case, one receiver (fan-in and
+                # device topics): the call costs about 3 % of a QoS 0 route (measured
+                # with scripts/profile_core.py). Keep the two in step.
                 session, options = matches[0]
-                if deliver_to(session, options, message, authorise):
-                    flags |= RECORDED
+                if not (options.no_local and session.client_id == message.origin) and (
+                    authorise is None
+                    or authorise(session.client_id, session.username, "read", topic)
+                ):
+                    qos = options.qos
+                    if message.qos < qos:
+                        qos = message.qos
+                    if session.deliver(
+                        message, qos, message.retain and options.retain_as_published,
+                        options.sub_ids,
+                    ):
+                        flags |= RECORDED
             else:
                 cached = self._plans.get(topic)
                 if cached is None or cached[0] is not matches:

@@ -40,7 +40,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from ..protocol.encoder import encode
+from ..protocol.encoder import encode, patch_packet_id
 from ..protocol.packets import PubRel
 from ..store.base import OutboundState, StoredOutbound, StoredSubscription
 from .dead_letter import DropReason
@@ -90,7 +90,6 @@ logger = logging.getLogger("mqttd.session")
 _PUBLISH_SENT = OutboundState.PUBLISH_SENT
 _PUBREL_SENT = OutboundState.PUBREL_SENT
 _QUEUED = OutboundState.QUEUED
-_DUP = 0x08
 
 
 class SubOptions:
@@ -307,7 +306,7 @@ class Session:
         """
         if qos == 0:
             if self.writable:
-                self._write_publish(message, 0, retain, sub_ids, 0, False, False)
+                self._write_publish(message, 0, retain, sub_ids)
             elif self.connection is not None:
                 self._enqueue(Outbound(message, 0, retain, sub_ids))
             return False
@@ -386,7 +385,7 @@ class Session:
             # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
             self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
         if self._write_publish(
-            entry.message, entry.qos, entry.retain, entry.sub_ids, pid, False, False
+            entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid
         ):
             self.next_packet_id = pid % 65_535 + 1
             entry.packet_id = pid
@@ -403,9 +402,10 @@ class Session:
         qos: int,
         retain: bool,
         sub_ids: tuple[int, ...],
-        packet_id: int,
-        dup: bool,
-        resend: bool,
+        *,
+        packet_id: int = 0,
+        dup: bool = False,
+        resend: bool = False,
     ) -> bool:
         """Encode and write one PUBLISH; False when expired or too large for the client.
 
@@ -415,13 +415,13 @@ class Session:
         """
         level = self.protocol_level
         expiry_at = message.expiry_at
-        if expiry_at is None and (level != 5 or (not sub_ids and self.topic_aliases is None)):
-            # Inlined fast path of Message.encoded_for (same key): one call less per
-            # receiver when many share an encoding.
-            if message._enc_key == (level << 3) | (qos << 1) | retain:
-                data, offset = message._enc_value
+        aliases = self.topic_aliases
+        if expiry_at is None and (level != 5 or (not sub_ids and aliases is None)):
+            # The shared encoding; its first slot read inline: one call less per receiver.
+            if message.encoded_key == (level << 3) | (qos << 1) | retain:
+                data, offset = message.encoded
             else:
-                data, offset = message.encoded_for(level, qos, retain)
+                data, offset = message.encoding(level, qos, retain)
         else:
             remaining = None
             if expiry_at is not None:
@@ -430,23 +430,14 @@ class Session:
                     self._core.dead_letters.drop(DropReason.EXPIRED, message, self.client_id)
                     return False
                 remaining = int(left) if left >= 1 else 1
-            aliases = self.topic_aliases
             if aliases is None:
-                data, offset = message.encode_one(level, qos, retain, sub_ids, remaining)
+                data, offset = message.encoding(level, qos, retain, sub_ids, remaining)
             else:
-                # The alias is this connection's (topic_alias.py); the bytes are shared
-                # with receivers that use the same alias, unless the delivery has
-                # properties of its own (subscription ids, remaining expiry).
+                # The alias is this connection's (topic_alias.py).
                 alias, known = aliases.assign(message.topic)
-                if remaining is None and not sub_ids:
-                    if alias:
-                        data, offset = message.encoded_aliased(qos, retain, alias, known)
-                    else:
-                        data, offset = message.encoded_for(level, qos, retain)
-                else:
-                    data, offset = message.encode_one(
-                        level, qos, retain, sub_ids, remaining, alias, known
-                    )
+                data, offset = message.encoding(
+                    level, qos, retain, sub_ids, remaining, alias, known
+                )
                 if alias and not known and len(data) > self.max_packet_size:
                     aliases.forget(message.topic)  # never sent: the client cannot know it
         if len(data) > self.max_packet_size:
@@ -454,12 +445,7 @@ class Session:
             self._core.dead_letters.drop(DropReason.TOO_LARGE, message, self.client_id)
             return False
         if qos:
-            buf = bytearray(data)
-            buf[offset] = packet_id >> 8
-            buf[offset + 1] = packet_id & 0xFF
-            if dup:
-                buf[0] |= _DUP
-            data = buf  # type: ignore[assignment]  # bytes-like; sinks accept both
+            data = patch_packet_id(data, offset, packet_id, dup)  # type: ignore[assignment]
         # Exactly once across a crash: the client must not hold a QoS 2 packet id before
         # the store does, or after a restart the message would go out again under
         # another id (a duplicate) or another message under this one (swallowed).
@@ -576,7 +562,7 @@ class Session:
             if entry.qos:
                 self._start(entry)
             else:
-                self._write_publish(entry.message, 0, entry.retain, entry.sub_ids, 0, False, False)
+                self._write_publish(entry.message, 0, entry.retain, entry.sub_ids)
         if self.waiting_publishers is not None and len(queue) <= self._core.flow.low:
             self._core.flow.pumped(self)
 
@@ -662,7 +648,8 @@ class Session:
             if entry.state == _PUBREL_SENT:
                 self._write_pubrel(pid)
             elif not self._write_publish(
-                entry.message, entry.qos, entry.retain, entry.sub_ids, pid, True, True
+                entry.message, entry.qos, entry.retain, entry.sub_ids,
+                packet_id=pid, dup=True, resend=True,
             ):
                 # Too large for the client's new maximum: drop it as if delivered.
                 del self.inflight[pid]
