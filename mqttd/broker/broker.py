@@ -13,7 +13,7 @@ Routing (`publish`): the tree's match for a topic is cached (a tuple that stays 
 object until a subscription changes), and so is the delivery plan built from it here:
 the plan folds several matching subscriptions of one session into one delivery (3.1.1
 3.3.5: the highest QoS; 5.0 3.3.4: one PUBLISH carrying every Subscription Identifier).
-Each receiver's delivery follows the same rules (`delivery.deliver_to`): No Local, the
+Each receiver's delivery follows the same rules (`Session.offer`): No Local, the
 ACL's read right, QoS min(published, granted) [MQTT-3.8.4-8], retain flag 0
 [MQTT-3.3.1-9] unless a 5.0 subscription asked for Retain As Published. A plan holds
 sessions, so a subscription change drops the plans it can alter, with the topic tree's
@@ -36,11 +36,11 @@ from ..store.base import Store, StoredMessage
 from .clock import Clock
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
-from .delivery import MATCHED, NONE, RECORDED, deliver_to
+from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
 from .recovery import message_from_stored, restore_session, stored_message
-from .retained import RetainedTree
+from .retained import RetainedMessages, RetainedTree
 from .scheduler import Scheduler
 from .session import Session, SubOptions
 from .settings import BrokerSettings
@@ -55,11 +55,6 @@ logger = logging.getLogger("mqttd.broker")
 
 _NEVER_EXPIRES = 0xFFFFFFFF
 _PLAN_CACHE_SIZE = 10_000
-
-_Plan = tuple[
-    tuple[tuple[Session, SubOptions], ...],
-    tuple[tuple[Session, tuple[SubOptions, ...]], ...],
-]
 
 
 class Broker:
@@ -105,8 +100,10 @@ class Broker:
         self.shared = SharedSubscriptions()
         #: Wills published, delayed and cancelled (wills.py).
         self.wills = Wills(self.scheduler, store, clock, self.stats, self.publish)
-        self._retained: RetainedTree[Message] = RetainedTree()
-        self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], _Plan]] = {}
+        #: Retained messages kept, cleared, persisted and sent (retained.py).
+        self.retained_messages = RetainedMessages(store, clock, self.dead_letters)
+        self._retained: RetainedTree[Message] = self.retained_messages.tree
+        self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
         self._stopping = False
 
@@ -394,7 +391,7 @@ class Broker:
             session.expiry_timer = None
         if session.will_timer is not None:
             self.wills.publish_pending(session)
-        shared = session.take_shared_undelivered() if self.shared else None
+        shared = session.take_shared_undelivered() if self.shared.groups else None
         for topic_filter in session.subscriptions:
             self._remove_subscription(session, topic_filter)
         session.subscriptions.clear()
@@ -431,7 +428,7 @@ class Broker:
         flow = self.flow
         flow.publisher = origin.connection if origin is not None else None
         flags = NONE
-        if message.retain and self._retain(message):
+        if message.retain and self.retained_messages.retain(message):
             flags = RECORDED
         topic = message.topic
         matches = self._tree.match(topic)
@@ -440,89 +437,34 @@ class Broker:
         if matches:
             flags |= MATCHED
             if len(matches) == 1:
-                # `deliver_to` inlined for the commonest case, one receiver (fan-in and
-                # device topics): the call costs about 3 % of a QoS 0 route (measured
-                # with scripts/profile_core.py). Keep the two in step.
                 session, options = matches[0]
-                if not (options.no_local and session.client_id == message.origin) and (
-                    authorise is None
-                    or authorise(session.client_id, session.username, "read", topic)
-                ):
-                    qos = options.qos
-                    if message.qos < qos:
-                        qos = message.qos
-                    if session.deliver(
-                        message, qos, message.retain and options.retain_as_published,
-                        options.sub_ids,
-                    ):
-                        flags |= RECORDED
+                if session.offer(message, options, authorise):
+                    flags |= RECORDED
             else:
                 cached = self._plans.get(topic)
                 if cached is None or cached[0] is not matches:
                     if len(self._plans) >= _PLAN_CACHE_SIZE:
                         self._plans.clear()
-                    cached = self._plans[topic] = (matches, _build_plan(matches))
+                    cached = self._plans[topic] = (matches, build_plan(matches))
                 singles, multiples = cached[1]
                 for session, options in singles:
-                    if deliver_to(session, options, message, authorise):
+                    if session.offer(message, options, authorise):
                         flags |= RECORDED
                 for session, all_options in multiples:
-                    aggregated = _aggregate(session, all_options, message)
-                    if aggregated is not None and deliver_to(
-                        session, aggregated, message, authorise
-                    ):
+                    aggregated = aggregate(session, all_options, message)
+                    if aggregated is not None and session.offer(message, aggregated, authorise):
                         flags |= RECORDED
-        if self.shared:
+        if self.shared.groups:
             flags |= self.shared.publish(message, authorise)
         flow.publisher = None
         return flags
 
     # -- retained messages ---------------------------------------------------------------
 
-    def _retain(self, message: Message) -> bool:
-        """Store, replace or clear (empty payload) the retained message; True if recorded."""
-        topic = message.topic
-        if not message.payload:
-            # [MQTT-3.3.1-10] [MQTT-3.3.1-11]: an empty retained message clears the topic.
-            if self._retained.delete(topic) and not topic.startswith("$SYS/"):
-                self.store.delete_retained(topic)
-                return True
-            return False
-        self._retained.set(topic, message)
-        if topic.startswith("$SYS/"):
-            # The broker's own figures are made afresh after a restart: not persisted.
-            return False
-        self.store.save_retained(self.stored_message(message))
-        return True
-
     def deliver_retained(self, session: Session, topic_filter: str, options: SubOptions) -> None:
         """Send the retained messages matching a new subscription, with retain=1."""
-        if not len(self._retained):
-            return
-        now = self.clock.now()
-        for topic, message in self._retained.match(topic_filter):
-            if message.expiry_at is not None and message.expiry_at <= now:
-                self._retained.delete(topic)
-                self.store.delete_retained(topic)
-                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message, session.client_id)
-                continue
-            authorise = self.authorise
-            if authorise is not None and not authorise(
-                session.client_id, session.username, "read", topic
-            ):
-                continue  # a wildcard matched a retained topic the client may not read
-            # A copy: the retained Message outlives any store record made for one
-            # delivery, so its store_id must not be reused by the next one.
-            copy = Message(
-                message.topic,
-                message.payload,
-                message.qos,
-                message.retain,
-                message.properties,
-                message.expiry_at,
-                message.origin,
-            )
-            session.deliver(copy, min(message.qos, options.qos), True, options.sub_ids)
+        if len(self._retained):
+            self.retained_messages.deliver(session, topic_filter, options, self.authorise)
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -648,38 +590,3 @@ class Broker:
     def stored_message(self, message: Message) -> StoredMessage:
         """The store's record of `message` (recovery.py's mapping, with this clock)."""
         return stored_message(message, self.clock)
-
-
-def _build_plan(matches: Sequence[tuple[Session, SubOptions]]) -> _Plan:
-    """Group matches by session: single subscriptions apart from overlapping ones."""
-    by_session: dict[Session, list[SubOptions]] = {}
-    for session, options in matches:
-        found = by_session.get(session)
-        if found is None:
-            by_session[session] = [options]
-        else:
-            found.append(options)
-    singles = tuple((s, opts[0]) for s, opts in by_session.items() if len(opts) == 1)
-    multiples = tuple((s, tuple(opts)) for s, opts in by_session.items() if len(opts) > 1)
-    return singles, multiples
-
-
-def _aggregate(
-    session: Session, all_options: tuple[SubOptions, ...], message: Message
-) -> SubOptions | None:
-    """One delivery's options for several matching subscriptions of one session (3.3.4):
-    the highest QoS, Retain As Published if any asks, every Subscription Identifier;
-    None when No Local excludes them all."""
-    qos = -1
-    retain = False
-    sub_ids: tuple[int, ...] = ()
-    for options in all_options:
-        if options.no_local and session.client_id == message.origin:
-            continue
-        if options.qos > qos:
-            qos = options.qos
-        retain = retain or options.retain_as_published
-        sub_ids += options.sub_ids
-    if qos < 0:
-        return None
-    return SubOptions.aggregated(qos, retain, sub_ids)

@@ -1,21 +1,30 @@
-"""One delivery to one receiver, and what `Broker.publish` did: a few named bits.
+"""Routing helpers: what `Broker.publish` did (a few named bits) and delivery plans.
 
-Plain ints on purpose: an `enum.IntFlag` costs about 1 us per ``|`` or ``&`` (measured
+The bits are plain ints on purpose: an `enum.IntFlag` costs about 1 us per ``|`` or ``&`` (measured
 on CPython 3.11), as much as the rest of routing a QoS 0 message to one receiver.
 A leaf module, so that `Connection` tests the bits by name without importing the broker.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from .subscription import SubOptions
 
 if TYPE_CHECKING:
-    from ..auth.hooks import Authorise
     from .message import Message
-    from .session import Session, SubOptions
-    from .shared import SharedGroup
+    from .session import Session
 
-__all__ = ["MATCHED", "NONE", "RECORDED", "Delivery", "deliver_to"]
+__all__ = [
+    "MATCHED",
+    "NONE",
+    "RECORDED",
+    "Delivery",
+    "Plan",
+    "aggregate",
+    "build_plan",
+]
 
 #: Nothing matched and nothing was recorded.
 NONE: Final = 0
@@ -27,6 +36,14 @@ MATCHED: Final = 1
 RECORDED: Final = 2
 
 
+#: A topic's delivery plan: its matches grouped by session, the sessions matched through
+#: one subscription apart from those matched through several (3.3.4: one delivery each).
+Plan: TypeAlias = tuple[
+    tuple[tuple["Session", "SubOptions"], ...],
+    tuple[tuple["Session", tuple["SubOptions", ...]], ...],
+]
+
+
 class Delivery:
     """The bits by name, for readers: ``flags & Delivery.RECORDED``."""
 
@@ -35,35 +52,36 @@ class Delivery:
     RECORDED: Final = RECORDED
 
 
-def deliver_to(
-    session: Session,
-    options: SubOptions,
-    message: Message,
-    authorise: Authorise | None,
-    group: SharedGroup | None = None,
-) -> bool:
-    """One receiver's delivery of `message` through one subscription; True if recorded.
+def build_plan(matches: Sequence[tuple[Session, SubOptions]]) -> Plan:
+    """Group matches by session: single subscriptions apart from overlapping ones."""
+    by_session: dict[Session, list[SubOptions]] = {}
+    for session, options in matches:
+        found = by_session.get(session)
+        if found is None:
+            by_session[session] = [options]
+        else:
+            found.append(options)
+    singles = tuple((s, opts[0]) for s, opts in by_session.items() if len(opts) == 1)
+    multiples = tuple((s, tuple(opts)) for s, opts in by_session.items() if len(opts) > 1)
+    return singles, multiples
 
-    The rules every delivery follows: a 5.0 No Local subscription does not get its own
-    client's messages [MQTT-3.8.3-3]; the ACL's read right (None = no ACL); the QoS is
-    min(published, granted) [MQTT-3.8.4-8]; the retain flag is 0 [MQTT-3.3.1-9] unless
-    the subscription asked for Retain As Published. `group` is the shared subscription
-    the receiver is a member of.
-    """
-    if options.no_local and session.client_id == message.origin:
-        return False
-    if authorise is not None and not authorise(
-        session.client_id, session.username, "read", message.topic
-    ):
-        return False
-    qos = options.qos
-    mqos = message.qos
-    if mqos < qos:
-        qos = mqos
-    if group is None:
-        return session.deliver(
-            message, qos, message.retain and options.retain_as_published, options.sub_ids
-        )
-    return session.deliver_shared(
-        message, qos, message.retain and options.retain_as_published, options.sub_ids, group
-    )
+
+def aggregate(
+    session: Session, all_options: tuple[SubOptions, ...], message: Message
+) -> SubOptions | None:
+    """One delivery's options for several matching subscriptions of one session (3.3.4):
+    the highest QoS, Retain As Published if any asks, every Subscription Identifier;
+    None when No Local excludes them all."""
+    qos = -1
+    retain = False
+    sub_ids: tuple[int, ...] = ()
+    for options in all_options:
+        if options.no_local and session.client_id == message.origin:
+            continue
+        if options.qos > qos:
+            qos = options.qos
+        retain = retain or options.retain_as_published
+        sub_ids += options.sub_ids
+    if qos < 0:
+        return None
+    return SubOptions.aggregated(qos, retain, sub_ids)

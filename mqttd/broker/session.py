@@ -42,12 +42,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..protocol.encoder import encode, patch_packet_id
 from ..protocol.packets import PubRel
-from ..store.base import OutboundState, StoredOutbound, StoredSubscription
+from ..store.base import OutboundState, StoredOutbound
 from .dead_letter import DropReason
 from .message import Message
+from .outbound import Outbound, SharedOutbound
+from .subscription import SubOptions
 from .topic_alias import TopicAliases
 
 if TYPE_CHECKING:
+    from ..auth.hooks import Authorise
     from ..store.base import Store, StoredMessage
     from .clock import Clock
     from .connection import Connection, Sink
@@ -90,97 +93,6 @@ logger = logging.getLogger("mqttd.session")
 _PUBLISH_SENT = OutboundState.PUBLISH_SENT
 _PUBREL_SENT = OutboundState.PUBREL_SENT
 _QUEUED = OutboundState.QUEUED
-
-
-class SubOptions:
-    """A granted subscription: QoS and the 5.0 options of 3.8.3.1, subscription id."""
-
-    __slots__ = (
-        "no_local",
-        "qos",
-        "retain_as_published",
-        "retain_handling",
-        "sub_ids",
-        "subscription_identifier",
-    )
-
-    def __init__(
-        self,
-        qos: int,
-        no_local: bool = False,
-        retain_as_published: bool = False,
-        retain_handling: int = 0,
-        subscription_identifier: int | None = None,
-    ) -> None:
-        self.qos = qos
-        self.no_local = no_local
-        self.retain_as_published = retain_as_published
-        self.retain_handling = retain_handling
-        self.subscription_identifier = subscription_identifier
-        #: What a delivery through this subscription carries (3.3.4).
-        self.sub_ids: tuple[int, ...] = (
-            () if subscription_identifier is None else (subscription_identifier,)
-        )
-
-    @classmethod
-    def aggregated(
-        cls, qos: int, retain_as_published: bool, sub_ids: tuple[int, ...]
-    ) -> SubOptions:
-        """One delivery's options for several matching subscriptions of a session (3.3.4)."""
-        options = cls(qos, False, retain_as_published)
-        options.sub_ids = sub_ids
-        return options
-
-    def __repr__(self) -> str:
-        return (
-            f"SubOptions(qos={self.qos}, no_local={self.no_local}, "
-            f"rap={self.retain_as_published}, rh={self.retain_handling}, "
-            f"id={self.subscription_identifier})"
-        )
-
-    def to_stored(self, topic_filter: str) -> StoredSubscription:
-        """The store's record of this subscription on `topic_filter`."""
-        return StoredSubscription(
-            topic_filter,
-            self.qos,
-            self.no_local,
-            self.retain_as_published,
-            self.retain_handling,
-            self.subscription_identifier,
-        )
-
-
-class Outbound:
-    """One message queued for, or inflight to, a session."""
-
-    __slots__ = ("message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
-
-    def __init__(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
-        self.message = message
-        self.qos = qos
-        self.retain = retain
-        self.sub_ids = sub_ids
-        self.packet_id = 0
-        self.state = _QUEUED
-        self.seq = 0  # > 0 once recorded in the store
-
-
-class SharedOutbound(Outbound):
-    """An Outbound that came through a shared subscription: it remembers the group, so
-    the message can go to another member if this session ends first (5.0 4.8.2)."""
-
-    __slots__ = ("group",)
-
-    def __init__(
-        self,
-        message: Message,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        group: SharedGroup,
-    ) -> None:
-        super().__init__(message, qos, retain, sub_ids)
-        self.group = group
 
 
 class Session:
@@ -297,6 +209,42 @@ class Session:
         return len(queue) if queue is not None else 0
 
     # -- delivery (the hot path) -------------------------------------------------------
+
+    def offer(
+        self,
+        message: Message,
+        options: SubOptions,
+        authorise: Authorise | None,
+        group: SharedGroup | None = None,
+    ) -> bool:
+        """Deliver `message` through a subscription of this session with `options`, by
+        the rules every routed delivery follows; True if recorded in the store.
+
+        No Local subscriptions skip their own client's messages [MQTT-3.8.3-3]; the ACL's
+        read right (`authorise`, None = no ACL); QoS min(published, granted)
+        [MQTT-3.8.4-8]; retain flag 0 [MQTT-3.3.1-9] unless Retain As Published. `group`:
+        the shared subscription this session is a member of. One call per receiver: the
+        body of `deliver` is repeated here rather than called (measured on fan-out).
+        """
+        if options.no_local and self.client_id == message.origin:
+            return False
+        if authorise is not None and not authorise(
+            self.client_id, self.username, "read", message.topic
+        ):
+            return False
+        qos = options.qos
+        if message.qos < qos:
+            qos = message.qos
+        retain = message.retain and options.retain_as_published
+        if group is not None:
+            return self.deliver_shared(message, qos, retain, options.sub_ids, group)
+        if qos == 0:
+            if self.writable:
+                self._write_publish(message, 0, retain, options.sub_ids)
+            elif self.connection is not None:
+                self._enqueue(Outbound(message, 0, retain, options.sub_ids))
+            return False
+        return self._deliver_entry(Outbound(message, qos, retain, options.sub_ids))
 
     def deliver(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> bool:
         """Send `message` at `qos` now, or queue it; True if it was recorded in the store.
