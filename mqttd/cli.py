@@ -2,6 +2,7 @@
 
     mqttd [-c FILE] [--host ADDR] [-p N] [--db PATH] [-v] [--log-format text|json]
     mqttd check-config FILE
+    mqttd convert MOSQUITTO.CONF > mqttd.toml
     mqttd passwd [-c | -D] [-b] FILE USER [PASSWORD]
 
 Exit status: 0 after a clean stop (SIGINT/SIGTERM) or a valid config, 1 when the broker
@@ -12,11 +13,18 @@ problem on stderr, each naming the key). SIGHUP reloads the config file (`App.re
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import __version__
 from .auth.password_file import add_passwd_parser, run_passwd
 from .config import Config, ConfigError, Overrides, load_config
+from .mosquitto_conf import (
+    convert_to_toml,
+    is_mosquitto_conf,
+    load_mosquitto_config,
+    locate_errors,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -43,7 +51,19 @@ examples:
   mqttd -c mqttd.toml --host 0.0.0.0  every interface (the file sets [auth])
   mqttd passwd -c /etc/mqttd/passwd alice   a password file with user alice
   mqttd -c /etc/mqttd/mqttd.toml -v   a config file, DEBUG logs
-  mqttd check-config /etc/mqttd/mqttd.toml"""
+  mqttd check-config /etc/mqttd/mqttd.toml
+  mqttd -c /etc/mosquitto/mosquitto.conf   an existing Mosquitto configuration
+  mqttd convert /etc/mosquitto/mosquitto.conf > mqttd.toml"""
+
+_CONVERT_DESCRIPTION = """\
+Print the TOML equivalent of a Mosquitto configuration (mosquitto.conf(5), with its
+include_dir files) on stdout. Every key names the mosquitto.conf line it comes from;
+options mqttd cannot honour are listed as comments at the top (and on stderr), as are
+options accepted without effect on behaviour. `mqttd -c MOSQUITTO.CONF` runs the same
+broker directly. See docs/migrating-from-mosquitto.md.
+
+Exit status: 0 when every option converted, 2 when some could not (the TOML is printed
+anyway, without them)."""
 
 _CHECK_DESCRIPTION = """\
 Validate FILE exactly as `mqttd -c FILE` would load it, without starting anything:
@@ -71,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file, or a mosquitto.conf (recognised by its content)",
+    )
     parser.add_argument("--host", metavar="ADDR", help="bind address of every listener")
     parser.add_argument("-p", "--port", metavar="N", type=int, help="port of the first listener")
     parser.add_argument(
@@ -99,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("file", metavar="FILE", help="the TOML configuration file to check")
+    convert = commands.add_parser(
+        "convert",
+        help="print a mosquitto.conf as mqttd TOML",
+        description=_CONVERT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("file", metavar="FILE", help="the mosquitto.conf to convert")
     add_passwd_parser(commands)
     return parser
 
@@ -108,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "passwd":
         return run_passwd(args)
+    if args.command == "convert":
+        return _convert(args.file)
     overrides = Overrides(
         host=args.host,
         port=args.port,
@@ -123,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check-config":
         try:
-            checked = load_config(args.file, overrides)
+            checked, _ = _load(args.file, overrides)
         except ConfigError as exc:
             _print_errors(exc)
             return 2
@@ -134,22 +168,46 @@ def main(argv: list[str] | None = None) -> int:
                 check(checked)
             except ConfigError as exc:
                 lines += exc.lines
+        if lines and is_mosquitto_conf(args.file):
+            lines = locate_errors(args.file, lines)
         if lines:
             _print_errors(ConfigError(lines))
             return 2
         print(f"{args.file}: OK")
         return 0
     try:
-        config: Config = load_config(args.config, overrides)
+        config, notes = _load(args.config, overrides)
     except ConfigError as exc:
         _print_errors(exc)
         return 2
     from .ops.logging import setup_logging
 
     setup_logging(config.log.level, config.log.format)
+    for note in notes:
+        # Said once: options of a mosquitto.conf that change nothing a client sees.
+        logging.getLogger("mqttd").info("mosquitto.conf option without effect: %s", note)
     # SIGHUP loads the same file with the same command-line overrides again.
     path = args.config
-    return run(config, reload=(lambda: load_config(path, overrides)) if path else None)
+    return run(config, reload=(lambda: _load(path, overrides)[0]) if path else None)
+
+
+def _load(path: str | None, overrides: Overrides) -> tuple[Config, list[str]]:
+    """Load a TOML file or a mosquitto.conf (told apart by content); notes to log."""
+    if path is not None and is_mosquitto_conf(path):
+        return load_mosquitto_config(path, overrides)
+    return load_config(path, overrides), []
+
+
+def _convert(path: str) -> int:
+    try:
+        text, errors = convert_to_toml(path)
+    except OSError as exc:  # pragma: no cover - convert_file reports unreadable files
+        print(f"{path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    for line in errors:
+        print(f"not converted: {line}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def _print_errors(exc: ConfigError) -> None:

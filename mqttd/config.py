@@ -260,6 +260,25 @@ class LimitsConfig:
         "PUBLISH packets one client may send at once before max_publish_rate applies",
         min=1,
     )
+    message_size_limit: int = setting(
+        _CORE.message_size_limit,
+        "largest payload accepted, bytes (bigger ones are acknowledged and dropped, 5.0: "
+        "0x95; a will: CONNACK refused); 0 = no limit",
+        min=0,
+        max=268_435_455,
+    )
+    max_inflight_bytes: int = setting(
+        _CORE.max_inflight_bytes,
+        "payload bytes of QoS 1/2 messages in flight to one session (one message always "
+        "may be); 0 = no limit",
+        min=0,
+    )
+    persistent_client_expiration: int = setting(
+        _CORE.persistent_client_expiration,
+        "seconds a 3.1/3.1.1 session with clean session 0 outlives its connection; 0 = forever",
+        min=0,
+        max=_U32,
+    )
 
 
 @dataclass(slots=True)
@@ -298,6 +317,15 @@ class MqttConfig:
     validate_payload_format: bool = setting(
         _CORE.validate_payload_format,
         "check that payloads marked UTF-8 (Payload Format Indicator 1) are; refuse with 0x99",
+    )
+    upgrade_outgoing_qos: bool = setting(
+        _CORE.upgrade_outgoing_qos,
+        "deliver at the subscription's QoS even above the message's (not MQTT; Mosquitto's)",
+    )
+    pubrec_first: bool = setting(
+        _CORE.pubrec_first,
+        "QoS 2: send PUBREC before passing the message on, as Mosquitto (needs persistence "
+        "off: with SQLite a PUBREC waits for the commit of what it acknowledges)",
     )
     response_information: str = setting(
         _CORE.response_information,
@@ -511,6 +539,30 @@ class BridgeConfig:
     reconnect_delay_max: float = setting(
         30.0, "longest delay between reconnect attempts, seconds", min=0.01, max=86_400
     )
+    start_type: str = setting(
+        "automatic",
+        "automatic = connect at start and after every loss; lazy = connect when threshold "
+        "messages wait, disconnect after idle_timeout; once = connect at start, never again",
+        choices=("automatic", "lazy", "once"),
+    )
+    threshold: int = setting(10, "lazy: messages waiting that start the connection", min=1)
+    idle_timeout: float = setting(
+        60.0, "lazy: seconds without a message either way before disconnecting", min=0.01
+    )
+    round_robin: bool = setting(
+        False,
+        "after a loss try the next address (true) rather than starting from the first",
+    )
+    notifications: bool = setting(
+        True, 'publish the bridge state, retained "1" connected / "0" not, to notification_topic'
+    )
+    notification_topic: str = setting(
+        "", 'topic of the bridge state; "" = "$SYS/broker/connection/<name>/state"'
+    )
+    notifications_local_only: bool = setting(
+        True,
+        "publish the state on this broker only; false = on the remote too (its will says 0)",
+    )
     max_queued_messages: int = setting(
         10_000, "QoS 1/2 messages waiting for the remote, at most; 0 = unlimited", min=0
     )
@@ -603,6 +655,12 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     if config is not None:
         _check_listeners(config, errors)
         _check_dead_letter(config.dead_letter, errors)
+        persistence = config.persistence
+        if config.mqtt.pubrec_first and persistence.enabled and persistence.path != ":memory:":
+            errors.append(
+                "mqtt.pubrec_first: true needs persistence.enabled = false (with SQLite a "
+                "PUBREC waits for the commit of the message it acknowledges)"
+            )
         errors.extend(bridge_config_errors(config.bridge))
     if errors or config is None:
         raise ConfigError([f"config error: {line}" for line in errors])
@@ -950,6 +1008,11 @@ def bridge_config_errors(bridges: Sequence[BridgeConfig]) -> list[str]:
             errors.append(
                 f"{where}.reconnect_delay_min: {bridge.reconnect_delay_min} is above "
                 f"{where}.reconnect_delay_max ({bridge.reconnect_delay_max})"
+            )
+        topic = bridge.notification_topic
+        if topic and ("+" in topic or "#" in topic or "\0" in topic):
+            errors.append(
+                f'{where}.notification_topic: "{topic}" is not a topic name (no "+" or "#")'
             )
         tls = bridge.tls
         if tls is not None and tls.keyfile and not tls.certfile:

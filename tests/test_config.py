@@ -407,3 +407,17 @@ def test_example_files_commented_listeners_are_valid() -> None:
     assert [listener.scheme for listener in config.listeners] == ["mqtt", "mqtts", "ws"]
     assert config.listeners[1].tls is not None
     assert config.listeners[1].tls.min_version == "1.2"
+
+
+def test_pubrec_first_needs_persistence_off() -> None:
+    from mqttd.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"mqtt": {"pubrec_first": True}})
+    assert info.value.lines == [
+        "config error: mqtt.pubrec_first: true needs persistence.enabled = false (with SQLite "
+        "a PUBREC waits for the commit of the message it acknowledges)"
+    ]
+    assert config_from_dict(
+        {"mqtt": {"pubrec_first": True}, "persistence": {"enabled": False}}
+    ).broker_settings().pubrec_first

@@ -35,6 +35,8 @@ ALLOWED: dict[str, set[str]] = {
     "broker": {"auth", "store", "protocol"},
     "config": {"broker.settings", "protocol"},
     "security": {"config", "auth", "protocol"},
+    # The mosquitto.conf reader turns a Mosquitto file into a Config: data, like config.py.
+    "mosquitto_conf": {"config", "protocol"},
     "net": {"broker", "auth", "store", "protocol"},
     "bridge": {"config", "broker", "auth", "store", "protocol"},
     "ops": {"broker", "config", "auth", "store", "protocol"},
@@ -42,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "app": {"net", "bridge", "ops", "security", "config", "broker", "auth", "store"}
     | {"protocol", "runtime"},
     "cli": {"app", "net", "bridge", "ops", "security", "config", "broker", "auth", "store"}
-    | {"protocol", "runtime"},
+    | {"protocol", "runtime", "mosquitto_conf"},
     "__main__": {"cli"},
 }
 

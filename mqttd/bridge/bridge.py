@@ -27,6 +27,15 @@ ends, or every address failed, wait (`Backoff`: exponential with jitter) and sta
 from the first address. While connected, `state` is 1 and
 "$SYS/broker/connection/<name>/state" holds "1" (retained, like Mosquitto's), else "0".
 A lost local leg (a takeover of its client id) drops the remote connection too.
+
+Mosquitto's start types and addresses (`config.start_type`, `round_robin`): "automatic"
+is the life cycle above; "once" makes one pass and never reconnects; "lazy" waits until
+`threshold` messages wait for the remote before connecting, and disconnects after
+`idle_timeout` seconds without a message either way. With round_robin a lost connection
+makes the next attempt start at the following address instead of the first. The state
+topic is `notification_topic` when set; `notifications = false` publishes none, and
+`notifications_local_only = false` publishes it on the remote too, "0" as the remote
+connection's will.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.message import Message
 from ..protocol.errors import MQTTError
-from ..protocol.packets import Connect, Subscription
+from ..protocol.packets import Connect, Publish, Subscription, Will
 from ..protocol.properties import Properties
 from .backoff import Backoff
 from .client import ConnectionClosed, ConnectRefused, FlowPacket, MqttClient
@@ -73,6 +82,7 @@ LOCAL_CLIENT_ID_PREFIX = "$bridge/"
 _NEVER_EXPIRES = 0xFFFF_FFFF
 _LOCAL_TIMEOUT = 10.0  # the local broker answers at once; this only guards against bugs
 _STOP_TIMEOUT = 2.0
+_LAZY_POLL = 0.1  # seconds between two looks at a lazy bridge's queue
 _V3_UNACCEPTABLE_PROTOCOL_VERSION = 1
 
 # Errors that end one attempt to connect (or one connection); the loop tries again.
@@ -112,7 +122,9 @@ class Bridge:
             config.client_id or f"mqttd-bridge-{config.name}-{hostname or socket.gethostname()}"
         )
         self.local_client_id = LOCAL_CLIENT_ID_PREFIX + config.name
-        self.state_topic = f"$SYS/broker/connection/{config.name}/state"
+        self.state_topic = (
+            config.notification_topic or f"$SYS/broker/connection/{config.name}/state"
+        )
         #: 1 while connected to the remote (its subscriptions made), else 0.
         self.state = 0
         #: "host:port" of the remote while connected.
@@ -132,6 +144,8 @@ class Bridge:
         self.flows = Flows(config.name, self.rules, config.protocol_version, self.stats)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._first_address = 0  # where the next pass over the addresses starts
+        self._idled = False  # lazy: the last connection ended for want of traffic
 
     def __repr__(self) -> str:
         where = self.address or "disconnected"
@@ -161,6 +175,9 @@ class Bridge:
         self._stopping = True
         remote = self._remote
         if remote is not None and not remote.closed.done():
+            if self._remote_notifications and self.state:
+                # A DISCONNECT discards the will, so say "0" on the remote ourselves.
+                remote.send(Publish(self.state_topic, b"0", 0, True))
             remote.disconnect()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(remote.closed), _STOP_TIMEOUT)
@@ -182,6 +199,8 @@ class Bridge:
             try:
                 if not self._local_up():
                     await self._open_local()
+                if self.config.start_type == "lazy":
+                    await self._wait_for_threshold()
                 await self._connect_remote()
             except _CONNECT_ERRORS as exc:
                 logger.error("bridge %s: the local broker refused the bridge: %s", self.name, exc)
@@ -189,7 +208,19 @@ class Bridge:
                 logger.exception("bridge %s: internal error", self.name)
             if self._stopping:
                 return
+            if self.config.start_type == "once":
+                logger.warning("bridge %s: start_type once: not reconnecting", self.name)
+                return
+            if self._idled:
+                self._idled = False
+                continue  # an idle stop, not a failure: wait for the threshold again
             await asyncio.sleep(self._backoff.next())
+
+    async def _wait_for_threshold(self) -> None:
+        """lazy: return once `threshold` messages wait for the remote (checked 10 times a
+        second: one cheap look at a queue length, not a task per message)."""
+        while not self._stopping and self.queued < self.config.threshold:
+            await asyncio.sleep(_LAZY_POLL)
 
     # -- the local leg ---------------------------------------------------------------------
 
@@ -257,7 +288,10 @@ class Bridge:
 
     async def _connect_remote(self) -> None:
         """Try each address in order; serve the first connection that succeeds."""
-        for host, port in self.addresses:
+        count = len(self.addresses)
+        for i in range(self._first_address, self._first_address + count):
+            index = i % count
+            host, port = self.addresses[index]
             if self._stopping or not self._local_up():
                 return
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -269,6 +303,8 @@ class Bridge:
                 logger.warning("bridge %s: cannot connect to %s: %s", self.name, address, exc)
                 continue
             self._backoff.reset()
+            if self.config.round_robin:
+                self._first_address = (index + 1) % count
             await self._serve(client, address)
             return
 
@@ -333,6 +369,9 @@ class Bridge:
                 else None,
                 maximum_packet_size=settings.max_packet_size,
             )
+        will: Will | None = None
+        if self._remote_notifications:
+            will = Will(self.state_topic, b"0", 1, True)
         return Connect(
             self.client_id,
             self.protocol_level,
@@ -340,9 +379,14 @@ class Bridge:
             keep_alive=config.keepalive,
             username=config.username or None,
             password=config.password.encode() if config.password else None,
+            will=will,
             properties=properties,
             bridge=bridge_bit,
         )
+
+    @property
+    def _remote_notifications(self) -> bool:
+        return self.config.notifications and not self.config.notifications_local_only
 
     async def _serve(self, client: MqttClient, address: str) -> None:
         """Subscribe, send what waits, and stay until the connection ends."""
@@ -353,6 +397,9 @@ class Bridge:
                 session = self._broker.sessions.get(self.local_client_id)
                 self.flows.remote_session_lost(session.inbound_qos2 if session else ())
             await self._subscribe_remote(client)
+            if self._remote_notifications:
+                # QoS 0: its acknowledgement would reach the flows, which own QoS 1/2 ids.
+                client.send(Publish(self.state_topic, b"1", 0, True))
             self._set_state(1)
             logger.info(
                 "bridge %s: connected to %s as %r (MQTT %s%s, session %s)",
@@ -364,8 +411,10 @@ class Bridge:
                 "resumed" if client.session_present else "new",
             )
             self.flows.remote_up()
+            if self.config.start_type == "lazy":
+                await self._until_idle(client)
             await asyncio.shield(client.closed)
-            if not self._stopping:
+            if not self._stopping and not self._idled:
                 logger.warning(
                     "bridge %s: connection to %s lost: %s", self.name, address, client.close_reason
                 )
@@ -379,6 +428,23 @@ class Bridge:
             self.address = None
             if self.state:
                 self._set_state(0)
+
+    async def _until_idle(self, client: MqttClient) -> None:
+        """lazy: disconnect once `idle_timeout` passed without a message either way."""
+        stats = self.stats
+        seen = -1
+        while not client.closed.done():
+            moved = stats.messages_sent + stats.messages_received
+            if moved == seen and not self.queued:
+                logger.info(
+                    "bridge %s: idle for %ss, disconnecting", self.name, self.config.idle_timeout
+                )
+                self._idled = True
+                client.disconnect()
+                return
+            seen = moved
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(client.closed), self.config.idle_timeout)
 
     async def _subscribe_remote(self, client: MqttClient) -> None:
         wanted = self.rules.remote_subscriptions()
@@ -408,7 +474,9 @@ class Bridge:
         self._publish_state(state)
 
     def _publish_state(self, state: int) -> None:
-        # Mosquitto's notification: retained, "1" connected, "0" not; on this broker only.
+        # Mosquitto's notification: retained, "1" connected, "0" not.
+        if not self.config.notifications:
+            return
         self._broker.publish(Message(self.state_topic, b"1" if state else b"0", 1, True))
 
     # -- ClientHandler -----------------------------------------------------------------------

@@ -44,7 +44,7 @@ from .retained import RetainedMessages, RetainedTree
 from .scheduler import Scheduler
 from .session import Session, SubOptions
 from .settings import BrokerSettings
-from .shared import SharedSubscriptions
+from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
 from .topic_tree import TopicTree
 from .wills import Wills
@@ -391,7 +391,7 @@ class Broker:
             session.expiry_timer = None
         if session.will_timer is not None:
             self.wills.publish_pending(session)
-        shared = session.take_shared_undelivered() if self.shared.groups else None
+        shared = undelivered_shared(session) if self.shared.groups else None
         for topic_filter in session.subscriptions:
             self._remove_subscription(session, topic_filter)
         session.subscriptions.clear()
@@ -415,6 +415,11 @@ class Broker:
         mid = self._next_message_id
         self._next_message_id = mid + 1
         return mid
+
+    def outgoing_qos(self, granted: int, message: Message) -> int:
+        """The QoS of one delivery: min(granted, published) [MQTT-3.8.4-8], or the
+        granted QoS with upgrade_outgoing_qos (Mosquitto's non-standard option)."""
+        return granted if self.settings.upgrade_outgoing_qos else min(granted, message.qos)
 
     def publish(self, message: Message, origin: Session | None = None) -> int:
         """Route `message` to every matching session; retain it if asked.

@@ -248,4 +248,6 @@ class RetainedMessages:
                 message.expiry_at,
                 message.origin,
             )
-            session.deliver(copy, min(message.qos, options.qos), True, options.sub_ids)
+            session.deliver(
+                copy, session.outgoing_qos(options.qos, message), True, options.sub_ids
+            )

@@ -18,11 +18,10 @@ routed twice.
 
 Queue bound (`settings.max_queued_messages`, `max_queued_bytes`) and overflow policy
 `settings.queue_overflow`: "drop_new" refuses the message that does not fit (Mosquitto's
-behaviour); "drop_oldest" evicts from the head of the queue until it fits. Either way the
-drop goes to the core's `dead_letters` (counted, maybe dead-lettered: dead_letter.py) and is
-logged once per overflow episode. QoS 0
-messages are queued only while a connection is attached but not writable; an offline
-session never queues QoS 0 (as Mosquitto with queue_qos0_messages false).
+behaviour); "drop_oldest" evicts from the head of the queue until it fits. Either way
+the drop goes to the core's `dead_letters` (counted, maybe dead-lettered) and is logged
+once per overflow episode. QoS 0 messages are queued only while a connection is attached
+but not writable; an offline session never queues QoS 0 (as Mosquitto).
 
 Before the bound is reached, back-pressure applies (flow.py, docs/backpressure.md): past
 a high-water mark the publisher of the message being queued stops being read until the
@@ -38,11 +37,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ..protocol.encoder import encode, patch_packet_id
 from ..protocol.packets import PubRel
 from ..store.base import OutboundState, StoredOutbound
+from .context import SessionContext
 from .dead_letter import DropReason
 from .message import Message
 from .outbound import Outbound, SharedOutbound
@@ -51,48 +51,19 @@ from .topic_alias import TopicAliases
 
 if TYPE_CHECKING:
     from ..auth.hooks import Authorise
-    from ..store.base import Store, StoredMessage
-    from .clock import Clock
+    from ..store.base import Store
     from .connection import Connection, Sink
-    from .dead_letter import DeadLetters
-    from .flow import FlowControl
     from .scheduler import Timer
-    from .settings import BrokerSettings
     from .shared import SharedGroup
     from .stats import BrokerStats
 
 __all__ = ["Outbound", "Session", "SessionContext", "SharedOutbound", "SubOptions"]
 
 
-class SessionContext(Protocol):
-    """What a session uses of the core it lives in (`Broker` is one), and nothing more:
-    its settings, store, counters and clock, the drop point and back-pressure, and the
-    records of messages and of its own fields in the store."""
-
-    settings: BrokerSettings
-    store: Store
-    stats: BrokerStats
-    clock: Clock
-    flow: FlowControl
-    dead_letters: DeadLetters
-
-    def next_message_id(self) -> int:
-        """A fresh id for a message recorded in the store."""
-        ...
-
-    def stored_message(self, message: Message) -> StoredMessage:
-        """The store's record of `message`."""
-        ...
-
-    def save_session(self, session: Session, disconnected_at: float | None) -> None:
-        """Record a persistent session's own fields."""
-        ...
-
 logger = logging.getLogger("mqttd.session")
 
 _PUBLISH_SENT = OutboundState.PUBLISH_SENT
 _PUBREL_SENT = OutboundState.PUBREL_SENT
-_QUEUED = OutboundState.QUEUED
 
 
 class Session:
@@ -103,12 +74,14 @@ class Session:
         "_deferred",
         "_drop_oldest",
         "_inbound_qos2",
+        "_max_inflight_bytes",
         "_max_queued",
         "_max_queued_bytes",
         "_overflowing",
         "_queue",
         "_stats",
         "_store",
+        "_upgrade_qos",
         "client_id",
         "connection",
         "expiry_interval",
@@ -138,6 +111,8 @@ class Session:
         self._stats: BrokerStats = core.stats
         self._max_queued = settings.max_queued_messages
         self._max_queued_bytes = settings.max_queued_bytes
+        self._max_inflight_bytes = settings.max_inflight_bytes
+        self._upgrade_qos = settings.upgrade_outgoing_qos
         self._drop_oldest = settings.queue_overflow == "drop_oldest"
         self._overflowing = False
         self._deferred = 0  # writes waiting for a store commit (see `_send`)
@@ -217,15 +192,11 @@ class Session:
         authorise: Authorise | None,
         group: SharedGroup | None = None,
     ) -> bool:
-        """Deliver `message` through a subscription of this session with `options`, by
-        the rules every routed delivery follows; True if recorded in the store.
-
-        No Local subscriptions skip their own client's messages [MQTT-3.8.3-3]; the ACL's
-        read right (`authorise`, None = no ACL); QoS min(published, granted)
-        [MQTT-3.8.4-8]; retain flag 0 [MQTT-3.3.1-9] unless Retain As Published. `group`:
-        the shared subscription this session is a member of. One call per receiver: the
-        body of `deliver` is repeated here rather than called (measured on fan-out).
-        """
+        """Deliver `message` through a subscription with `options` by the rules of every
+        routed delivery (True if recorded): No Local [MQTT-3.8.3-3], the ACL's read right
+        (None = no ACL), `outgoing_qos`, retain 0 [MQTT-3.3.1-9] unless Retain As
+        Published. `group`: the shared subscription of this member. `outgoing_qos` and
+        `deliver` are inlined: one call per receiver, measured on fan-out."""
         if options.no_local and self.client_id == message.origin:
             return False
         if authorise is not None and not authorise(
@@ -233,7 +204,7 @@ class Session:
         ):
             return False
         qos = options.qos
-        if message.qos < qos:
+        if message.qos < qos and not self._upgrade_qos:
             qos = message.qos
         retain = message.retain and options.retain_as_published
         if group is not None:
@@ -245,6 +216,11 @@ class Session:
                 self._enqueue(Outbound(message, 0, retain, options.sub_ids))
             return False
         return self._deliver_entry(Outbound(message, qos, retain, options.sub_ids))
+
+    def outgoing_qos(self, granted: int, message: Message) -> int:
+        """The QoS of one delivery: min(granted, published) [MQTT-3.8.4-8], or the
+        granted QoS with upgrade_outgoing_qos (Mosquitto's non-standard option)."""
+        return granted if self._upgrade_qos else min(granted, message.qos)
 
     def deliver(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> bool:
         """Send `message` at `qos` now, or queue it; True if it was recorded in the store.
@@ -278,7 +254,12 @@ class Session:
 
     def _deliver_entry(self, entry: Outbound) -> bool:
         """Send a QoS 1/2 entry now or queue it; True if it was recorded in the store."""
-        if self.writable and not self._queue and len(self.inflight) < self.window:
+        if (
+            self.writable
+            and not self._queue
+            and len(self.inflight) < self.window
+            and (not self._max_inflight_bytes or self._bytes_room())
+        ):
             if self.persistent:
                 self._record(entry)
                 self._start(entry)
@@ -293,21 +274,6 @@ class Session:
             self._record(entry)
             return True
         return False
-
-    def take_shared_undelivered(self) -> list[SharedOutbound]:
-        """The shared-subscription messages another member may still get (session ending).
-
-        5.0 4.8.2: a QoS 1 message sent but not acknowledged SHOULD go to another member
-        when the session ends; a QoS 2 one MUST NOT [MQTT-4.8.2-5]; a queued message
-        was never sent, so it may go to another member whatever its QoS. Oldest first.
-        """
-        taken: list[SharedOutbound] = [
-            entry
-            for entry in self.inflight.values()
-            if type(entry) is SharedOutbound and entry.qos == 1
-        ]
-        taken.extend(entry for entry in self._queue or () if type(entry) is SharedOutbound)
-        return taken
 
     def _record(self, entry: Outbound) -> None:
         message = entry.message
@@ -503,7 +469,9 @@ class Session:
         window = self.window
         while queue and self.writable:
             entry = queue[0]
-            if entry.qos and len(inflight) >= window:
+            if entry.qos and (
+                len(inflight) >= window or (self._max_inflight_bytes and not self._bytes_room())
+            ):
                 break
             queue.popleft()
             self.queued_bytes -= len(entry.message.payload)
@@ -513,6 +481,14 @@ class Session:
                 self._write_publish(entry.message, 0, entry.retain, entry.sub_ids)
         if self.waiting_publishers is not None and len(queue) <= self._core.flow.low:
             self._core.flow.pumped(self)
+
+    def _bytes_room(self) -> bool:
+        """max_inflight_bytes (Mosquitto's): another QoS 1/2 message may start while the
+        payloads in flight are below the limit, so one message of any size always may."""
+        inflight = self.inflight
+        if not inflight:
+            return True
+        return sum(len(e.message.payload) for e in inflight.values()) < self._max_inflight_bytes
 
     # -- acknowledgements from the client ----------------------------------------------
 
@@ -596,8 +572,8 @@ class Session:
             if entry.state == _PUBREL_SENT:
                 self._write_pubrel(pid)
             elif not self._write_publish(
-                entry.message, entry.qos, entry.retain, entry.sub_ids,
-                packet_id=pid, dup=True, resend=True,
+                entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid, dup=True,
+                resend=True
             ):
                 # Too large for the client's new maximum: drop it as if delivered.
                 del self.inflight[pid]

@@ -52,6 +52,13 @@ class BrokerSettings:
     server_topic_aliases: bool = True  # give 5.0 clients that ask for them topic aliases (LRU)
     validate_payload_format: bool = True  # Payload Format Indicator 1 -> check UTF-8 (0x99)
     response_information: str = "mqttd/response/{client_id}"  # 5.0 CONNACK; "" = never
+    # Mosquitto's options (docs/migrating-from-mosquitto.md); each 0/False = off.
+    message_size_limit: int = 0  # largest PUBLISH/will payload accepted, bytes; 0 = no limit
+    max_inflight_bytes: int = 0  # per session: payload bytes of QoS 1/2 in flight; 0 = no limit
+    persistent_client_expiration: int = 0  # seconds a 3.x clean-session-0 session outlives
+    # its connection; 0 = forever (the spec)
+    upgrade_outgoing_qos: bool = False  # deliver at the subscription's QoS, not min() (non-spec)
+    pubrec_first: bool = False  # QoS 2: PUBREC before the message goes on (memory store only)
 
 
 class DropReason(StrEnum):

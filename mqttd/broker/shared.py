@@ -9,7 +9,7 @@ read the topic is skipped for that message (the group does not try another one).
 Shared subscriptions get no retained messages when they are made. When a member's
 session ends, what it left undelivered goes to other members: QoS 1 messages it did not
 acknowledge SHOULD, and queued ones were never sent; QoS 2 ones MUST NOT, and stay with
-the ended session (`Session.take_shared_undelivered` leaves them out).
+the ended session (`undelivered_shared` leaves them out).
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .delivery import MATCHED, NONE, RECORDED
+from .outbound import SharedOutbound
 from .subscription import SubOptions
 from .topic_tree import TopicTree
 
 if TYPE_CHECKING:
     from ..auth.hooks import Authorise
     from .message import Message
-    from .session import Session, SharedOutbound
+    from .session import Session
 
-__all__ = ["SharedGroup", "SharedSubscriptions"]
+__all__ = ["SharedGroup", "SharedSubscriptions", "undelivered_shared"]
 
 logger = logging.getLogger("mqttd.broker")
 
@@ -141,7 +142,7 @@ class SharedSubscriptions:
         """Give what a shared-subscription member left undelivered to other members.
 
         5.0 4.8.2: when a member's session ends, a QoS 1 message it did not acknowledge
-        SHOULD go to another member (QoS 2 ones MUST NOT: `take_shared_undelivered`
+        SHOULD go to another member (QoS 2 ones MUST NOT: `undelivered_shared`
         leaves them out). Messages queued for it were never sent, so they go too. The
         ended session is out of every group by now, so `pick` cannot choose it.
         """
@@ -159,7 +160,7 @@ class SharedSubscriptions:
             ):
                 kept.add(id(entry))  # as in publish(): this turn's member may not read it
                 continue
-            qos = min(options.qos, message.qos)
+            qos = session.outgoing_qos(options.qos, message)
             retain = message.retain and options.retain_as_published
             session.deliver_shared(message, qos, retain, options.sub_ids, group)
         if logger.isEnabledFor(logging.INFO):
@@ -173,3 +174,20 @@ class SharedSubscriptions:
         ended.queue = deque(e for e in ended.queue if id(e) not in taken)
         for pid in [pid for pid, e in ended.inflight.items() if id(e) in taken]:
             del ended.inflight[pid]
+
+
+def undelivered_shared(session: Session) -> list[SharedOutbound]:
+    """The shared-subscription messages another member may still get (session ending).
+
+    5.0 4.8.2: a QoS 1 message sent but not acknowledged SHOULD go to another member
+    when the session ends; a QoS 2 one MUST NOT [MQTT-4.8.2-5]; a queued message
+    was never sent, so it may go to another member whatever its QoS. Oldest first.
+    """
+    taken: list[SharedOutbound] = [
+        entry
+        for entry in session.inflight.values()
+        if type(entry) is SharedOutbound and entry.qos == 1
+    ]
+    if session.queue_length:
+        taken.extend(entry for entry in session.queue if type(entry) is SharedOutbound)
+    return taken

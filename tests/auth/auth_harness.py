@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
 
 from broker_harness import Client, FakeSink, Harness, settings
 
-from mqttd.security import Security
 from mqttd.broker.broker import Broker
 from mqttd.config import Config
+from mqttd.security import Security
 
 __all__ = ["ListenerClient", "MakeConfig", "SecureHarness"]
 

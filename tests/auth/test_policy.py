@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from auth_harness import MakeConfig, SecureHarness
 
-from mqttd.security import Security, is_loopback_host
 from mqttd.auth.hooks import ConnectInfo
 from mqttd.broker.message import Message
 from mqttd.config import ConfigError, ListenerConfig
 from mqttd.protocol import PubAck, Publish, PubRec
 from mqttd.protocol.reason_codes import ReasonCode
+from mqttd.security import Security, is_loopback_host
 from mqttd.store.memory import MemoryStore
 
 ACL = """\
