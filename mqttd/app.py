@@ -49,7 +49,6 @@ from websockets.asyncio.server import Server as WsServer
 from . import __version__
 from .admin.auth import AdminAuth, ApiKeyError
 from .admin.server import AdminServer
-from .auth.policy import Security
 from .auth.scram import METHOD as SCRAM_METHOD
 from .bridge.service import BridgeService
 from .broker.broker import Broker
@@ -76,6 +75,7 @@ from .ops.metrics import (
 )
 from .ops.sys_tree import SysTree, clear_sys_topics
 from .runtime import tune_gc
+from .security import Security
 from .store.base import Store
 from .store.memory import MemoryStore
 
@@ -322,12 +322,21 @@ class App:
         self.broker = Broker(
             self.config.broker_settings(), self.store, self.clock, self.security.authenticate
         )
-        self.security.install(self.broker)
-        self.reload_hooks.append(self.security.reload)
+        self._wire_security()
+        self.reload_hooks.append(self._reload_security)
         # [dead_letter] applies from the start and again on every reload (SIGHUP).
         dead_letters = self.broker.dead_letters
         dead_letters.configure(self.config.dead_letter.settings())
         self.reload_hooks.append(lambda new: dead_letters.configure(new.dead_letter.settings()))
+
+    def _wire_security(self) -> None:
+        # The core knows the hooks, not `Security`: auth/ and the core stay below it.
+        self.broker.authorise = self.security.authorise_hook
+        self.broker.sessions_owned = self.security.sessions_owned
+
+    def _reload_security(self, config: Config) -> None:
+        self.security.reload(config)
+        self._wire_security()
 
     @property
     def host(self) -> str:

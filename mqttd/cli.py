@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Imported here: `--help` and `--version` need none of the broker.
     from .app import build_ssl_contexts, check_admin_files, run
-    from .auth.policy import Security
     from .bridge.service import build_bridge_ssl_contexts
+    from .security import Security
 
     if args.command == "check-config":
         try:

@@ -24,17 +24,18 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .bridge.validate import bridge_config_errors
-from .broker.dead_letter import DEFAULT_REASONS, DeadLetterSettings, DropReason
-from .broker.settings import BrokerSettings
+from .broker.settings import DEFAULT_REASONS, BrokerSettings, DeadLetterSettings, DropReason
+from .protocol.errors import TopicFilterInvalid
+from .protocol.topics import validate_topic_filter
 
 __all__ = [
     "AuthConfig",
@@ -1146,3 +1147,126 @@ def _name_listeners(config: Config) -> None:
             name = listener.scheme if listener.scheme not in taken else f"{listener.scheme}-{i}"
             listener.name = name
             taken.add(name)
+
+
+# -- [[bridge]] checks across keys (bridge/ imports these; config imports no bridge/) --
+
+DEFAULT_BRIDGE_PORT = 1883
+
+# A bridge name becomes a topic level ($SYS/broker/connection/{name}/state) and part of
+# client identifiers: keep it to characters that are safe in both.
+_BRIDGE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """("host", port) from "host:port", "host" (port 1883) or "[v6]:port".
+
+    Raises ValueError saying what is wrong.
+    """
+    text = address.strip()
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not host:
+            raise ValueError('an IPv6 address is written "[::1]:1883"')
+        if not rest:
+            return host, DEFAULT_BRIDGE_PORT
+        if not rest.startswith(":"):
+            raise ValueError('an IPv6 address is written "[::1]:1883"')
+        port_text = rest[1:]
+    elif text.count(":") > 1:
+        raise ValueError('an IPv6 address is written "[::1]:1883"')
+    else:
+        host, sep, port_text = text.partition(":")
+        if not host:
+            raise ValueError("no host")
+        if not sep:
+            return host, DEFAULT_BRIDGE_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65_535:
+        raise ValueError(f"port {port_text!r} is not 1 to 65535")
+    return host, int(port_text)
+
+
+def bridge_config_errors(bridges: Sequence[BridgeConfig]) -> list[str]:
+    """One line per problem found across the keys of the bridges (empty when fine)."""
+    errors: list[str] = []
+    names: dict[str, int] = {}
+    for i, bridge in enumerate(bridges):
+        where = f"bridge[{i}]"
+        if not bridge.name:
+            errors.append(f"{where}.name: missing (every bridge needs a name)")
+        elif not _BRIDGE_NAME.fullmatch(bridge.name):
+            errors.append(
+                f'{where}.name: "{bridge.name}" is not allowed (allowed: 1 to 64 letters, '
+                "digits, '_', '.' or '-')"
+            )
+        elif bridge.name in names:
+            errors.append(
+                f'{where}.name: "{bridge.name}" is already the name of '
+                f"bridge[{names[bridge.name]}] (names must be unique)"
+            )
+        else:
+            names[bridge.name] = i
+        if not bridge.addresses:
+            errors.append(f'{where}.addresses: empty (at least one "host:port" is required)')
+        for j, address in enumerate(bridge.addresses):
+            try:
+                parse_address(address)
+            except ValueError as exc:
+                errors.append(f'{where}.addresses[{j}]: "{address}" is not host:port ({exc})')
+        if bridge.password and not bridge.username and bridge.protocol_version != 5:
+            errors.append(
+                f"{where}.password: needs {where}.username with protocol_version 4 "
+                "(MQTT 3.1.1 sends no password without a user name)"
+            )
+        if bridge.reconnect_delay_min > bridge.reconnect_delay_max:
+            errors.append(
+                f"{where}.reconnect_delay_min: {bridge.reconnect_delay_min} is above "
+                f"{where}.reconnect_delay_max ({bridge.reconnect_delay_max})"
+            )
+        topic = bridge.notification_topic
+        if topic and ("+" in topic or "#" in topic or "\0" in topic):
+            errors.append(
+                f'{where}.notification_topic: "{topic}" is not a topic name (no "+" or "#")'
+            )
+        tls = bridge.tls
+        if tls is not None and tls.keyfile and not tls.certfile:
+            errors.append(f"{where}.tls.keyfile: needs {where}.tls.certfile (the certificate)")
+        if not bridge.topics:
+            errors.append(f"{where}.topics: empty (at least one topic rule is required)")
+        for j, rule in enumerate(bridge.topics):
+            for key, problem in rule_errors(rule.pattern, rule.local_prefix, rule.remote_prefix):
+                errors.append(f"{where}.topics[{j}].{key}: {problem}")
+    return errors
+
+
+def rule_errors(pattern: str, local_prefix: str, remote_prefix: str) -> list[tuple[str, str]]:
+    """What is wrong with a rule's topics: (key, reason) pairs, empty when it is valid.
+
+    Mosquitto's table: an empty pattern needs both prefixes; prefixes hold no wildcard;
+    each side's full filter (prefix + pattern) must be a valid topic filter.
+    """
+    if not pattern:
+        if not (local_prefix and remote_prefix):
+            return [
+                (
+                    "pattern",
+                    'empty: "" remaps one topic and then needs both local_prefix and remote_prefix',
+                )
+            ]
+    else:
+        try:
+            validate_topic_filter(pattern)
+        except TopicFilterInvalid as exc:
+            return [("pattern", f'"{pattern}" is not a valid topic filter ({exc})')]
+    errors: list[tuple[str, str]] = []
+    for key, prefix in (("local_prefix", local_prefix), ("remote_prefix", remote_prefix)):
+        if "+" in prefix or "#" in prefix:
+            errors.append((key, f'"{prefix}" contains a wildcard (+ or #)'))
+            continue
+        try:
+            validate_topic_filter(prefix + pattern)
+        except TopicFilterInvalid as exc:
+            errors.append((key, f'"{prefix}" + pattern "{pattern}" is not a valid filter ({exc})'))
+    return errors

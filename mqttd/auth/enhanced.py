@@ -12,7 +12,7 @@ FAIL::
     SUCCESS: CONNACK 0x00 (method, data); on re-authentication AUTH 0x00 (method, data)
     FAIL: CONNACK with the step's reason code; on re-authentication DISCONNECT
 
-Authenticators are synchronous, like the CONNECT hook (`mqttd.broker.auth`): the broker
+Authenticators are synchronous, like the CONNECT hook (`mqttd.auth.hooks`): the broker
 core does no I/O, so a method keeps what it needs (its user store) in memory.
 """
 

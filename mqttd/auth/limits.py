@@ -9,7 +9,9 @@ messages wait in the kernel's buffers and the client's TCP window, and none is d
 
 from __future__ import annotations
 
-__all__ = ["AddressRateLimiter", "TokenBucket", "address_of"]
+import ipaddress
+
+__all__ = ["AddressRateLimiter", "TokenBucket", "address_of", "is_loopback_host"]
 
 # AddressRateLimiter forgets idle addresses once it tracks this many, so a scan from
 # many addresses cannot grow it without bound.
@@ -96,3 +98,13 @@ def address_of(peer: str) -> str:
     if not sep:
         return peer
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when a listener bound to `host` is reachable from this machine only."""
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False  # "", 0.0.0.0, ::, a host name: assume the network can reach it

@@ -13,7 +13,7 @@ a CONNECT waits for `authenticate`, a PUBLISH for `authorise`. A plugin that nee
 network or a database keeps what it needs in memory (refreshed in a thread or a task of
 its own); it must never block.
 
-How a plugin combines with the built-in checks (see `mqttd.auth.policy`):
+How a plugin combines with the built-in checks (see `mqttd.security`):
 
 - `authenticate(info)` is asked about every CONNECT the built-in checks did not decide:
   a client with a TLS identity (`use_identity_as_username`) or a user name found in the
@@ -33,8 +33,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from ..broker.auth import AuthResult, ConnectInfo
 from .acl import Action
+from .hooks import AuthResult, ConnectInfo
 
 __all__ = ["AuthPlugin", "PluginError", "PluginFactory", "load_plugin"]
 

@@ -18,7 +18,7 @@ notation ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` (base64).
 keys cannot be derived from another password hash (a PBKDF2-SHA512 hash of the password
 file, say), so a user needs a SCRAM verifier to use SCRAM; the converse works: a
 verifier also checks a plain CONNECT password (`ScramCredentials.verify_password`, which
-`auth/policy.py` calls for users of `[auth] scram_file`), so one verifier per user serves
+`mqttd/security.py` calls for users of `[auth] scram_file`), so one verifier per user serves
 both ways of logging in, 3.1.1 clients included.
 
 A user file (`ScramUsers.load`) holds one ``username:verifier`` per line; make a line with
@@ -137,7 +137,8 @@ class ScramCredentials:
         )
 
     def verify_password(self, password: str) -> bool:
-        """True when `password` is this verifier's (for plain user name/password logins)."""
+        """True when `password` is this verifier's (a check for tools and tests; the broker
+        does not consult SCRAM users for a plain CONNECT password)."""
         try:
             again = ScramCredentials.from_password(password, self.salt, self.iterations)
         except ValueError:

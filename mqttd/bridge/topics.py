@@ -25,8 +25,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..protocol.errors import TopicFilterInvalid
-from ..protocol.topics import validate_topic_filter
+from ..config import rule_errors
 
 __all__ = [
     "Direction",
@@ -155,34 +154,3 @@ def _merge(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     for topic_filter, qos in pairs:
         merged[topic_filter] = max(qos, merged.get(topic_filter, 0))
     return merged
-
-
-def rule_errors(pattern: str, local_prefix: str, remote_prefix: str) -> list[tuple[str, str]]:
-    """What is wrong with a rule's topics: (key, reason) pairs, empty when it is valid.
-
-    Mosquitto's table: an empty pattern needs both prefixes; prefixes hold no wildcard;
-    each side's full filter (prefix + pattern) must be a valid topic filter.
-    """
-    if not pattern:
-        if not (local_prefix and remote_prefix):
-            return [
-                (
-                    "pattern",
-                    'empty: "" remaps one topic and then needs both local_prefix and remote_prefix',
-                )
-            ]
-    else:
-        try:
-            validate_topic_filter(pattern)
-        except TopicFilterInvalid as exc:
-            return [("pattern", f'"{pattern}" is not a valid topic filter ({exc})')]
-    errors: list[tuple[str, str]] = []
-    for key, prefix in (("local_prefix", local_prefix), ("remote_prefix", remote_prefix)):
-        if "+" in prefix or "#" in prefix:
-            errors.append((key, f'"{prefix}" contains a wildcard (+ or #)'))
-            continue
-        try:
-            validate_topic_filter(prefix + pattern)
-        except TopicFilterInvalid as exc:
-            errors.append((key, f'"{prefix}" + pattern "{pattern}" is not a valid filter ({exc})'))
-    return errors

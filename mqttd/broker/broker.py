@@ -1,123 +1,61 @@
-"""The broker: client registry, session takeover, routing, retained messages, wills.
+"""The broker: client registry, session takeover, routing, subscriptions, retained messages.
 
 Theory of operation. `Broker` owns what is shared between connections: the sessions by
 client id, the subscription tree (keys are `Session` objects, values their
-`SubOptions`), the shared-subscription groups, the retained tree, the one `Scheduler`
-and the counters. It is as free of I/O as the rest of the core: the shell calls
-`connection()` per socket and drives `scheduler.run_due()`; only `start`/`stop` are
-async, because they load from and flush the store.
+`SubOptions`), the shared-subscription groups (shared.py), the retained tree, the wills
+(wills.py), the one `Scheduler` and the counters. Restoring from the store is
+recovery.py's mapping; the broker puts what it gives back into place (`start`). It is
+as free of I/O as the rest of the core: the shell calls `connection()` per socket and
+drives `scheduler.run_due()`; only `start`/`stop` are async, because they load from and
+flush the store.
 
 Routing (`publish`): the tree's match for a topic is cached (a tuple that stays the same
 object until a subscription changes), and so is the delivery plan built from it here:
 the plan folds several matching subscriptions of one session into one delivery (3.1.1
 3.3.5: the highest QoS; 5.0 3.3.4: one PUBLISH carrying every Subscription Identifier).
-Delivered QoS is min(published, granted) [MQTT-3.8.4-8]. The retain flag of a normal
-delivery is 0 [MQTT-3.3.1-9] unless a 5.0 subscription asked for Retain As Published.
-
-Wills (3.1.2.5, 5.0 3.1.3.2.2): published when a connection ends without a normal
-DISCONNECT. With a 5.0 Will Delay Interval the will waits in its session (persisted as
-a pending will) and goes out when the delay passes or the session ends, whichever is
-first; a new connection for the client id in the meantime cancels it. On takeover the
-old connection's will is published unless it has a delay (the new connection is "a new
-Network Connection opened before the Will Delay Interval has elapsed").
+Each receiver's delivery follows the same rules (`Session.offer`): No Local, the
+ACL's read right, QoS min(published, granted) [MQTT-3.8.4-8], retain flag 0
+[MQTT-3.3.1-9] unless a 5.0 subscription asked for Retain As Published. A plan holds
+sessions, so a subscription change drops the plans it can alter, with the topic tree's
+rule: the one topic of an exact filter, every plan for a wildcard filter.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping, Sequence
 
 from ..auth.enhanced import AuthMethods
+from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
 from ..auth.limits import AddressRateLimiter
 from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import (
-    OutboundState,
-    Store,
-    StoredMessage,
-    StoredSession,
-    StoredWill,
-)
-from .auth import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
+from ..store.base import Store, StoredMessage
 from .backplane import Backplane
 from .clock import Clock
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
+from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
-from .retained import RetainedTree
+from .recovery import message_from_stored, restore_session, stored_message
+from .retained import RetainedMessages, RetainedTree
 from .scheduler import Scheduler
-from .session import Outbound, Session, SharedOutbound, SubOptions
+from .session import Session, SubOptions
 from .settings import BrokerSettings
+from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
 from .topic_tree import TopicTree
+from .wills import Wills
 
-__all__ = ["PUBLISH_MATCHED", "PUBLISH_RECORDED", "Broker", "SharedGroup"]
+__all__ = ["Broker"]
 
 logger = logging.getLogger("mqttd.broker")
 
-#: `Broker.publish` result bits.
-PUBLISH_MATCHED = 1  # at least one subscription matched
-PUBLISH_RECORDED = 2  # something was recorded in the store: ack after commit
-
 _NEVER_EXPIRES = 0xFFFFFFFF
 _PLAN_CACHE_SIZE = 10_000
-
-_Plan = tuple[
-    tuple[tuple[Session, SubOptions], ...],
-    tuple[tuple[Session, tuple[SubOptions, ...]], ...],
-]
-
-
-class SharedGroup:
-    """The members of one shared subscription "$share/{name}/{filter}" (5.0 4.8.2).
-
-    Each message goes to one member, round robin, preferring members that are online.
-    """
-
-    __slots__ = ("_members", "_next", "members", "name", "topic_filter")
-
-    def __init__(self, name: str, topic_filter: str) -> None:
-        self.name = name
-        self.topic_filter = topic_filter
-        self.members: dict[Session, SubOptions] = {}
-        self._members: list[tuple[Session, SubOptions]] = []
-        self._next = 0
-
-    def __repr__(self) -> str:
-        return f"<SharedGroup $share/{self.name}/{self.topic_filter} members={len(self.members)}>"
-
-    def add(self, session: Session, options: SubOptions) -> bool:
-        """Add or update a member; True if it is new."""
-        is_new = session not in self.members
-        self.members[session] = options
-        self._members = list(self.members.items())
-        return is_new
-
-    def remove(self, session: Session) -> bool:
-        """Remove a member; True if it was one."""
-        if self.members.pop(session, None) is None:
-            return False
-        self._members = list(self.members.items())
-        return True
-
-    def pick(self) -> tuple[Session, SubOptions] | None:
-        """The member for the next message: the next online one, else the next one."""
-        members = self._members
-        n = len(members)
-        if not n:
-            return None
-        start = self._next % n
-        for i in range(n):
-            member = members[(start + i) % n]
-            if member[0].writable:
-                self._next = start + i + 1
-                return member
-        self._next = start + 1
-        return members[start]
 
 
 class Broker:
@@ -138,11 +76,11 @@ class Broker:
         self.scheduler = Scheduler(clock)
         self.stats = BrokerStats()
         #: Every drop point calls `dead_letters.drop(reason, ...)` (dead_letter.py).
-        self.dead_letters = DeadLetters(self)
+        self.dead_letters = DeadLetters(self.stats, clock, self.scheduler, self.publish)
         #: Back-pressure: pauses publishers of saturated sessions (flow.py).
-        self.flow = FlowControl(self)
+        self.flow = FlowControl(settings, self.scheduler, self.stats)
         self._authenticate: Authenticate = authenticate or allow_all
-        #: The ACL hook (`mqttd.auth.policy`); None = everything is allowed, and the hot
+        #: The ACL hook (`mqttd.security`); None = everything is allowed, and the hot
         #: path pays one None check. May be replaced at run time (a reload).
         self.authorise: Authorise | None = authorise
         #: True when authentication is on: a session belongs to the user that made it.
@@ -159,10 +97,14 @@ class Broker:
         self._sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
         self._tree: TopicTree[Session, SubOptions] = TopicTree()
-        self._shared_tree: TopicTree[SharedGroup, SharedGroup] = TopicTree()
-        self._shared_groups: dict[tuple[str, str], SharedGroup] = {}
-        self._retained: RetainedTree[Message] = RetainedTree()
-        self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], _Plan]] = {}
+        #: Shared subscriptions "$share/{name}/{filter}" (shared.py).
+        self.shared = SharedSubscriptions()
+        #: Wills published, delayed and cancelled (wills.py).
+        self.wills = Wills(self.scheduler, store, clock, self.stats, self.publish)
+        #: Retained messages kept, cleared, persisted and sent (retained.py).
+        self.retained_messages = RetainedMessages(store, clock, self.dead_letters)
+        self._retained: RetainedTree[Message] = self.retained_messages.tree
+        self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
         self._stopping = False
         #: The other nodes of a cluster (backplane.py); None on a single node.
@@ -174,6 +116,8 @@ class Broker:
         """Join a cluster through `backplane` (before `start`); a single node keeps none."""
         if backplane.distributed:
             self._backplane = backplane
+            self.shared.backplane = backplane
+            self.retained_messages.backplane = backplane
             backplane.bind(self)
 
     async def start(self) -> None:
@@ -183,7 +127,7 @@ class Broker:
         now = self.clock.now()
         wall = self.clock.wall()
         for stored in state.retained:
-            message = self._message_from_stored(stored, now, wall)
+            message = message_from_stored(stored, now, wall)
             if message.expiry_at is not None and message.expiry_at <= now:
                 self.store.delete_retained(stored.topic)
                 self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
@@ -193,14 +137,19 @@ class Broker:
             self._next_message_id = max(state.messages) + 1
         messages: dict[int, Message] = {}
         for mid, stored in state.messages.items():
-            message = self._message_from_stored(stored, now, wall)
+            message = message_from_stored(stored, now, wall)
             message.store_id = mid
             messages[mid] = message
         ended: list[Session] = []
         for stored_session in state.sessions:
-            session = self._restore_session(stored_session, messages, now, wall)
-            if session is None:
-                continue
+            session, will_delay = restore_session(
+                self, stored_session, messages, now, wall, self._restore_subscription
+            )
+            self._sessions[session.client_id] = session
+            if will_delay is not None:
+                session.will_timer = self.scheduler.call_later(
+                    will_delay, lambda s=session: self.wills.publish_pending(s)  # type: ignore[misc]
+                )
             remaining = session.expiry_interval
             disconnected_at = stored_session.disconnected_at
             if disconnected_at is None:
@@ -224,6 +173,15 @@ class Broker:
             len(self._retained),
             len(self._sessions),
         )
+
+    def _restore_subscription(
+        self, session: Session, topic_filter: str, options: SubOptions
+    ) -> None:
+        share, inner = parse_shared_subscription(topic_filter)
+        if share is not None:
+            self.shared.subscribe(session, share, inner, options)
+        elif self._tree.subscribe(topic_filter, session, options) and self._backplane is not None:
+            self._backplane.interest_added(topic_filter)
 
     async def stop(self) -> None:
         """DISCONNECT 0x8B to 5.0 clients, close every connection, flush the store.
@@ -309,12 +267,12 @@ class Broker:
     def delete_retained(self, topic: str) -> bool:
         """Forget the message retained for `topic` (memory and store); True if there was one.
 
-        Unlike an empty retained PUBLISH, nothing is routed to subscribers.
+        Unlike an empty retained PUBLISH, nothing is routed to subscribers; in a cluster
+        every node forgets it.
         """
-        if not self._retained.delete(topic):
+        if self._retained.get(topic) is None:
             return False
-        if not topic.startswith("$SYS/"):
-            self.store.delete_retained(topic)
+        self.retained_messages.delete(topic)
         return True
 
     # -- called by Connection ----------------------------------------------------------
@@ -349,7 +307,7 @@ class Broker:
                 self._take_over(old, session)
             if session.will_timer is not None:
                 # A new connection within the Will Delay Interval cancels the will.
-                self._cancel_pending_will(session)
+                self.wills.cancel_pending(session)
             if session.expiry_timer is not None:
                 session.expiry_timer.cancel()
                 session.expiry_timer = None
@@ -383,7 +341,7 @@ class Broker:
         session.detach()
         old.disconnect(ReasonCode.SESSION_TAKEN_OVER, publish_will=False)
         if publish and will is not None:
-            self._publish_will(will)
+            self.wills.publish(will)
 
     def client_id_taken_elsewhere(self, client_id: str) -> None:
         """Another node of the cluster claimed `client_id` after this one (backplane.py).
@@ -400,7 +358,7 @@ class Broker:
         if old is not None:
             self._take_over(old, session)
         if session.will_timer is not None:
-            self._cancel_pending_will(session)
+            self.wills.cancel_pending(session)
         self._end_session(session, DropReason.SESSION_EXPIRED)
 
     def _set_persistent(self, session: Session, persistent: bool) -> None:
@@ -466,14 +424,7 @@ class Broker:
                 self._end_session(session, DropReason.SESSION_EXPIRED)
             return
         if will is not None and publish_will:
-            delay = connection.will_delay
-            if delay and session.persistent and delay < session.expiry_interval:
-                self._schedule_will(session, will, delay)
-            elif session.persistent and delay:
-                # The session ends first: the will goes out with it.
-                self._schedule_will(session, will, session.expiry_interval)
-            else:
-                self._publish_will(will)
+            self.wills.connection_ended(session, will, connection.will_delay)
         if not session.persistent:
             self._end_session(session, DropReason.SESSION_EXPIRED)
         elif session.expiry_interval != _NEVER_EXPIRES:
@@ -502,13 +453,13 @@ class Broker:
             session.expiry_timer.cancel()
             session.expiry_timer = None
         if session.will_timer is not None:
-            self._publish_pending_will(session)
-        shared = session.take_shared_undelivered() if self._shared_groups else None
+            self.wills.publish_pending(session)
+        shared = undelivered_shared(session) if self.shared.groups else None
         for topic_filter in session.subscriptions:
             self._remove_subscription(session, topic_filter)
         session.subscriptions.clear()
         if shared:
-            self._hand_to_other_members(session, shared)
+            self.shared.hand_over(session, shared, self.authorise)
         if dropped is not None and (session.inflight or session.queue_length):
             drops = self.dead_letters
             drops.drop_session(dropped, session.client_id, session.inflight.values())
@@ -521,86 +472,6 @@ class Broker:
         if session.persistent:
             session.persistent = False
             self.store.delete_session(session.client_id)
-
-    def _hand_to_other_members(self, ended: Session, entries: list[SharedOutbound]) -> None:
-        """Give what a shared-subscription member left undelivered to other members.
-
-        5.0 4.8.2: when a member's session ends, a QoS 1 message it did not acknowledge
-        SHOULD go to another member (QoS 2 ones MUST NOT: `take_shared_undelivered`
-        leaves them out). Messages queued for it were never sent, so they go too. The
-        ended session is out of every group by now, so `pick` cannot choose it.
-        """
-        kept: set[int] = set()  # entries nobody took: they end with the session
-        for entry in entries:
-            group = entry.group
-            member = group.pick()
-            if member is None:
-                kept.add(id(entry))  # nobody is left in the group
-                continue
-            session, options = member
-            message = entry.message
-            authorise = self.authorise
-            if authorise is not None and not authorise(
-                session.client_id, session.username, "read", message.topic
-            ):
-                kept.add(id(entry))  # as in publish(): this turn's member may not read it
-                continue
-            qos = self.outgoing_qos(options.qos, message)
-            retain = message.retain and options.retain_as_published
-            session.deliver_shared(message, qos, retain, options.sub_ids, group)
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "session %r ended: %d shared-subscription messages offered to other members",
-                ended.client_id,
-                len(entries),
-            )
-        # Handed over: no longer the ended session's to count or dead-letter.
-        taken = {id(entry) for entry in entries} - kept
-        ended.queue = deque(e for e in ended.queue if id(e) not in taken)
-        for pid in [pid for pid, e in ended.inflight.items() if id(e) in taken]:
-            del ended.inflight[pid]
-
-    # -- wills -------------------------------------------------------------------------
-
-    def _schedule_will(self, session: Session, will: Message, delay: int) -> None:
-        session.pending_will = will
-        session.will_timer = self.scheduler.call_later(
-            delay, lambda: self._publish_pending_will(session)
-        )
-        if session.persistent:
-            self.store.save_will(
-                session.client_id,
-                StoredWill(self.stored_message(will), self.clock.wall() + delay),
-            )
-
-    def _publish_pending_will(self, session: Session) -> None:
-        will = session.pending_will
-        if session.will_timer is not None:
-            session.will_timer.cancel()
-        session.will_timer = None
-        session.pending_will = None
-        if session.persistent:
-            self.store.delete_will(session.client_id)
-        if will is not None:
-            self._publish_will(will)
-
-    def _cancel_pending_will(self, session: Session) -> None:
-        if session.will_timer is not None:
-            session.will_timer.cancel()
-        session.will_timer = None
-        session.pending_will = None
-        if session.persistent:
-            self.store.delete_will(session.client_id)
-
-    def _publish_will(self, will: Message) -> None:
-        props = will.properties
-        if props is not None and props.message_expiry_interval is not None:
-            # The will's expiry counts from its publication (3.1.3.2.4).
-            will.expiry_at = self.clock.now() + props.message_expiry_interval
-        self.stats.wills_published += 1
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("publishing the will of %r on %r", will.origin, will.topic)
-        self.publish(will, None)
 
     # -- routing -----------------------------------------------------------------------
 
@@ -621,9 +492,9 @@ class Broker:
         """Route `message` to every matching session; retain it if asked.
 
         `origin` is the publishing client's session (None for wills, bridges, $SYS).
-        Returns PUBLISH_MATCHED | PUBLISH_RECORDED bits: RECORDED means the publisher's
-        acknowledgement must wait for `store.after_commit`. `from_node`: another node of
-        the cluster published it (`publish_from_node`).
+        Returns `delivery.Delivery` bits: RECORDED means the publisher's acknowledgement
+        must wait for `store.after_commit`. `from_node`: another node of the cluster
+        published it (`publish_from_node`).
         """
         if message.topic[:5] != "$SYS/":
             # Client traffic only: the broker's own $SYS figures are not "routed messages".
@@ -631,80 +502,40 @@ class Broker:
         # Whom to pause if a receiver is saturated (flow.py); cleared before returning.
         flow = self.flow
         flow.publisher = origin.connection if origin is not None else None
-        flags = 0
-        if message.retain and not from_node and self._retain(message):
-            flags = PUBLISH_RECORDED
+        flags = NONE
+        if message.retain and not from_node and self.retained_messages.retain(message):
+            flags = RECORDED
         if self._backplane is not None and not from_node:
             # Other nodes may hold matching subscriptions: never "no subscribers" (0x10).
             self._backplane.publish(message)
-            flags |= PUBLISH_MATCHED
+            flags |= MATCHED
         topic = message.topic
         matches = self._tree.match(topic)
         # The ACL's read right, per receiver and topic (cached by the hook); None = no ACL.
         authorise = self.authorise
         if matches:
-            flags |= PUBLISH_MATCHED
-            # upgrade_outgoing_qos (Mosquitto's, not MQTT): the subscription's QoS wins.
-            mqos = 2 if self.settings.upgrade_outgoing_qos else message.qos
-            mretain = message.retain
-            origin_id = message.origin
+            flags |= MATCHED
             if len(matches) == 1:
                 session, options = matches[0]
-                if not (options.no_local and session.client_id == origin_id) and (
-                    authorise is None
-                    or authorise(session.client_id, session.username, "read", topic)
-                ):
-                    qos = options.qos
-                    if mqos < qos:
-                        qos = mqos
-                    if session.deliver(
-                        message, qos, mretain and options.retain_as_published, options.sub_ids
-                    ):
-                        flags |= PUBLISH_RECORDED
+                if session.offer(message, options, authorise):
+                    flags |= RECORDED
             else:
                 cached = self._plans.get(topic)
                 if cached is None or cached[0] is not matches:
                     if len(self._plans) >= _PLAN_CACHE_SIZE:
                         self._plans.clear()
-                    cached = self._plans[topic] = (matches, _build_plan(matches))
+                    cached = self._plans[topic] = (matches, build_plan(matches))
                 singles, multiples = cached[1]
                 for session, options in singles:
-                    if options.no_local and session.client_id == origin_id:
-                        continue
-                    if authorise is not None and not authorise(
-                        session.client_id, session.username, "read", topic
-                    ):
-                        continue
-                    qos = options.qos
-                    if mqos < qos:
-                        qos = mqos
-                    if session.deliver(
-                        message, qos, mretain and options.retain_as_published, options.sub_ids
-                    ):
-                        flags |= PUBLISH_RECORDED
+                    if session.offer(message, options, authorise):
+                        flags |= RECORDED
                 for session, all_options in multiples:
-                    if authorise is not None and not authorise(
-                        session.client_id, session.username, "read", topic
-                    ):
-                        continue
-                    if self._deliver_aggregated(session, all_options, message):
-                        flags |= PUBLISH_RECORDED
+                    aggregated = aggregate(session, all_options, message)
+                    if aggregated is not None and session.offer(message, aggregated, authorise):
+                        flags |= RECORDED
         # In a cluster the backplane picks the group member (`deliver_shared_from_node`).
-        if self._shared_groups and self._backplane is None:
-            for group, _ in self._shared_tree.match(topic):
-                member = group.pick()
-                if member is None:
-                    continue
-                flags |= PUBLISH_MATCHED
-                session, options = member
-                if authorise is not None and not authorise(
-                    session.client_id, session.username, "read", topic
-                ):
-                    continue  # this turn's member may not read it: the group skips it
-                qos = self.outgoing_qos(options.qos, message)
-                retain = message.retain and options.retain_as_published
-                if session.deliver_shared(message, qos, retain, options.sub_ids, group):
-                    flags |= PUBLISH_RECORDED
+        if self.shared.groups and self._backplane is None:
+            flags |= self.shared.publish(message, authorise)
         flow.publisher = None
         return flags
 
@@ -718,102 +549,21 @@ class Broker:
     def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
         """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
         `message` (published on any node, this one included): deliver to one of them."""
-        group = self._shared_groups.get((share, topic_filter))
-        member = group.pick() if group is not None else None
-        if group is None or member is None:
-            return  # the group's last member here left while the message was on its way
-        session, options = member
-        authorise = self.authorise
-        if authorise is not None and not authorise(
-            session.client_id, session.username, "read", message.topic
-        ):
-            return  # as in publish(): this turn's member may not read it
-        qos = self.outgoing_qos(options.qos, message)
-        retain = message.retain and options.retain_as_published
-        session.deliver_shared(message, qos, retain, options.sub_ids, group)
-
-    def _deliver_aggregated(
-        self, session: Session, all_options: tuple[SubOptions, ...], message: Message
-    ) -> bool:
-        """One delivery for several matching subscriptions of one session (3.3.4)."""
-        qos = -1
-        retain = False
-        sub_ids: tuple[int, ...] = ()
-        for options in all_options:
-            if options.no_local and session.client_id == message.origin:
-                continue
-            if options.qos > qos:
-                qos = options.qos
-            retain = retain or options.retain_as_published
-            sub_ids += options.sub_ids
-        if qos < 0:
-            return False
-        return session.deliver(
-            message, self.outgoing_qos(qos, message), retain and message.retain, sub_ids
-        )
+        self.shared.deliver_to_group(message, share, topic_filter, self.authorise)
 
     # -- retained messages ---------------------------------------------------------------
-
-    def _retain(self, message: Message) -> bool:
-        """Store, replace or clear (empty payload) the retained message; True if recorded."""
-        topic = message.topic
-        if not message.payload:
-            # [MQTT-3.3.1-10] [MQTT-3.3.1-11]: an empty retained message clears the topic.
-            if self._retained.delete(topic) and not topic.startswith("$SYS/"):
-                self.store.delete_retained(topic)
-                if self._backplane is not None:
-                    self._backplane.retained_clear(topic)
-                return True
-            return False
-        self._retained.set(topic, message)
-        if topic.startswith("$SYS/"):
-            # The broker's own figures are made afresh after a restart: not persisted.
-            return False
-        self.store.save_retained(self.stored_message(message))
-        if self._backplane is not None:
-            self._backplane.retained_set(message)
-        return True
 
     def retained_from_node(self, topic: str, message: Message | None) -> None:
         """Another node set (`message`) or cleared (None) the retained message of `topic`.
 
         The node's tree and store follow the cluster's; nothing is sent out again.
         """
-        if message is None:
-            if self._retained.delete(topic):
-                self.store.delete_retained(topic)
-            return
-        self._retained.set(topic, message)
-        self.store.save_retained(self.stored_message(message))
+        self.retained_messages.from_node(topic, message)
 
     def deliver_retained(self, session: Session, topic_filter: str, options: SubOptions) -> None:
         """Send the retained messages matching a new subscription, with retain=1."""
-        if not len(self._retained):
-            return
-        now = self.clock.now()
-        for topic, message in self._retained.match(topic_filter):
-            if message.expiry_at is not None and message.expiry_at <= now:
-                self._retained.delete(topic)
-                self.store.delete_retained(topic)
-                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message, session.client_id)
-                continue
-            authorise = self.authorise
-            if authorise is not None and not authorise(
-                session.client_id, session.username, "read", topic
-            ):
-                continue  # a wildcard matched a retained topic the client may not read
-            # A copy: the retained Message outlives any store record made for one
-            # delivery, so its store_id must not be reused by the next one.
-            copy = Message(
-                message.topic,
-                message.payload,
-                message.qos,
-                message.retain,
-                message.properties,
-                message.expiry_at,
-                message.origin,
-            )
-            session.deliver(copy, self.outgoing_qos(options.qos, message), True, options.sub_ids)
+        if len(self._retained):
+            self.retained_messages.deliver(session, topic_filter, options, self.authorise)
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -874,12 +624,10 @@ class Broker:
                 qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
             )
             if share is not None:
-                is_new = self._shared_subscribe(session, share, inner, options)
+                is_new = self.shared.subscribe(session, share, inner, options)
             else:
                 is_new = self._tree.subscribe(topic_filter, session, options)
-                # The tree dropped its cached matches; drop the plans built on them too,
-                # so they hold no session that may go away.
-                self._plans.clear()
+                self._drop_plans(topic_filter)
                 if is_new and self._backplane is not None:
                     self._backplane.interest_added(topic_filter)
             session.subscriptions[topic_filter] = options
@@ -899,18 +647,6 @@ class Broker:
             raise TopicFilterInvalid("topic filter longer than max_topic_length")
         if settings.max_topic_levels and topic_filter.count("/") >= settings.max_topic_levels:
             raise TopicFilterInvalid("topic filter deeper than max_topic_levels")
-
-    def _shared_subscribe(
-        self, session: Session, share: str, topic_filter: str, options: SubOptions
-    ) -> bool:
-        key = (share, topic_filter)
-        group = self._shared_groups.get(key)
-        if group is None:
-            group = self._shared_groups[key] = SharedGroup(share, topic_filter)
-            self._shared_tree.subscribe(topic_filter, group, group)
-            if self._backplane is not None:
-                self._backplane.share_added(share, topic_filter)
-        return group.add(session, options)
 
     def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
         """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""
@@ -938,113 +674,21 @@ class Broker:
         if share is None:
             if self._tree.unsubscribe(topic_filter, session) and self._backplane is not None:
                 self._backplane.interest_removed(topic_filter)
+            self._drop_plans(topic_filter)
+        else:
+            self.shared.unsubscribe(session, share, inner)
+
+    def _drop_plans(self, topic_filter: str) -> None:
+        # The topic tree's rule (topic_tree.py): an exact filter can alter the plan of one
+        # topic, itself; a wildcard filter any plan. A stale plan would still be caught by
+        # the identity check in `publish`, but would keep an ended session alive.
+        if "+" in topic_filter or "#" in topic_filter:
             self._plans.clear()
-            return
-        key = (share, inner)
-        group = self._shared_groups.get(key)
-        if group is not None and group.remove(session) and not group.members:
-            del self._shared_groups[key]
-            self._shared_tree.unsubscribe(inner, group)
-            if self._backplane is not None:
-                self._backplane.share_removed(share, inner)
+        else:
+            self._plans.pop(topic_filter, None)
 
     # -- persistence helpers -------------------------------------------------------------
 
     def stored_message(self, message: Message) -> StoredMessage:
-        """The store's record of `message` (expiry converted to wall-clock time)."""
-        expiry_at = message.expiry_at
-        if expiry_at is not None:
-            expiry_at = self.clock.wall() + (expiry_at - self.clock.now())
-        return StoredMessage(
-            message.topic,
-            message.payload,
-            message.qos,
-            message.retain,
-            message.properties,
-            expiry_at,
-            message.origin,
-        )
-
-    @staticmethod
-    def _message_from_stored(stored: StoredMessage, now: float, wall: float) -> Message:
-        expiry_at = stored.expiry_at
-        if expiry_at is not None:
-            expiry_at = now + (expiry_at - wall)
-        return Message(
-            stored.topic,
-            stored.payload,
-            stored.qos,
-            stored.retain,
-            stored.properties,
-            expiry_at,
-            stored.origin,
-        )
-
-    def _restore_session(
-        self, stored: StoredSession, messages: dict[int, Message], now: float, wall: float
-    ) -> Session | None:
-        session = Session(self, stored.client_id, stored.protocol_level)
-        session.persistent = True
-        session.expiry_interval = stored.expiry_interval
-        session.username = stored.owner
-        self._sessions[stored.client_id] = session
-        for sub in stored.subscriptions:
-            options = SubOptions(
-                sub.qos,
-                sub.no_local,
-                sub.retain_as_published,
-                sub.retain_handling,
-                sub.subscription_identifier,
-            )
-            try:
-                share, inner = parse_shared_subscription(sub.topic_filter)
-                if share is not None:
-                    self._shared_subscribe(session, share, inner, options)
-                elif (
-                    self._tree.subscribe(sub.topic_filter, session, options)
-                    and self._backplane is not None
-                ):
-                    self._backplane.interest_added(sub.topic_filter)
-            except TopicFilterInvalid:
-                logger.warning("session %r: dropping stored filter %r", stored.client_id, sub)
-                continue
-            session.subscriptions[sub.topic_filter] = options
-        max_seq = 0
-        for out in stored.outbound:
-            max_seq = max(max_seq, out.seq)
-            message = messages.get(out.message_id)
-            if message is None:
-                continue
-            entry = Outbound(message, out.qos, out.retain, out.subscription_ids)
-            entry.seq = out.seq
-            if out.state == OutboundState.QUEUED or out.packet_id is None:
-                session.queue.append(entry)
-                session.queued_bytes += len(message.payload)
-            else:
-                entry.packet_id = out.packet_id
-                entry.state = out.state
-                session.inflight[out.packet_id] = entry
-        session.next_seq = max_seq + 1
-        session.inbound_qos2 = set(stored.inbound_qos2)
-        if stored.will is not None:
-            will = self._message_from_stored(stored.will.message, now, wall)
-            delay = max(0.0, stored.will.publish_at - wall)
-            session.pending_will = will
-            session.will_timer = self.scheduler.call_later(
-                delay, lambda: self._publish_pending_will(session)
-            )
-        return session
-
-
-def _build_plan(matches: Sequence[tuple[Session, SubOptions]]) -> _Plan:
-    """Group matches by session: single subscriptions apart from overlapping ones."""
-    by_session: dict[Session, list[SubOptions]] = {}
-    for session, options in matches:
-        found = by_session.get(session)
-        if found is None:
-            by_session[session] = [options]
-        else:
-            found.append(options)
-    singles = tuple((s, opts[0]) for s, opts in by_session.items() if len(opts) == 1)
-    multiples = tuple((s, tuple(opts)) for s, opts in by_session.items() if len(opts) > 1)
-    return singles, multiples
+        """The store's record of `message` (recovery.py's mapping, with this clock)."""
+        return stored_message(message, self.clock)

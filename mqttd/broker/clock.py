@@ -40,7 +40,12 @@ class MonotonicClock:
 
 
 class FakeClock:
-    """A clock that moves only when told to; `now` and `wall` advance together."""
+    """A clock that moves only when told to; `now` and `wall` advance together.
+
+    Shipped in the package on purpose, though no production code uses it: whoever embeds
+    the core (a plugin author, a test suite, `scripts/profile_core.py`) drives keepalive,
+    expiry and retries with it without sleeping, as mqttd's own tests do.
+    """
 
     __slots__ = ("_now", "_wall_offset")
 

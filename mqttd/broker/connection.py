@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
+from ..auth.hooks import ConnectInfo
 from ..auth.limits import TokenBucket, address_of
 from ..protocol.encoder import encode
 from ..protocol.errors import (
@@ -61,9 +62,10 @@ from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ConnackReturnCode, ReasonCode, connack_code_for_v3
 from ..protocol.topics import validate_topic_name
 from ..store.base import OutboundState
-from .auth import ConnectInfo
 from .dead_letter import DropReason
+from .delivery import MATCHED, RECORDED
 from .enhanced_auth import on_auth, start_connect_auth
+from .flow import HOLD_THROTTLE
 from .message import Message
 from .reason_strings import REASON_TEXT, reason_properties
 
@@ -88,7 +90,6 @@ _PINGRESP = b"\xd0\x00"
 
 # Why reading a client is held back (`Connection.hold_reading`): bits, so a throttle
 # ending does not resume a client that back-pressure still holds, and the reverse.
-_HOLD_THROTTLE = 1  # flow.HOLD_FLOW is 2
 
 # First bytes of the acknowledgements the server sends.
 _PUBACK = 0x40
@@ -843,10 +844,10 @@ class Connection:
             self._pubrec_first(message, session, packet_id)
             return
         flags = self._broker.publish(message, session)
-        if not flags & 1 and not retain:  # nobody got it (a retained one is kept)
+        if not flags & MATCHED and not retain:  # nobody got it (a retained one is kept)
             self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
-        recorded = flags >= 2  # PUBLISH_RECORDED
-        code = 0 if flags & 1 or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
+        recorded = (flags & RECORDED) != 0
+        code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
             self._qos1_unacked += 1
             self._send_ack(_PUBACK, packet_id, code, recorded, counted_qos1=True)
@@ -866,7 +867,7 @@ class Connection:
         if session.persistent:
             self._broker.store.add_inbound_qos2(session.client_id, packet_id)
         self._send_ack(_PUBREC, packet_id, 0, False)
-        if not self._broker.publish(message, session) & 1 and not message.retain:
+        if not self._broker.publish(message, session) & MATCHED and not message.retain:
             self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
 
     def _payload_too_large(self, packet: Publish) -> None:
@@ -932,7 +933,7 @@ class Connection:
             return
         timer = self._throttle_timer
         if timer is None:
-            self.hold_reading(_HOLD_THROTTLE)
+            self.hold_reading(HOLD_THROTTLE)
             self._throttle_timer = self._broker.scheduler.call_later(wait, self._end_throttle)
         else:
             timer.postpone(now + wait)  # more packets of the same read: a longer pause
@@ -941,7 +942,7 @@ class Connection:
 
     def _end_throttle(self) -> None:
         self._throttle_timer = None
-        self.release_reading(_HOLD_THROTTLE)
+        self.release_reading(HOLD_THROTTLE)
 
     def hold_reading(self, why: int) -> None:
         """Stop reading the client for `why` (a _HOLD_* bit; several may hold at once)."""

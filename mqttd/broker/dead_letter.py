@@ -35,20 +35,19 @@ QoS 0 figures made again at the next update.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from ..auth.limits import TokenBucket
 from ..protocol.properties import Properties
 from ..store.base import OutboundState
 from .message import Message
+from .settings import DEFAULT_REASONS, DeadLetterSettings, DropReason
 
 if TYPE_CHECKING:
-    from .broker import Broker
-    from .scheduler import Timer
+    from .clock import Clock
+    from .scheduler import Scheduler, Timer
     from .session import Outbound
     from .stats import BrokerStats
 
@@ -66,33 +65,6 @@ __all__ = [
 
 logger = logging.getLogger("mqttd.dead_letter")
 
-
-class DropReason(StrEnum):
-    """Why the broker discarded a message; the value names it in topics and metrics."""
-
-    #: A session queue was full (`limits.max_queued_messages` / `max_queued_bytes`).
-    QUEUE_FULL = "queue_full"
-    #: The Message Expiry Interval ran out before delivery (5.0 3.3.2.3.3).
-    EXPIRED = "expired"
-    #: Larger than the receiver's Maximum Packet Size (5.0 3.1.2.11.4).
-    TOO_LARGE = "too_large"
-    #: A PUBLISH the ACL refused.
-    NOT_AUTHORISED = "not_authorised"
-    #: A retained message whose Message Expiry Interval ran out.
-    RETAINED_EXPIRED = "retained_expired"
-    #: Still queued or inflight when its session ended (expiry, or a clean session's
-    #: connection closing: Session Expiry Interval 0, 5.0 3.1.2.11.2).
-    SESSION_EXPIRED = "session_expired"
-    #: QoS 0 messages waiting for a slow client when its connection ended (a session
-    #: keeps only QoS 1/2 messages for an offline client).
-    DISCONNECTED = "disconnected"
-    #: A QoS 1/2 PUBLISH that matched no subscription (not a loss by the broker: a 5.0
-    #: publisher is told, 0x10). Counted; never dead-lettered unless asked for.
-    NO_SUBSCRIBERS = "no_subscribers"
-
-
-#: Reasons dead-lettered when `[dead_letter] reasons` is not given: all but no_subscribers.
-DEFAULT_REASONS: frozenset[DropReason] = frozenset(DropReason) - {DropReason.NO_SUBSCRIBERS}
 
 #: The `BrokerStats` counter of each reason (the first three predate this module).
 STATS_FIELDS: dict[DropReason, str] = {
@@ -131,17 +103,6 @@ def dropped_total(stats: BrokerStats) -> int:
     )
 
 
-@dataclass(slots=True, frozen=True)
-class DeadLetterSettings:
-    """What `[dead_letter]` asks for (see config.py for the documentation of each key)."""
-
-    enabled: bool = False
-    prefix: str = "$dead"
-    reasons: frozenset[DropReason] = field(default=DEFAULT_REASONS)
-    max_rate: float = 100.0  # dead letters per second, on average
-    burst: int = 100  # dead letters at once (the bucket's size)
-
-
 class DeadLetter(Message):
     """A message the broker published about a dropped one; never dead-lettered itself."""
 
@@ -166,19 +127,31 @@ class DeadLetters:
     """
 
     __slots__ = (
-        "_broker",
         "_bucket",
+        "_clock",
         "_pending",
         "_prefix_slash",
+        "_publish",
+        "_scheduler",
         "_stats",
         "_suppressing",
         "_timer",
         "settings",
     )
 
-    def __init__(self, broker: Broker, settings: DeadLetterSettings | None = None) -> None:
-        self._broker = broker
-        self._stats = broker.stats
+    def __init__(
+        self,
+        stats: BrokerStats,
+        clock: Clock,
+        scheduler: Scheduler,
+        publish: Callable[[Message], object],
+        settings: DeadLetterSettings | None = None,
+    ) -> None:
+        """`publish` routes a dead letter (`Broker.publish`); the rest is the core's."""
+        self._stats = stats
+        self._clock = clock
+        self._scheduler = scheduler
+        self._publish = publish
         self._pending: list[DeadLetter] = []
         self._timer: Timer | None = None
         self._suppressing = 0  # dead letters suppressed in the current episode
@@ -202,7 +175,7 @@ class DeadLetters:
                 logger.info("dead letters: off (drops are still counted)")
         self.settings = settings
         self._prefix_slash = settings.prefix + "/"
-        self._bucket = TokenBucket(settings.max_rate, settings.burst, self._broker.clock.now())
+        self._bucket = TokenBucket(settings.max_rate, settings.burst, self._clock.now())
 
     def broker_owned(self, topic: str) -> bool:
         """True for topics only the broker publishes to: ``$SYS`` and the dead-letter
@@ -238,8 +211,7 @@ class DeadLetters:
             or topic.startswith(_SYS_PREFIX)
         ):
             return
-        broker = self._broker
-        if not self._bucket.try_take(broker.clock.now()):
+        if not self._bucket.try_take(self._clock.now()):
             stats.dead_letters_suppressed += 1
             if not self._suppressing:
                 logger.warning(
@@ -258,7 +230,7 @@ class DeadLetters:
             return
         self._pending.append(letter)
         if self._timer is None:
-            self._timer = broker.scheduler.call_later(0, self._on_timer)
+            self._timer = self._scheduler.call_later(0, self._on_timer)
 
     def drop_session(self, reason: DropReason, client_id: str, entries: Iterable[Outbound]) -> None:
         """A session ended with these queued or inflight entries: drop each one.
@@ -280,11 +252,11 @@ class DeadLetters:
         if not pending:
             return 0
         self._pending = []
-        publish = self._broker.publish
+        publish = self._publish
         stats = self._stats
         for letter in pending:
             stats.dead_letters_published += 1
-            publish(letter, None)
+            publish(letter)
         return len(pending)
 
     def _on_timer(self) -> None:
@@ -304,7 +276,7 @@ class DeadLetters:
             user.append(("publisher", message.origin))
         if receiver is not None:
             user.append(("receiver", receiver))
-        user.append(("time", _iso_utc(self._broker.clock.wall())))
+        user.append(("time", _iso_utc(self._clock.wall())))
         original = message.properties
         if original is None:
             props = Properties(user_property=tuple(user))

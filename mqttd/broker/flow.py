@@ -47,19 +47,23 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .broker import Broker
     from .connection import Connection
-    from .scheduler import Timer
+    from .scheduler import Scheduler, Timer
     from .session import Session
+    from .settings import BrokerSettings
+    from .stats import BrokerStats
 
-__all__ = ["GAVE_UP", "HIGH_WATER_CAP", "HOLD_FLOW", "FlowControl", "water_marks"]
+__all__ = ["GAVE_UP", "HIGH_WATER_CAP", "HOLD_FLOW", "HOLD_THROTTLE", "FlowControl", "water_marks"]
 
 logger = logging.getLogger("mqttd.flow")
 
 #: The most messages a session queues before its publishers are paused.
 HIGH_WATER_CAP = 1000
 
-#: `Connection.hold_reading` reason bit of back-pressure.
+#: `Connection.hold_reading` reason bits: one namespace, here, for every reason a
+#: connection stops being read. HOLD_THROTTLE: over `max_publish_rate`;
+#: HOLD_FLOW: back-pressure (this module).
+HOLD_THROTTLE = 1
 HOLD_FLOW = 2
 
 #: `Session.waiting_publishers` of a session that stopped pausing publishers
@@ -77,7 +81,8 @@ class FlowControl:
     """Pauses publishers of saturated sessions and resumes them (see the module docstring)."""
 
     __slots__ = (
-        "_broker",
+        "_scheduler",
+        "_stats",
         "_watch",
         "high",
         "high_bytes",
@@ -87,9 +92,9 @@ class FlowControl:
         "publisher",
     )
 
-    def __init__(self, broker: Broker) -> None:
-        settings = broker.settings
-        self._broker = broker
+    def __init__(self, settings: BrokerSettings, scheduler: Scheduler, stats: BrokerStats) -> None:
+        self._scheduler = scheduler
+        self._stats = stats
         self.high, self.low = water_marks(settings.max_queued_messages)
         self.high_bytes = settings.max_queued_bytes // 2
         self.low_bytes = self.high_bytes // 2
@@ -131,7 +136,7 @@ class FlowControl:
         if blocked is None:
             blocked = publisher.blocked_on = set()
         if not blocked:
-            self._broker.stats.publishers_paused += 1
+            self._stats.publishers_paused += 1
             publisher.hold_reading(HOLD_FLOW)
         blocked.add(session)
         return True
@@ -177,7 +182,7 @@ class FlowControl:
     def _arm(self, session: Session) -> None:
         if self.max_pause <= 0:
             return
-        timer = self._broker.scheduler.call_later(
+        timer = self._scheduler.call_later(
             self.max_pause, lambda: self._check_progress(session)
         )
         self._watch[session] = (timer, session.queue_length)
@@ -191,7 +196,7 @@ class FlowControl:
         if length < watch[1]:
             self._arm(session)  # slow but moving: its publishers go at its pace
             return
-        stats = self._broker.stats
+        stats = self._stats
         stats.publisher_pause_timeouts += 1
         logger.warning(
             "session %r drained nothing for %.0f s with publishers paused on it: resuming "

@@ -14,16 +14,34 @@ walk. It costs about 10% more memory.
 
 [MQTT-4.7.2-1]: a filter whose first level is a wildcard does not match topic names
 starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" does.
+
+`RetainedMessages` is the broker's use of the tree: a retained PUBLISH is kept or, with
+an empty payload, clears its topic [MQTT-3.3.1-10, -11], and the change is recorded in
+the store ($SYS topics excepted: the broker makes them afresh after a restart); a new
+subscription gets the matching messages with the retain flag set, except expired ones,
+which are dropped (and dead-lettered) on the way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..protocol.errors import TopicNameInvalid
+from .message import Message
+from .recovery import stored_message
+from .settings import DropReason
 from .topic_tree import split_topic_filter
 from .trie import LevelNode
+
+if TYPE_CHECKING:
+    from ..auth.hooks import Authorise
+    from ..store.base import Store
+    from .backplane import Backplane
+    from .clock import Clock
+    from .dead_letter import DeadLetters
+    from .session import Session
+    from .subscription import SubOptions
 
 __all__ = ["RetainedTree"]
 
@@ -226,3 +244,87 @@ class RetainedTree(Generic[V]):
             if node.entry is not None:
                 out.append(node.entry)
         return out
+
+
+class RetainedMessages:
+    """A broker's retained messages (see the module docstring)."""
+
+    __slots__ = ("_clock", "_drops", "_store", "backplane", "tree")
+
+    def __init__(self, store: Store, clock: Clock, dead_letters: DeadLetters) -> None:
+        self.tree: RetainedTree[Message] = RetainedTree()
+        self._store = store
+        self._clock = clock
+        self._drops = dead_letters
+        #: The other nodes of a cluster, told of every change made here (backplane.py).
+        self.backplane: Backplane | None = None
+
+    def retain(self, message: Message) -> bool:
+        """Store, replace or clear (empty payload) the retained message; True if recorded."""
+        topic = message.topic
+        if not message.payload:
+            # [MQTT-3.3.1-10] [MQTT-3.3.1-11]: an empty retained message clears the topic.
+            return self.delete(topic)
+        self.tree.set(topic, message)
+        if topic.startswith("$SYS/"):
+            # The broker's own figures are made afresh after a restart: not persisted.
+            return False
+        self._store.save_retained(stored_message(message, self._clock))
+        if self.backplane is not None:
+            self.backplane.retained_set(message)
+        return True
+
+    def delete(self, topic: str) -> bool:
+        """Forget the message retained for `topic`; True if a stored one was recorded gone.
+
+        $SYS topics are node-local and never stored: False for them.
+        """
+        if not self.tree.delete(topic) or topic.startswith("$SYS/"):
+            return False
+        self._store.delete_retained(topic)
+        if self.backplane is not None:
+            self.backplane.retained_clear(topic)
+        return True
+
+    def from_node(self, topic: str, message: Message | None) -> None:
+        """Another node set (`message`) or cleared (None) `topic`: follow, tell nobody."""
+        if message is None:
+            if self.tree.delete(topic):
+                self._store.delete_retained(topic)
+            return
+        self.tree.set(topic, message)
+        self._store.save_retained(stored_message(message, self._clock))
+
+    def deliver(
+        self,
+        session: Session,
+        topic_filter: str,
+        options: SubOptions,
+        authorise: Authorise | None,
+    ) -> None:
+        """Send the retained messages matching a new subscription, with retain=1."""
+        now = self._clock.now()
+        for topic, message in self.tree.match(topic_filter):
+            if message.expiry_at is not None and message.expiry_at <= now:
+                self.tree.delete(topic)
+                self._store.delete_retained(topic)
+                self._drops.drop(DropReason.RETAINED_EXPIRED, message, session.client_id)
+                continue
+            if authorise is not None and not authorise(
+                session.client_id, session.username, "read", topic
+            ):
+                continue  # a wildcard matched a retained topic the client may not read
+            # A copy: the retained Message outlives any store record made for one
+            # delivery, so its store_id must not be reused by the next one.
+            copy = Message(
+                message.topic,
+                message.payload,
+                message.qos,
+                message.retain,
+                message.properties,
+                message.expiry_at,
+                message.origin,
+            )
+            session.deliver(
+                copy, session.outgoing_qos(options.qos, message), True, options.sub_ids
+            )

@@ -18,11 +18,10 @@ routed twice.
 
 Queue bound (`settings.max_queued_messages`, `max_queued_bytes`) and overflow policy
 `settings.queue_overflow`: "drop_new" refuses the message that does not fit (Mosquitto's
-behaviour); "drop_oldest" evicts from the head of the queue until it fits. Either way the
-drop goes to `broker.dead_letters` (counted, maybe dead-lettered: dead_letter.py) and is
-logged once per overflow episode. QoS 0
-messages are queued only while a connection is attached but not writable; an offline
-session never queues QoS 0 (as Mosquitto with queue_qos0_messages false).
+behaviour); "drop_oldest" evicts from the head of the queue until it fits. Either way
+the drop goes to the core's `dead_letters` (counted, maybe dead-lettered) and is logged
+once per overflow episode. QoS 0 messages are queued only while a connection is attached
+but not writable; an offline session never queues QoS 0 (as Mosquitto).
 
 Before the bound is reached, back-pressure applies (flow.py, docs/backpressure.md): past
 a high-water mark the publisher of the message being queued stops being read until the
@@ -41,117 +40,38 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ..protocol.encoder import encode
+from ..protocol.encoder import encode, patch_packet_id
 from ..protocol.packets import PubRel
-from ..store.base import OutboundState, StoredOutbound, StoredSubscription
+from ..store.base import OutboundState, StoredOutbound
+from .context import SessionContext
 from .dead_letter import DropReason
 from .message import Message
+from .outbound import Outbound, SharedOutbound
+from .subscription import SubOptions
 from .topic_alias import TopicAliases
 
 if TYPE_CHECKING:
+    from ..auth.hooks import Authorise
     from ..store.base import Store
-    from .broker import Broker, SharedGroup
     from .connection import Connection, Sink
     from .scheduler import Timer
+    from .shared import SharedGroup
     from .stats import BrokerStats
 
-__all__ = ["Outbound", "Session", "SharedOutbound", "SubOptions"]
+__all__ = ["Outbound", "Session", "SessionContext", "SharedOutbound", "SubOptions"]
+
 
 logger = logging.getLogger("mqttd.session")
 
 _PUBLISH_SENT = OutboundState.PUBLISH_SENT
 _PUBREL_SENT = OutboundState.PUBREL_SENT
-_QUEUED = OutboundState.QUEUED
-_DUP = 0x08
-
-
-class SubOptions:
-    """A granted subscription: QoS and the 5.0 options of 3.8.3.1, subscription id."""
-
-    __slots__ = (
-        "no_local",
-        "qos",
-        "retain_as_published",
-        "retain_handling",
-        "sub_ids",
-        "subscription_identifier",
-    )
-
-    def __init__(
-        self,
-        qos: int,
-        no_local: bool = False,
-        retain_as_published: bool = False,
-        retain_handling: int = 0,
-        subscription_identifier: int | None = None,
-    ) -> None:
-        self.qos = qos
-        self.no_local = no_local
-        self.retain_as_published = retain_as_published
-        self.retain_handling = retain_handling
-        self.subscription_identifier = subscription_identifier
-        #: What a delivery through this subscription carries (3.3.4).
-        self.sub_ids: tuple[int, ...] = (
-            () if subscription_identifier is None else (subscription_identifier,)
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"SubOptions(qos={self.qos}, no_local={self.no_local}, "
-            f"rap={self.retain_as_published}, rh={self.retain_handling}, "
-            f"id={self.subscription_identifier})"
-        )
-
-    def to_stored(self, topic_filter: str) -> StoredSubscription:
-        """The store's record of this subscription on `topic_filter`."""
-        return StoredSubscription(
-            topic_filter,
-            self.qos,
-            self.no_local,
-            self.retain_as_published,
-            self.retain_handling,
-            self.subscription_identifier,
-        )
-
-
-class Outbound:
-    """One message queued for, or inflight to, a session."""
-
-    __slots__ = ("message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
-
-    def __init__(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
-        self.message = message
-        self.qos = qos
-        self.retain = retain
-        self.sub_ids = sub_ids
-        self.packet_id = 0
-        self.state = _QUEUED
-        self.seq = 0  # > 0 once recorded in the store
-
-
-class SharedOutbound(Outbound):
-    """An Outbound that came through a shared subscription: it remembers the group, so
-    the message can go to another member if this session ends first (5.0 4.8.2)."""
-
-    __slots__ = ("group",)
-
-    def __init__(
-        self,
-        message: Message,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        group: SharedGroup,
-    ) -> None:
-        super().__init__(message, qos, retain, sub_ids)
-        self.group = group
 
 
 class Session:
     """The server side of one client id's session (see the module docstring)."""
 
     __slots__ = (
-        "_broker",
+        "_core",
         "_deferred",
         "_drop_oldest",
         "_inbound_qos2",
@@ -162,6 +82,7 @@ class Session:
         "_queue",
         "_stats",
         "_store",
+        "_upgrade_qos",
         "client_id",
         "connection",
         "expiry_interval",
@@ -184,14 +105,15 @@ class Session:
         "writable",
     )
 
-    def __init__(self, broker: Broker, client_id: str, protocol_level: int) -> None:
-        settings = broker.settings
-        self._broker = broker
-        self._store: Store = broker.store
-        self._stats: BrokerStats = broker.stats
+    def __init__(self, core: SessionContext, client_id: str, protocol_level: int) -> None:
+        settings = core.settings
+        self._core = core
+        self._store: Store = core.store
+        self._stats: BrokerStats = core.stats
         self._max_queued = settings.max_queued_messages
         self._max_queued_bytes = settings.max_queued_bytes
         self._max_inflight_bytes = settings.max_inflight_bytes
+        self._upgrade_qos = settings.upgrade_outgoing_qos
         self._drop_oldest = settings.queue_overflow == "drop_oldest"
         self._overflowing = False
         self._deferred = 0  # writes waiting for a store commit (see `_send`)
@@ -264,6 +186,43 @@ class Session:
 
     # -- delivery (the hot path) -------------------------------------------------------
 
+    def offer(
+        self,
+        message: Message,
+        options: SubOptions,
+        authorise: Authorise | None,
+        group: SharedGroup | None = None,
+    ) -> bool:
+        """Deliver `message` through a subscription with `options` by the rules of every
+        routed delivery (True if recorded): No Local [MQTT-3.8.3-3], the ACL's read right
+        (None = no ACL), `outgoing_qos`, retain 0 [MQTT-3.3.1-9] unless Retain As
+        Published. `group`: the shared subscription of this member. `outgoing_qos` and
+        `deliver` are inlined: one call per receiver, measured on fan-out."""
+        if options.no_local and self.client_id == message.origin:
+            return False
+        if authorise is not None and not authorise(
+            self.client_id, self.username, "read", message.topic
+        ):
+            return False
+        qos = options.qos
+        if message.qos < qos and not self._upgrade_qos:
+            qos = message.qos
+        retain = message.retain and options.retain_as_published
+        if group is not None:
+            return self.deliver_shared(message, qos, retain, options.sub_ids, group)
+        if qos == 0:
+            if self.writable:
+                self._write_publish(message, 0, retain, options.sub_ids)
+            elif self.connection is not None:
+                self._enqueue(Outbound(message, 0, retain, options.sub_ids))
+            return False
+        return self._deliver_entry(Outbound(message, qos, retain, options.sub_ids))
+
+    def outgoing_qos(self, granted: int, message: Message) -> int:
+        """The QoS of one delivery: min(granted, published) [MQTT-3.8.4-8], or the
+        granted QoS with upgrade_outgoing_qos (Mosquitto's non-standard option)."""
+        return granted if self._upgrade_qos else min(granted, message.qos)
+
     def deliver(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> bool:
         """Send `message` at `qos` now, or queue it; True if it was recorded in the store.
 
@@ -272,7 +231,7 @@ class Session:
         """
         if qos == 0:
             if self.writable:
-                self._write_publish(message, 0, retain, sub_ids, 0, False, False)
+                self._write_publish(message, 0, retain, sub_ids)
             elif self.connection is not None:
                 self._enqueue(Outbound(message, 0, retain, sub_ids))
             return False
@@ -317,28 +276,13 @@ class Session:
             return True
         return False
 
-    def take_shared_undelivered(self) -> list[SharedOutbound]:
-        """The shared-subscription messages another member may still get (session ending).
-
-        5.0 4.8.2: a QoS 1 message sent but not acknowledged SHOULD go to another member
-        when the session ends; a QoS 2 one MUST NOT [MQTT-4.8.2-5]; a queued message
-        was never sent, so it may go to another member whatever its QoS. Oldest first.
-        """
-        taken: list[SharedOutbound] = [
-            entry
-            for entry in self.inflight.values()
-            if type(entry) is SharedOutbound and entry.qos == 1
-        ]
-        taken.extend(entry for entry in self._queue or () if type(entry) is SharedOutbound)
-        return taken
-
     def _record(self, entry: Outbound) -> None:
         message = entry.message
         store = self._store
         message_id = message.store_id
         if message_id is None:
-            message_id = message.store_id = self._broker.next_message_id()
-            store.save_message(message_id, self._broker.stored_message(message))
+            message_id = message.store_id = self._core.next_message_id()
+            store.save_message(message_id, self._core.stored_message(message))
         entry.seq = seq = self.next_seq
         self.next_seq = seq + 1
         store.add_outbound(
@@ -356,7 +300,7 @@ class Session:
             # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
             self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
         if self._write_publish(
-            entry.message, entry.qos, entry.retain, entry.sub_ids, pid, False, False
+            entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid
         ):
             self.next_packet_id = pid % 65_535 + 1
             entry.packet_id = pid
@@ -373,9 +317,10 @@ class Session:
         qos: int,
         retain: bool,
         sub_ids: tuple[int, ...],
-        packet_id: int,
-        dup: bool,
-        resend: bool,
+        *,
+        packet_id: int = 0,
+        dup: bool = False,
+        resend: bool = False,
     ) -> bool:
         """Encode and write one PUBLISH; False when expired or too large for the client.
 
@@ -385,53 +330,39 @@ class Session:
         """
         level = self.protocol_level
         expiry_at = message.expiry_at
-        if expiry_at is None and (level != 5 or (not sub_ids and self.topic_aliases is None)):
-            # Inlined fast path of Message.encoded_for (same key): one call less per
-            # receiver when many share an encoding.
-            if message._enc_key == (level << 3) | (qos << 1) | retain:
-                data, offset = message._enc_value
+        aliases = self.topic_aliases
+        if expiry_at is None and (level != 5 or (not sub_ids and aliases is None)):
+            # The shared encoding; its first slot read inline: one call less per receiver.
+            if message.encoded_key == (level << 3) | (qos << 1) | retain:
+                data, offset = message.encoded
             else:
-                data, offset = message.encoded_for(level, qos, retain)
+                data, offset = message.encoding(level, qos, retain)
         else:
             remaining = None
             if expiry_at is not None:
-                left = expiry_at - self._broker.clock.now()
+                left = expiry_at - self._core.clock.now()
                 if left <= 0 and not resend:
-                    self._broker.dead_letters.drop(DropReason.EXPIRED, message, self.client_id)
+                    self._core.dead_letters.drop(DropReason.EXPIRED, message, self.client_id)
                     return False
                 # Rounded up, never 0: the receiver must not be told less time than is
                 # left (5.0 3.3.2.3.3; Mosquitto sends 4 for a 5 s message 1 s later).
                 remaining = math.ceil(left) if left > 0 else 1
-            aliases = self.topic_aliases
             if aliases is None:
-                data, offset = message.encode_one(level, qos, retain, sub_ids, remaining)
+                data, offset = message.encoding(level, qos, retain, sub_ids, remaining)
             else:
-                # The alias is this connection's (topic_alias.py); the bytes are shared
-                # with receivers that use the same alias, unless the delivery has
-                # properties of its own (subscription ids, remaining expiry).
+                # The alias is this connection's (topic_alias.py).
                 alias, known = aliases.assign(message.topic)
-                if remaining is None and not sub_ids:
-                    if alias:
-                        data, offset = message.encoded_aliased(qos, retain, alias, known)
-                    else:
-                        data, offset = message.encoded_for(level, qos, retain)
-                else:
-                    data, offset = message.encode_one(
-                        level, qos, retain, sub_ids, remaining, alias, known
-                    )
+                data, offset = message.encoding(
+                    level, qos, retain, sub_ids, remaining, alias, known
+                )
                 if alias and not known and len(data) > self.max_packet_size:
                     aliases.forget(message.topic)  # never sent: the client cannot know it
         if len(data) > self.max_packet_size:
             # 5.0 3.1.2.11.4: discard as if sent, never exceed the client's maximum.
-            self._broker.dead_letters.drop(DropReason.TOO_LARGE, message, self.client_id)
+            self._core.dead_letters.drop(DropReason.TOO_LARGE, message, self.client_id)
             return False
         if qos:
-            buf = bytearray(data)
-            buf[offset] = packet_id >> 8
-            buf[offset + 1] = packet_id & 0xFF
-            if dup:
-                buf[0] |= _DUP
-            data = buf  # type: ignore[assignment]  # bytes-like; sinks accept both
+            data = patch_packet_id(data, offset, packet_id, dup)  # type: ignore[assignment]
         # Exactly once across a crash: the client must not hold a QoS 2 packet id before
         # the store does, or after a restart the message would go out again under
         # another id (a duplicate) or another message under this one (swallowed).
@@ -473,7 +404,7 @@ class Session:
         if queue is None:
             queue = self._queue = deque()
         size = len(entry.message.payload)
-        flow = self._broker.flow
+        flow = self._core.flow
         if (
             (len(queue) >= flow.high or (flow.high_bytes and self.queued_bytes >= flow.high_bytes))
             and flow.saturated(self)
@@ -499,7 +430,7 @@ class Session:
             else:
                 fits = False
             if not fits:
-                self._broker.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
+                self._core.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
                 self._log_overflow()
                 return False
             self._log_overflow()
@@ -522,7 +453,7 @@ class Session:
     def _drop(self, entry: Outbound) -> None:
         """Forget a queued entry evicted by the drop_oldest policy."""
         self.queued_bytes -= len(entry.message.payload)
-        self._broker.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
+        self._core.dead_letters.drop(DropReason.QUEUE_FULL, entry.message, self.client_id)
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
 
@@ -555,9 +486,9 @@ class Session:
             if entry.qos:
                 self._start(entry)
             else:
-                self._write_publish(entry.message, 0, entry.retain, entry.sub_ids, 0, False, False)
-        if self.waiting_publishers is not None and len(queue) <= self._broker.flow.low:
-            self._broker.flow.pumped(self)
+                self._write_publish(entry.message, 0, entry.retain, entry.sub_ids)
+        if self.waiting_publishers is not None and len(queue) <= self._core.flow.low:
+            self._core.flow.pumped(self)
 
     def _bytes_room(self) -> bool:
         """max_inflight_bytes (Mosquitto's): another QoS 1/2 message may start while the
@@ -649,7 +580,8 @@ class Session:
             if entry.state == _PUBREL_SENT:
                 self._write_pubrel(pid)
             elif not self._write_publish(
-                entry.message, entry.qos, entry.retain, entry.sub_ids, pid, True, True
+                entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid, dup=True,
+                resend=True
             ):
                 # Too large for the client's new maximum: drop it as if delivered.
                 del self.inflight[pid]
@@ -672,9 +604,9 @@ class Session:
         self.topic_aliases = None
         if self.waiting_publishers is not None:
             # Offline, it may never drain: its publishers go on (flow.py).
-            self._broker.flow.drained(self)
+            self._core.flow.drained(self)
         if self._queue and any(entry.qos == 0 for entry in self._queue):
-            drops = self._broker.dead_letters
+            drops = self._core.dead_letters
             for entry in self.queue:
                 if not entry.qos:
                     drops.drop(DropReason.DISCONNECTED, entry.message, self.client_id)
@@ -696,7 +628,7 @@ class Session:
         self._queue = None
         self.queued_bytes = 0
         if self.waiting_publishers is not None:
-            self._broker.flow.drained(self)
+            self._core.flow.drained(self)
         self._inbound_qos2 = None
 
     # -- persistence --------------------------------------------------------------------
@@ -705,7 +637,7 @@ class Session:
         """Write the whole session to the store (it has just become persistent)."""
         store = self._store
         client_id = self.client_id
-        self._broker.save_session(self, disconnected_at)
+        self._core.save_session(self, disconnected_at)
         for topic_filter, options in self.subscriptions.items():
             store.add_subscription(client_id, options.to_stored(topic_filter))
         for entry in self.inflight.values():

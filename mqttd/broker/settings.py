@@ -1,14 +1,19 @@
-"""Limits and features of the broker core.
+"""Limits and features of the broker core, and what the dead letters are asked for.
 
-``config.py`` fills one :class:`BrokerSettings` from TOML and the command line; the core
-only reads it. Every limit is per broker unless the comment says "per session".
+``config.py`` fills one :class:`BrokerSettings` and one :class:`DeadLetterSettings` from
+TOML and the command line; the core only reads them. Every limit is per broker unless the
+comment says "per session".
+
+A leaf module (plain dataclasses and one enum, importing nothing of mqttd) so that the
+configuration can build these objects without loading the core.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 
-__all__ = ["BrokerSettings"]
+__all__ = ["DEFAULT_REASONS", "BrokerSettings", "DeadLetterSettings", "DropReason"]
 
 
 @dataclass(slots=True)
@@ -58,3 +63,42 @@ class BrokerSettings:
     # its connection; 0 = forever (the spec)
     upgrade_outgoing_qos: bool = False  # deliver at the subscription's QoS, not min() (non-spec)
     pubrec_first: bool = False  # QoS 2: PUBREC before the message goes on (memory store only)
+
+
+class DropReason(StrEnum):
+    """Why the broker discarded a message; the value names it in topics and metrics."""
+
+    #: A session queue was full (`limits.max_queued_messages` / `max_queued_bytes`).
+    QUEUE_FULL = "queue_full"
+    #: The Message Expiry Interval ran out before delivery (5.0 3.3.2.3.3).
+    EXPIRED = "expired"
+    #: Larger than the receiver's Maximum Packet Size (5.0 3.1.2.11.4).
+    TOO_LARGE = "too_large"
+    #: A PUBLISH the ACL refused.
+    NOT_AUTHORISED = "not_authorised"
+    #: A retained message whose Message Expiry Interval ran out.
+    RETAINED_EXPIRED = "retained_expired"
+    #: Still queued or inflight when its session ended (expiry, or a clean session's
+    #: connection closing: Session Expiry Interval 0, 5.0 3.1.2.11.2).
+    SESSION_EXPIRED = "session_expired"
+    #: QoS 0 messages waiting for a slow client when its connection ended (a session
+    #: keeps only QoS 1/2 messages for an offline client).
+    DISCONNECTED = "disconnected"
+    #: A QoS 1/2 PUBLISH that matched no subscription (not a loss by the broker: a 5.0
+    #: publisher is told, 0x10). Counted; never dead-lettered unless asked for.
+    NO_SUBSCRIBERS = "no_subscribers"
+
+
+#: Reasons dead-lettered when `[dead_letter] reasons` is not given: all but no_subscribers.
+DEFAULT_REASONS: frozenset[DropReason] = frozenset(DropReason) - {DropReason.NO_SUBSCRIBERS}
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetterSettings:
+    """What `[dead_letter]` asks for (see config.py for the documentation of each key)."""
+
+    enabled: bool = False
+    prefix: str = "$dead"
+    reasons: frozenset[DropReason] = field(default=DEFAULT_REASONS)
+    max_rate: float = 100.0  # dead letters per second, on average
+    burst: int = 100  # dead letters at once (the bucket's size)

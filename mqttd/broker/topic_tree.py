@@ -146,7 +146,7 @@ class TopicTree(Generic[K, V]):
 
     @property
     def cache_len(self) -> int:
-        """Topic names currently cached (for metrics and tests)."""
+        """Topic names currently cached (for tests and benchmarks)."""
         return len(self._cache)
 
     def subscribe(self, topic_filter: str, key: K, value: V) -> bool:

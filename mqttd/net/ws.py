@@ -51,7 +51,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from .. import __version__
-from ..auth.policy import is_loopback_host
+from ..auth.limits import is_loopback_host
 from ..auth.tls import certificate_identity
 from ..broker.settings import BrokerSettings
 from .tcp import BrokerConnection, ConnectionFactory, format_peer

@@ -5,7 +5,14 @@ socket): bytes go in through `PacketReader.feed`, packets come out, and `encode`
 turns packets back into bytes. It speaks MQTT 3.1 (level 3), 3.1.1 (4) and 5.0 (5).
 """
 
-from .encoder import encode, encode_publish, publish_packet_id_offset, with_packet_id
+from .encoder import (
+    encode,
+    encode_publish,
+    patch_packet_id,
+    publish_packet_id_offset,
+    with_packet_id,
+    with_topic_alias,
+)
 from .errors import (
     MalformedPacket,
     MQTTError,
@@ -90,8 +97,10 @@ __all__ = [
     "encode_publish",
     "is_shared",
     "parse_shared_subscription",
+    "patch_packet_id",
     "publish_packet_id_offset",
     "validate_topic_filter",
     "validate_topic_name",
     "with_packet_id",
+    "with_topic_alias",
 ]

@@ -10,6 +10,13 @@ identifier into a copy:
     for_alice = with_packet_id(encoded, offset, 17)
     for_bob = with_packet_id(encoded, offset, 9, dup=True)   # a retransmission
 
+`patch_packet_id` is the same patch without the checks, for the broker's hot path (the
+offset comes from this module). `with_topic_alias` turns a 5.0 PUBLISH encoding into
+the one carrying a server Topic Alias (and no topic once the receiver knows the alias,
+3.3.2.3.4) by splicing, without encoding the properties again. Every detail of the
+PUBLISH byte layout (Remaining Length, property length, packet id offset, DUP bit) lives
+here and in reader.py, nowhere in the broker.
+
 The encoder checks what the spec requires of a sender, so we never emit a malformed
 packet or a protocol violation: a packet identifier exactly when QoS > 0, non-zero;
 no QoS 3; strings without U+0000 that fit 65535 bytes; properties allowed in that
@@ -64,7 +71,17 @@ from .reason_codes import (
 )
 from .topics import is_shared, validate_topic_filter
 
-__all__ = ["encode", "encode_publish", "publish_packet_id_offset", "with_packet_id"]
+__all__ = [
+    "encode",
+    "encode_publish",
+    "patch_packet_id",
+    "publish_packet_id_offset",
+    "with_packet_id",
+    "with_topic_alias",
+]
+
+_DUP = 0x08
+_TOPIC_ALIAS = 0x23  # PropertyId.TOPIC_ALIAS
 
 # Property contexts as plain ints: on CPython 3.11 reading an enum member costs
 # several times more than reading a module global, and this is per packet.
@@ -226,6 +243,60 @@ def with_packet_id(encoded: bytes, offset: int, packet_id: int, *, dup: bool = F
     return b"".join(
         (bytes((first,)), encoded[1:offset], packet_id.to_bytes(2, "big"), encoded[offset + 2 :])
     )
+
+
+def patch_packet_id(encoded: bytes, offset: int, packet_id: int, dup: bool) -> bytearray:
+    """`with_packet_id` for the hot path: a mutable copy, no checks.
+
+    `offset` must come from this module (`publish_packet_id_offset`, `with_topic_alias`)
+    and `packet_id` be 1-65535; sinks take the bytearray as they take bytes.
+    """
+    buf = bytearray(encoded)
+    buf[offset] = packet_id >> 8
+    buf[offset + 1] = packet_id & 0xFF
+    if dup:
+        buf[0] |= _DUP
+    return buf
+
+
+def with_topic_alias(encoded: bytes, qos: int, alias: int, known: bool) -> tuple[bytes, int]:
+    """A 5.0 PUBLISH encoding with a Topic Alias property appended to its properties and,
+    when `known` (the receiver maps the alias already), its topic left empty (3.3.2.3.4).
+
+    Returns the new bytes and the offset of their packet id (0 at QoS 0). `encoded` is a
+    5.0 PUBLISH from `encode_publish` without a Topic Alias.
+    """
+    pos = 1
+    while encoded[pos] & 0x80:  # the Remaining Length (1-4 bytes)
+        pos += 1
+    pos += 1
+    topic_end = pos + 2 + ((encoded[pos] << 8) | encoded[pos + 1])
+    props_at = topic_end + 2 if qos else topic_end
+    props_length = 0
+    shift = 0
+    cursor = props_at
+    while True:  # the Property Length (a Variable Byte Integer)
+        byte = encoded[cursor]
+        props_length |= (byte & 0x7F) << shift
+        cursor += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    props_end = cursor + props_length
+    topic = b"" if known else encoded[pos + 2 : topic_end]
+    body = b"".join(
+        (
+            len(topic).to_bytes(2, "big"),
+            topic,
+            encoded[topic_end:props_at],  # the packet id placeholder, if any
+            encode_variable_byte_integer(props_length + 3),
+            encoded[cursor:props_end],
+            bytes((_TOPIC_ALIAS, alias >> 8, alias & 0xFF)),
+            encoded[props_end:],
+        )
+    )
+    header = bytes((encoded[0],)) + encode_variable_byte_integer(len(body))
+    return header + body, (len(header) + 2 + len(topic) if qos else 0)
 
 
 def _packet_id(packet_id: int, what: str) -> bytes:

@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
 
 from broker_harness import Client, FakeSink, Harness, settings
 
-from mqttd.auth.policy import Security
 from mqttd.broker.broker import Broker
 from mqttd.config import Config
+from mqttd.security import Security
 
 __all__ = ["ListenerClient", "MakeConfig", "SecureHarness"]
 
@@ -44,7 +44,17 @@ class SecureHarness(Harness):
         super().__init__(
             settings(**overrides), store=store, authenticate=self.security.authenticate
         )
-        self.security.install(self.broker)
+        self._wire()
+
+    def _wire(self) -> None:
+        # As App does: the core gets the hooks, not the `Security`.
+        self.broker.authorise = self.security.authorise_hook
+        self.broker.sessions_owned = self.security.sessions_owned
+
+    def reload(self) -> None:
+        """A SIGHUP: re-read the files named in `config` and hand the hooks over again."""
+        self.security.reload(self.config)
+        self._wire()
 
     def on(
         self,

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from auth_harness import MakeConfig, SecureHarness
 
-from mqttd.auth.policy import Security, is_loopback_host
-from mqttd.broker.auth import ConnectInfo
+from mqttd.auth.hooks import ConnectInfo
 from mqttd.broker.message import Message
 from mqttd.config import ConfigError, ListenerConfig
 from mqttd.protocol import PubAck, Publish, PubRec
 from mqttd.protocol.reason_codes import ReasonCode
+from mqttd.security import Security, is_loopback_host
 from mqttd.store.memory import MemoryStore
 
 ACL = """\
@@ -272,13 +272,13 @@ def test_a_reload_removes_rights_at_once_without_dropping_anyone(
     bob.publish("shared/1", b"before")
     assert [p.payload for p in alice.publishes()] == [b"before"]
     Path(secure.config.auth.acl_file).write_text(ACL.replace("topic read shared/#\n", ""))
-    secure.security.reload(secure.config)
+    secure.reload()
     bob.publish("shared/2", b"after")
     assert alice.packets() == []
     assert not alice.closed and not bob.closed
     # New rights apply at once too.
     Path(secure.config.auth.acl_file).write_text(ACL)
-    secure.security.reload(secure.config)
+    secure.reload()
     bob.publish("shared/3", b"again")
     assert [p.payload for p in alice.publishes()] == [b"again"]
 
@@ -290,7 +290,7 @@ def test_a_reload_re_reads_the_password_file(secure: SecureHarness) -> None:
     passwords.set("alice", "new-pw")
     passwords.save()
     assert secure.on().connect("a", username="alice", password=b"new-pw").reason_code == 0x04
-    secure.security.reload(secure.config)
+    secure.reload()
     assert secure.on().connect("a", username="alice", password=b"new-pw").reason_code == 0
 
 
@@ -298,7 +298,7 @@ def test_a_broken_file_at_reload_keeps_the_running_rules(
     secure: SecureHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
     Path(secure.config.auth.acl_file).write_text("topic maybe x\n")
-    secure.security.reload(secure.config)
+    secure.reload()
     assert "auth not reloaded" in caplog.text
     alice = secure.login("a", "alice", b"a-pw")
     assert alice.subscribe("alice/#").reason_codes == [0]
@@ -312,7 +312,7 @@ def test_a_reload_can_add_an_acl_to_a_broker_that_had_none(
     (tmp_path / "acl2").write_text("user u\ntopic read mine/#\n")
     config = harness.config
     config.auth.acl_file = str(tmp_path / "acl2")
-    harness.security.reload(config)
+    harness.reload()
     assert harness.broker.authorise is not None
     client = harness.login("c", "u", b"p")
     assert client.subscribe("mine/#", "theirs/#").reason_codes == [0, 0x80]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mqttd.broker.auth import Authenticate
+from mqttd.auth.hooks import Authenticate
 from mqttd.broker.broker import Broker
 from mqttd.broker.clock import FakeClock
 from mqttd.broker.settings import BrokerSettings

@@ -6,7 +6,7 @@ from typing import Any
 
 from broker_harness import Harness
 
-from mqttd.broker.auth import AuthResult, ConnectInfo
+from mqttd.auth.hooks import AuthResult, ConnectInfo
 from mqttd.protocol import (
     Connack,
     Connect,

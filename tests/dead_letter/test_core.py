@@ -150,7 +150,7 @@ async def test_too_large_for_the_receivers_maximum_packet_size() -> None:
 
 async def test_a_publish_refused_by_the_acl_is_dead_lettered_without_a_receiver() -> None:
     core = await Core().start()
-    # The ACL hook as mqttd.auth.policy installs it: (client_id, username, action, topic).
+    # The ACL hook as mqttd.security installs it: (client_id, username, action, topic).
     core.broker.authorise = lambda cid, user, action, topic: (
         not (action == "write" and topic.startswith("secret/"))
     )

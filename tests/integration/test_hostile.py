@@ -324,6 +324,7 @@ def check_case(data: bytes, answer: bytes, closed: bool, model: CoreModel) -> st
     return "accepted, closed at EOF"
 
 
+@pytest.mark.slow
 def test_fuzzed_connections_never_hurt_the_broker_or_a_good_stream(hostile: Any) -> None:
     model = CoreModel(HOSTILE_CONFIG)
     stream = GoodStream(hostile)
@@ -517,6 +518,7 @@ def test_a_subscribe_storm(hostile: Any) -> None:
     assert_healthy(hostile)
 
 
+@pytest.mark.slow
 def test_a_client_that_never_reads_is_bounded_and_hurts_nobody(hostile: Any) -> None:
     topic = f"flood/{uuid.uuid4().hex}"
     payload_size = 4096

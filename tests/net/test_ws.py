@@ -725,7 +725,7 @@ async def test_star_allows_every_origin(fake: FakeBroker) -> None:
 def test_same_origin_rule(
     listener_host: str, origin: str, host_header: str | None, allowed: bool
 ) -> None:
-    from mqttd.auth.policy import is_loopback_host
+    from mqttd.auth.limits import is_loopback_host
     from mqttd.net.ws import _Gate
 
     gate = _Gate("ws", False, "/mqtt", [], None, None, is_loopback_host(listener_host))

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from mqttd.broker.auth import AuthResult
+from mqttd.auth.hooks import AuthResult
 from mqttd.ops.logging import JsonFormatter
 from mqttd.protocol import Connack, Connect, Properties, Publish, Will
 from mqttd.protocol.reason_codes import ReasonCode

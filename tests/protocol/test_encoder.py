@@ -25,8 +25,10 @@ from mqttd.protocol import (
     decode_packet,
     encode,
     encode_publish,
+    patch_packet_id,
     publish_packet_id_offset,
     with_packet_id,
+    with_topic_alias,
 )
 
 REFUSED: list[tuple[str, Callable[[], bytes]]] = [
@@ -190,6 +192,40 @@ def test_with_packet_id_patches_the_id_and_the_dup_flag() -> None:
     assert decode_packet(with_packet_id(resent, offset, 9), 5).dup is False  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         with_packet_id(encoded, offset, 0)
+
+
+@pytest.mark.parametrize("level", [4, 5])
+@pytest.mark.parametrize("dup", [False, True])
+def test_patch_packet_id_gives_the_bytes_with_packet_id_gives(level: int, dup: bool) -> None:
+    encoded = encode_publish("a/b", b"hello", 1, False, False, 1, None, level)
+    offset = publish_packet_id_offset(encoded)
+    patched = patch_packet_id(encoded, offset, 0x1234, dup)
+    assert bytes(patched) == with_packet_id(encoded, offset, 0x1234, dup=dup)
+    assert encoded[offset : offset + 2] == b"\x00\x01"  # the shared encoding is untouched
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("known", [False, True])
+def test_with_topic_alias_adds_the_alias_and_drops_a_known_topic(qos: int, known: bool) -> None:
+    props = Properties(content_type="text/plain", user_property=(("k", "v"),))
+    packet_id = 7 if qos else None
+    encoded = encode_publish("room/1/temp", b"21.5", qos, True, False, packet_id, props, 5)
+    aliased, offset = with_topic_alias(encoded, qos, 0x0102, known)
+    # The packet the encoder makes with the alias (the splice puts it last: same value).
+    expected_props = Properties(
+        content_type="text/plain", user_property=(("k", "v"),), topic_alias=0x0102
+    )
+    topic = "" if known else "room/1/temp"
+    fresh = encode_publish(topic, b"21.5", qos, True, False, packet_id, expected_props, 5)
+    assert len(aliased) == len(fresh)
+    assert decode_packet(aliased, 5) == decode_packet(fresh, 5)
+    assert decode_packet(aliased, 5) == Publish(
+        topic, b"21.5", qos, True, False, packet_id, expected_props
+    )
+    if qos:
+        assert offset == publish_packet_id_offset(aliased)
+    else:
+        assert offset == 0
 
 
 def test_publish_packet_id_offset_refuses_qos_0_and_other_packets() -> None:

@@ -303,6 +303,7 @@ def _write_if_open(writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("receiver", ["deliver-at-pubrel", "deliver-at-publish"])
 def test_no_acknowledged_message_is_lost_across_random_kill_9(
     brokers: Callable[[Path], MqttdProcess], tmp_path: Path, receiver: str

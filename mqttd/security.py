@@ -1,11 +1,14 @@
 """`Security`: the `[auth]` config turned into the hooks the broker core calls.
 
-Theory of operation. The core asks two questions (mqttd/broker/auth.py): `authenticate`
+Theory of operation. The core asks two questions (mqttd/auth/hooks.py): `authenticate`
 once per CONNECT, and `authorise` before each PUBLISH is routed ("write"), each
 SUBSCRIBE filter is granted ("subscribe") and each message is delivered ("read").
 `Security` answers both from the password file, the ACL file, the plugin and the
-listeners; `install` puts its hooks into a `Broker`, `reload` (a SIGHUP) swaps the
-files without touching a connection.
+listeners; the App hands its hooks to the `Broker` (and again after each `reload`, a
+SIGHUP, which swaps the files without touching a connection).
+
+This module sits beside app.py, above the core: it turns the configuration (config.py)
+into the hooks of `mqttd.auth`; nothing below it imports it.
 
 Who may connect (first rule that applies decides). A user name is an identity only
 once something proved it: the password file, the SCRAM user file (a plain CONNECT
@@ -46,24 +49,20 @@ file, a plugin or a certificate identity): see `Broker.session_owned_by_other`.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from ..broker.auth import AuthResult, ConnectInfo
-from ..protocol.reason_codes import ReasonCode
-from .acl import Acl, AclError, Action
-from .limits import address_of
-from .password_file import PasswordFile, PasswordFileError
-from .plugin import AuthPlugin, PluginError, load_plugin
-from .scram import ScramUsers, saslprep
+from .auth.acl import Acl, AclError, Action
+from .auth.hooks import Authorise, AuthResult, ConnectInfo
+from .auth.limits import address_of, is_loopback_host
+from .auth.password_file import PasswordFile, PasswordFileError
+from .auth.plugin import AuthPlugin, PluginError, load_plugin
+from .auth.scram import ScramUsers, saslprep
+from .config import AuthConfig, Config, ConfigError, ListenerConfig
+from .protocol.reason_codes import ReasonCode
 
-if TYPE_CHECKING:
-    from ..broker.broker import Broker
-    from ..config import AuthConfig, Config, ListenerConfig
-
-__all__ = ["Security", "is_loopback_host"]
+__all__ = ["Security"]
 
 logger = logging.getLogger("mqttd.auth")
 
@@ -74,16 +73,6 @@ _ACCEPTED = AuthResult()
 _NOT_AUTHORIZED = AuthResult(ReasonCode.NOT_AUTHORIZED)
 _BAD_PASSWORD = AuthResult(ReasonCode.BAD_USER_NAME_OR_PASSWORD)
 _UNSPECIFIED = AuthResult(ReasonCode.UNSPECIFIED_ERROR)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True when a listener bound to `host` is reachable from this machine only."""
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
-    except ValueError:
-        return False  # "", 0.0.0.0, ::, a host name: assume the network can reach it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +94,6 @@ class Security:
         #: The SCRAM users (`[auth] scram_file`); the App registers their SCRAM method.
         self.scram: ScramUsers | None = None
         self._cache: dict[tuple[str, str, str | None, str], bool] = {}
-        self._broker: Broker | None = None
         self._loaded = False
 
     # -- what the config asks for -------------------------------------------------------
@@ -114,6 +102,12 @@ class Security:
     def checks_access(self) -> bool:
         """True when an ACL file or a plugin says what clients may do."""
         return bool(self._auth.acl_file or self._auth.plugin)
+
+    @property
+    def authorise_hook(self) -> Authorise | None:
+        """What `Broker.authorise` should be: `authorise`, or None when nothing is checked
+        (the hot path then pays one None test). Read it again after a `reload`."""
+        return self.authorise if self.checks_access else None
 
     @property
     def sessions_owned(self) -> bool:
@@ -161,8 +155,6 @@ class Security:
 
         Raises `ConfigError` with one line per problem (the start is refused).
         """
-        from ..config import ConfigError  # config imports nothing of ours at run time
-
         errors = self.check()
         passwords, acl, file_errors = _load_files(self._auth)
         errors += file_errors
@@ -191,12 +183,6 @@ class Security:
             logger.info("auth: ACL from %s", self._auth.acl_file)
         if plugin is not None:
             logger.info("auth: plugin %s", self._auth.plugin)
-
-    def install(self, broker: Broker) -> None:
-        """Give `broker` the authorise hook (None when nothing is checked) and ownership."""
-        self._broker = broker
-        broker.authorise = self.authorise if self.checks_access else None
-        broker.sessions_owned = self.sessions_owned
 
     # -- the hooks ----------------------------------------------------------------------
 
@@ -312,8 +298,6 @@ class Security:
         self._listener_configs = candidate._listener_configs
         self.passwords, self.acl = passwords, acl
         self._cache.clear()
-        if self._broker is not None:
-            self.install(self._broker)
         logger.info(
             "auth reloaded: %s, %s, allow_anonymous %s",
             f"{len(passwords)} users" if passwords is not None else "no password file",
