@@ -678,6 +678,12 @@ class ClusterConfig:
         min=0.2,
         max=86_400,
     )
+    durable_sessions: bool = setting(
+        True,
+        "keep persistent sessions in JetStream (stream replicas as `replicas`): QoS 1/2 "
+        "acknowledgements wait for it, and a session moves to the node its client "
+        "connects to; false = sessions stay on their node's store",
+    )
 
 
 @dataclass(slots=True)

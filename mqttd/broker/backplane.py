@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ..store.base import Store, StoredState
 from .message import Message
 from .topic_tree import TopicTree
 
@@ -74,12 +75,25 @@ class BackplaneHost(Protocol):
         """Another node set (`message`) or cleared (None) the retained message of `topic`."""
         ...
 
+    def session_from_node(self, state: StoredState) -> None:
+        """A persistent session moves here (`state.sessions[0]`, its messages by id):
+        it replaces any copy this node has, records itself in the node's store only."""
+        ...
+
 
 class Backplane(Protocol):
     """How the core reaches the other nodes of a cluster (see the module docstring)."""
 
     #: False when nothing leaves the process: the broker then keeps no reference to it.
     distributed: bool
+    #: True when a session taken over by another node goes there with its messages
+    #: (durable sessions): the node it leaves forgets it without dropping anything.
+    sessions_move: bool
+
+    def wrap_store(self, store: Store) -> Store:
+        """The store the core records in: `store`, or one that also keeps sessions in
+        the cluster (and whose `after_commit` waits for that too)."""
+        ...
 
     def bind(self, host: BackplaneHost) -> None:
         """Attach the core that messages and notices from other nodes go to."""
@@ -105,8 +119,16 @@ class Backplane(Protocol):
         """A message published on this node: carry it to the other nodes that want it."""
         ...
 
-    def claim_client_id(self, client_id: str) -> None:
-        """A client connected here with `client_id`: take ownership (fenced)."""
+    def claim_client_id(
+        self, client_id: str, clean_start: bool, answered: Callable[[bool], None]
+    ) -> None:
+        """A client connects here with `client_id`: take ownership (fenced).
+
+        `answered(owned)` comes once the claim is decided (the CONNACK waits for it):
+        False when another node's later claim won meanwhile. A backplane whose sessions
+        move (`sessions_move`) first hands the session over from its previous node
+        (`BackplaneHost.session_from_node`) unless `clean_start` ends it.
+        """
         ...
 
     def release_client_id(self, client_id: str) -> None:
@@ -282,6 +304,7 @@ class InProcessBackplane:
     def __init__(self, hub: InProcessHub | None = None) -> None:
         self.hub = hub
         self.distributed = hub is not None
+        self.sessions_move = False
         self.claims = ClientIdClaims()
         self.interest: dict[str, int] = {}
         self.shares: set[tuple[str, str]] = set()
@@ -348,10 +371,17 @@ class InProcessBackplane:
         if self.hub is not None:
             self.hub._publish(self, message)
 
-    def claim_client_id(self, client_id: str) -> None:
+    def wrap_store(self, store: Store) -> Store:
+        """Sessions stay on their node here: the store as it is."""
+        return store
+
+    def claim_client_id(
+        self, client_id: str, clean_start: bool, answered: Callable[[bool], None]
+    ) -> None:
         """Claim `client_id` with a fresh token (a single node owns everything)."""
         if self.hub is not None:
             self.hub._claim(self, client_id)
+        answered(True)
 
     def release_client_id(self, client_id: str) -> None:
         """Release our claim on `client_id`, if it is still ours."""

@@ -23,7 +23,7 @@ rule: the one topic of an exact filter, every plan for a wildcard filter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..auth.enhanced import AuthMethods
 from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
@@ -32,7 +32,7 @@ from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import Store, StoredMessage
+from ..store.base import OutboundState, Store, StoredMessage, StoredOutbound, StoredState
 from .backplane import Backplane
 from .clock import Clock
 from .connection import Connection, Sink
@@ -116,6 +116,8 @@ class Broker:
         """Join a cluster through `backplane` (before `start`); a single node keeps none."""
         if backplane.distributed:
             self._backplane = backplane
+            store = self.store = backplane.wrap_store(self.store)
+            self.wills._store = self.retained_messages._store = store
             self.shared.backplane = backplane
             self.retained_messages.backplane = backplane
             backplane.bind(self)
@@ -313,7 +315,10 @@ class Broker:
                 session.expiry_timer = None
             if clean_start or not session.persistent:
                 # Messages a clean start discards were discarded by their own client.
-                self._end_session(session, None if clean_start else DropReason.SESSION_EXPIRED)
+                # The new connection keeps the client id (its claim came first).
+                self._end_session(
+                    session, None if clean_start else DropReason.SESSION_EXPIRED, release=False
+                )
                 session = None
         present = session is not None and connection.protocol_level != 3
         if session is None:
@@ -324,9 +329,18 @@ class Broker:
         session.expiry_interval = expiry_interval
         self._set_persistent(session, expiry_interval > 0)
         connection.session = session
-        if self._backplane is not None:
-            self._backplane.claim_client_id(client_id)
         return session, present
+
+    def claim_before_connack(
+        self, client_id: str, clean_start: bool, answered: Callable[[bool], None]
+    ) -> bool:
+        """In a cluster, claim `client_id` for a CONNECT: True, and `answered(owned)`
+        once this node owns it (the CONNACK waits); False on a single node."""
+        backplane = self._backplane
+        if backplane is None:
+            return False
+        backplane.claim_client_id(client_id, clean_start, answered)
+        return True
 
     def _take_over(self, old: Connection, session: Session) -> None:
         self.stats.takeovers += 1
@@ -359,7 +373,83 @@ class Broker:
             self._take_over(old, session)
         if session.will_timer is not None:
             self.wills.cancel_pending(session)
-        self._end_session(session, DropReason.SESSION_EXPIRED)
+        if self._backplane is not None and self._backplane.sessions_move:
+            self._forget_moved(session)  # its messages went with it
+        else:
+            self._end_session(session, DropReason.SESSION_EXPIRED)
+
+    def _forget_moved(self, session: Session) -> None:
+        """The session lives on another node now, messages and all: forget it here only
+        (no will, no dead letters, no release of the client id, nothing handed over)."""
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        if session.will_timer is not None:
+            self.wills.cancel_pending(session)
+        for topic_filter in session.subscriptions:
+            self._remove_subscription(session, topic_filter)
+        session.subscriptions.clear()
+        session.clear()
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+        if session.persistent:
+            session.persistent = False
+            self.store.delete_session(session.client_id)
+
+    def session_from_node(self, state: StoredState) -> None:
+        """A persistent session moves here from its log in the cluster (backplane.py).
+
+        It replaces this node's copy, if any, and is recorded in the node's store with
+        the same sequence numbers and packet ids (the backplane keeps it out of the log
+        meanwhile: the log has it). An offline session's expiry starts counting here.
+        """
+        if not state.sessions:
+            return
+        stored = state.sessions[0]
+        stored.will = None  # the client is connecting: a pending will is cancelled
+        old = self._sessions.get(stored.client_id)
+        if old is not None:
+            if old.connection is not None:
+                self._take_over(old.connection, old)
+            self._forget_moved(old)
+        now = self.clock.now()
+        wall = self.clock.wall()
+        messages: dict[int, Message] = {}
+        for mid, stored_msg in state.messages.items():
+            messages[mid] = message_from_stored(stored_msg, now, wall)
+        session, _ = restore_session(
+            self, stored, messages, now, wall, self._restore_subscription
+        )
+        self._sessions[session.client_id] = session
+        store = self.store
+        self.save_session(session, stored.disconnected_at)
+        for topic_filter, options in session.subscriptions.items():
+            store.add_subscription(session.client_id, options.to_stored(topic_filter))
+        for entry in (*session.inflight.values(), *session.queue):
+            message = entry.message
+            if message.store_id is None:
+                message.store_id = self.next_message_id()
+                store.save_message(message.store_id, self.stored_message(message))
+            state_ = entry.state if entry.packet_id else OutboundState.QUEUED
+            store.add_outbound(
+                session.client_id,
+                StoredOutbound(
+                    entry.seq,
+                    message.store_id,
+                    entry.qos,
+                    entry.retain,
+                    entry.sub_ids,
+                    entry.packet_id or None,
+                    state_,
+                ),
+            )
+        for pid in session.inbound_qos2:
+            store.add_inbound_qos2(session.client_id, pid)
+        if session.expiry_interval != _NEVER_EXPIRES:
+            session.expiry_timer = self.scheduler.call_later(
+                session.expiry_interval,
+                lambda: self._expire_session(session),
+            )
 
     def _set_persistent(self, session: Session, persistent: bool) -> None:
         if persistent:
@@ -443,11 +533,14 @@ class Broker:
             logger.info("session %r expired", session.client_id)
         self._end_session(session, DropReason.SESSION_EXPIRED)
 
-    def _end_session(self, session: Session, dropped: DropReason | None = None) -> None:
+    def _end_session(
+        self, session: Session, dropped: DropReason | None = None, release: bool = True
+    ) -> None:
         """The session is over: publish a pending will, drop subscriptions and messages.
 
         `dropped`: the reason its undelivered messages are counted (and dead-lettered)
-        under; None when its own client asked for them to go (clean start).
+        under; None when its own client asked for them to go (clean start). `release`:
+        give the client id up in the cluster (not when a new connection keeps it).
         """
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
@@ -467,7 +560,7 @@ class Broker:
         session.clear()
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]
-            if self._backplane is not None:
+            if self._backplane is not None and release:
                 self._backplane.release_client_id(session.client_id)
         if session.persistent:
             session.persistent = False

@@ -65,7 +65,7 @@ from ..store.base import OutboundState
 from .dead_letter import DropReason
 from .delivery import MATCHED, RECORDED
 from .enhanced_auth import on_auth, start_connect_auth
-from .flow import HOLD_THROTTLE
+from .flow import HOLD_CLAIM, HOLD_THROTTLE
 from .message import Message
 from .reason_strings import REASON_TEXT, reason_properties
 
@@ -132,6 +132,7 @@ class Connection:
         "_alias_max",
         "_aliases",
         "_broker",
+        "_claim_held",
         "_connect_timer",
         "_connect_username",
         "_keepalive_grace",
@@ -226,6 +227,8 @@ class Connection:
         self._aliases: dict[int, str] | None = None
         self._alias_max = 0
         self._acks_waiting = 0  # acks queued behind a store commit
+        #: Packets after the CONNECT while the cluster claims the client id; None = no claim.
+        self._claim_held: list[Packet] | None = None
         self._qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
         self._peer_max_packet = _MAX_PACKET_SIZE_UNLIMITED  # the client's Maximum Packet Size
         self._problem_info = True  # 5.0 Request Problem Information [MQTT-3.1.2-29]
@@ -284,6 +287,10 @@ class Connection:
                     if self._state == _CLOSED:
                         return
                     if type(packet) is not Connect:
+                        if self._claim_held is not None:
+                            # CONNACK waits for the cluster's claim: keep them till then.
+                            self._claim_held.append(packet)
+                            continue
                         if self.auth_exchange is not None:
                             # Enhanced authentication: AUTH or DISCONNECT only [MQTT-3.1.2-30].
                             if isinstance(packet, Auth):
@@ -494,8 +501,41 @@ class Connection:
             self._write(encode(Connack(False, connack_code_for_v3(reason_code)), level))
         self._close(publish_will=False)
 
+    def _claim_answered(
+        self,
+        owned: bool,
+        packet: Connect,
+        client_id: str,
+        assigned: bool,
+        username: str | None,
+        auth_props: Properties | None,
+    ) -> None:
+        """The cluster decided the claim on `client_id` (`Broker.claim_before_connack`):
+        CONNACK now, then the packets that came after the CONNECT meanwhile."""
+        held = self._claim_held or []
+        self._claim_held = None
+        if self._state == _CLOSED:
+            return
+        if not owned:
+            # Another node's later claim won: that connection is the client's now.
+            self._refuse(ReasonCode.SERVER_UNAVAILABLE, "client id taken over on another node")
+            return
+        self._accept(packet, client_id, assigned, username, auth_props, claimed=True)
+        self.release_reading(HOLD_CLAIM)
+        try:
+            for held_packet in held:
+                if self._state != _CONNECTED:
+                    return
+                _DISPATCH[type(held_packet)](self, held_packet)
+        except MQTTError as exc:
+            self._fail(exc.reason_code, str(exc))
+
     def _on_connect(self, packet: Connect) -> None:
-        if self._state == _CONNECTED or self.auth_exchange is not None:
+        if (
+            self._state == _CONNECTED
+            or self.auth_exchange is not None
+            or self._claim_held is not None
+        ):
             raise ProtocolError("second CONNECT [MQTT-3.1.0-2]")
         if self._connect_timer is not None:
             self._connect_timer.cancel()
@@ -609,11 +649,14 @@ class Connection:
         assigned: bool,
         username: str | None,
         auth_props: Properties | None,
+        claimed: bool = False,
     ) -> None:
         """Complete an authenticated CONNECT: session, will, CONNACK.
 
         `auth_props`: the Authentication Method and Data of an enhanced authentication,
-        for the CONNACK [MQTT-4.12.0-5]. enhanced_auth.py calls this too.
+        for the CONNACK [MQTT-4.12.0-5]. enhanced_auth.py calls this too. In a cluster
+        the client id is claimed first and this runs again with `claimed` once it is
+        (`_claim_answered`).
         """
         settings = self._settings
         broker = self._broker
@@ -637,6 +680,20 @@ class Connection:
         ):
             self._refuse(ReasonCode.NOT_AUTHORIZED, "will topic not allowed by the ACL")
             return
+        if not claimed:
+            # In a cluster no CONNACK before this node owns the client id (docs/cluster.md).
+            self._claim_held = []
+            if broker.claim_before_connack(
+                client_id,
+                packet.clean_start,
+                lambda owned: self._claim_answered(
+                    owned, packet, client_id, assigned, username, auth_props
+                ),
+            ):
+                if self._claim_held is not None:  # not answered yet: read nothing more
+                    self.hold_reading(HOLD_CLAIM)
+                return
+            self._claim_held = None
         self.username = username
         if settings.max_publish_rate > 0:
             self._publish_bucket = TokenBucket(

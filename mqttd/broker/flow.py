@@ -53,7 +53,15 @@ if TYPE_CHECKING:
     from .settings import BrokerSettings
     from .stats import BrokerStats
 
-__all__ = ["GAVE_UP", "HIGH_WATER_CAP", "HOLD_FLOW", "HOLD_THROTTLE", "FlowControl", "water_marks"]
+__all__ = [
+    "GAVE_UP",
+    "HIGH_WATER_CAP",
+    "HOLD_CLAIM",
+    "HOLD_FLOW",
+    "HOLD_THROTTLE",
+    "FlowControl",
+    "water_marks",
+]
 
 logger = logging.getLogger("mqttd.flow")
 
@@ -65,6 +73,8 @@ HIGH_WATER_CAP = 1000
 #: HOLD_FLOW: back-pressure (this module).
 HOLD_THROTTLE = 1
 HOLD_FLOW = 2
+#: HOLD_CLAIM: a CONNECT waits for the cluster's claim on its client id (connection.py).
+HOLD_CLAIM = 4
 
 #: `Session.waiting_publishers` of a session that stopped pausing publishers
 #: (`max_publisher_pause` passed without progress) until it drains. Never added to.

@@ -80,7 +80,10 @@ from ..broker.backplane import BackplaneHost, ClientIdClaims
 from ..broker.clock import Clock
 from ..broker.message import Message
 from ..config import ClusterConfig
+from ..store.base import Store
+from .durable import DurableStore, SessionLog
 from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
+from .sessions import SessionMover
 from .subjects import (
     filter_to_subjects,
     long_subject,
@@ -191,6 +194,10 @@ class NatsBackplane:
         self._clients: KeyValue | None = None
         self._retained: KeyValue | None = None
         self._nodes: KeyValue | None = None
+        #: Durable sessions (`[cluster] durable_sessions`): durable.py, sessions.py.
+        self.sessions_move = config.durable_sessions
+        self._durable_store: DurableStore | None = None
+        self.mover: SessionMover | None = None
 
     # -- the Backplane interface (called by the core) ---------------------------------
 
@@ -263,10 +270,23 @@ class NatsBackplane:
         self.stats.routed_out += 1
         self._queue(_PUB, subject or self._long, data)
 
-    def claim_client_id(self, client_id: str) -> None:
-        """A client connected here: claim its id in the KV bucket (fenced by revision)."""
+    def wrap_store(self, store: Store) -> Store:
+        """With durable sessions, the store that also writes sessions to JetStream."""
+        if not self.sessions_move:
+            return store
+        self._durable_store = DurableStore(store)
+        return self._durable_store
+
+    def claim_client_id(
+        self, client_id: str, clean_start: bool, answered: Callable[[bool], None]
+    ) -> None:
+        """A client connects here: claim its id in the KV bucket (fenced by revision),
+        bring its session over (sessions.py), then `answered(owned)`."""
         self.claims.claiming(client_id)
-        self._submit(lambda: self._claim(client_id), lambda: self._claim_given_up(client_id))
+        self._submit(
+            lambda: self._claim(client_id, clean_start, answered),
+            lambda: self._claim_given_up(client_id, answered),
+        )
 
     def release_client_id(self, client_id: str) -> None:
         """The session of `client_id` ended here: delete its key if our claim holds it."""
@@ -319,6 +339,21 @@ class NatsBackplane:
             self._clients = await self._bucket(js, f"{base}_clients")
             self._retained = await self._bucket(js, f"{base}_retained")
             self._nodes = await self._bucket(js, f"{base}_nodes", ttl=config.node_timeout)
+            log = None
+            if self._durable_store is not None:
+                log = SessionLog(
+                    nc,
+                    js,
+                    config.name,
+                    self.node,
+                    self.boot,
+                    lambda client_id: self.claims.token(client_id) is not None,
+                    config.request_timeout,
+                    config.replicas,
+                )
+                await log.open()
+                self._durable_store.log = log
+            self.mover = SessionMover(nc, log, self._takeover_prefix, config.request_timeout)
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
             await self._beat()
@@ -356,6 +391,10 @@ class NatsBackplane:
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(), _STOP_DRAIN)
+        log = self._durable_store.log if self._durable_store is not None else None
+        if log is not None:
+            await log.flush(_STOP_DRAIN)  # the last records of sessions (disconnect times)
+            await log.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -612,13 +651,18 @@ class NatsBackplane:
     def _forget(self, client_id: str) -> None:
         self.claims.release(client_id)  # a release given up: the key stays, unowned here
 
-    def _claim_given_up(self, client_id: str) -> None:
+    def _claim_given_up(self, client_id: str, answered: Callable[[bool], None]) -> None:
         # Unanswered: keep serving the client (as one broker would), unfenced: any other
         # node's claim supersedes token 0.
         if not self.claims.claimed(client_id, 0):
             self.host.client_id_taken_elsewhere(client_id)
+            answered(False)
+            return
+        answered(True)
 
-    async def _claim(self, client_id: str) -> None:
+    async def _claim(
+        self, client_id: str, clean_start: bool, answered: Callable[[bool], None]
+    ) -> None:
         kv = self._clients
         assert kv is not None
         key = _kv_key(client_id)
@@ -640,24 +684,37 @@ class NatsBackplane:
             except KeyWrongLastSequenceError:
                 continue  # another node claimed in between: read again
         if not token:
-            self._claim_given_up(client_id)
+            self._claim_given_up(client_id, answered)
             return
         self.stats.claims += 1
         if not self.claims.claimed(client_id, token):
             self.host.client_id_taken_elsewhere(client_id)
+            answered(False)
             return
+        owner, owner_boot = None, None
         if previous:
-            try:
-                owner = json.loads(previous)["node"]
-            except (ValueError, KeyError, TypeError):
-                return
-            if owner != self.node:
-                self.stats.takeovers_sent += 1
-                notice = json.dumps({"client_id": client_id, "token": token}).encode()
-                nc = self._nc
-                assert nc is not None
-                with contextlib.suppress(nats_errors.Error):
-                    await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                held = json.loads(previous)
+                owner, owner_boot = str(held["node"]), held.get("boot")
+        mover = self.mover
+        assert mover is not None
+        if owner is not None and owner != self.node:
+            self.stats.takeovers_sent += 1
+            await mover.hand_over(owner, client_id, token)
+        state = None
+        if owner is not None and (owner != self.node or owner_boot != self.boot):
+            # The session was held elsewhere (or by this node's earlier life): its log
+            # in the cluster is the truth.
+            state = await mover.bring_over(client_id, clean_start)
+        if self.claims.token(client_id) != token:
+            answered(False)  # another node's claim came while this one was under way
+            return
+        if state is not None:
+            log = mover.log
+            assert log is not None
+            with log.muted(client_id):
+                self.host.session_from_node(state)
+        answered(True)
 
     async def _release(self, client_id: str) -> None:
         token = self.claims.token(client_id)
@@ -682,6 +739,8 @@ class NatsBackplane:
         if self.claims.superseded(client_id, token):
             logger.info("cluster: client %r connected to another node: closing it here", client_id)
             self.host.client_id_taken_elsewhere(client_id)
+        if self.mover is not None:
+            await self.mover.answer(msg)  # the new node waits for this
 
     # -- retained messages ----------------------------------------------------------------
 

@@ -1,0 +1,467 @@
+"""Durable sessions: each persistent session's log in a JetStream stream (docs/cluster.md).
+
+Theory of operation. The core already keeps "acknowledged means stored" through its
+`Store`: it records every change of a persistent session and sends PUBACK/PUBREC from
+`store.after_commit` (delivery.RECORDED). `DurableStore` wraps the node's own store and
+also writes each change of a session this node owns as a record (records.py) on the
+session's subject `mqttd.<cluster>.s.<sha256(client id)>` of the stream
+`mqttd_<cluster>_sessions` (replicas as `[cluster] replicas`). Its `after_commit` runs
+the callback once the node's store has committed AND JetStream has acknowledged every
+record written before the call, so a publisher's PUBACK waits for both. The core does no
+I/O and does not know about any of it.
+
+`SessionLog` is the JetStream side. Records are published in order on one connection,
+each with a reply subject of our own inbox and a `Nats-Msg-Id` (JetStream drops the
+copy of a record sent twice), many at a time: no task and no round trip per record. A
+record unacknowledged after `request_timeout` (NATS away, JetStream recovering) is sent
+again, and the acks it holds back wait meanwhile (the publishers get no PUBACK for what
+is not stored). `load` reads a session's subject back and folds it; a `delete_session`
+record, once stored, purges what came before it on the subject.
+
+Only the owner writes: records are mirrored only for client ids whose claim this node
+holds (`ClientIdClaims`), and never while `muted` (a session copied in from the log is
+recorded in the node's own store only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError
+
+from ..store.base import (
+    OutboundState,
+    Store,
+    StoredMessage,
+    StoredOutbound,
+    StoredState,
+    StoredSubscription,
+    StoredWill,
+)
+from . import records as r
+
+__all__ = ["DurableStore", "SessionLog"]
+
+logger = logging.getLogger("mqttd.cluster")
+
+#: How often unacknowledged records are looked at (and sent again when too old), seconds.
+_RESEND_EVERY = 0.25
+#: Records in flight to JetStream at most; more wait in the queue.
+_WINDOW = 4096
+
+
+class SessionLog:
+    """The stream of session logs, as one node writes and reads it."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        cluster: str,
+        node: str,
+        boot: int,
+        owns: Callable[[str], bool],
+        timeout: float,
+        replicas: int,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self.stream = f"mqttd_{cluster}_sessions"
+        self._prefix = f"mqttd.{cluster}.s."
+        self._id_prefix = f"{node}.{boot}."
+        self._owns = owns
+        self._timeout = timeout
+        self._replicas = replicas
+        self._inbox = ""
+        self._muted: set[str] = set()
+        self._next = 1  # number of the next record
+        self._acked = 0  # every record up to this number is stored
+        self._acked_above: set[int] = set()
+        self._queue: deque[tuple[int, str, bytes]] = deque()
+        self._outstanding: dict[int, tuple[str, bytes, float]] = {}
+        self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
+        self._purges: dict[int, str] = {}  # record number of a delete -> its subject
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[None]] = set()
+        #: Records stored, and sent again, since start (figures).
+        self.stored = 0
+        self.resent = 0
+
+    async def open(self) -> None:
+        """Create (or find) the stream, subscribe the ack inbox, start the sender."""
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[self._prefix + "*"],
+            storage=StorageType.FILE,
+            num_replicas=self._replicas,
+            duplicate_window=120.0,
+        )
+        try:
+            await self._js.add_stream(config)
+        except BadRequestError:
+            await self._js.stream_info(self.stream)  # made before with other settings
+        self._inbox = self._nc.new_inbox()
+        await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="mqttd-cluster-log"),
+            asyncio.create_task(self._resend_loop(), name="mqttd-cluster-log-resend"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the tasks (what is unacknowledged stays unacknowledged)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    # -- writing ------------------------------------------------------------------------
+
+    def subject(self, client_id: str) -> str:
+        """The subject of `client_id`'s log."""
+        return self._prefix + hashlib.sha256(client_id.encode()).hexdigest()
+
+    def mirrors(self, client_id: str) -> bool:
+        """True when changes of `client_id`'s session go to its log from this node."""
+        return client_id not in self._muted and self._owns(client_id)
+
+    @contextlib.contextmanager
+    def muted(self, client_id: str) -> Iterator[None]:
+        """Within: changes of `client_id` stay in the node's own store."""
+        self._muted.add(client_id)
+        try:
+            yield
+        finally:
+            self._muted.discard(client_id)
+
+    def write(self, client_id: str, record: bytes) -> None:
+        """Queue `record` for `client_id`'s log."""
+        n = self._next
+        self._next = n + 1
+        subject = self.subject(client_id)
+        if record[:1] == r.DELETE_SESSION:
+            self._purges[n] = subject
+        self._queue.append((n, subject, record))
+        self._wake.set()
+
+    def when_stored(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once every record written so far is stored (in call order)."""
+        target = self._next - 1
+        if target <= self._acked and not self._waiting:
+            callback()
+        else:
+            self._waiting.append((target, callback))
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every record written so far is stored; False on timeout."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def stored() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.when_stored(stored)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _send_loop(self) -> None:
+        queue = self._queue
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while queue and len(self._outstanding) < _WINDOW:
+                n, subject, record = queue.popleft()
+                await self._send(n, subject, record)
+
+    async def _send(self, n: int, subject: str, record: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        self._outstanding[n] = (subject, record, now)
+        try:
+            await self._nc.publish(
+                subject,
+                record,
+                reply=f"{self._inbox}.{n}",
+                headers={"Nats-Msg-Id": self._id_prefix + str(n)},
+            )
+        except Exception as exc:  # NATS away: the resend loop tries again
+            logger.debug("cluster: session record %d not sent: %s", n, exc)
+
+    async def _resend_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_RESEND_EVERY)
+            now = asyncio.get_running_loop().time()
+            for n, (subject, record, sent) in list(self._outstanding.items()):
+                if now - sent >= self._timeout and n in self._outstanding:
+                    self.resent += 1
+                    await self._send(n, subject, record)
+            if self._queue:
+                self._wake.set()
+
+    async def _on_ack(self, msg: Msg) -> None:
+        try:
+            n = int(msg.subject.rsplit(".", 1)[1])
+        except ValueError:
+            return
+        if n not in self._outstanding:
+            return  # a second ack of a record sent twice
+        try:
+            reply: dict[str, Any] = json.loads(msg.data) if msg.data else {}
+        except ValueError:
+            reply = {}
+        if "seq" not in reply or "error" in reply:
+            # No responders (503), JetStream away, or refused: sent again later.
+            subject, record, _ = self._outstanding[n]
+            self._outstanding[n] = (subject, record, -self._timeout)
+            return
+        del self._outstanding[n]
+        self.stored += 1
+        subject = self._purges.pop(n, "")
+        if subject:
+            task = asyncio.ensure_future(self._purge(subject, int(reply["seq"])))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if n == self._acked + 1:
+            acked = n
+            above = self._acked_above
+            while acked + 1 in above:
+                acked += 1
+                above.discard(acked)
+            self._acked = acked
+            waiting = self._waiting
+            while waiting and waiting[0][0] <= acked:
+                _, callback = waiting.popleft()
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("cluster: an acknowledgement callback failed")
+            if self._queue:
+                self._wake.set()
+        else:
+            self._acked_above.add(n)
+
+    async def _purge(self, subject: str, seq: int) -> None:
+        # What came before a stored delete_session is dead: free it.
+        with contextlib.suppress(Exception):
+            await self._js.purge_stream(self.stream, seq=seq, subject=subject)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def load(self, client_id: str) -> StoredState:
+        """The session `client_id`'s log describes (no session when it has none)."""
+        subject = self.subject(client_id)
+        try:
+            last = await self._js.get_last_msg(self.stream, subject)
+        except NotFoundError:
+            return StoredState()
+        last_seq = last.seq or 0
+        found: list[bytes] = []
+        sub = await self._js.subscribe(
+            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=self._timeout)
+                found.append(msg.data)
+                if msg.metadata.sequence.stream >= last_seq:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return r.fold(client_id, found)
+
+
+class DurableStore:
+    """The node's `Store`, with each change of an owned session also in its log."""
+
+    def __init__(self, inner: Store, log: SessionLog | None = None) -> None:
+        self.inner = inner
+        #: Set once the cluster has started; before that nothing is mirrored.
+        self.log = log
+        #: Messages by the node's ids, for `add_outbound` records (they carry the body).
+        self._messages: dict[int, StoredMessage] = {}
+        self._refs: dict[int, int] = {}
+        self._outbound: dict[str, dict[int, int]] = {}  # client id -> seq -> message id
+
+    def _log(self, client_id: str) -> SessionLog | None:
+        log = self.log
+        return log if log is not None and log.mirrors(client_id) else None
+
+    async def open(self) -> None:
+        """Open the node's store."""
+        await self.inner.open()
+
+    async def close(self) -> None:
+        """Close the node's store."""
+        await self.inner.close()
+
+    async def load(self) -> StoredState:
+        """The node's store's contents (its messages are kept for later records)."""
+        state = await self.inner.load()
+        self._messages.update(state.messages)
+        for session in state.sessions:
+            for out in session.outbound:
+                self._ref(session.client_id, out.seq, out.message_id)
+        return state
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """`callback` once the node's store committed and JetStream stored the records."""
+        log = self.log
+        if log is None:
+            self.inner.after_commit(callback)
+        else:
+            target_log = log
+            self.inner.after_commit(lambda: target_log.when_stored(callback))
+
+    def save_retained(self, message: StoredMessage) -> None:
+        """Retained messages are the backplane's KV bucket's: the node's store only."""
+        self.inner.save_retained(message)
+
+    def delete_retained(self, topic: str) -> None:
+        """As `save_retained`."""
+        self.inner.delete_retained(topic)
+
+    def save_session(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int,
+        disconnected_at: float | None,
+        owner: str | None = None,
+    ) -> None:
+        """Record a session's own fields."""
+        self.inner.save_session(client_id, protocol_level, expiry_interval, disconnected_at, owner)
+        log = self._log(client_id)
+        if log is not None:
+            args = [protocol_level, expiry_interval, disconnected_at, owner]
+            log.write(client_id, r.encode_record(r.SAVE_SESSION, args))
+
+    def delete_session(self, client_id: str) -> None:
+        """Forget a session (its log is purged once the delete is stored)."""
+        self.inner.delete_session(client_id)
+        for mid in self._outbound.pop(client_id, {}).values():
+            self._unref_message(mid)
+        log = self._log(client_id)
+        if log is not None:
+            log.write(client_id, r.encode_record(r.DELETE_SESSION, []))
+
+    def add_subscription(self, client_id: str, subscription: StoredSubscription) -> None:
+        """Record a subscription."""
+        self.inner.add_subscription(client_id, subscription)
+        log = self._log(client_id)
+        if log is not None:
+            s = subscription
+            args = [
+                s.topic_filter,
+                s.qos,
+                s.no_local,
+                s.retain_as_published,
+                s.retain_handling,
+                s.subscription_identifier,
+            ]
+            log.write(client_id, r.encode_record(r.ADD_SUBSCRIPTION, args))
+
+    def remove_subscription(self, client_id: str, topic_filter: str) -> None:
+        """Forget a subscription."""
+        self.inner.remove_subscription(client_id, topic_filter)
+        log = self._log(client_id)
+        if log is not None:
+            log.write(client_id, r.encode_record(r.REMOVE_SUBSCRIPTION, [topic_filter]))
+
+    def save_message(self, message_id: int, message: StoredMessage) -> None:
+        """Record a message; kept here until no outbound entry refers to it."""
+        self.inner.save_message(message_id, message)
+        self._messages[message_id] = message
+
+    def add_outbound(self, client_id: str, outbound: StoredOutbound) -> None:
+        """Record an outbound entry (in the log with its message)."""
+        self.inner.add_outbound(client_id, outbound)
+        mid = outbound.message_id
+        self._ref(client_id, outbound.seq, mid)
+        log = self._log(client_id)
+        message = self._messages.get(mid)
+        if log is not None and message is not None:
+            o = outbound
+            args = [o.seq, o.qos, o.retain, list(o.subscription_ids), o.packet_id, int(o.state)]
+            log.write(client_id, r.encode_record(r.ADD_OUTBOUND, args, message))
+
+    def set_outbound_state(
+        self, client_id: str, seq: int, packet_id: int | None, state: OutboundState
+    ) -> None:
+        """Record an outbound entry's new packet id and state."""
+        self.inner.set_outbound_state(client_id, seq, packet_id, state)
+        log = self._log(client_id)
+        if log is not None:
+            args = [seq, packet_id, int(state)]
+            log.write(client_id, r.encode_record(r.SET_OUTBOUND_STATE, args))
+
+    def remove_outbound(self, client_id: str, seq: int) -> None:
+        """Forget an outbound entry."""
+        self.inner.remove_outbound(client_id, seq)
+        entries = self._outbound.get(client_id)
+        if entries is not None:
+            mid = entries.pop(seq, None)
+            if mid is not None:
+                self._unref_message(mid)
+        log = self._log(client_id)
+        if log is not None:
+            log.write(client_id, r.encode_record(r.REMOVE_OUTBOUND, [seq]))
+
+    def add_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        """Record an inbound QoS 2 packet id awaiting PUBREL."""
+        self.inner.add_inbound_qos2(client_id, packet_id)
+        log = self._log(client_id)
+        if log is not None:
+            log.write(client_id, r.encode_record(r.ADD_INBOUND_QOS2, [packet_id]))
+
+    def remove_inbound_qos2(self, client_id: str, packet_id: int) -> None:
+        """Forget an inbound QoS 2 packet id."""
+        self.inner.remove_inbound_qos2(client_id, packet_id)
+        log = self._log(client_id)
+        if log is not None:
+            log.write(client_id, r.encode_record(r.REMOVE_INBOUND_QOS2, [packet_id]))
+
+    def save_will(self, client_id: str, will: StoredWill) -> None:
+        """Record a pending will."""
+        self.inner.save_will(client_id, will)
+        log = self._log(client_id)
+        if log is not None:
+            log.write(client_id, r.encode_record(r.SAVE_WILL, [will.publish_at], will.message))
+
+    def delete_will(self, client_id: str) -> None:
+        """Forget a pending will."""
+        self.inner.delete_will(client_id)
+        log = self._log(client_id)
+        if log is not None:
+            log.write(client_id, r.encode_record(r.DELETE_WILL, []))
+
+    def _ref(self, client_id: str, seq: int, message_id: int) -> None:
+        entries = self._outbound.setdefault(client_id, {})
+        old = entries.get(seq)
+        entries[seq] = message_id
+        self._refs[message_id] = self._refs.get(message_id, 0) + 1
+        if old is not None:
+            self._unref_message(old)
+
+    def _unref_message(self, mid: int) -> None:
+        left = self._refs.get(mid, 0) - 1
+        if left > 0:
+            self._refs[mid] = left
+        else:
+            self._refs.pop(mid, None)
+            self._messages.pop(mid, None)
