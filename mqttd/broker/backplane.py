@@ -115,8 +115,12 @@ class Backplane(Protocol):
         """This node's last member of "$share/{share}/{topic_filter}" left."""
         ...
 
-    def publish(self, message: Message) -> None:
-        """A message published on this node: carry it to the other nodes that want it."""
+    def publish(self, message: Message) -> bool:
+        """A message published on this node: carry it to the other nodes that want it.
+
+        True when the backplane recorded it durably: the publisher's PUBACK/PUBREC then
+        waits for `store.after_commit` (of the store `wrap_store` gave).
+        """
         ...
 
     def claim_client_id(
@@ -366,10 +370,11 @@ class InProcessBackplane:
             self.shares.discard(key)
             self._share_tree.unsubscribe(topic_filter, key)
 
-    def publish(self, message: Message) -> None:
+    def publish(self, message: Message) -> bool:
         """Hand `message` to the hub for the nodes whose interest matches."""
         if self.hub is not None:
             self.hub._publish(self, message)
+        return False
 
     def wrap_store(self, store: Store) -> Store:
         """Sessions stay on their node here: the store as it is."""

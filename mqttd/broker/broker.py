@@ -600,7 +600,8 @@ class Broker:
             flags = RECORDED
         if self._backplane is not None and not from_node:
             # Other nodes may hold matching subscriptions: never "no subscribers" (0x10).
-            self._backplane.publish(message)
+            if self._backplane.publish(message):
+                flags |= RECORDED  # stored in the cluster: the ack waits for it too
             flags |= MATCHED
         topic = message.topic
         matches = self._tree.match(topic)

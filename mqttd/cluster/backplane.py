@@ -250,11 +250,12 @@ class NatsBackplane:
         self._share_ops.append((False, share, topic_filter))
         self._outbox_wake.set()
 
-    def publish(self, message: Message) -> None:
-        """Send a message published here to the nodes subscribed to its subject."""
+    def publish(self, message: Message) -> bool:
+        """Send a message published here to the nodes subscribed to its subject; True
+        when a QoS 1/2 copy goes to JetStream too (durable sessions: the ack waits)."""
         topic = message.topic
         if topic.startswith("$SYS/"):
-            return  # each node's own figures
+            return False  # each node's own figures
         subjects = self._subjects
         subject = subjects.get(topic, "")
         if subject == "":
@@ -263,12 +264,23 @@ class NatsBackplane:
             subject = subjects[topic] = topic_to_subject(topic, self._prefix)
         data = self._encode(message)
         if data is None:
-            return
+            return False
         if len(self._outbox) >= MAX_OUTBOX:
             self.stats.dropped += 1
-            return
+            return False
         self.stats.routed_out += 1
         self._queue(_PUB, subject or self._long, data)
+        store = self._durable_store
+        if store is not None and message.qos and store.log is not None:
+            message_id = f"{self.node}.{self.boot}.{self._seq}"
+            store.current = (message.payload, message_id)
+            log = store.log
+            stream_subject = (
+                log.message_prefix + subject[len(self._prefix) :] if subject else log.message_long
+            )
+            log.write_message(stream_subject, data, message_id)
+            return True
+        return False
 
     def wrap_store(self, store: Store) -> Store:
         """With durable sessions, the store that also writes sessions to JetStream."""
@@ -350,6 +362,7 @@ class NatsBackplane:
                     lambda client_id: self.claims.token(client_id) is not None,
                     config.request_timeout,
                     config.replicas,
+                    config.message_retention,
                 )
                 await log.open()
                 self._durable_store.log = log
@@ -508,6 +521,12 @@ class NatsBackplane:
             envelope.origin,
         )
 
+    def _routing(self, envelope: Envelope) -> None:
+        # The message's id goes into the records of the sessions it is queued for.
+        store = self._durable_store
+        if store is not None and envelope.qos:
+            store.current = (envelope.payload, f"{envelope.node}.{envelope.boot}.{envelope.seq}")
+
     def _queue(self, kind: int, subject: str, data: bytes) -> None:
         self._outbox.append((kind, subject, data))
         self._outbox_wake.set()
@@ -574,6 +593,7 @@ class NatsBackplane:
             if not topic_matches(topic_filter, envelope.topic):
                 return  # a long topic, or a widened filter: not this group's
             self.stats.shared_in += 1
+            self._routing(envelope)
             try:
                 self.host.deliver_shared_from_node(self._message(envelope), share, topic_filter)
             except Exception:
@@ -599,6 +619,7 @@ class NatsBackplane:
         if len(seen_order) > _SEEN_WINDOW:
             self._seen.discard(seen_order.popleft())
         self.stats.routed_in += 1
+        self._routing(envelope)
         try:
             self.host.publish_from_node(self._message(envelope))
         except Exception:
@@ -712,6 +733,8 @@ class NatsBackplane:
         if state is not None:
             log = mover.log
             assert log is not None
+            for record in mover.replayed_records:
+                log.write(client_id, record)  # ours now: the replayed messages join its log
             with log.muted(client_id):
                 self.host.session_from_node(state)
         answered(True)

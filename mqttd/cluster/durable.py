@@ -32,11 +32,12 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -50,6 +51,7 @@ from ..store.base import (
     StoredWill,
 )
 from . import records as r
+from .subjects import message_prefix
 
 __all__ = ["DurableStore", "SessionLog"]
 
@@ -74,11 +76,18 @@ class SessionLog:
         owns: Callable[[str], bool],
         timeout: float,
         replicas: int,
+        retention: float,
     ) -> None:
         self._nc = nc
         self._js = js
         self.stream = f"mqttd_{cluster}_sessions"
         self._prefix = f"mqttd.{cluster}.s."
+        #: QoS 1/2 messages as published, kept `retention` seconds (replayed to a
+        #: session whose node may have lost some: `replay`).
+        self.messages = f"mqttd_{cluster}_messages"
+        self.message_prefix = message_prefix(cluster)
+        self.message_long = self.message_prefix + "long"
+        self._retention = retention
         self._id_prefix = f"{node}.{boot}."
         self._owns = owns
         self._timeout = timeout
@@ -88,8 +97,8 @@ class SessionLog:
         self._next = 1  # number of the next record
         self._acked = 0  # every record up to this number is stored
         self._acked_above: set[int] = set()
-        self._queue: deque[tuple[int, str, bytes]] = deque()
-        self._outstanding: dict[int, tuple[str, bytes, float]] = {}
+        self._queue: deque[tuple[int, str, bytes, str]] = deque()
+        self._outstanding: dict[int, tuple[str, bytes, str, float]] = {}
         self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
         self._purges: dict[int, str] = {}  # record number of a delete -> its subject
         self._wake = asyncio.Event()
@@ -108,10 +117,19 @@ class SessionLog:
             num_replicas=self._replicas,
             duplicate_window=120.0,
         )
-        try:
-            await self._js.add_stream(config)
-        except BadRequestError:
-            await self._js.stream_info(self.stream)  # made before with other settings
+        messages = StreamConfig(
+            name=self.messages,
+            subjects=[self.message_prefix + ".>", self.message_long],
+            storage=StorageType.FILE,
+            num_replicas=self._replicas,
+            duplicate_window=120.0,
+            max_age=self._retention,
+        )
+        for stream in (config, messages):
+            try:
+                await self._js.add_stream(stream)
+            except BadRequestError:
+                await self._js.stream_info(stream.name or "")  # made before, other settings
         self._inbox = self._nc.new_inbox()
         await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
         self._tasks = [
@@ -154,7 +172,14 @@ class SessionLog:
         subject = self.subject(client_id)
         if record[:1] == r.DELETE_SESSION:
             self._purges[n] = subject
-        self._queue.append((n, subject, record))
+        self._queue.append((n, subject, record, self._id_prefix + str(n)))
+        self._wake.set()
+
+    def write_message(self, subject: str, envelope: bytes, message_id: str) -> None:
+        """Queue a QoS 1/2 message's envelope for the messages stream."""
+        n = self._next
+        self._next = n + 1
+        self._queue.append((n, subject, envelope, message_id))
         self._wake.set()
 
     def when_stored(self, callback: Callable[[], None]) -> None:
@@ -186,18 +211,18 @@ class SessionLog:
             await self._wake.wait()
             self._wake.clear()
             while queue and len(self._outstanding) < _WINDOW:
-                n, subject, record = queue.popleft()
-                await self._send(n, subject, record)
+                n, subject, record, msg_id = queue.popleft()
+                await self._send(n, subject, record, msg_id)
 
-    async def _send(self, n: int, subject: str, record: bytes) -> None:
+    async def _send(self, n: int, subject: str, record: bytes, msg_id: str) -> None:
         now = asyncio.get_running_loop().time()
-        self._outstanding[n] = (subject, record, now)
+        self._outstanding[n] = (subject, record, msg_id, now)
         try:
             await self._nc.publish(
                 subject,
                 record,
                 reply=f"{self._inbox}.{n}",
-                headers={"Nats-Msg-Id": self._id_prefix + str(n)},
+                headers={"Nats-Msg-Id": msg_id},
             )
         except Exception as exc:  # NATS away: the resend loop tries again
             logger.debug("cluster: session record %d not sent: %s", n, exc)
@@ -206,10 +231,10 @@ class SessionLog:
         while True:
             await asyncio.sleep(_RESEND_EVERY)
             now = asyncio.get_running_loop().time()
-            for n, (subject, record, sent) in list(self._outstanding.items()):
+            for n, (subject, record, msg_id, sent) in list(self._outstanding.items()):
                 if now - sent >= self._timeout and n in self._outstanding:
                     self.resent += 1
-                    await self._send(n, subject, record)
+                    await self._send(n, subject, record, msg_id)
             if self._queue:
                 self._wake.set()
 
@@ -226,8 +251,8 @@ class SessionLog:
             reply = {}
         if "seq" not in reply or "error" in reply:
             # No responders (503), JetStream away, or refused: sent again later.
-            subject, record, _ = self._outstanding[n]
-            self._outstanding[n] = (subject, record, -self._timeout)
+            subject, record, msg_id, _ = self._outstanding[n]
+            self._outstanding[n] = (subject, record, msg_id, -self._timeout)
             return
         del self._outstanding[n]
         self.stored += 1
@@ -262,28 +287,58 @@ class SessionLog:
 
     # -- reading ------------------------------------------------------------------------
 
-    async def load(self, client_id: str) -> StoredState:
-        """The session `client_id`'s log describes (no session when it has none)."""
+    async def read(self, client_id: str) -> tuple[list[bytes], float]:
+        """The records of `client_id`'s log, oldest first, and when the last was stored
+        (wall clock; 0 when the log is empty)."""
         subject = self.subject(client_id)
         try:
             last = await self._js.get_last_msg(self.stream, subject)
         except NotFoundError:
-            return StoredState()
+            return [], 0.0
         last_seq = last.seq or 0
         found: list[bytes] = []
+        stored_at = 0.0
         sub = await self._js.subscribe(
-            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            subject, stream=self.stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
         )
         try:
             while True:
                 msg = await sub.next_msg(timeout=self._timeout)
                 found.append(msg.data)
                 if msg.metadata.sequence.stream >= last_seq:
+                    stored_at = msg.metadata.timestamp.timestamp()
                     break
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        return r.fold(client_id, found)
+        return found, stored_at
+
+    async def replay(self, subject: str, since: float) -> list[tuple[int, bytes, str]]:
+        """The QoS 1/2 messages on `subject` (wildcards allowed) stored since `since`
+        (wall clock) that the messages stream still holds: (stream seq, envelope, id)."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=datetime.fromtimestamp(since, UTC),
+        )
+        sub = await self._js.subscribe(
+            subject, stream=self.messages, ordered_consumer=True, config=config
+        )
+        found: list[tuple[int, bytes, str]] = []
+        try:
+            info = await sub.consumer_info()
+            if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
+                return found
+            while True:
+                msg = await sub.next_msg(timeout=self._timeout)
+                meta = msg.metadata
+                message_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+                found.append((meta.sequence.stream, msg.data, message_id))
+                if not meta.num_pending:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return found
 
 
 class DurableStore:
@@ -297,6 +352,11 @@ class DurableStore:
         self._messages: dict[int, StoredMessage] = {}
         self._refs: dict[int, int] = {}
         self._outbound: dict[str, dict[int, int]] = {}  # client id -> seq -> message id
+        #: The message being routed (its payload object) and its cluster-wide id: the
+        #: backplane sets it; `save_message` of that message keeps the id for its
+        #: records, so a replay after a node's death knows what a session already had.
+        self.current: tuple[bytes, str] | None = None
+        self._ids: dict[int, str] = {}
 
     def _log(self, client_id: str) -> SessionLog | None:
         log = self.log
@@ -387,6 +447,9 @@ class DurableStore:
         """Record a message; kept here until no outbound entry refers to it."""
         self.inner.save_message(message_id, message)
         self._messages[message_id] = message
+        current = self.current
+        if current is not None and current[0] is message.payload:
+            self._ids[message_id] = current[1]
 
     def add_outbound(self, client_id: str, outbound: StoredOutbound) -> None:
         """Record an outbound entry (in the log with its message)."""
@@ -397,7 +460,15 @@ class DurableStore:
         message = self._messages.get(mid)
         if log is not None and message is not None:
             o = outbound
-            args = [o.seq, o.qos, o.retain, list(o.subscription_ids), o.packet_id, int(o.state)]
+            args = [
+                o.seq,
+                o.qos,
+                o.retain,
+                list(o.subscription_ids),
+                o.packet_id,
+                int(o.state),
+                self._ids.get(mid),
+            ]
             log.write(client_id, r.encode_record(r.ADD_OUTBOUND, args, message))
 
     def set_outbound_state(
@@ -465,3 +536,4 @@ class DurableStore:
         else:
             self._refs.pop(mid, None)
             self._messages.pop(mid, None)
+            self._ids.pop(mid, None)

@@ -13,12 +13,16 @@ Layout of one record::
     args      JSON     the method's arguments, client id left out (the subject has it)
     message   the rest: an envelope (envelope.py) for `add_outbound` and `save_will`
 
+`add_outbound`'s arguments end with the message's cluster-wide id ("node.boot.seq",
+the `Nats-Msg-Id` of its copy in the messages stream), or null for a message made here.
+
 `add_outbound` carries its message inline, not a message id: ids are per node, and a
 session's log is written by whichever node holds the session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from collections.abc import Iterable
@@ -35,7 +39,7 @@ from ..store.base import (
 from ..store.memory import MemoryStore
 from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
 
-__all__ = ["RecordError", "encode_record", "fold"]
+__all__ = ["RecordError", "encode_record", "fold", "logged_ids"]
 
 _LEN = struct.Struct(">H")
 
@@ -114,7 +118,7 @@ def fold(client_id: str, records: Iterable[bytes]) -> StoredState:
             elif op == REMOVE_SUBSCRIPTION:
                 store.remove_subscription(client_id, args[0])
             elif op == ADD_OUTBOUND:
-                seq, qos, retain, sub_ids, packet_id, state = args
+                seq, qos, retain, sub_ids, packet_id, state = args[:6]
                 store.save_message(next_id, _message(rest))
                 outbound = StoredOutbound(
                     seq, next_id, qos, retain, tuple(sub_ids), packet_id, OutboundState(state)
@@ -143,6 +147,21 @@ def fold(client_id: str, records: Iterable[bytes]) -> StoredState:
     state.sessions = loaded.sessions
     state.messages = loaded.messages
     return state
+
+
+def logged_ids(records: Iterable[bytes]) -> set[str]:
+    """The cluster-wide ids of every message `records` ever queued (acknowledged since
+    or not): a replay must not give the session those again."""
+    ids: set[str] = set()
+    for data in records:
+        if data[:1] != ADD_OUTBOUND:
+            continue
+        (length,) = _LEN.unpack_from(data, 1)
+        with contextlib.suppress(ValueError, IndexError):
+            args = json.loads(data[3 : 3 + length])
+            if len(args) > 6 and args[6]:
+                ids.add(str(args[6]))
+    return ids
 
 
 def _load(store: MemoryStore) -> StoredState:

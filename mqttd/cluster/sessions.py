@@ -23,9 +23,12 @@ from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from ..store.base import StoredState
+from ..protocol.topics import parse_shared_subscription
+from ..store.base import StoredMessage, StoredOutbound, StoredState, StoredSubscription
 from . import records
 from .durable import SessionLog
+from .envelope import EnvelopeError, decode_envelope
+from .subjects import filter_to_subjects, topic_matches
 
 __all__ = ["SessionMover"]
 
@@ -42,6 +45,12 @@ class SessionMover:
         self._timeout = timeout
         #: Sessions read from the cluster's log and taken in here (figures).
         self.moved_in = 0
+        #: Messages a replay queued (figures), and the records of the last replay.
+        self.replayed = 0
+        self.replayed_records: list[bytes] = []
+        #: How far before a log's last record a replay starts: the routing delay a
+        #: message may have had on its way to the old node, with room to spare.
+        self._margin = 2 * timeout + 1.0
 
     async def hand_over(self, owner: str, client_id: str, token: int) -> None:
         """Ask node `owner` to let `client_id` go; return once it did, is dead, or is late."""
@@ -82,12 +91,73 @@ class SessionMover:
         if clean_start:
             log.write(client_id, records.encode_record(records.DELETE_SESSION, []))
             return None
+        self.replayed_records = []
+        found, stored_at = await log.read(client_id)
         try:
-            state = await log.load(client_id)
+            state = records.fold(client_id, found)
         except records.RecordError as exc:
             logger.error("cluster: the log of %r is unreadable: %s", client_id, exc)
             return None
         if not state.sessions:
             return None
+        await self._replay(client_id, state, found, stored_at - self._margin)
         self.moved_in += 1
         return state
+
+    async def _replay(
+        self, client_id: str, state: StoredState, found: list[bytes], since: float
+    ) -> None:
+        """Queue the QoS 1/2 messages for the session's subscriptions that the messages
+        stream holds since `since` and its log never had: what its old node may have
+        received and died before recording, or what came while nobody held it. The
+        records of them are `replayed_records` (the caller writes them once it owns the
+        session)."""
+        log = self.log
+        assert log is not None
+        session = state.sessions[0]
+        known = records.logged_ids(found)
+        picked: dict[str, tuple[int, StoredMessage, StoredSubscription]] = {}
+        for sub in session.subscriptions:
+            share, topic_filter = parse_shared_subscription(sub.topic_filter)
+            if share is not None:
+                continue  # each message of a group went to one member: not replayed
+            subjects = (*filter_to_subjects(topic_filter, log.message_prefix), log.message_long)
+            for subject in subjects:
+                for stream_seq, data, message_id in await log.replay(subject, since):
+                    if not message_id or message_id in known or message_id in picked:
+                        continue
+                    try:
+                        envelope = decode_envelope(data)
+                    except EnvelopeError:
+                        continue
+                    if not topic_matches(topic_filter, envelope.topic):
+                        continue
+                    if sub.no_local and envelope.origin == client_id:
+                        continue
+                    message = StoredMessage(
+                        envelope.topic,
+                        envelope.payload,
+                        envelope.qos,
+                        envelope.retain,
+                        envelope.properties,
+                        envelope.expiry_wall,
+                        envelope.origin,
+                    )
+                    picked[message_id] = (stream_seq, message, sub)
+        seq = max((out.seq for out in session.outbound), default=0) + 1
+        mid = max(state.messages, default=0) + 1
+        for message_id, (_, message, sub) in sorted(picked.items(), key=lambda kv: kv[1][0]):
+            qos = min(sub.qos, message.qos)
+            if not qos:
+                continue
+            retain = message.retain and sub.retain_as_published
+            sub_ids = (sub.subscription_identifier,) if sub.subscription_identifier else ()
+            state.messages[mid] = message
+            session.outbound.append(StoredOutbound(seq, mid, qos, retain, sub_ids))
+            args = [seq, qos, retain, list(sub_ids), None, 0, message_id]
+            self.replayed_records.append(records.encode_record(records.ADD_OUTBOUND, args, message))
+            seq += 1
+            mid += 1
+        if picked:
+            self.replayed += len(picked)
+            logger.info("cluster: %d messages replayed to session %r", len(picked), client_id)
