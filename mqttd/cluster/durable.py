@@ -15,8 +15,10 @@ each with a reply subject of our own inbox and a `Nats-Msg-Id` (JetStream drops 
 copy of a record sent twice), many at a time: no task and no round trip per record. A
 record unacknowledged after `request_timeout` (NATS away, JetStream recovering) is sent
 again, and the acks it holds back wait meanwhile (the publishers get no PUBACK for what
-is not stored). `load` reads a session's subject back and folds it; a `delete_session`
-record, once stored, purges what came before it on the subject.
+is not stored). `read` gives a session's records back (records.fold makes the session
+of them); a `delete_session` record, once stored, purges what came before it on the
+subject. Every `COMPACT_EVERY` records a session's log is read back and written again
+as one snapshot record, and what the snapshot holds is purged.
 
 Only the owner writes: records are mirrored only for client ids whose claim this node
 holds (`ClientIdClaims`), and never while `muted` (a session copied in from the log is
@@ -61,6 +63,10 @@ logger = logging.getLogger("mqttd.cluster")
 _RESEND_EVERY = 0.25
 #: Records in flight to JetStream at most; more wait in the queue.
 _WINDOW = 4096
+#: A session's log is compacted (one snapshot record) after this many records.
+COMPACT_EVERY = 1000
+#: Largest snapshot written, bytes (NATS's default max_payload is 1 MiB).
+MAX_SNAPSHOT = 900 * 1024
 
 
 class SessionLog:
@@ -100,7 +106,14 @@ class SessionLog:
         self._queue: deque[tuple[int, str, bytes, str]] = deque()
         self._outstanding: dict[int, tuple[str, bytes, str, float]] = {}
         self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
-        self._purges: dict[int, str] = {}  # record number of a delete -> its subject
+        #: Record number of a delete or snapshot -> its subject and where the purge ends
+        #: (None: at the record itself).
+        self._purges: dict[int, tuple[str, int | None]] = {}
+        #: Records written per session since its log was last compacted.
+        self._since_compaction: dict[str, int] = {}
+        self._compacting: set[str] = set()
+        #: Snapshots written (figures).
+        self.compactions = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
@@ -171,9 +184,47 @@ class SessionLog:
         self._next = n + 1
         subject = self.subject(client_id)
         if record[:1] == r.DELETE_SESSION:
-            self._purges[n] = subject
+            self._purges[n] = (subject, None)
+            self._since_compaction.pop(client_id, None)
+        else:
+            count = self._since_compaction.get(client_id, 0) + 1
+            self._since_compaction[client_id] = count
+            if count >= COMPACT_EVERY and client_id not in self._compacting:
+                self._compacting.add(client_id)
+                task = asyncio.ensure_future(self._compact(client_id))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         self._queue.append((n, subject, record, self._id_prefix + str(n)))
         self._wake.set()
+
+    async def _compact(self, client_id: str) -> None:
+        """Write the session as one snapshot record, then purge what it replaces."""
+        try:
+            found, times = await self._read(client_id)
+            if not found or not self._owns(client_id):
+                return
+            upto = found[-1][0]
+            # Messages queued lately stay known even once acknowledged and purged: a
+            # replay (which starts a margin before the last record) must skip them.
+            since = times[-1] - 2 * self.replay_margin
+            recent = [data for (_, data), at in zip(found, times, strict=True) if at >= since]
+            snapshot = r.encode_snapshot(upto, r.fold(client_id, found), r.message_ids(recent))
+            if snapshot is None or len(snapshot) > MAX_SNAPSHOT:
+                return  # no session, or too big for one NATS message: the log stays
+            if not self._owns(client_id):
+                return
+            n = self._next
+            self._next = n + 1
+            subject = self.subject(client_id)
+            self._purges[n] = (subject, upto + 1)
+            self._queue.append((n, subject, snapshot, self._id_prefix + str(n)))
+            self._wake.set()
+            self.compactions += 1
+        except Exception as exc:
+            logger.warning("cluster: compacting the log of %r failed: %s", client_id, exc)
+        finally:
+            self._since_compaction[client_id] = 0
+            self._compacting.discard(client_id)
 
     def write_message(self, subject: str, envelope: bytes, message_id: str) -> None:
         """Queue a QoS 1/2 message's envelope for the messages stream."""
@@ -256,9 +307,10 @@ class SessionLog:
             return
         del self._outstanding[n]
         self.stored += 1
-        subject = self._purges.pop(n, "")
-        if subject:
-            task = asyncio.ensure_future(self._purge(subject, int(reply["seq"])))
+        purge = self._purges.pop(n, None)
+        if purge is not None:
+            subject, upto = purge
+            task = asyncio.ensure_future(self._purge(subject, upto or int(reply["seq"])))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         if n == self._acked + 1:
@@ -287,31 +339,42 @@ class SessionLog:
 
     # -- reading ------------------------------------------------------------------------
 
-    async def read(self, client_id: str) -> tuple[list[bytes], float]:
-        """The records of `client_id`'s log, oldest first, and when the last was stored
-        (wall clock; 0 when the log is empty)."""
+    @property
+    def replay_margin(self) -> float:
+        """How far before a log's last record a replay starts (sessions.py): the routing
+        delay a message may have had on its way to the old node, with room to spare."""
+        return 2 * self._timeout + 1.0
+
+    async def read(self, client_id: str) -> tuple[list[tuple[int, bytes]], float]:
+        """The records of `client_id`'s log with their stream seqs, oldest first, and
+        when the last was stored (wall clock; 0 when the log is empty)."""
+        found, times = await self._read(client_id)
+        return found, times[-1] if times else 0.0
+
+    async def _read(self, client_id: str) -> tuple[list[tuple[int, bytes]], list[float]]:
         subject = self.subject(client_id)
         try:
             last = await self._js.get_last_msg(self.stream, subject)
         except NotFoundError:
-            return [], 0.0
+            return [], []
         last_seq = last.seq or 0
-        found: list[bytes] = []
-        stored_at = 0.0
+        found: list[tuple[int, bytes]] = []
+        times: list[float] = []
         sub = await self._js.subscribe(
             subject, stream=self.stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
         )
         try:
             while True:
                 msg = await sub.next_msg(timeout=self._timeout)
-                found.append(msg.data)
-                if msg.metadata.sequence.stream >= last_seq:
-                    stored_at = msg.metadata.timestamp.timestamp()
+                seq = msg.metadata.sequence.stream
+                found.append((seq, msg.data))
+                times.append(msg.metadata.timestamp.timestamp())
+                if seq >= last_seq:
                     break
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        return found, stored_at
+        return found, times
 
     async def replay(self, subject: str, since: float) -> list[tuple[int, bytes, str]]:
         """The QoS 1/2 messages on `subject` (wildcards allowed) stored since `since`

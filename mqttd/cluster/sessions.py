@@ -48,9 +48,6 @@ class SessionMover:
         #: Messages a replay queued (figures), and the records of the last replay.
         self.replayed = 0
         self.replayed_records: list[bytes] = []
-        #: How far before a log's last record a replay starts: the routing delay a
-        #: message may have had on its way to the old node, with room to spare.
-        self._margin = 2 * timeout + 1.0
 
     async def hand_over(self, owner: str, client_id: str, token: int) -> None:
         """Ask node `owner` to let `client_id` go; return once it did, is dead, or is late."""
@@ -94,18 +91,19 @@ class SessionMover:
         self.replayed_records = []
         found, stored_at = await log.read(client_id)
         try:
-            state = records.fold(client_id, found)
+            folded = records.fold(client_id, found)
         except records.RecordError as exc:
             logger.error("cluster: the log of %r is unreadable: %s", client_id, exc)
             return None
+        state = folded.state
         if not state.sessions:
             return None
-        await self._replay(client_id, state, found, stored_at - self._margin)
+        await self._replay(client_id, state, folded.seen, stored_at - log.replay_margin)
         self.moved_in += 1
         return state
 
     async def _replay(
-        self, client_id: str, state: StoredState, found: list[bytes], since: float
+        self, client_id: str, state: StoredState, known: set[str], since: float
     ) -> None:
         """Queue the QoS 1/2 messages for the session's subscriptions that the messages
         stream holds since `since` and its log never had: what its old node may have
@@ -115,7 +113,6 @@ class SessionMover:
         log = self.log
         assert log is not None
         session = state.sessions[0]
-        known = records.logged_ids(found)
         picked: dict[str, tuple[int, StoredMessage, StoredSubscription]] = {}
         for sub in session.subscriptions:
             share, topic_filter = parse_shared_subscription(sub.topic_filter)

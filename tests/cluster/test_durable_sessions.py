@@ -33,7 +33,7 @@ from mqtt_raw import (
     gen_subscribe,
 )
 
-from .conftest import NodeFactory, PahoFactory, routed
+from .conftest import NatsServer, NodeFactory, PahoFactory, routed
 
 if TYPE_CHECKING:
     from conftest import MqttdProcess
@@ -336,3 +336,49 @@ def test_kill_9_of_the_subscribers_node_loses_nothing_another_node_acknowledged(
     # QoS 2 exactly once: no QoS 2 message came twice (QoS 1 may, at least once).
     qos2 = [i for i in seen if i % 2 and i < 10_000]
     assert len(qos2) == len(set(qos2))
+
+
+def log_length(nats_url: str, client_id: str) -> int:
+    """How many records the session log of `client_id` holds in JetStream now."""
+    import asyncio
+    import hashlib
+
+    import nats
+
+    async def count() -> int:
+        nc = await nats.connect(nats_url)
+        try:
+            subject = "mqttd.t.s." + hashlib.sha256(client_id.encode()).hexdigest()
+            info = await nc.jetstream().stream_info("mqttd_t_sessions", subjects_filter=subject)
+            return int((info.state.subjects or {}).get(subject, 0))
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def test_a_busy_sessions_log_is_compacted_and_still_moves_whole(
+    nodes: tuple[MqttdProcess, MqttdProcess], paho_factory: PahoFactory, nats_server: NatsServer
+) -> None:
+    a, b = nodes
+    busy = paho_factory(a.port, "busy", protocol=V5, clean=False, session_expiry=300)
+    busy.subscribe("busy/#", 1)
+    publisher = paho_factory(a.port, "busy-publisher")
+    for i in range(450):  # 3 records each (queued, sent, acknowledged): one compaction
+        publisher.publish(f"busy/{i}", str(i).encode(), qos=1)
+    assert [int(m.payload) for m in busy.expect_messages(450)] == list(range(450))
+    deadline = time.monotonic() + 10
+    while (length := log_length(nats_server.url, "busy")) >= 1000:
+        assert time.monotonic() < deadline, f"log not compacted: {length} records"
+        time.sleep(0.2)
+    busy.disconnect()
+    for i in range(3):
+        publisher.publish(f"busy/late{i}", f"late{i}".encode(), qos=1)
+
+    moved = PahoClient("127.0.0.1", b.port, "busy", protocol=V5, clean=False, session_expiry=300)
+    try:
+        assert moved.connect().session_present
+        assert [m.payload for m in moved.expect_messages(3)] == [b"late0", b"late1", b"late2"]
+        moved.expect_no_message(0.5)  # nothing acknowledged comes again
+    finally:
+        moved.close()
