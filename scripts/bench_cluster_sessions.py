@@ -3,7 +3,9 @@
 Starts nats-server (-js, temp store) and two mqttd nodes (persistence off) for each
 setting of `[cluster] durable_sessions`; a persistent 3.1.1 subscriber on node a, and
 publishers on node b sending QoS 1 with a window of unacknowledged PUBLISHes each.
-Prints the messages per second the subscriber received (PUBACKed as they come).
+Prints the messages per second the subscriber received (PUBACKed as they come). The
+nodes queue without bound (`max_queued_messages = 0`): back-pressure does not cross
+nodes, so a bounded queue on node a would drop what node b routes faster than a sends.
 
     python scripts/bench_cluster_sessions.py [--messages 20000] [--publishers 4]
 """
@@ -141,6 +143,8 @@ def start_node(
         f"""
 [persistence]
 enabled = false
+[limits]
+max_queued_messages = 0
 [[listeners]]
 name = "mqtt"
 port = {port}
