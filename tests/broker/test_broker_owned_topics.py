@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.protocol import Connack, PubAck, PubRec, ReasonCode, Will
 

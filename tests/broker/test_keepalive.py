@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.protocol import Disconnect, PingReq, PingResp, ReasonCode, Will
 

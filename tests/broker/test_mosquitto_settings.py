@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.protocol import Connack, Properties, PubAck, PubComp, PubRec, PubRel, ReasonCode, Will
 

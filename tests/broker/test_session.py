@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker_harness import Harness, settings
+from support.core import Harness, settings
 
 from mqttd.broker.clock import FakeClock
 from mqttd.protocol import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from broker_harness import Client, Harness
+from support.core import Client, Harness
 
 from mqttd.broker.retained import RetainedTree
 from mqttd.broker.topic_tree import TopicTree

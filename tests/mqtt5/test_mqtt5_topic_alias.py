@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from broker_harness import Harness
 from mqtt_raw import (
     PUBLISH,
     TOPIC_ALIAS,
@@ -18,6 +17,7 @@ from mqtt_raw import (
     gen_publish,
     prop_u16,
 )
+from support.core import Harness
 from v5_support import V5Client
 
 from mqttd.broker.topic_alias import TopicAliases

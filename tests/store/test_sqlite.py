@@ -742,7 +742,7 @@ async def test_close_gives_up_on_a_disk_that_stays_full(
 async def test_a_broker_restart_on_the_file_restores_sessions_queues_and_retained(
     db_path: Path,
 ) -> None:
-    from broker.broker_harness import Harness  # type: ignore[import-not-found]
+    from support.core import Harness
 
     clock = FakeClock()
     store = SqliteStore(db_path, commit_interval=0)
