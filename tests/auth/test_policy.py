@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from auth_harness import MakeConfig, SecureHarness
+from support.auth import MakeConfig, SecureHarness
 
 from mqttd.auth.hooks import ConnectInfo
 from mqttd.broker.message import Message

@@ -17,7 +17,7 @@ from mqtt_raw import (
     prop_u8,
     prop_u32,
 )
-from v5_support import V5Client
+from support.v5 import V5Client
 
 if TYPE_CHECKING:
     from collections.abc import Callable

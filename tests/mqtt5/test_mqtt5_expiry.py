@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mqtt_raw import SESSION_EXPIRY_INTERVAL, RawClient, gen_disconnect, prop_u32
-from v5_support import V5Client, wait_for
+from support.v5 import V5Client, wait_for
 
 if TYPE_CHECKING:
     from conftest import InProcessBroker

@@ -19,7 +19,7 @@ from mqtt_raw import (
     gen_pubrel,
     gen_subscribe,
 )
-from v5_support import V5Client
+from support.v5 import V5Client
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -21,7 +21,7 @@ from mqtt_raw import (
     prop_str,
     prop_u8,
 )
-from v5_support import V5Client
+from support.v5 import V5Client
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -20,7 +20,7 @@ from mqtt_raw import (
 )
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from v5_support import V5Client, paho_props, wait_for
+from support.v5 import V5Client, paho_props, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -18,7 +18,7 @@ from mqtt_raw import (
     prop_u16,
 )
 from support.core import Harness
-from v5_support import V5Client
+from support.v5 import V5Client
 
 from mqttd.broker.topic_alias import TopicAliases
 from mqttd.protocol import Properties

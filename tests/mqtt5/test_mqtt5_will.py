@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mqtt_raw import RawClient, gen_disconnect
-from v5_support import V5Client
+from support.v5 import V5Client
 
 if TYPE_CHECKING:
     from conftest import InProcessBroker

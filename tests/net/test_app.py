@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from selfsigned import self_signed
+from support.selfsigned import self_signed
 from websockets.asyncio.client import connect as ws_connect
 from websockets.typing import Subprotocol
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from selfsigned import self_signed
+from support.selfsigned import self_signed
 
 from mqttd.net import tcp
 from mqttd.net.tcp import (

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from support.core import Client, Harness, settings
-
 from mqttd.config import Config
 from mqttd.security import Security
+from support.core import Client, Harness, settings
 
 __all__ = ["MakeConfig", "SecureHarness"]
 
