@@ -15,6 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from mqttd.auth.password_file import (
     PBKDF2_ITERATIONS,
@@ -180,7 +181,7 @@ def _free_port() -> int:
 
 
 def _connect_rc(port: int, username: str, password: str) -> int:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.username_pw_set(username, password)
     result: list[int] = []
     client.on_connect = lambda c, u, f, rc, p: result.append(rc.value)

@@ -69,8 +69,8 @@ class Mosquitto:
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.kill()
-                    log = self.log.read_text()
-                    raise RuntimeError(f"mosquitto did not start:\n{log}") from None
+                    text = self.log.read_text()
+                    raise RuntimeError(f"mosquitto did not start:\n{text}") from None
                 time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

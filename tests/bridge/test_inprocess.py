@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ async def test_qos2_crosses_exactly_once_with_its_qos(level: int) -> None:
 
 
 async def test_topics_are_remapped_with_prefixes_in_both_directions() -> None:
-    topics = [
+    topics: list[dict[str, Any]] = [
         {"pattern": "sensors/#", "direction": "out", "qos": 1, "remote_prefix": "site1/"},
         {
             "pattern": "cmd/#",

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 from integration.paho_client import V5, V311
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from support.v5 import paho_props, props_of
 
 from .conftest import NatsServer, NodeFactory, PahoFactory, routed
 
@@ -177,21 +177,23 @@ def test_mqtt5_properties_cross_nodes(
     receiver.subscribe("props/#", 1)
     publisher = paho_factory(a.port, "publisher", protocol=V5)
     routed(publisher, "props/probe", receiver)
-    props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [("site", "7")]
-    props.ContentType = "text/plain"
-    props.ResponseTopic = "props/reply"
-    props.CorrelationData = b"\x01\x02"
-    props.MessageExpiryInterval = 300
+    props = paho_props(
+        PacketTypes.PUBLISH,
+        UserProperty=[("site", "7")],
+        ContentType="text/plain",
+        ResponseTopic="props/reply",
+        CorrelationData=b"\x01\x02",
+        MessageExpiryInterval=300,
+    )
     publisher.publish("props/x", b"payload", qos=1, properties=props)
     got = receiver.expect_message()
     assert got.payload == b"payload"
-    assert got.properties is not None
-    assert got.properties.UserProperty == [("site", "7")]
-    assert got.properties.ContentType == "text/plain"
-    assert got.properties.ResponseTopic == "props/reply"
-    assert got.properties.CorrelationData == b"\x01\x02"
-    assert 295 <= got.properties.MessageExpiryInterval <= 300
+    received = props_of(got)
+    assert received.UserProperty == [("site", "7")]
+    assert received.ContentType == "text/plain"
+    assert received.ResponseTopic == "props/reply"
+    assert received.CorrelationData == b"\x01\x02"
+    assert 295 <= received.MessageExpiryInterval <= 300
 
 
 def test_routing_and_takeover_work_again_after_nats_restarts(

@@ -14,7 +14,7 @@ import queue
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -292,7 +292,7 @@ class PahoClient:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def __enter__(self) -> PahoClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -467,7 +467,9 @@ class ScriptedBroker:
     def __init__(self) -> None:
         self.connections: list[ScriptedConnection] = []
 
-    def connection(self, sink: Any, peer: str, listener: str = "ws", /) -> ScriptedConnection:
+    def connection(
+        self, sink: Any, peer: str, listener: str = "ws", identity: str | None = None, /
+    ) -> ScriptedConnection:
         conn = ScriptedConnection(sink, asyncio.get_running_loop())
         self.connections.append(conn)
         return conn

@@ -299,8 +299,9 @@ def check_case(data: bytes, answer: bytes, closed: bool, model: CoreModel) -> st
         assert verdict(sent) == expected, f"CONNACK {verdict(sent)} != core {expected}: {data!r}"
     if not sent:
         return "closed without a word"
-    if sent[0].reason_code:
-        return f"CONNACK 0x{sent[0].reason_code:02X}"
+    code = verdict(sent)
+    if code:
+        return f"CONNACK 0x{code:02X}"
     if isinstance(sent[-1], Disconnect):
         return f"accepted, then DISCONNECT 0x{sent[-1].reason_code:02X}"
     return "accepted, closed at EOF"

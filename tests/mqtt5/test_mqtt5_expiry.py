@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mqtt_raw import SESSION_EXPIRY_INTERVAL, RawClient, gen_disconnect, prop_u32
-from support.v5 import V5Client, wait_for
+from support.v5 import V5Client, props_of, wait_for
 
 if TYPE_CHECKING:
     from conftest import InProcessBroker
@@ -107,8 +107,7 @@ def test_expiry_is_counted_down_while_the_message_waits(
     with persistent(v5broker, f"{uid}-sub", 60) as back:
         back.connect()
         message = back.expect_message()
-        assert message.properties is not None
-        assert 26 <= message.properties.MessageExpiryInterval <= 28  # 30 - the wait
+        assert 26 <= props_of(message).MessageExpiryInterval <= 28  # 30 - the wait
 
 
 def test_an_expired_message_is_never_delivered(v5broker: InProcessBroker, uid: str) -> None:
@@ -137,8 +136,7 @@ def test_live_delivery_carries_the_expiry_interval(v5broker: InProcessBroker, ui
         sub.subscribe(f"{uid}/t", 1)
         pub.publish_v5(f"{uid}/t", b"m", 1, MessageExpiryInterval=99).wait_for_publish(5)
         message = sub.expect_message()
-        assert message.properties is not None
-        assert message.properties.MessageExpiryInterval in (98, 99)
+        assert props_of(message).MessageExpiryInterval in (98, 99)
 
 
 def test_retained_messages_expire_too(v5broker: InProcessBroker, uid: str) -> None:
@@ -157,7 +155,6 @@ def test_retained_messages_expire_too(v5broker: InProcessBroker, uid: str) -> No
         late.subscribe(f"{uid}/#", 1)
         (message,) = late.expect_messages(1)
         assert message.topic == f"{uid}/s"
-        assert message.properties is not None
-        assert 57 <= message.properties.MessageExpiryInterval <= 59
+        assert 57 <= props_of(message).MessageExpiryInterval <= 59
         late.expect_no_message(0.3)
     assert v5broker.call(lambda: v5broker.broker.retained.get(f"{uid}/r")) is None

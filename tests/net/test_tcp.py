@@ -81,7 +81,9 @@ class FakeBroker:
         self.on_data = on_data
         self.arrived = asyncio.Queue[FakeConnection]()
 
-    def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> FakeConnection:
+    def connection(
+        self, sink: Sink, peer: str, listener: str = "tcp", identity: str | None = None
+    ) -> FakeConnection:
         conn = FakeConnection(sink, peer, listener)
         conn.on_data = self.on_data
         self.connections.append(conn)
@@ -419,7 +421,9 @@ def test_a_failing_connection_drops_its_socket_not_the_listener(run: Run) -> Non
 
 def test_a_broker_refusing_a_socket_drops_it_not_the_listener(run: Run) -> None:
     class Refusing(FakeBroker):
-        def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> FakeConnection:
+        def connection(
+        self, sink: Sink, peer: str, listener: str = "tcp", identity: str | None = None
+    ) -> FakeConnection:
             if not self.connections:
                 self.connections.append(FakeConnection(sink, peer, listener))
                 raise RuntimeError("bug in the core")

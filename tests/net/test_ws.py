@@ -64,7 +64,9 @@ class FakeBroker:
         self.on_data: Callable[[FakeConnection, bytes], None] | None = None
         self.connected = asyncio.Event()
 
-    def connection(self, sink: Any, peer: str, listener: str = "tcp", /) -> FakeConnection:
+    def connection(
+        self, sink: Any, peer: str, listener: str = "tcp", identity: str | None = None, /
+    ) -> FakeConnection:
         conn = FakeConnection(sink, peer, listener, on_data=self.on_data)
         self.connections.append(conn)
         self.connected.set()

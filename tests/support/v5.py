@@ -12,11 +12,21 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from integration.paho_client import V5, ConnectResult, PahoClient
+from integration.paho_client import V5, ConnectResult, PahoClient, Received
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
-__all__ = ["ScramClient", "V5Client", "paho_props", "wait_for"]
+__all__ = ["ScramClient", "V5Client", "paho_props", "props_of", "wait_for"]
+
+
+def props_of(received: Received | ConnectResult) -> Any:
+    """The properties of a message or CONNACK paho received, which must have some.
+
+    paho sets each property as an attribute named after it (`ResponseTopic`, ...), which
+    a type checker cannot see; the value is typed Any so tests read them by those names.
+    """
+    assert received.properties is not None
+    return received.properties
 
 
 def paho_props(packet_type: int, **values: Any) -> PahoProperties:
