@@ -72,14 +72,6 @@ def test_connack_advertises_configured_limits(
     assert props["SharedSubscriptionAvailable"] == 0
 
 
-def test_empty_client_id_gets_an_assigned_client_identifier(v5broker: InProcessBroker) -> None:
-    with V5Client(v5broker.host, v5broker.port, "") as client:
-        result = client.connect()
-        assigned = props_of(result).AssignedClientIdentifier
-        assert assigned.startswith("mqttd-")  # [MQTT-3.2.2-16]
-        assert v5broker.call(lambda: assigned in v5broker.broker.sessions)
-
-
 @pytest.mark.parametrize(("asked", "granted"), [(60, 5), (0, 5), (3, None)])
 def test_server_keep_alive_overrides_what_is_above_our_maximum(
     broker_with: Callable[..., InProcessBroker], uid: str, asked: int, granted: int | None
