@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +34,6 @@ from mqttd.protocol import (
 )
 
 TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for brokers restarted on the same port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def broker_config(port: int = 0, **sections: Any) -> Config:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.servers import free_port
 
 from mqttd.protocol import Properties
 
@@ -20,7 +21,6 @@ from .helpers import (
     bridge_table,
     bridge_up,
     broker_config,
-    free_port,
     started,
     wait_for,
 )
