@@ -159,17 +159,13 @@ class PahoClient:
 
     def connect(self, *, timeout: float = TIMEOUT, expect_success: bool = True) -> ConnectResult:
         """Connect, start the network thread and wait for CONNACK."""
-        properties = None
-        if self.protocol == V5 and self.session_expiry is not None:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self.session_expiry
         clean_start: Any = self.clean if self.protocol == V5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self.client.connect(
             self.host,
             self.port,
             keepalive=self.keepalive,
             clean_start=clean_start,
-            properties=properties,
+            properties=self.connect_properties_for_paho(),
         )
         self.client.loop_start()
         self._started = True
@@ -179,6 +175,14 @@ class PahoClient:
         if expect_success and self.connect_result.reason_code != 0:
             raise AssertionError(f"CONNACK refused: {self.connect_result.reason_code:#x}")
         return self.connect_result
+
+    def connect_properties_for_paho(self) -> Properties | None:
+        """The CONNECT properties: 5.0's Session Expiry Interval when one was given."""
+        if self.protocol != V5 or self.session_expiry is None:
+            return None
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.session_expiry
+        return properties
 
     def subscribe(
         self, topic: str, qos: int = 0, *, timeout: float = TIMEOUT, **kw: Any

@@ -59,6 +59,11 @@ def scram_connect(
             + prop_bin(AUTHENTICATION_DATA, scram.client_first()),
         )
     )
+    return server_first_message(client)
+
+
+def server_first_message(client: RawClient) -> bytes:
+    """The broker's AUTH 0x18 (continue) with SCRAM's server-first-message as its data."""
     auth = client.expect_type(AUTH)
     assert auth.body[0] == 0x18  # Continue authentication [MQTT-4.12.0-2]
     props = auth_props(auth.body, 1)
@@ -84,8 +89,4 @@ def scram_login(
 def reauthenticate(client: RawClient, scram: ScramClient) -> bytes:
     """AUTH 0x19 with a new client-first [MQTT-4.12.1-1]; returns the server-first."""
     client.send(gen_auth(0x19, METHOD, scram.client_first()))
-    challenge = client.expect_type(AUTH)
-    assert challenge.body[0] == 0x18
-    (server_first,) = auth_props(challenge.body, 1)[AUTHENTICATION_DATA]
-    assert isinstance(server_first, bytes)
-    return server_first
+    return server_first_message(client)
