@@ -13,6 +13,7 @@ import contextlib
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -158,7 +159,12 @@ class PahoClient:
     # ------------------------------------------------------------------ operations
 
     def connect(self, *, timeout: float = TIMEOUT, expect_success: bool = True) -> ConnectResult:
-        """Connect, start the network thread and wait for CONNACK."""
+        """Connect, start the network thread and wait for CONNACK.
+
+        A connection that ends before its CONNACK (a refused TLS certificate, a broker
+        that closes the socket) raises ConnectionError at once instead of a late timeout.
+        """
+        ended_before = self.disconnected.is_set()
         clean_start: Any = self.clean if self.protocol == V5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self.client.connect(
             self.host,
@@ -169,8 +175,12 @@ class PahoClient:
         )
         self.client.loop_start()
         self._started = True
-        if not self.connected.wait(timeout):
-            raise TimeoutError(f"no CONNACK within {timeout}s")
+        deadline = time.monotonic() + timeout
+        while not self.connected.wait(0.02):
+            if not ended_before and self.disconnected.is_set():
+                raise ConnectionError("the connection ended before CONNACK")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no CONNACK within {timeout}s")
         assert self.connect_result is not None
         if expect_success and self.connect_result.reason_code != 0:
             raise AssertionError(f"CONNACK refused: {self.connect_result.reason_code:#x}")
