@@ -86,6 +86,17 @@ async def bridge_up(app: App, name: str, timeout: float = TIMEOUT) -> None:
     await wait_for(lambda: app.bridges.get(name) == 1, timeout)
 
 
+@contextlib.asynccontextmanager
+async def bridged(topics: list[dict[str, Any]], **keys: Any) -> AsyncIterator[tuple[App, App]]:
+    """Brokers A and B, A bridged to B as "ab" on `topics` (`keys`: more of the table),
+    the bridge connected: the set-up of most two-broker tests."""
+    async with started(broker_config()) as b:
+        bridge = bridge_table("ab", b.port, topics, **keys)
+        async with started(broker_config(bridge=[bridge])) as a:
+            await bridge_up(a, "ab")
+            yield a, b
+
+
 @dataclass(slots=True)
 class Received:
     """One message as a Peer received it."""
