@@ -26,14 +26,6 @@ if TYPE_CHECKING:
     from conftest import InProcessBroker, InProcessFactory
 
 
-def test_shutdown_is_disconnect_0x8b(broker_factory: InProcessFactory, uid: str) -> None:
-    broker = broker_factory()
-    with RawClient(broker.host, broker.port) as client:
-        client.connect(uid, proto_ver=5)
-        broker.stop()
-        client.expect_disconnect(0x8B)
-
-
 def test_subscription_quota_is_suback_0x97(
     broker_with: Callable[..., InProcessBroker], uid: str
 ) -> None:
