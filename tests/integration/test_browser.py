@@ -30,7 +30,9 @@ import pytest
 
 from mqttd.net.ws import serve_ws
 
-from .browser.chromium import Chromium, Page, chromium_path
+from .browser.chromium import Page, chromium_path
+from .browser.fixtures import browser as browser  # a fixture of these tests
+from .browser.fixtures import page as page  # a fixture of these tests
 from .paho_client import V5, V311, PahoClient
 
 if TYPE_CHECKING:
@@ -61,24 +63,6 @@ port = 0
 pytestmark = pytest.mark.skipif(
     chromium_path() is None, reason="Chromium is not installed (scripts/test.sh installs it)"
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Chromium]:
-    """One headless Chromium for the module; each test opens its own tab."""
-    path = chromium_path()
-    assert path is not None
-    with Chromium(path) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser: Chromium) -> Iterator[Page]:
-    """A fresh tab, closed after the test."""
-    tab = browser.new_page()
-    yield tab
-    target = tab.send("Target.getTargetInfo")["targetInfo"]["targetId"]
-    browser.send("Target.closeTarget", {"targetId": target})
 
 
 class _PagesHandler(SimpleHTTPRequestHandler):
