@@ -46,7 +46,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..protocol.encoder import encode
-from ..protocol.errors import MQTTError, ProtocolError, TopicNameInvalid, UnsupportedProtocolVersion
+from ..protocol.errors import MQTTError, ProtocolError, UnsupportedProtocolVersion
 from ..protocol.packets import (
     Auth,
     Connack,
@@ -65,15 +65,11 @@ from ..protocol.packets import (
     UnsubAck,
     Unsubscribe,
 )
-from ..protocol.properties import Properties
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
-from ..protocol.topics import is_topic_name, is_utf8
 from ..store.base import OutboundState
-from .dead_letter import DropReason
-from .delivery import MATCHED, RECORDED
-from .flow import throttle
 from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
+from .inbound import ACK_CLASS, PUBCOMP, PUBREC, PUBREL, on_publish
 from .message import Message
 from .reason_strings import reason_properties
 
@@ -104,19 +100,6 @@ class State(enum.Enum):
 
 _PINGRESP = b"\xd0\x00"
 
-# First bytes of the acknowledgements the server sends.
-_PUBACK = 0x40
-_PUBREC = 0x50
-_PUBREL = 0x62
-_PUBCOMP = 0x70
-_ACK_CLASS: dict[int, type[PubAck | PubRec | PubRel | PubComp]] = {
-    _PUBACK: PubAck,
-    _PUBREC: PubRec,
-    _PUBREL: PubRel,
-    _PUBCOMP: PubComp,
-}
-
-
 class Sink(Protocol):
     """What the network shell gives a Connection: where its bytes go."""
 
@@ -138,26 +121,24 @@ class Sink(Protocol):
 
 
 class Connection:
-    """One client connection: packets in, packets out (see the module docstring)."""
+    """One client connection: packets in, packets out (see the module docstring).
+
+    Its public fields are also what handshake.py (the CONNECT), inbound.py (PUBLISH
+    from the client) and flow.py (holding reading) work on: the parts of this machine
+    kept in files of their own.
+    """
 
     __slots__ = (
         "_acks_waiting",
-        "_aliases",
-        "_broker",
         "_handlers",
-        "_max_topic_length",
-        "_max_topic_levels",
-        "_maximum_qos",
-        "_qos1_unacked",
         "_reader",
         "_reading_held",
-        "_retain_available",
-        "_settings",
         "_state",
-        "_stats",
         "alias_max",
+        "aliases",
         "blocked_on",
         "bridge",
+        "broker",
         "client_id",
         "close_reason",
         "connected_at",
@@ -167,14 +148,21 @@ class Connection:
         "keepalive_grace",
         "keepalive_timer",
         "listener",
+        "max_topic_length",
+        "max_topic_levels",
+        "maximum_qos",
         "peer",
         "peer_max_packet",
         "problem_info",
         "protocol_level",
         "publish_bucket",
+        "qos1_unacked",
         "requested_expiry",
+        "retain_available",
         "session",
+        "settings",
         "sink",
+        "stats",
         "throttle_timer",
         "username",
         "will",
@@ -189,13 +177,13 @@ class Connection:
         listener: str = "tcp",
         identity: str | None = None,
     ) -> None:
-        self._broker = broker
-        self._settings = settings = broker.settings
-        self._stats = broker.stats
-        self._maximum_qos = settings.maximum_qos
-        self._max_topic_length = settings.max_topic_length
-        self._max_topic_levels = settings.max_topic_levels
-        self._retain_available = settings.retain_available
+        self.broker = broker
+        self.settings = settings = broker.settings
+        self.stats = broker.stats
+        self.maximum_qos = settings.maximum_qos
+        self.max_topic_length = settings.max_topic_length
+        self.max_topic_levels = settings.max_topic_levels
+        self.retain_available = settings.retain_available
         self.sink = sink
         self.peer = peer
         self.listener = listener
@@ -235,9 +223,9 @@ class Connection:
         # Why the connection ended, for the disconnect log line.
         self.close_reason = "connection lost"
         self.will_delay = 0
-        self._aliases: dict[int, str] | None = None
+        self.aliases: dict[int, str] | None = None
         self._acks_waiting = 0  # acks queued behind a store commit
-        self._qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
+        self.qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
         # Set by the handshake from CONNECT (5.0):
         #: the Topic Alias Maximum we allow the client;
         self.alias_max = 0
@@ -254,7 +242,7 @@ class Connection:
     @property
     def scheduler(self) -> Scheduler:
         """The broker's one timer heap (flow.py's throttle arms its timer there)."""
-        return self._broker.scheduler
+        return self.broker.scheduler
 
     @property
     def state(self) -> State:
@@ -285,13 +273,13 @@ class Connection:
         """The CONNACK accepting the client went out: lift the pre-CONNECT size bound,
         count the client and arm its keepalive [MQTT-3.1.2-24]."""
         self._enter(State.CONNECTED)
-        self._reader.max_packet_size = self._settings.max_packet_size
-        stats = self._stats
+        self._reader.max_packet_size = self.settings.max_packet_size
+        stats = self.stats
         stats.clients_connected += 1
         stats.clients_total += 1
         if keep_alive:
             self.keepalive_grace = keep_alive * 1.5
-            self.keepalive_timer = self._broker.scheduler.call_later(
+            self.keepalive_timer = self.broker.scheduler.call_later(
                 self.keepalive_grace, self._on_keepalive_expired
             )
 
@@ -301,7 +289,7 @@ class Connection:
         """Bytes from the peer. Never raises for bad bytes: it answers or closes."""
         if self._state is State.CLOSING:
             return
-        self._stats.bytes_received += len(data)
+        self.stats.bytes_received += len(data)
         self._handle(data)
         if self._reader.stopped and not self.closed:
             # The reader stopped after the CONNECT: go on with the bytes that followed
@@ -309,11 +297,11 @@ class Connection:
             self._handle(b"")
 
     def _handle(self, data: bytes) -> None:
-        stats = self._stats
+        stats = self.stats
         try:
             packets = self._reader.feed(data)
         except UnsupportedProtocolVersion as exc:
-            refuse_protocol_version(self, self._broker, exc)
+            refuse_protocol_version(self, self.broker, exc)
             return
         except MQTTError as exc:
             self.fail(exc.reason_code, str(exc))
@@ -323,7 +311,7 @@ class Connection:
         stats.packets_received += len(packets)
         timer = self.keepalive_timer
         if timer is not None:
-            timer.postpone(self._broker.clock.now() + self.keepalive_grace)
+            timer.postpone(self.broker.clock.now() + self.keepalive_grace)
         try:
             for packet in packets:
                 # The transition table: this state's handler for this packet's class.
@@ -371,7 +359,7 @@ class Connection:
         """A protocol violation (or malformed bytes): say why if 5.0, then close."""
         if self._state is State.CLOSING:
             return
-        self._stats.protocol_errors += 1
+        self.stats.protocol_errors += 1
         self.close_reason = f"{why} (0x{reason_code:02X})"
         if logger.isEnabledFor(logging.INFO):
             logger.info("%r: closing: %s (0x%02X)", self, why, reason_code)
@@ -397,9 +385,9 @@ class Connection:
             self.throttle_timer.cancel()
             self.throttle_timer = None
         if self.blocked_on is not None:
-            self._broker.flow.forget(self)
+            self.broker.flow.forget(self)
         self.sink.close()
-        self._broker.connection_closed(self, was_connected, publish_will)
+        self.broker.connection_closed(self, was_connected, publish_will)
 
     def _on_keepalive_expired(self) -> None:
         self.keepalive_timer = None
@@ -407,11 +395,11 @@ class Connection:
             return
         if self._reading_held:
             # We are not reading: the client's packets wait in our socket, unseen.
-            self.keepalive_timer = self._broker.scheduler.call_later(
+            self.keepalive_timer = self.broker.scheduler.call_later(
                 self.keepalive_grace, self._on_keepalive_expired
             )
             return
-        self._stats.keepalive_timeouts += 1
+        self.stats.keepalive_timeouts += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("%r: keepalive of %d s expired", self, self.keep_alive)
         self.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT, publish_will=True)
@@ -419,12 +407,12 @@ class Connection:
     # -- output ------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        stats = self._stats
+        stats = self.stats
         stats.packets_sent += 1
         stats.bytes_sent += len(data)
         self.sink.write(data)
 
-    def _send_ack(
+    def send_ack(
         self,
         first_byte: int,
         packet_id: int,
@@ -442,10 +430,10 @@ class Connection:
             # (a lost packet id) say all there is to say with the code.
             props = (
                 reason_properties(reason_code)
-                if self.problem_info and first_byte <= _PUBREC
+                if self.problem_info and first_byte <= PUBREC
                 else None
             )
-            data = self.encode_v5(_ACK_CLASS[first_byte](packet_id, reason_code, props))
+            data = self.encode_v5(ACK_CLASS[first_byte](packet_id, reason_code, props))
         else:
             # Reason code 0 without properties may be left out in 5.0 (3.4.2.1), so the
             # short form is every level's success ack: 4 bytes, built without the codec
@@ -453,10 +441,10 @@ class Connection:
             data = ((first_byte << 24) | 0x20000 | packet_id).to_bytes(4)
         if recorded or self._acks_waiting:
             self._acks_waiting += 1
-            self._broker.store.after_commit(lambda: self._send_committed(data, counted_qos1))
+            self.broker.store.after_commit(lambda: self._send_committed(data, counted_qos1))
         else:
             if counted_qos1:
-                self._qos1_unacked -= 1
+                self.qos1_unacked -= 1
             self.write(data)
 
     def encode_v5(
@@ -475,152 +463,9 @@ class Connection:
     def _send_committed(self, data: bytes, qos1: bool) -> None:
         self._acks_waiting -= 1
         if qos1:
-            self._qos1_unacked -= 1
+            self.qos1_unacked -= 1
         if self._state is State.CONNECTED:
             self.write(data)
-
-    # -- PUBLISH from the client (the hot path) ----------------------------------------
-
-    def _on_publish(self, packet: Publish) -> None:
-        self._stats.publish_received += 1
-        if self.publish_bucket is not None:
-            throttle(self, self.publish_bucket)
-        topic = packet.topic
-        props = packet.properties
-        expiry_at: float | None = None
-        if props is not None:
-            resolved = self._publish_properties(topic, props)
-            if resolved is None:
-                return
-            topic, props, expiry_at = resolved
-            if (
-                props is not None
-                and props.payload_format_indicator == 1
-                and self._settings.validate_payload_format
-                and not is_utf8(packet.payload)
-            ):
-                self._payload_format_invalid(packet)
-                return
-        # The reader has checked UTF-8, U+0000 and the length already [MQTT-4.7.3-1..3].
-        if not topic or "+" in topic or "#" in topic:
-            raise TopicNameInvalid(f"not a topic name: {topic!r} [MQTT-3.3.2-2]")
-        if len(topic) > self._max_topic_length or (
-            self._max_topic_levels and topic.count("/") >= self._max_topic_levels
-        ):
-            raise TopicNameInvalid("topic name above max_topic_length or max_topic_levels")
-        qos = packet.qos
-        retain = packet.retain
-        if qos > self._maximum_qos:
-            self.disconnect(ReasonCode.QOS_NOT_SUPPORTED)  # [MQTT-3.2.2-11]
-            return
-        if retain and not self._retain_available:
-            self.disconnect(ReasonCode.RETAIN_NOT_SUPPORTED)  # [MQTT-3.2.2-14]
-            return
-        limit = self._settings.message_size_limit
-        if limit and len(packet.payload) > limit:
-            self._payload_too_large(packet)
-            return
-        session = self.session
-        assert session is not None
-        authorise = self._broker.authorise
-        if self._broker.dead_letters.closed_to_clients(topic) or (
-            authorise is not None
-            and not authorise(session.client_id, self.username, "write", topic)
-        ):
-            self._publish_denied(qos, packet.packet_id, topic)
-            self._broker.dead_letters.drop(
-                DropReason.NOT_AUTHORISED,
-                Message(topic, packet.payload, qos, retain, props, expiry_at, self.client_id),
-            )
-            return
-        message = Message(topic, packet.payload, qos, retain, props, expiry_at, self.client_id)
-        raw = packet.raw
-        if raw is not None and not packet.dup and topic is packet.topic:
-            # The bytes as received are this message's PUBLISH for receivers at our
-            # level (3.x only: no properties to differ); DUP is the sender's hop only.
-            message.reuse(self.protocol_level, raw)
-        if not qos:
-            self._broker.publish(message, session)
-            return
-        packet_id = packet.packet_id
-        assert packet_id is not None
-        v5 = self.protocol_level == 5
-        inbound_qos2 = session.inbound_qos2
-        if qos == 2 and packet_id in inbound_qos2:
-            # 4.3.3: the same id before PUBREL is a resend; acknowledge, never re-route.
-            self._send_ack(_PUBREC, packet_id, 0, False)
-            return
-        if v5:
-            if qos == 1 and packet_id in inbound_qos2:
-                self._send_ack(_PUBACK, packet_id, ReasonCode.PACKET_IDENTIFIER_IN_USE, False)
-                return
-            if self._qos1_unacked + len(inbound_qos2) >= self._settings.receive_maximum:
-                self.disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # [MQTT-3.3.4-9]
-                return
-        if qos == 2 and self._settings.pubrec_first:
-            self._pubrec_first(message, session, packet_id)
-            return
-        flags = self._broker.publish(message, session)
-        if not flags & MATCHED and not retain:  # nobody got it (a retained one is kept)
-            self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
-        recorded = (flags & RECORDED) != 0
-        code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
-        if qos == 1:
-            self._qos1_unacked += 1
-            self._send_ack(_PUBACK, packet_id, code, recorded, counted_qos1=True)
-            return
-        inbound_qos2.add(packet_id)
-        if session.persistent:
-            self._broker.store.add_inbound_qos2(session.client_id, packet_id)
-            recorded = True
-        self._send_ack(_PUBREC, packet_id, code, recorded)
-
-    def _pubrec_first(self, message: Message, session: Session, packet_id: int) -> None:
-        """Mosquitto's order for a QoS 2 PUBLISH: PUBREC (0x00: nobody is matched yet),
-        then the message goes on, so the PUBREC leaves first, on this socket and (its
-        flush scheduled first) before the forwarded PUBLISHes on others. config.py allows
-        it only with the memory store, where no acknowledgement waits for a commit."""
-        session.inbound_qos2.add(packet_id)
-        if session.persistent:
-            self._broker.store.add_inbound_qos2(session.client_id, packet_id)
-        self._send_ack(_PUBREC, packet_id, 0, False)
-        if not self._broker.publish(message, session) & MATCHED and not message.retain:
-            self._broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
-
-    def _payload_too_large(self, packet: Publish) -> None:
-        """message_size_limit (Mosquitto's): the message is dropped and its QoS flow ends
-        here, 5.0 with 0x83 in PUBACK/PUBREC, 3.x with a plain acknowledgement (3.x has no
-        way to say no; a 3.x PUBREL then finds no id and gets its PUBCOMP anyway).
-
-        0x83 Implementation specific error is what mosquitto.conf(5) documents; Mosquitto
-        2.0 actually sends 0x95, which MQTT 5.0 does not allow in PUBACK/PUBREC (3.4.2.1).
-        """
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "%r: PUBLISH to %r dropped: %d payload bytes above message_size_limit",
-                self,
-                packet.topic,
-                len(packet.payload),
-            )
-        packet_id = packet.packet_id
-        if not packet.qos or packet_id is None:
-            return
-        code = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR if self.protocol_level == 5 else 0
-        self._send_ack(_PUBACK if packet.qos == 1 else _PUBREC, packet_id, code, False)
-
-    def _publish_denied(self, qos: int, packet_id: int | None, topic: str) -> None:
-        """The ACL refused a PUBLISH, or its topic is the broker's ($SYS, dead letters):
-        nobody gets it; 5.0 acks say 0x87 (3.4.2.1).
-
-        3.x has no way to say no: the message is acknowledged and dropped, as Mosquitto
-        does, so the client does not resend it forever.
-        """
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%r: PUBLISH to %r denied (ACL or broker-owned topic)", self, topic)
-        if not qos or packet_id is None:
-            return
-        code = ReasonCode.NOT_AUTHORIZED if self.protocol_level == 5 else 0
-        self._send_ack(_PUBACK if qos == 1 else _PUBREC, packet_id, code, False)
 
     def hold_reading(self, why: int) -> None:
         """Stop reading the client for `why` (a flow.HOLD_* bit; several may hold at once)."""
@@ -640,57 +485,7 @@ class Connection:
             timer = self.keepalive_timer
             if timer is not None:
                 # What the client sent meanwhile is read only now: not its silence.
-                timer.postpone(self._broker.clock.now() + self.keepalive_grace)
-
-    def _payload_format_invalid(self, packet: Publish) -> None:
-        """Payload Format Indicator 1 on a payload that is not UTF-8 (3.3.2.3.2): the
-        message is refused with 0x99 (PUBACK/PUBREC; QoS 0 has none: DISCONNECT)."""
-        packet_id = packet.packet_id
-        if not packet.qos or packet_id is None:
-            self.disconnect(ReasonCode.PAYLOAD_FORMAT_INVALID)
-            return
-        # A refused QoS 2 flow ends at this PUBREC: its id is not kept [MQTT-4.3.3-9].
-        first = _PUBACK if packet.qos == 1 else _PUBREC
-        self._send_ack(first, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID, False)
-
-    def _publish_properties(
-        self, topic: str, props: Properties
-    ) -> tuple[str, Properties | None, float | None] | None:
-        """Resolve a 5.0 Topic Alias, drop per-hop properties, read the expiry.
-
-        Returns (topic, message properties, expiry deadline), or None when the
-        connection was ended for a bad alias.
-        """
-        alias = props.topic_alias
-        if alias is not None:
-            if alias == 0 or alias > self.alias_max:
-                # [MQTT-3.3.2-9] [MQTT-3.3.2-10]
-                self.disconnect(ReasonCode.TOPIC_ALIAS_INVALID)
-                return None
-            aliases = self._aliases
-            if aliases is None:
-                aliases = self._aliases = {}
-            if topic:
-                aliases[alias] = topic
-            else:
-                known = aliases.get(alias)
-                if known is None:
-                    raise ProtocolError(f"unknown topic alias {alias} (3.3.2.3.4)")
-                topic = known
-        if props.subscription_identifier:
-            raise ProtocolError("PUBLISH from a client with a Subscription Identifier")
-        if props.response_topic is not None and not is_topic_name(props.response_topic):
-            raise ProtocolError("Response Topic is not a topic name [MQTT-3.3.2-14]")
-        message_props: Properties | None = props
-        if alias is not None:
-            # The alias belongs to this hop only (3.3.2.3.4), never to the message.
-            message_props = replace(props, topic_alias=None)
-            if message_props.is_empty():
-                message_props = None
-        expiry_at: float | None = None
-        if props.message_expiry_interval is not None:
-            expiry_at = self._broker.clock.now() + props.message_expiry_interval
-        return topic, message_props, expiry_at
+                timer.postpone(self.broker.clock.now() + self.keepalive_grace)
 
     # -- the other packets -------------------------------------------------------------
 
@@ -723,12 +518,12 @@ class Connection:
             if packet.reason_code < 0x80:
                 # After the commit of PUBREL_SENT: otherwise a crash would resend the
                 # PUBLISH to a client that already completed it, a second delivery.
-                self._send_ack(_PUBREL, packet.packet_id, 0, session.persistent)
+                self.send_ack(PUBREL, packet.packet_id, 0, session.persistent)
         elif self.protocol_level == 5:
-            self._send_ack(_PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+            self.send_ack(PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
         else:
             # 3.x has no way to say "unknown": release the id so the client can go on.
-            self._send_ack(_PUBREL, packet.packet_id, 0, False)
+            self.send_ack(PUBREL, packet.packet_id, 0, False)
 
     def _on_pubrel(self, packet: PubRel) -> None:
         session = self.session
@@ -737,13 +532,13 @@ class Connection:
         if packet_id in session.inbound_qos2:
             session.inbound_qos2.discard(packet_id)
             if session.persistent:
-                self._broker.store.remove_inbound_qos2(session.client_id, packet_id)
+                self.broker.store.remove_inbound_qos2(session.client_id, packet_id)
             # After the commit: a client told PUBCOMP reuses the id, which a crash
             # would otherwise leave marked as received and so swallow the new message.
-            self._send_ack(_PUBCOMP, packet_id, 0, session.persistent)
+            self.send_ack(PUBCOMP, packet_id, 0, session.persistent)
         else:
             # 5.0: 0x92; 3.x: PUBCOMP anyway [MQTT-4.3.3-11] (the id may be a resend).
-            self._send_ack(_PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+            self.send_ack(PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
 
     def _on_pubcomp(self, packet: PubComp) -> None:
         session = self.session
@@ -759,7 +554,7 @@ class Connection:
             # retain flag (3.x has no subscription options to ask for either).
             for sub in packet.subscriptions:
                 sub.no_local = sub.retain_as_published = True
-        codes, retained = self._broker.subscribe(session, packet)
+        codes, retained = self.broker.subscribe(session, packet)
         if self.protocol_level == 5:
             failed = max(codes)
             props = reason_properties(failed) if self.problem_info else None
@@ -767,12 +562,12 @@ class Connection:
         else:
             self.write(encode(SubAck(packet.packet_id, codes), self.protocol_level))
         for topic_filter, options in retained:
-            self._broker.deliver_retained(session, topic_filter, options)
+            self.broker.deliver_retained(session, topic_filter, options)
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        codes = self._broker.unsubscribe(session, packet.topic_filters)
+        codes = self.broker.unsubscribe(session, packet.topic_filters)
         if self.protocol_level != 5:
             codes = []
         self.write(encode(UnsubAck(packet.packet_id, codes), self.protocol_level))
@@ -792,7 +587,7 @@ class Connection:
                     raise ProtocolError(
                         "DISCONNECT sets a Session Expiry Interval after 0 [MQTT-3.14.2-2]"
                     )
-                self._broker.set_session_expiry(session, props.session_expiry_interval)
+                self.broker.set_session_expiry(session, props.session_expiry_interval)
             # [MQTT-3.14.4-3]: only reason 0x00 deletes the will; 0x04 asks for it.
             publish_will = packet.reason_code != ReasonCode.SUCCESS
         self.close_reason = f"DISCONNECT 0x{packet.reason_code:02X}"
@@ -839,7 +634,7 @@ Handler = Callable[[Connection, Any], None]
 
 _CLIENT_PACKETS: dict[type, Handler] = {
     Connect: Connection._on_second_connect,
-    Publish: Connection._on_publish,
+    Publish: on_publish,
     PubAck: Connection._on_puback,
     PubRec: Connection._on_pubrec,
     PubRel: Connection._on_pubrel,
