@@ -67,9 +67,8 @@ from ..protocol.packets import (
 )
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
-from ..store.base import OutboundState
 from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
-from .inbound import ACK_CLASS, PUBCOMP, PUBREC, PUBREL, on_publish
+from .inbound import ACK_CLASS, PUBREC, on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
 from .message import Message
 from .reason_strings import reason_properties
 
@@ -99,6 +98,7 @@ class State(enum.Enum):
 
 
 _PINGRESP = b"\xd0\x00"
+
 
 class Sink(Protocol):
     """What the network shell gives a Connection: where its bytes go."""
@@ -489,63 +489,6 @@ class Connection:
 
     # -- the other packets -------------------------------------------------------------
 
-    def _check_ack_type(self, session: Session, packet_id: int, name: str, qos: int) -> None:
-        """An ack of the wrong type for an id in flight is a protocol error (4.3, 4.13).
-
-        PUBACK ends QoS 1 flows only; PUBREC and PUBCOMP belong to QoS 2, and PUBCOMP
-        only once the PUBREL went out. An id not in flight is no error (a late or
-        resent ack after a reconnect): the handlers answer or ignore it as before.
-        """
-        entry = session.inflight.get(packet_id)
-        if entry is None:
-            return
-        if entry.qos != qos:
-            raise ProtocolError(f"{name} for QoS {entry.qos} packet id {packet_id} in flight")
-        if name == "PUBCOMP" and entry.state != OutboundState.PUBREL_SENT:
-            raise ProtocolError(f"PUBCOMP before PUBREL for packet id {packet_id}")
-
-    def _on_puback(self, packet: PubAck) -> None:
-        session = self.session
-        assert session is not None
-        self._check_ack_type(session, packet.packet_id, "PUBACK", 1)
-        session.puback(packet.packet_id)
-
-    def _on_pubrec(self, packet: PubRec) -> None:
-        session = self.session
-        assert session is not None
-        self._check_ack_type(session, packet.packet_id, "PUBREC", 2)
-        if session.pubrec(packet.packet_id, packet.reason_code):
-            if packet.reason_code < 0x80:
-                # After the commit of PUBREL_SENT: otherwise a crash would resend the
-                # PUBLISH to a client that already completed it, a second delivery.
-                self.send_ack(PUBREL, packet.packet_id, 0, session.persistent)
-        elif self.protocol_level == 5:
-            self.send_ack(PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
-        else:
-            # 3.x has no way to say "unknown": release the id so the client can go on.
-            self.send_ack(PUBREL, packet.packet_id, 0, False)
-
-    def _on_pubrel(self, packet: PubRel) -> None:
-        session = self.session
-        assert session is not None
-        packet_id = packet.packet_id
-        if packet_id in session.inbound_qos2:
-            session.inbound_qos2.discard(packet_id)
-            if session.persistent:
-                self.broker.store.remove_inbound_qos2(session.client_id, packet_id)
-            # After the commit: a client told PUBCOMP reuses the id, which a crash
-            # would otherwise leave marked as received and so swallow the new message.
-            self.send_ack(PUBCOMP, packet_id, 0, session.persistent)
-        else:
-            # 5.0: 0x92; 3.x: PUBCOMP anyway [MQTT-4.3.3-11] (the id may be a resend).
-            self.send_ack(PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
-
-    def _on_pubcomp(self, packet: PubComp) -> None:
-        session = self.session
-        assert session is not None
-        self._check_ack_type(session, packet.packet_id, "PUBCOMP", 2)
-        session.pubcomp(packet.packet_id)
-
     def _on_subscribe(self, packet: Subscribe) -> None:
         session = self.session
         assert session is not None
@@ -635,10 +578,10 @@ Handler = Callable[[Connection, Any], None]
 _CLIENT_PACKETS: dict[type, Handler] = {
     Connect: Connection._on_second_connect,
     Publish: on_publish,
-    PubAck: Connection._on_puback,
-    PubRec: Connection._on_pubrec,
-    PubRel: Connection._on_pubrel,
-    PubComp: Connection._on_pubcomp,
+    PubAck: on_puback,
+    PubRec: on_pubrec,
+    PubRel: on_pubrel,
+    PubComp: on_pubcomp,
     Subscribe: Connection._on_subscribe,
     Unsubscribe: Connection._on_unsubscribe,
     PingReq: Connection._on_pingreq,

@@ -1,4 +1,6 @@
-"""PUBLISH from a client: what it goes through between the reader and `Broker.publish`.
+"""PUBLISH and the QoS acknowledgements from a client (the packets of its QoS flows).
+
+PUBLISH: what it goes through between the reader and `Broker.publish`.
 
 The hot path of one inbound message (design.md): the publish-rate throttle (flow.py),
 5.0 properties (Topic Alias resolved per connection [MQTT-3.3.2-9] [MQTT-3.3.2-10],
@@ -9,7 +11,8 @@ leave after the store commit when the message was recorded (connection.py's
 `send_ack`), and 5.0 Receive Maximum is enforced [MQTT-3.3.4-9].
 
 These are functions of the `Connection`, kept here so connection.py stays the state
-machine: connection.py's transition table calls `on_publish` for (CONNECTED, PUBLISH).
+machine: its transition table calls `on_publish`, `on_puback`, `on_pubrec`, `on_pubrel`
+and `on_pubcomp` for those packets in the CONNECTED state.
 They read the connection's public fields (the settings it caches, its session, its
 broker) as its own handlers do; nothing else calls them.
 """
@@ -25,6 +28,7 @@ from ..protocol.packets import PubAck, PubComp, Publish, PubRec, PubRel
 from ..protocol.properties import Properties
 from ..protocol.reason_codes import ReasonCode
 from ..protocol.topics import is_topic_name, is_utf8
+from ..store.base import OutboundState
 from .dead_letter import DropReason
 from .delivery import MATCHED, RECORDED
 from .flow import throttle
@@ -34,7 +38,18 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .session import Session
 
-__all__ = ["ACK_CLASS", "PUBACK", "PUBCOMP", "PUBREC", "PUBREL", "on_publish"]
+__all__ = [
+    "ACK_CLASS",
+    "PUBACK",
+    "PUBCOMP",
+    "PUBREC",
+    "PUBREL",
+    "on_puback",
+    "on_pubcomp",
+    "on_publish",
+    "on_pubrec",
+    "on_pubrel",
+]
 
 logger = logging.getLogger("mqttd.connection")
 
@@ -247,3 +262,68 @@ def _publish_properties(
     if props.message_expiry_interval is not None:
         expiry_at = conn.broker.clock.now() + props.message_expiry_interval
     return topic, message_props, expiry_at
+
+
+# -- acknowledgements from the client ------------------------------------------------
+
+
+def _check_ack_type(session: Session, packet_id: int, name: str, qos: int) -> None:
+    """An ack of the wrong type for an id in flight is a protocol error (4.3, 4.13).
+
+    PUBACK ends QoS 1 flows only; PUBREC and PUBCOMP belong to QoS 2, and PUBCOMP
+    only once the PUBREL went out. An id not in flight is no error (a late or
+    resent ack after a reconnect): the handlers answer or ignore it as before.
+    """
+    entry = session.inflight.get(packet_id)
+    if entry is None:
+        return
+    if entry.qos != qos:
+        raise ProtocolError(f"{name} for QoS {entry.qos} packet id {packet_id} in flight")
+    if name == "PUBCOMP" and entry.state != OutboundState.PUBREL_SENT:
+        raise ProtocolError(f"PUBCOMP before PUBREL for packet id {packet_id}")
+
+
+def on_puback(conn: Connection, packet: PubAck) -> None:
+    session = conn.session
+    assert session is not None
+    _check_ack_type(session, packet.packet_id, "PUBACK", 1)
+    session.puback(packet.packet_id)
+
+
+def on_pubrec(conn: Connection, packet: PubRec) -> None:
+    session = conn.session
+    assert session is not None
+    _check_ack_type(session, packet.packet_id, "PUBREC", 2)
+    if session.pubrec(packet.packet_id, packet.reason_code):
+        if packet.reason_code < 0x80:
+            # After the commit of PUBREL_SENT: otherwise a crash would resend the
+            # PUBLISH to a client that already completed it, a second delivery.
+            conn.send_ack(PUBREL, packet.packet_id, 0, session.persistent)
+    elif conn.protocol_level == 5:
+        conn.send_ack(PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+    else:
+        # 3.x has no way to say "unknown": release the id so the client can go on.
+        conn.send_ack(PUBREL, packet.packet_id, 0, False)
+
+
+def on_pubrel(conn: Connection, packet: PubRel) -> None:
+    session = conn.session
+    assert session is not None
+    packet_id = packet.packet_id
+    if packet_id in session.inbound_qos2:
+        session.inbound_qos2.discard(packet_id)
+        if session.persistent:
+            conn.broker.store.remove_inbound_qos2(session.client_id, packet_id)
+        # After the commit: a client told PUBCOMP reuses the id, which a crash
+        # would otherwise leave marked as received and so swallow the new message.
+        conn.send_ack(PUBCOMP, packet_id, 0, session.persistent)
+    else:
+        # 5.0: 0x92; 3.x: PUBCOMP anyway [MQTT-4.3.3-11] (the id may be a resend).
+        conn.send_ack(PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+
+
+def on_pubcomp(conn: Connection, packet: PubComp) -> None:
+    session = conn.session
+    assert session is not None
+    _check_ack_type(session, packet.packet_id, "PUBCOMP", 2)
+    session.pubcomp(packet.packet_id)
