@@ -582,7 +582,8 @@ class Connection:
 
 Handler = Callable[[Connection, Any], None]
 
-_CLIENT_PACKETS: dict[type, Handler] = {
+# CONNECTED: every packet class the reader makes, each with its handler.
+_CONNECTED: dict[type, Handler] = {
     Connect: Connection._on_second_connect,
     Publish: on_publish,
     PubAck: on_puback,
@@ -601,14 +602,14 @@ _CLIENT_PACKETS: dict[type, Handler] = {
 }
 
 TRANSITIONS: dict[tuple[State, type], Handler] = {
-    **{(AWAIT_CONNECT, cls): Connection._not_connect for cls in _CLIENT_PACKETS},
+    **{(AWAIT_CONNECT, cls): Connection._not_connect for cls in _CONNECTED},
     (AWAIT_CONNECT, Connect): Connection._on_connect,
-    **{(AUTHENTICATING, cls): Connection._not_auth for cls in _CLIENT_PACKETS},
+    **{(AUTHENTICATING, cls): Connection._not_auth for cls in _CONNECTED},
     (AUTHENTICATING, Connect): Connection._on_second_connect,
     (AUTHENTICATING, Auth): Connection._on_auth,
     (AUTHENTICATING, Disconnect): Connection._quit_authentication,
-    **{(CONNECTED, cls): handler for cls, handler in _CLIENT_PACKETS.items()},
-    **{(CLOSING, cls): Connection._ignore for cls in _CLIENT_PACKETS},
+    **{(CONNECTED, cls): handler for cls, handler in _CONNECTED.items()},
+    **{(CLOSING, cls): Connection._ignore for cls in _CONNECTED},
 }
 """(state, packet class) -> handler: every transition of the machine, for every packet
 class the reader makes. A handler that ends the connection enters CLOSING; the
