@@ -268,6 +268,7 @@ class Connection:
         return self._state is CONNECTED
 
     def _enter(self, state: State) -> None:
+        # The one place a state changes, with the row of the table it selects.
         self._state = state
         self._handlers = _HANDLERS[state]
 

@@ -200,7 +200,10 @@ class Handshake:
 
     def on_connect(self, packet: Connect) -> None:
         """The CONNECT: check it, then authenticate (plainly, or start an exchange)."""
-        self.cancel_timer()
+        timer = self.timer
+        if timer is not None:  # inline: this runs once per connection, in storms too
+            timer.cancel()
+            self.timer = None
         conn = self._conn
         settings = self._settings
         level = conn.protocol_level = packet.protocol_level
