@@ -32,7 +32,7 @@ from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import OutboundState, Store, StoredMessage, StoredOutbound, StoredState
+from ..store.base import Store, StoredMessage, StoredState
 from .backplane import Backplane
 from .clock import Clock
 from .connection import Connection, Sink
@@ -40,13 +40,20 @@ from .dead_letter import DeadLetters, DropReason
 from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
-from .recovery import message_from_stored, restore_session, stored_message
+from .recovery import (
+    message_from_stored,
+    record_restored,
+    restore_session,
+    set_persistent,
+    stored_message,
+)
 from .retained import RetainedMessages, RetainedTree
 from .scheduler import Scheduler
 from .session import Session, SubOptions
 from .settings import BrokerSettings
 from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
+from .subscription import refusal
 from .topic_tree import TopicTree
 from .wills import Wills
 
@@ -116,6 +123,7 @@ class Broker:
         """Join a cluster through `backplane` (before `start`); a single node keeps none."""
         if backplane.distributed:
             self._backplane = backplane
+            # Durable sessions: a store that also keeps sessions in the cluster.
             store = self.store = backplane.wrap_store(self.store)
             self.wills._store = self.retained_messages._store = store
             self.shared.backplane = backplane
@@ -315,10 +323,8 @@ class Broker:
                 session.expiry_timer = None
             if clean_start or not session.persistent:
                 # Messages a clean start discards were discarded by their own client.
-                # The new connection keeps the client id (its claim came first).
-                self._end_session(
-                    session, None if clean_start else DropReason.SESSION_EXPIRED, release=False
-                )
+                dropped = None if clean_start else DropReason.SESSION_EXPIRED
+                self._end_session(session, dropped, release=False)  # the new one keeps the id
                 session = None
         present = session is not None and connection.protocol_level != 3
         if session is None:
@@ -327,7 +333,7 @@ class Broker:
         session.username = connection.username
         session.protocol_level = connection.protocol_level
         session.expiry_interval = expiry_interval
-        self._set_persistent(session, expiry_interval > 0)
+        set_persistent(session, expiry_interval > 0, self.store, self.save_session)
         connection.session = session
         return session, present
 
@@ -336,11 +342,9 @@ class Broker:
     ) -> bool:
         """In a cluster, claim `client_id` for a CONNECT: True, and `answered(owned)`
         once this node owns it (the CONNACK waits); False on a single node."""
-        backplane = self._backplane
-        if backplane is None:
-            return False
-        backplane.claim_client_id(client_id, clean_start, answered)
-        return True
+        if self._backplane is not None:
+            self._backplane.claim_client_id(client_id, clean_start, answered)
+        return self._backplane is not None
 
     def _take_over(self, old: Connection, session: Session) -> None:
         self.stats.takeovers += 1
@@ -360,10 +364,10 @@ class Broker:
     def client_id_taken_elsewhere(self, client_id: str) -> None:
         """Another node of the cluster claimed `client_id` after this one (backplane.py).
 
-        The connection here gets DISCONNECT 0x8E, as on one broker, and the session here
-        ends: the client now lives on the other node. A delayed will is cancelled (the
-        client is connected again); its undelivered messages are dropped (sessions do
-        not move between nodes yet, docs/cluster.md).
+        The connection here gets DISCONNECT 0x8E, as on one broker, and a delayed will is
+        cancelled (the client is connected again). With durable sessions the session
+        moved there, messages and all (`_forget_moved`); without, it ends here and its
+        undelivered messages are dropped.
         """
         session = self._sessions.get(client_id)
         if session is None:
@@ -374,13 +378,13 @@ class Broker:
         if session.will_timer is not None:
             self.wills.cancel_pending(session)
         if self._backplane is not None and self._backplane.sessions_move:
-            self._forget_moved(session)  # its messages went with it
+            self._forget_moved(session)
         else:
             self._end_session(session, DropReason.SESSION_EXPIRED)
 
     def _forget_moved(self, session: Session) -> None:
-        """The session lives on another node now, messages and all: forget it here only
-        (no will, no dead letters, no release of the client id, nothing handed over)."""
+        """The session lives on another node now: forget it here only (no will, no dead
+        letters, no release of the client id, nothing handed to other group members)."""
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
             session.expiry_timer = None
@@ -397,16 +401,14 @@ class Broker:
             self.store.delete_session(session.client_id)
 
     def session_from_node(self, state: StoredState) -> None:
-        """A persistent session moves here from its log in the cluster (backplane.py).
-
-        It replaces this node's copy, if any, and is recorded in the node's store with
-        the same sequence numbers and packet ids (the backplane keeps it out of the log
-        meanwhile: the log has it). An offline session's expiry starts counting here.
-        """
+        """A persistent session moves here from its log (`state.sessions[0]`): it replaces
+        this node's copy, recorded in the node's store as it came; an offline one's
+        expiry starts counting here, and a pending will is dropped (its client is
+        connecting)."""
         if not state.sessions:
             return
         stored = state.sessions[0]
-        stored.will = None  # the client is connecting: a pending will is cancelled
+        stored.will = None
         old = self._sessions.get(stored.client_id)
         if old is not None:
             if old.connection is not None:
@@ -414,54 +416,14 @@ class Broker:
             self._forget_moved(old)
         now = self.clock.now()
         wall = self.clock.wall()
-        messages: dict[int, Message] = {}
-        for mid, stored_msg in state.messages.items():
-            messages[mid] = message_from_stored(stored_msg, now, wall)
-        session, _ = restore_session(
-            self, stored, messages, now, wall, self._restore_subscription
-        )
+        messages = {mid: message_from_stored(m, now, wall) for mid, m in state.messages.items()}
+        session, _ = restore_session(self, stored, messages, now, wall, self._restore_subscription)
         self._sessions[session.client_id] = session
-        store = self.store
-        self.save_session(session, stored.disconnected_at)
-        for topic_filter, options in session.subscriptions.items():
-            store.add_subscription(session.client_id, options.to_stored(topic_filter))
-        for entry in (*session.inflight.values(), *session.queue):
-            message = entry.message
-            if message.store_id is None:
-                message.store_id = self.next_message_id()
-                store.save_message(message.store_id, self.stored_message(message))
-            state_ = entry.state if entry.packet_id else OutboundState.QUEUED
-            store.add_outbound(
-                session.client_id,
-                StoredOutbound(
-                    entry.seq,
-                    message.store_id,
-                    entry.qos,
-                    entry.retain,
-                    entry.sub_ids,
-                    entry.packet_id or None,
-                    state_,
-                ),
-            )
-        for pid in session.inbound_qos2:
-            store.add_inbound_qos2(session.client_id, pid)
+        record_restored(self, session, stored.disconnected_at)
         if session.expiry_interval != _NEVER_EXPIRES:
             session.expiry_timer = self.scheduler.call_later(
-                session.expiry_interval,
-                lambda: self._expire_session(session),
+                session.expiry_interval, lambda: self._expire_session(session)
             )
-
-    def _set_persistent(self, session: Session, persistent: bool) -> None:
-        if persistent:
-            if session.persistent:
-                self.save_session(session, None)
-            else:
-                session.persistent = True
-                session.record_all(None)
-        elif session.persistent:
-            session.persistent = False
-            session.forget_records()
-            self.store.delete_session(session.client_id)
 
     def save_session(self, session: Session, disconnected_at: float | None) -> None:
         """Record a persistent session's own fields, and its owner when sessions are owned."""
@@ -484,7 +446,7 @@ class Broker:
         """A 5.0 DISCONNECT changed the Session Expiry Interval (3.14.2.2.2)."""
         expiry_interval = min(expiry_interval, self.settings.max_session_expiry_interval)
         session.expiry_interval = expiry_interval
-        self._set_persistent(session, expiry_interval > 0)
+        set_persistent(session, expiry_interval > 0, self.store, self.save_session)
 
     def connection_closed(
         self, connection: Connection, was_connected: bool, publish_will: bool
@@ -676,42 +638,10 @@ class Broker:
         retained: list[tuple[str, SubOptions]] = []
         for sub in packet.subscriptions:
             topic_filter = sub.topic_filter
-            try:
-                share, inner = parse_shared_subscription(topic_filter)
-                if share is None:
-                    validate_topic_filter(topic_filter)
-                self._check_filter_limits(inner)
-            except TopicFilterInvalid:
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE)
-                continue
-            if share is not None and not settings.shared_subscription_available:
-                codes.append(
-                    ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
-                )
-                continue
-            if not settings.wildcard_subscription_available and ("+" in inner or "#" in inner):
-                codes.append(
-                    ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
-                )
-                continue
-            if sub_id is not None and not settings.subscription_identifier_available:
-                codes.append(
-                    ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
-                )
-                continue
-            authorise = self.authorise
-            if authorise is not None and not authorise(
-                session.client_id, session.username, "subscribe", inner
-            ):
-                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE)
-                continue
-            limit = settings.max_subscriptions_per_client
-            if (
-                limit
-                and topic_filter not in session.subscriptions
-                and (len(session.subscriptions) >= limit)
-            ):
-                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else SUBACK_FAILURE)
+            share, inner = parse_shared_subscription(topic_filter)
+            refused = refusal(settings, self.authorise, session, topic_filter, sub_id is not None)
+            if refused is not None:
+                codes.append(refused if v5 else SUBACK_FAILURE)
                 continue
             qos = min(sub.qos, settings.maximum_qos)
             options = SubOptions(
@@ -734,13 +664,6 @@ class Broker:
             ):
                 retained.append((topic_filter, options))
         return codes, retained
-
-    def _check_filter_limits(self, topic_filter: str) -> None:
-        settings = self.settings
-        if len(topic_filter) > settings.max_topic_length:
-            raise TopicFilterInvalid("topic filter longer than max_topic_length")
-        if settings.max_topic_levels and topic_filter.count("/") >= settings.max_topic_levels:
-            raise TopicFilterInvalid("topic filter deeper than max_topic_levels")
 
     def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
         """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""
