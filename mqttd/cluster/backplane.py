@@ -678,20 +678,23 @@ class NatsBackplane:
         if not self.claims.claimed(client_id, token):
             self.host.client_id_taken_elsewhere(client_id)
             return
+        if previous:
+            await self._notify_owner(previous, client_id, token)
         if liveness is not None:
             await self._keep_will(liveness, client_id)
-        if previous:
-            try:
-                owner = json.loads(previous)["node"]
-            except (ValueError, KeyError, TypeError):
-                return
-            if owner != self.node:
-                self.stats.takeovers_sent += 1
-                notice = json.dumps({"client_id": client_id, "token": token}).encode()
-                nc = self._nc
-                assert nc is not None
-                with contextlib.suppress(nats_errors.Error):
-                    await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
+
+    async def _notify_owner(self, previous: bytes, client_id: str, token: int) -> None:
+        try:
+            owner = json.loads(previous)["node"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if owner != self.node:
+            self.stats.takeovers_sent += 1
+            notice = json.dumps({"client_id": client_id, "token": token}).encode()
+            nc = self._nc
+            assert nc is not None
+            with contextlib.suppress(nats_errors.Error):
+                await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
 
     async def _keep_will(self, liveness: NodeLiveness, client_id: str) -> None:
         # Asked now, after the CONNECT was handled: the will as it stands (None when the

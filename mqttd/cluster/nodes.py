@@ -190,10 +190,21 @@ class NodeLiveness:
         vanished = self.live - live
         self.live = live
         for key in vanished:
-            if key != self.key:
-                self.stats.nodes_dead += 1
-                logger.warning("cluster: node life %r is gone: settling its wills", key)
-                self._spawn(self._scan(key + ".>"))
+            if key == self.key or not await self._expired(key):
+                # A listing can miss a key written while it runs: only a key that a
+                # direct read no longer finds is gone.
+                self.live.add(key)
+                continue
+            self.stats.nodes_dead += 1
+            logger.warning("cluster: node life %r is gone: settling its wills", key)
+            self._spawn(self._scan(key + ".>"))
+
+    async def _expired(self, key: str) -> bool:
+        try:
+            await self._nodes.get(key)
+        except KeyNotFoundError:
+            return True
+        return False
 
     def fence_due(self, now: float) -> bool:
         """True when the last good heartbeat is too old to still count on the server."""
@@ -280,10 +291,8 @@ class NodeLiveness:
         delay = 0.2
         while True:
             try:
-                keys = await self._wills.keys(filters=[pattern])
+                keys = await self._list(pattern)
                 break
-            except NoKeysError:
-                return
             except (TimeoutError, OSError, nats_errors.Error) as exc:
                 if not wait_for_link:
                     logger.warning("cluster: cannot list wills %r: %s", pattern, exc)
@@ -312,6 +321,22 @@ class NodeLiveness:
                 continue
             self._settling.add(key)
             self._spawn(self._settle(key, entry.revision, record))
+
+    async def _list(self, pattern: str) -> list[str]:
+        # kv.keys() reads the whole bucket and filters by substring: watch the subjects
+        # of `pattern` only (a server-side filter, also on nats-server 2.9).
+        watcher = await self._wills.watch(pattern, ignore_deletes=True, meta_only=True)
+        keys: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.operation is None:
+                    keys.append(entry.key)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        return keys
 
     async def _settle(self, key: str, revision: int, record: WillRecord) -> None:
         """Wait the will's delay, then publish it here if our compare-and-delete wins."""
