@@ -83,6 +83,16 @@ async def test_nodes_count_their_routing_and_show_it_on_metrics(nats_server: Nat
         assert 'mqttd_cluster_peers{node="a"} 2' in text
         assert 'mqttd_cluster_nats_connected{node="a"} 1' in text
         assert "mqttd_cluster_routed_out_total" in text
+        assert "mqttd_cluster_routed_in_total" in text
+        # The NATS round trip, measured at each heartbeat: a real, small figure.
+        await until(lambda: ca.rtt > 0)
+        rtt = ca.figures()["nats_rtt_seconds"]
+        assert 0 < rtt < 1
+        status, _, body = await http_get(a.metrics_address, "/metrics")
+        line = next(
+            x for x in body.decode().splitlines() if x.startswith("mqttd_cluster_nats_rtt_seconds")
+        )
+        assert 0 < float(line.split()[-1]) < 1, line
         # The last holder of the filter leaving takes the NATS subscription away.
         await sub.disconnect()
         await other.disconnect()
@@ -150,10 +160,13 @@ async def test_sys_shows_the_nodes_cluster_figures(nats_server: NatsServer) -> N
         client = await NetClient.connect(("127.0.0.1", a.port), "sys-reader")
         await client.subscribe("$SYS/broker/cluster/#", 0)
         figures: dict[str, bytes] = {}
-        wanted = ("node", "peers", "nats/connected")
+        wanted = ("node", "peers", "nats/connected", "nats/rtt_seconds", "routed/in")
         while any(f"$SYS/broker/cluster/{key}" not in figures for key in wanted):
             packet = await client.expect(Publish)
             figures[packet.topic] = packet.payload
         assert figures["$SYS/broker/cluster/node"] == b"a"
         assert figures["$SYS/broker/cluster/nats/connected"] == b"1"
         assert figures["$SYS/broker/cluster/peers"] == b"1"
+        assert figures["$SYS/broker/cluster/routed/in"] == b"0"
+        # -1 until the first heartbeat has measured it.
+        assert float(figures["$SYS/broker/cluster/nats/rtt_seconds"]) != 0
