@@ -337,7 +337,11 @@ class NatsBackplane:
             base = f"mqttd_{config.name}"
             self._clients = await self._bucket(js, f"{base}_clients")
             self._retained = await self._bucket(js, f"{base}_retained")
-            self._nodes = await self._bucket(js, f"{base}_nodes", ttl=config.node_timeout)
+            # Heartbeats go on the second connection, which carries no messages from this
+            # node: on the first they would wait behind its outgoing traffic.
+            assert self._shared_nc is not None
+            beat_js = self._shared_nc.jetstream(timeout=config.request_timeout)
+            self._nodes = await self._bucket(beat_js, f"{base}_nodes", ttl=config.node_timeout)
             wills = await self._bucket(js, f"{base}_wills")
             self.liveness = NodeLiveness(
                 config,
@@ -358,6 +362,7 @@ class NatsBackplane:
                 asyncio.create_task(self._control_loop(), name="mqttd-cluster-control"),
                 asyncio.create_task(self._heartbeat_loop(), name="mqttd-cluster-heartbeat"),
                 asyncio.create_task(self.liveness.watchdog(), name="mqttd-cluster-fence"),
+                asyncio.create_task(self.liveness.survey_loop(), name="mqttd-cluster-survey"),
             ]
             await asyncio.wait_for(loaded, config.connect_timeout + config.request_timeout)
             await nc.flush(timeout=max(1, int(config.request_timeout)))
@@ -785,14 +790,19 @@ class NatsBackplane:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
             try:
-                await asyncio.wait_for(liveness.beat(), self.config.request_timeout)
+                # A slow beat still counts (the fence measures from its start): wait for
+                # it up to the timeout that others would judge this node by.
+                await asyncio.wait_for(liveness.beat(), self.config.node_timeout)
             except Exception as exc:
-                logger.warning("cluster: heartbeat failed: %s", exc)
+                logger.warning("cluster: heartbeat failed: %s", exc or type(exc).__name__)
                 continue
             nc = self._nc
             if nc is not None and nc.is_connected:
                 with contextlib.suppress(Exception):
-                    self.rtt = await nc.rtt(max(1, int(self.config.request_timeout)))
+                    self.rtt = await asyncio.wait_for(
+                        nc.rtt(max(1, int(self.config.request_timeout))),
+                        self.config.heartbeat_interval,
+                    )
 
     def figures(self) -> dict[str, float]:
         """The node's cluster figures by metric name suffix (`_total`: a counter)."""

@@ -7,7 +7,8 @@ Every node has a *life*: a random token, new at each start and after each self-f
 Every `heartbeat_interval` the node puts the key `<node>.<life>` into the bucket
 `mqttd_<cluster>_nodes`, whose entries expire `node_timeout` after their last write; the
 keys present are the live (node, life) pairs. A node that dies stops writing, and its
-key expires.
+key expires. The heartbeat is one request and runs apart from the survey of the live
+keys (several requests), so a loaded node still beats in time.
 
 The wills of the clients connected to a node must be known to the others before the
 node dies. So when a client with a will connects, its node puts the will into the
@@ -15,7 +16,7 @@ bucket `mqttd_<cluster>_wills` under `<node>.<life>.<sha256(client id)>`, and de
 it when the will is no longer due from anyone: a normal DISCONNECT, a will published or
 cancelled here, a takeover, the session's end, a graceful stop.
 
-At each heartbeat a node compares the live keys with the ones it saw before. A key that
+At each survey a node compares the live keys with the ones it saw before. A key that
 vanished is a dead life: the node lists that life's wills, and for each one waits its
 Will Delay Interval (counted from when the death was noticed), then deletes the entry
 *at the revision it read* (compare-and-delete). Every survivor tries; exactly one
@@ -171,22 +172,23 @@ class NodeLiveness:
     # -- heartbeats and the fence ---------------------------------------------------------
 
     async def beat(self) -> None:
-        """Write our heartbeat, read the live keys, act on the lives that vanished."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        """Write our heartbeat (one request: nothing else may delay it under load)."""
+        started = asyncio.get_running_loop().time()
         life = self.life
-        beat = {"life": life, "wall": loop.time()}
-        await self._nodes.put(self.key, json.dumps(beat).encode())
-        try:
-            live = set(await self._nodes.keys())
-        except NoKeysError:
-            live = set()
+        await self._nodes.put(self.key, json.dumps({"life": life}).encode())
         if life != self.life:
             return  # fenced while the beat was on its way: it does not count
         self._last_ok = started
         if self.fenced:
             self.fenced = False
             logger.warning("cluster: NATS reachable again: node %r accepts clients", self.node)
+
+    async def survey(self) -> None:
+        """Read the live keys; act on the lives that vanished since the last survey."""
+        try:
+            live = set(await self._nodes.keys())
+        except NoKeysError:
+            live = set()
         vanished = self.live - live
         self.live = live
         for key in vanished:
@@ -198,6 +200,16 @@ class NodeLiveness:
             self.stats.nodes_dead += 1
             logger.warning("cluster: node life %r is gone: settling its wills", key)
             self._spawn(self._scan(key + ".>"))
+
+    async def survey_loop(self) -> None:
+        """Survey the live nodes every heartbeat interval (runs forever)."""
+        config = self.config
+        while True:
+            await asyncio.sleep(config.heartbeat_interval)
+            try:
+                await asyncio.wait_for(self.survey(), config.node_timeout)
+            except Exception as exc:
+                logger.warning("cluster: reading the live nodes failed: %s", exc or type(exc))
 
     async def _expired(self, key: str) -> bool:
         try:
@@ -241,6 +253,7 @@ class NodeLiveness:
     async def start(self) -> None:
         """First heartbeat (raises when NATS refuses), then a scan of every dead life."""
         await self.beat()
+        await self.survey()
         self._spawn(self._scan(">", skip_live=True))
 
     async def stop(self, timeout: float) -> None:
