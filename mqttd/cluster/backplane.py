@@ -192,7 +192,7 @@ class NatsBackplane:
         self._nodes: KeyValue | None = None
         #: Heartbeats, self-fence and dead nodes' wills (nodes.py); set by `start`.
         self.liveness: NodeLiveness | None = None
-        #: The last NATS round trip, seconds (measured each heartbeat); -1 = not yet.
+        #: The last heartbeat's round trip to JetStream, seconds; -1 = not yet.
         self.rtt = -1.0
 
     # -- the Backplane interface (called by the core) ---------------------------------
@@ -789,6 +789,7 @@ class NatsBackplane:
         assert liveness is not None
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
+            started = asyncio.get_running_loop().time()
             try:
                 # A slow beat still counts (the fence measures from its start): wait for
                 # it up to the timeout that others would judge this node by.
@@ -796,13 +797,10 @@ class NatsBackplane:
             except Exception as exc:
                 logger.warning("cluster: heartbeat failed: %s", exc or type(exc).__name__)
                 continue
-            nc = self._nc
-            if nc is not None and nc.is_connected:
-                with contextlib.suppress(Exception):
-                    self.rtt = await asyncio.wait_for(
-                        nc.rtt(max(1, int(self.config.request_timeout))),
-                        self.config.heartbeat_interval,
-                    )
+            # The round trip of the beat's KV write: NATS there and back plus JetStream's
+            # store. Not nc.rtt(): a PING whose wait times out leaves a cancelled future
+            # that the PONG then breaks nats-py's read loop on.
+            self.rtt = asyncio.get_running_loop().time() - started
 
     def figures(self) -> dict[str, float]:
         """The node's cluster figures by metric name suffix (`_total`: a counter)."""
