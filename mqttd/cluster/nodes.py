@@ -312,10 +312,20 @@ class NodeLiveness:
                     return
                 await asyncio.sleep(delay)  # fenced: wait until NATS is back
                 delay = min(2 * delay, 2.0)
+        dead: dict[str, bool] = {}
         for key in keys:
             life_key = key.rsplit(".", 1)[0]
-            if skip_live and (life_key in self.live or life_key == self.key):
-                continue
+            if skip_live:
+                if life_key in self.live or life_key == self.key:
+                    continue
+                if life_key not in dead:
+                    # Not in the listing: dead only if a direct read confirms it.
+                    try:
+                        dead[life_key] = await self._expired(life_key)
+                    except (TimeoutError, OSError, nats_errors.Error):
+                        dead[life_key] = False  # unknown: the next start looks again
+                if not dead[life_key]:
+                    continue
             if key in self._settling:
                 continue
             try:

@@ -254,6 +254,17 @@ def will_with_delay(topic: str, delay: int | None) -> Will:
     return Will(topic, b"gone", 1, False, props)
 
 
+def gone_with_a_delayed_will(harness: Harness, client_id: str, topic: str) -> None:
+    """A 5.0 client with a persistent session and a 5 s will delay, whose link dies."""
+    harness.connected(
+        client_id,
+        level=5,
+        will=will_with_delay(topic, 5),
+        properties=Properties(session_expiry_interval=60),
+        clean_start=False,
+    ).lose()
+
+
 def test_will_of_gives_the_will_and_the_delay_the_node_would_apply() -> None:
     harness, _ = recording()
     harness.connected("v3", will=Will("w/v3", b"gone", 0, False, None))
@@ -279,14 +290,7 @@ def test_a_will_is_settled_by_disconnect_and_by_its_delay_running_out() -> None:
     harness, backplane = recording()
     harness.connected("normal", will=Will("w/n", b"gone", 0, False, None)).disconnect()
     assert backplane.settled == ["normal"]
-    delayed = harness.connected(
-        "delayed",
-        level=5,
-        will=will_with_delay("w/d", 5),
-        properties=Properties(session_expiry_interval=60),
-        clean_start=False,
-    )
-    delayed.lose()
+    gone_with_a_delayed_will(harness, "delayed", "w/d")
     # The will waits in the session: the cluster must keep it until it goes out.
     assert backplane.settled == ["normal"]
     harness.advance(5)
@@ -300,14 +304,7 @@ def test_a_fenced_node_closes_every_client_with_0x9c_and_publishes_no_will() -> 
     watcher.subscribe("w/#")
     v5 = harness.connected("v5", level=5, will=will_with_delay("w/v5", None))
     v3 = harness.connected("v3", will=Will("w/v3", b"gone", 0, False, None))
-    pending = harness.connected(
-        "pending",
-        level=5,
-        will=will_with_delay("w/p", 5),
-        properties=Properties(session_expiry_interval=60),
-        clean_start=False,
-    )
-    pending.lose()
+    gone_with_a_delayed_will(harness, "pending", "w/p")
     harness.broker.node_fenced()
     for client in (watcher, v5):
         assert client.expect(Disconnect).reason_code == ReasonCode.USE_ANOTHER_SERVER

@@ -127,8 +127,13 @@ def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
     return nats_factory()
 
 
-def node_toml(nats_url: str, node: str, extra: str = "") -> str:
-    """The config of node `node` of test cluster "t"."""
+def node_toml(nats_url: str, node: str, extra: str = "", node_timeout: float = 4.0) -> str:
+    """The config of node `node` of test cluster "t".
+
+    A node whose heartbeats stall for `node_timeout` less half a heartbeat fences itself
+    (closes its clients): on this shared machine the default leaves room for load; the
+    node-failure tests pass a shorter one.
+    """
     return f"""
 [persistence]
 enabled = false
@@ -139,7 +144,7 @@ name = "t"
 node = "{node}"
 urls = ["{nats_url}"]
 heartbeat_interval = 0.5
-node_timeout = 2.0
+node_timeout = {node_timeout}
 {extra}
 """
 
@@ -151,8 +156,8 @@ NodeFactory = Callable[..., "MqttdProcess"]
 def cluster_node(nats_server: NatsServer, mqttd_factory: MqttdFactory) -> NodeFactory:
     """Start mqttd node `name` of cluster "t" on the test's nats-server."""
 
-    def start(name: str, extra: str = "") -> MqttdProcess:
-        return mqttd_factory(config=node_toml(nats_server.url, name, extra))
+    def start(name: str, extra: str = "", node_timeout: float = 4.0) -> MqttdProcess:
+        return mqttd_factory(config=node_toml(nats_server.url, name, extra, node_timeout))
 
     return start
 

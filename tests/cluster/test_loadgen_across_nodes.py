@@ -4,7 +4,6 @@ with -Q its subscribers connect to the second node, and every message crosses on
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,6 @@ QUEUE = """
 [limits]
 max_queued_messages = 1000000
 """
-
-SOURCE = Path(__file__).resolve().parents[2] / "scripts" / "loadgen" / "loadgen.c"
-
-
-@pytest.fixture(scope="module")
-def loadgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    binary = tmp_path_factory.mktemp("loadgen") / "loadgen"
-    flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-pthread"]
-    subprocess.run([cc, *flags, "-o", str(binary), str(SOURCE)], check=True)
-    return binary
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 exactly once (will delay respected, a will whose client came back is not published),
 and a node cut off too long closes its clients with DISCONNECT 0x9C.
 
-The cluster runs with heartbeat_interval 0.5 s and node_timeout 2 s (conftest.py).
+The nodes run with heartbeat_interval 0.5 s and node_timeout 2 s (`fast_node`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,28 +33,32 @@ USE_ANOTHER_SERVER = 0x9C
 
 
 @pytest.fixture
-def will_clients() -> Iterator[Callable[..., PahoClient]]:
-    """Connected paho clients with a will, 5.0 ones with a Will Delay Interval."""
-    clients: list[PahoClient] = []
+def will_clients(paho_factory: PahoFactory) -> Callable[..., PahoClient]:
+    """Connected paho clients with a will; 5.0 ones with a Will Delay Interval."""
 
     def factory(port: int, client_id: str, topic: str, delay: int | None = None) -> PahoClient:
+        will = (topic, b"will of " + client_id.encode(), 1, False)
         if delay is None:
-            client = PahoClient("127.0.0.1", port, client_id, protocol=V311)
-            client.client.will_set(topic, b"will of " + client_id.encode(), 1, False)
-        else:
-            client = PahoClient(
-                "127.0.0.1", port, client_id, protocol=V5, clean=False, session_expiry=60
-            )
-            props = Properties(PacketTypes.WILLMESSAGE)
-            props.WillDelayInterval = delay
-            client.client.will_set(topic, b"will of " + client_id.encode(), 1, False, props)
-        clients.append(client)
-        client.connect()
-        return client
+            return paho_factory(port, client_id, protocol=V311, will=will)
+        props = Properties(PacketTypes.WILLMESSAGE)
+        props.WillDelayInterval = delay
+        return paho_factory(
+            port,
+            client_id,
+            protocol=V5,
+            clean=False,
+            session_expiry=60,
+            will=will,
+            will_properties=props,
+        )
 
-    yield factory
-    for client in clients:
-        client.close()
+    return factory
+
+
+@pytest.fixture
+def fast_node(cluster_node: NodeFactory) -> NodeFactory:
+    """Nodes that count each other dead after NODE_TIMEOUT."""
+    return lambda name, extra="": cluster_node(name, extra, NODE_TIMEOUT)
 
 
 def drain(client: PahoClient, seconds: float) -> list[tuple[str, bytes, float]]:
@@ -71,11 +75,11 @@ def drain(client: PahoClient, seconds: float) -> list[tuple[str, bytes, float]]:
 
 
 def test_wills_of_a_killed_node_are_published_once_by_the_survivors(
-    cluster_node: NodeFactory,
+    fast_node: NodeFactory,
     paho_factory: PahoFactory,
     will_clients: Callable[..., PahoClient],
 ) -> None:
-    a, b, c = cluster_node("a"), cluster_node("b"), cluster_node("c")
+    a, b, c = fast_node("a"), fast_node("b"), fast_node("c")
     on_b = paho_factory(b.port, "on-b")
     on_b.subscribe("will/#", 1)
     on_c = paho_factory(c.port, "on-c", protocol=V5)
@@ -118,8 +122,8 @@ def test_a_node_cut_off_from_nats_closes_its_clients_and_the_cluster_publishes_t
     will_clients: Callable[..., PahoClient],
 ) -> None:
     link = nats_link()
-    a = mqttd_factory(config=node_toml(link.url, "a"))
-    b = mqttd_factory(config=node_toml(nats_server.url, "b"))
+    a = mqttd_factory(config=node_toml(link.url, "a", node_timeout=NODE_TIMEOUT))
+    b = mqttd_factory(config=node_toml(nats_server.url, "b", node_timeout=NODE_TIMEOUT))
     on_b = paho_factory(b.port, "on-b")
     on_b.subscribe("p/#", 1)
     routed(paho_factory(a.port, "prober"), "p/probe", on_b)
@@ -178,7 +182,7 @@ def test_nats_restarting_under_load_loses_nothing_on_the_node_and_routes_again(
         publisher.publish("load/x", str(sent).encode(), qos=1)  # waits for PUBACK
         sent += 1
         if not restarted and time.monotonic() - started > 1.0:
-            nats_server.restart()  # down and back well within node_timeout
+            nats_server.restart()  # down and back well within node_timeout (4 s)
             restarted = True
     # Every acknowledged message reaches the subscriber on the publisher's node, in order.
     assert [m.payload for m in local.expect_messages(sent)] == [
@@ -202,3 +206,29 @@ def drain_messages(client: PahoClient) -> list[object]:
             messages.append(client.expect_message(1.0))
         except AssertionError:
             return [m for m in messages if m.payload != b"probe"]  # type: ignore[attr-defined]
+
+
+def test_a_node_that_starts_later_publishes_the_wills_of_a_node_that_died_unwatched(
+    fast_node: NodeFactory, paho_factory: PahoFactory
+) -> None:
+    a = fast_node("a")
+    will = ("unwatched/will", b"will of lonely", 1, True)  # retained: it outlives its publication
+    paho_factory(a.port, "lonely", will=will)
+    time.sleep(STORED)
+    os.kill(a.pid, signal.SIGKILL)
+    time.sleep(NODE_TIMEOUT + HEARTBEAT)  # its heartbeat is gone before anyone else runs
+
+    b = fast_node("b")
+    deadline = time.monotonic() + 10
+    while True:
+        watcher = paho_factory(b.port, "watcher")
+        watcher.subscribe("unwatched/#", 1)
+        got = drain(watcher, 0.5)
+        if got:
+            break
+        watcher.close()
+        assert time.monotonic() < deadline, "node b never published node a's will"
+    assert [(t, p) for t, p, _ in got] == [("unwatched/will", b"will of lonely")]
+    # Published once: a third node starting finds nothing left to publish.
+    fast_node("c")
+    assert drain(watcher, 1.5) == []
