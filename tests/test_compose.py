@@ -43,7 +43,7 @@ def mounted_config(service: dict[str, Any]) -> Path:
     for volume in service["volumes"]:
         source, target, *_ = volume.split(":")
         if target == args.config:
-            return (COMPOSE.parent / source).resolve()
+            return (COMPOSE.parent / str(source)).resolve()
     raise AssertionError(f"{args.config} is not mounted")
 
 
