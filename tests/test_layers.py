@@ -172,8 +172,8 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
             for child in node.orelse:
                 visit(child, runs)
             return
-        for child in ast.iter_child_nodes(node):
-            visit(child, runs)
+        for inner in ast.iter_child_nodes(node):
+            visit(inner, runs)
 
     visit(ast.parse(path.read_text(), str(path)), True)
     return found

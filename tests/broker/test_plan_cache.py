@@ -6,7 +6,7 @@ Dashboards that subscribe and unsubscribe exact topics must not throw away every
 
 from __future__ import annotations
 
-from broker_harness import Harness
+from support.core import Harness
 
 
 def _cached_plans(harness: Harness) -> set[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing
 
 import pytest
-from broker_harness import Client, Harness
+from support.core import Client, Harness
 
 from mqttd.auth.enhanced import AuthContext, AuthStep
 from mqttd.broker.connection import TRANSITIONS, State
