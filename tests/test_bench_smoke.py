@@ -21,6 +21,7 @@ import pytest
 if TYPE_CHECKING:
     from conftest import MqttdProcess
 
+
 def run(binary: Path, port: int, *args: str, pid: int = 0) -> dict[str, Any]:
     """One loadgen run; its stdout's last line is the JSON result."""
     argv = [str(binary), "-p", str(port), "-T", "20", *args]
