@@ -128,6 +128,7 @@ class Broker:
             self.wills._store = self.retained_messages._store = store
             self.shared.backplane = backplane
             self.retained_messages.backplane = backplane
+            self.wills.backplane = backplane
             backplane.bind(self)
 
     async def start(self) -> None:
@@ -338,10 +339,10 @@ class Broker:
         return session, present
 
     def claim_before_connack(
-        self, client_id: str, clean_start: bool, answered: Callable[[bool], None]
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
     ) -> bool:
-        """In a cluster, claim `client_id` for a CONNECT: True, and `answered(owned)`
-        once this node owns it (the CONNACK waits); False on a single node."""
+        """In a cluster, claim `client_id` for a CONNECT: True, and `answered(code)` once
+        decided (0: owned; else the CONNACK's refusal); False on a single node."""
         if self._backplane is not None:
             self._backplane.claim_client_id(client_id, clean_start, answered)
         return self._backplane is not None
@@ -425,6 +426,33 @@ class Broker:
                 session.expiry_interval, lambda: self._expire_session(session)
             )
 
+    def will_of(self, client_id: str) -> tuple[Message, int] | None:
+        """The will of `client_id` connected here, and its delay as `Wills` would apply it."""
+        session = self._sessions.get(client_id)
+        connection = session.connection if session is not None else None
+        if session is None or connection is None or connection.will is None:
+            return None
+        delay = connection.will_delay
+        delay = min(delay, session.expiry_interval) if delay and session.persistent else 0
+        return connection.will, delay
+
+    def publish_will(self, message: Message) -> None:
+        """A will a dead node left behind (backplane.py): published here, cluster-wide."""
+        self.wills.publish(message)
+
+    def node_fenced(self) -> None:
+        """Cut off from the cluster (backplane.py): DISCONNECT 0x9C to every client.
+
+        No will is published here: the cluster holds them and a node that can reach it
+        publishes them. Pending delayed wills are cancelled here for the same reason.
+        """
+        for connection in list(self._connections):
+            connection.close_reason = "cut off from the cluster (0x9C)"
+            connection.disconnect(ReasonCode.USE_ANOTHER_SERVER, publish_will=False)
+        for session in list(self._sessions.values()):
+            if session.will_timer is not None:
+                self.wills.cancel_pending(session)
+
     def save_session(self, session: Session, disconnected_at: float | None) -> None:
         """Record a persistent session's own fields, and its owner when sessions are owned."""
         if session.username is None or not self.sessions_owned:
@@ -477,6 +505,8 @@ class Broker:
             return
         if will is not None and publish_will:
             self.wills.connection_ended(session, will, connection.will_delay)
+        if self._backplane is not None and session.pending_will is None:
+            self._backplane.will_settled(session.client_id)
         if not session.persistent:
             self._end_session(session, DropReason.SESSION_EXPIRED)
         elif session.expiry_interval != _NEVER_EXPIRES:

@@ -155,15 +155,15 @@ class _ClaimAnswer:
         self.auth_props = auth_props
         self.given = False
 
-    def __call__(self, owned: bool) -> None:
+    def __call__(self, refusal: int) -> None:
         self.given = True
         handshake = self.handshake
         conn = handshake._conn
         if conn.closed:
             return  # the client went away meanwhile
-        if not owned:
-            # Another node's later claim won: that connection is the client's now.
-            handshake.refuse(ReasonCode.SERVER_UNAVAILABLE, "client id taken on another node")
+        if refusal:
+            # Another node's later claim won (0x88), or this node is cut off (0x9C).
+            handshake.refuse(refusal, "the cluster gave the client id to no one here")
             return
         handshake._accept(
             self.packet,

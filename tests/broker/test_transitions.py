@@ -106,10 +106,10 @@ class PendingClaims(InProcessBackplane):
 
     def __init__(self) -> None:
         super().__init__(InProcessHub())
-        self.answers: list[Callable[[bool], None]] = []
+        self.answers: list[Callable[[int], None]] = []
 
     def claim_client_id(
-        self, client_id: str, clean_start: bool, answered: Callable[[bool], None]
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
     ) -> None:
         self.answers.append(answered)
 
@@ -217,7 +217,7 @@ def test_packets_held_while_claiming_are_handled_after_the_connack(harness: Harn
     )
     assert _written(client) == [] and client.conn.state is State.CLAIMING
     (answer,) = claims.answers
-    answer(True)
+    answer(0)
     assert _written(client) == [("Connack", 0), ("SubAck", 0), ("PingResp", 0)]
     assert client.conn.connected
 
@@ -228,7 +228,7 @@ def test_a_claim_lost_to_another_node_refuses_the_connect(harness: Harness) -> N
     client = harness.client(5)
     client.send(Connect("c", 5))
     (answer,) = claims.answers
-    answer(False)
+    answer(0x88)
     assert _written(client) == [("Connack", 0x88)]
     assert client.sink.closed and "c" not in harness.broker.sessions
 
@@ -240,5 +240,5 @@ def test_a_client_gone_while_claiming_is_not_served(harness: Harness) -> None:
     client.send(Connect("c", 5))
     client.conn.connection_lost()
     (answer,) = claims.answers
-    answer(True)
+    answer(0)
     assert _written(client) == [] and "c" not in harness.broker.sessions
