@@ -114,6 +114,8 @@ class Broker:
         self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
         self._stopping = False
+        #: True in a cluster: a CONNECT's client id is claimed before its CONNACK.
+        self.clustered = False
         #: The other nodes of a cluster (backplane.py); None on a single node.
         self._backplane: Backplane | None = None
 
@@ -123,6 +125,7 @@ class Broker:
         """Join a cluster through `backplane` (before `start`); a single node keeps none."""
         if backplane.distributed:
             self._backplane = backplane
+            self.clustered = True
             # Durable sessions: a store that also keeps sessions in the cluster.
             store = self.store = backplane.wrap_store(self.store)
             self.wills._store = self.retained_messages._store = store

@@ -389,12 +389,12 @@ class Handshake:
         ):
             self.refuse(ReasonCode.NOT_AUTHORIZED, "will topic not allowed by the ACL")
             return
-        if not claimed:
+        if broker.clustered and not claimed:
             answer = _ClaimAnswer(self, packet, client_id, assigned, username, auth_props)
-            if broker.claim_before_connack(client_id, packet.clean_start, answer):
-                if not answer.given:
-                    conn.claiming()
-                return
+            broker.claim_before_connack(client_id, packet.clean_start, answer)
+            if not answer.given:
+                conn.claiming()
+            return
         conn.username = username
         if settings.max_publish_rate > 0:
             conn.publish_bucket = TokenBucket(

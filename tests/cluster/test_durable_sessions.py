@@ -65,6 +65,56 @@ def publishes(client: RawClient, count: int, timeout: float = 10) -> list[Packet
     return got
 
 
+def kill_under_load(
+    node: MqttdProcess, publisher: PahoClient, prefix: str, qos2_odd: bool = False
+) -> list[int]:
+    """Publish numbered QoS 1 (odd numbers at QoS 2 with `qos2_odd`) messages from a
+    thread and kill `node` with -9 once 150 are acknowledged; the numbers acknowledged."""
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        i = 0
+        while not stop.is_set():
+            qos = 2 if qos2_odd and i % 2 else 1
+            try:
+                publisher.publish(f"{prefix}/{i}", str(i).encode(), qos=qos, timeout=2)
+            except (TimeoutError, ValueError, RuntimeError):
+                return
+            acknowledged.append(i)
+            i += 1
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while len(acknowledged) < 150 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    node.kill()  # SIGKILL, QoS 1/2 traffic in full flow
+    time.sleep(0.2)
+    stop.set()
+    thread.join(10)
+    assert len(acknowledged) >= 150
+    return acknowledged
+
+
+def receive_all(client: RawClient, wanted: list[int]) -> list[int]:
+    """Acknowledge what comes (QoS 1 and 2) until every number of `wanted` came; the
+    numbers received, in order, copies included."""
+    seen: list[int] = []
+    deadline = time.monotonic() + 20
+    while not set(wanted) <= set(seen):
+        packet = client.read_packet(max(deadline - time.monotonic(), 0.001))
+        assert packet is not None, f"missing {sorted(set(wanted) - set(seen))[:10]}"
+        if packet.type == PUBREL:
+            client.send(gen_pubcomp(packet.mid()))
+            continue
+        view = packet.publish()
+        if view.payload != b"probe":
+            seen.append(int(view.payload))
+        client.send(gen_puback(view.mid) if view.qos == 1 else gen_pubrec(view.mid))
+    return seen
+
+
 def test_a_session_with_queued_messages_moves_to_the_node_its_client_connects_to(
     nodes: tuple[MqttdProcess, MqttdProcess], paho_factory: PahoFactory
 ) -> None:
@@ -133,41 +183,13 @@ def test_kill_9_of_a_node_loses_no_acknowledged_message(
     slow.send(gen_subscribe(1, "k/#", 1))
     slow.expect_type(SUBACK)
     publisher = paho_factory(a.port, "kill-publisher")
-    acknowledged: list[int] = []
-    stop = threading.Event()
-
-    def publish() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                publisher.publish(f"k/{i}", str(i).encode(), qos=1, timeout=2)
-            except (TimeoutError, ValueError, RuntimeError):
-                return
-            acknowledged.append(i)
-            i += 1
-
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while len(acknowledged) < 200 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    a.kill()  # SIGKILL, QoS 1 traffic in full flow
-    stop.set()
-    thread.join(10)
-    assert len(acknowledged) >= 200
+    acknowledged = kill_under_load(a, publisher, "k")
     slow.close()
 
     # The client comes back on b: every acknowledged message is there (at least once).
     back, connack = raw_connect(b.port, "slow")
     assert connack.body == b"\x01\x00"
-    seen: set[int] = set()
-    deadline = time.monotonic() + 20
-    while not set(acknowledged) <= seen:
-        packet = back.read_packet(max(deadline - time.monotonic(), 0.001))
-        assert packet is not None and packet.type == PUBLISH, packet
-        view = packet.publish()
-        seen.add(int(view.payload))
-        back.send(gen_puback(view.mid))
+    receive_all(back, acknowledged)
     back.close()
 
 
@@ -288,27 +310,7 @@ def test_kill_9_of_the_subscribers_node_loses_nothing_another_node_acknowledged(
             continue
         assert packet is not None and packet.type == PUBLISH
         break
-    acknowledged: list[int] = []
-    stop = threading.Event()
-
-    def publish() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                publisher.publish(f"x/{i}", str(i).encode(), qos=1 + i % 2, timeout=2)
-            except (TimeoutError, ValueError, RuntimeError):
-                return
-            acknowledged.append(i)
-            i += 1
-
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
-    while len(acknowledged) < 150 and time.monotonic() < deadline + 20:
-        time.sleep(0.005)
-    a.kill()  # messages b acknowledged are on their way to a, or queued there
-    time.sleep(0.2)
-    stop.set()
-    thread.join(10)
+    acknowledged = kill_under_load(a, publisher, "x", qos2_odd=True)
     # Published while the session has no node at all: kept for it too.
     for i in range(10_000, 10_005):
         publisher.publish(f"x/{i}", str(i).encode(), qos=1)
@@ -317,21 +319,7 @@ def test_kill_9_of_the_subscribers_node_loses_nothing_another_node_acknowledged(
 
     back, connack = raw_connect(b.port, "remote-slow")
     assert connack.body == b"\x01\x00"
-    seen: list[int] = []
-    deadline = time.monotonic() + 20
-    while not set(acknowledged) <= set(seen):
-        packet = back.read_packet(max(deadline - time.monotonic(), 0.001))
-        assert packet is not None, f"missing {sorted(set(acknowledged) - set(seen))[:10]}"
-        if packet.type == PUBREL:
-            back.send(gen_pubcomp(packet.mid()))
-            continue
-        view = packet.publish()
-        if view.payload != b"probe":
-            seen.append(int(view.payload))
-        if view.qos == 1:
-            back.send(gen_puback(view.mid))
-        else:
-            back.send(gen_pubrec(view.mid))
+    seen = receive_all(back, acknowledged)
     back.close()
     # QoS 2 exactly once: no QoS 2 message came twice (QoS 1 may, at least once).
     qos2 = [i for i in seen if i % 2 and i < 10_000]
