@@ -228,7 +228,7 @@ class Connection:
         # Why the socket is not read: flow.HOLD_* bits (throttle, back-pressure); 0 = reading.
         self._reading_held = 0
         #: Packets that came while CLAIMING, handled once CONNECTED.
-        self._held: list[Packet] = []
+        self._held: list[Packet] | None = None
         #: Back-pressure (flow.py): the saturated sessions this publisher waits for.
         self.blocked_on: set[Session] | None = None
         self.session: Session | None = None
@@ -294,15 +294,17 @@ class Connection:
 
     def claimed(self) -> None:
         """The CONNACK ended CLAIMING: read again, handle what was held."""
-        held, self._held = self._held, []
+        held, self._held = self._held, None
         self.release_reading(HOLD_CLAIM)
         try:
-            for packet in held:
+            for packet in held or ():
                 self._handlers[type(packet)](self, packet)
         except MQTTError as exc:
             self.fail(exc.reason_code, str(exc))
 
     def _hold(self, packet: Packet) -> None:
+        if self._held is None:
+            self._held = []
         self._held.append(packet)
 
     def established(self, keep_alive: int) -> None:
