@@ -23,7 +23,7 @@ rule: the one topic of an exact filter, every plan for a wildcard filter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from ..auth.enhanced import AuthMethods
 from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
@@ -32,7 +32,7 @@ from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import Store, StoredMessage
+from ..store.base import RetainedRow, Store, StoredMessage
 from .backplane import Backplane
 from .clock import Clock
 from .connection import Connection, Sink
@@ -123,16 +123,14 @@ class Broker:
     async def start(self) -> None:
         """Open the store and load retained messages and persistent sessions from it."""
         await self.store.open()
-        state = await self.store.load()
         now = self.clock.now()
         wall = self.clock.wall()
-        for stored in state.retained:
-            message = message_from_stored(stored, now, wall)
-            if message.expiry_at is not None and message.expiry_at <= now:
-                self.store.delete_retained(stored.topic)
-                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
-                continue
-            self._retained.set(stored.topic, message)
+        # Retained messages a chunk at a time, straight from the store's rows into the
+        # tree: a million of them is a real case (docs/benchmarks.md, start-up).
+        origins: dict[str | None, str | None] = {}  # publishers' ids repeat: one string each
+        async for rows in self.store.retained_rows():
+            self._retained.load(self._retained_from_rows(rows, now, wall, origins))
+        state = await self.store.load(retained=False)
         if state.messages:
             self._next_message_id = max(state.messages) + 1
         messages: dict[int, Message] = {}
@@ -141,7 +139,12 @@ class Broker:
             message.store_id = mid
             messages[mid] = message
         ended: list[Session] = []
-        for stored_session in state.sessions:
+        # Each record is let go once its session is made, so the two never all coexist.
+        stored_sessions = state.sessions
+        state.sessions = []
+        stored_sessions.reverse()
+        while stored_sessions:
+            stored_session = stored_sessions.pop()
             session, will_delay = restore_session(
                 self, stored_session, messages, now, wall, self._restore_subscription
             )
@@ -173,6 +176,25 @@ class Broker:
             len(self._retained),
             len(self._sessions),
         )
+
+    def _retained_from_rows(
+        self,
+        rows: list[RetainedRow],
+        now: float,
+        wall: float,
+        origins: dict[str | None, str | None],
+    ) -> Iterator[tuple[str, Message]]:
+        """(topic, message) of each stored retained row; expired ones are dropped."""
+        for topic, payload, qos, retain, properties, expiry_at, origin in rows:
+            origin = origins.setdefault(origin, origin)
+            if expiry_at is not None:
+                expiry_at = now + (expiry_at - wall)  # wall clock -> the broker's clock
+            message = Message(topic, payload, qos, retain == 1, properties, expiry_at, origin)
+            if expiry_at is not None and expiry_at <= now:
+                self.store.delete_retained(topic)
+                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
+                continue
+            yield topic, message
 
     def _restore_subscription(
         self, session: Session, topic_filter: str, options: SubOptions

@@ -6,11 +6,11 @@ subscription walks the filter down the trie ("+" fans out over every child, "#" 
 whole subtree), so the cost follows the number of messages that match, not the number
 retained.
 
-Each node that holds a message keeps it as the ready-made ``(topic, value)`` pair that
-`match` and iteration hand out, so returning a million matches allocates no tuples. A
-dict from topic name to node sits beside the trie: replacing the message of a known
-topic (the common retained PUBLISH), `get`, iteration and a "#" subscription need no
-walk. It costs about 10% more memory.
+Memory is what a million retained messages are about (docs/benchmarks.md, start-up):
+a node keeps its message's topic and value in two slots, and nothing else indexes them
+(no tuple per message, no dict from topic name to node: replacing a message walks its
+few levels). `iter_match` hands matches out one at a time, so a subscription to "#"
+streams them as its client drains instead of listing them all.
 
 [MQTT-4.7.2-1]: a filter whose first level is a wildcard does not match topic names
 starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" does.
@@ -24,7 +24,7 @@ which are dropped (and dead-lettered) on the way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..protocol.errors import TopicNameInvalid
@@ -49,13 +49,21 @@ V = TypeVar("V")
 
 
 class _Node(LevelNode, Generic[V]):
-    """One topic level; `entry` is set when a retained message has exactly this topic."""
+    """One topic level; `topic` and `value` are set when a message has exactly this topic.
 
-    __slots__ = ("entry",)
+    The node keeps the topic name and the value side by side rather than as one
+    ``(topic, value)`` tuple: 56 bytes less per retained message, and the pairs that
+    `match` and iteration hand out are made as they are handed out.
+    """
+
+    __slots__ = ("topic", "value")
 
     def __init__(self, level: str) -> None:
-        super().__init__(level)
-        self.entry: tuple[str, V] | None = None
+        # Not super().__init__: a million of these are made at start-up.
+        self.level = level
+        self.children = None
+        self.topic: str | None = None  # None: no message retained here
+        self.value: V | None = None
 
 
 def _check_topic_name(topic: str) -> None:
@@ -64,28 +72,45 @@ def _check_topic_name(topic: str) -> None:
         raise TopicNameInvalid(f"not a topic name: {topic!r}")
 
 
+def _walk_all(nodes: list[_Node[V]]) -> Iterator[tuple[str, V]]:
+    # Depth first over `nodes` and everything below them. Children are taken as a list
+    # when their parent is visited, so a change of the tree meanwhile is safe: a node
+    # emptied before it is reached is skipped (its topic is None).
+    stack = nodes[::-1]
+    while stack:
+        node = stack.pop()
+        topic = node.topic
+        if topic is not None:
+            yield topic, node.value  # type: ignore[misc]  # set together with topic
+        children = node.children
+        if children is not None:
+            if isinstance(children, dict):
+                stack.extend(children.values())
+            else:
+                stack.append(children)
+
+
 class RetainedTree(Generic[V]):
     """Retained messages by exact topic name, matched against subscription filters.
 
     `V` is the stored message (the broker's retained record). Mutating the tree while
-    iterating it is safe: a message deleted before the iteration reaches it is skipped,
-    a message added meanwhile is not seen.
+    iterating it is safe: a message deleted before the iteration reaches it is skipped.
+
+    Memory: a retained message costs its value, its trie node and the node's level name
+    and dict slot in its parent, nothing more. "$" topics (the broker's own, few) are
+    also indexed by name for `count_prefix`.
     """
 
-    __slots__ = ("_dollar", "_plain", "_root")
+    __slots__ = ("_count", "_dollar", "_root")
 
     def __init__(self) -> None:
         self._root: _Node[V] = _Node("")
-        # topic -> its trie node, beside the trie: replacing a retained message (every
-        # retained PUBLISH to a known topic) and `get` are one dict lookup, and "#" is a
-        # copy of `_plain` instead of a walk over every node. "$" topics are kept apart
-        # because "#" must not return them [MQTT-4.7.2-1].
-        self._plain: dict[str, _Node[V]] = {}
+        self._count = 0  # the number of retained messages
         self._dollar: dict[str, _Node[V]] = {}
 
     def __len__(self) -> int:
         """The number of retained messages."""
-        return len(self._plain) + len(self._dollar)
+        return self._count
 
     def count_prefix(self, prefix: str) -> int:
         """How many "$" topics start with `prefix` (e.g. "$SYS/"); they are few."""
@@ -93,51 +118,89 @@ class RetainedTree(Generic[V]):
 
     def __iter__(self) -> Iterator[tuple[str, V]]:
         """Every (topic, value), in no particular order (persistence, expiry sweeps)."""
-        for nodes in (self._plain, self._dollar):
-            for node in list(nodes.values()):
-                entry = node.entry
-                if entry is not None:  # None: deleted since the iteration began
-                    yield entry
+        return _walk_all([self._root])
+
+    def _find(self, topic: str) -> _Node[V] | None:
+        node: _Node[V] | None = self._root
+        for level in topic.split("/"):
+            node = node.child(level)  # type: ignore[union-attr]
+            if node is None:
+                return None
+        return node
 
     def set(self, topic: str, value: V) -> None:
         """Retain `value` for `topic`, replacing any message retained there."""
-        index = self._dollar if topic[:1] == "$" else self._plain
-        node = index.get(topic)
-        if node is not None:
-            node.entry = (topic, value)
-            return
         _check_topic_name(topic)
         node = self._root
         for level in topic.split("/"):
             node = node.add_child(level)
-        node.entry = (topic, value)
-        index[topic] = node
+        if node.topic is None:
+            self._count += 1
+            if topic[:1] == "$":
+                self._dollar[topic] = node
+        node.topic = topic
+        node.value = value
+
+    def load(self, entries: Iterable[tuple[str, V]]) -> None:
+        """`set` for many messages at once (start-up): the same result, faster.
+
+        Topics stored together usually share their parent ("dev/17/a", "dev/17/b"): the
+        parent node of the previous topic is kept and reused while the prefix repeats,
+        so most topics cost one child lookup instead of a walk from the root.
+        """
+        root = self._root
+        prefix: str | None = None
+        parent = root
+        added = 0
+        for topic, value in entries:
+            _check_topic_name(topic)
+            cut = topic.rfind("/")
+            if cut < 0:
+                node = root.add_child(topic)
+            else:
+                if topic[:cut] != prefix:
+                    prefix = topic[:cut]
+                    parent = root
+                    for level in prefix.split("/"):
+                        parent = parent.add_child(level)
+                node = parent.add_child(topic[cut + 1 :])
+            if node.topic is None:
+                added += 1
+                if topic[:1] == "$":
+                    self._dollar[topic] = node
+            node.topic = topic
+            node.value = value
+        self._count += added
 
     def get(self, topic: str) -> V | None:
         """The message retained for exactly `topic`, or None."""
-        node = (self._dollar if topic[:1] == "$" else self._plain).get(topic)
-        if node is None or node.entry is None:
+        node = self._find(topic)
+        if node is None or node.topic is None:
             return None
-        return node.entry[1]
+        return node.value
 
     def delete(self, topic: str) -> bool:
         """Forget the message retained for `topic`; True if there was one.
 
         Emptied nodes are pruned so the tree does not keep dead branches.
         """
-        node = (self._dollar if topic[:1] == "$" else self._plain).pop(topic, None)
-        if node is None:
-            return False
-        node.entry = None
         path: list[tuple[_Node[V], str]] = []
-        parent = self._root
+        node = self._root
         for level in topic.split("/"):
-            path.append((parent, level))
-            child = parent.child(level)
-            assert child is not None  # every indexed topic has its path in the trie
-            parent = child
+            child = node.child(level)
+            if child is None:
+                return False
+            path.append((node, level))
+            node = child
+        if node.topic is None:
+            return False
+        node.topic = None
+        node.value = None
+        self._count -= 1
+        if topic[:1] == "$":
+            self._dollar.pop(topic, None)
         for parent, level in reversed(path):
-            if node.entry is not None or node.children is not None:
+            if node.topic is not None or node.children is not None:
                 break
             parent.remove_child(level)
             node = parent
@@ -168,8 +231,8 @@ class RetainedTree(Generic[V]):
         # past the cursor: on its path it is the cursor or a prefix of it, both before.
         rest = levels[at:]
         if not rest or rest[0] == "#":
-            if node.entry is not None and bound is None:
-                yield node.entry  # "a/#" matches "a" too [MQTT-4.7.1-2]
+            if node.topic is not None and bound is None:
+                yield node.topic, node.value  # type: ignore[misc]  # "a/#" matches "a" too
             if not rest:
                 return
         children = node.children
@@ -195,36 +258,28 @@ class RetainedTree(Generic[V]):
 
     def match(self, topic_filter: str) -> list[tuple[str, V]]:
         """Every retained (topic, value) whose topic matches `topic_filter`, unordered."""
-        if topic_filter == "#":
-            # Every topic but the "$" ones, without walking the trie.
-            return [e for node in self._plain.values() if (e := node.entry) is not None]
+        return list(self.iter_match(topic_filter))
+
+    def iter_match(self, topic_filter: str) -> Iterator[tuple[str, V]]:
+        """`match`, one (topic, value) at a time: what a subscription to "#" over a
+        million retained messages streams from, without a list of them all.
+
+        The levels above a wildcard are resolved when the iteration starts; below it,
+        the tree is read as the iteration goes (a change meanwhile is safe, see
+        `_walk_all`).
+        """
         levels = split_topic_filter(topic_filter)
-        out: list[tuple[str, V]] = []
         nodes = [self._root]
         for i, level in enumerate(levels):
             # Wildcards in the first level skip "$" topics [MQTT-4.7.2-1].
             skip_dollar = i == 0
             if level == "#":
-                # "#" is last; it matches the parent level and everything below it.
-                stack: list[_Node[V]] = []
-                for node in nodes:
-                    if node.entry is not None:
-                        out.append(node.entry)
-                    if skip_dollar:
-                        stack.extend(c for c in node.child_nodes() if c.level[:1] != "$")
-                    else:
-                        stack.extend(node.child_nodes())
-                while stack:
-                    node = stack.pop()
-                    if node.entry is not None:
-                        out.append(node.entry)
-                    children = node.children
-                    if children is not None:
-                        if isinstance(children, dict):
-                            stack.extend(children.values())
-                        else:
-                            stack.append(children)
-                return out
+                # "#" is last; it matches the parent level and everything below it
+                # [MQTT-4.7.1-2] (the root has no message: topics are never empty).
+                if skip_dollar:
+                    nodes = [c for c in self._root.child_nodes() if c.level[:1] != "$"]
+                yield from _walk_all(nodes)
+                return
             alive: list[_Node[V]] = []
             if level == "+":
                 for node in nodes:
@@ -238,12 +293,12 @@ class RetainedTree(Generic[V]):
                     if child is not None:
                         alive.append(child)
             if not alive:
-                return out
+                return
             nodes = alive
         for node in nodes:
-            if node.entry is not None:
-                out.append(node.entry)
-        return out
+            topic = node.topic
+            if topic is not None:
+                yield topic, node.value  # type: ignore[misc]
 
 
 class RetainedMessages:

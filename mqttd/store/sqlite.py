@@ -59,10 +59,10 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import aiosqlite
 
@@ -71,6 +71,7 @@ from ..protocol.properties import Properties, PropertyContext
 from ..protocol.property_codec import decode_properties, encode_properties
 from .base import (
     OutboundState,
+    RetainedRow,
     StoredMessage,
     StoredOutbound,
     StoredSession,
@@ -851,25 +852,53 @@ class SqliteStore:
 
     # -- load ------------------------------------------------------------------------------
 
-    async def load(self) -> StoredState:
+    async def load(self, retained: bool = True) -> StoredState:
         """Everything committed, after committing what is pending.
+
+        With `retained` False the retained messages are left to `retained_rows`.
 
         Rows that no longer belong anywhere (an outbound entry whose message is gone, a
         message no entry refers to) are left out and deleted. A database that turns out
         damaged while it is read raises `DatabaseUnusable`.
         """
         try:
-            return await self._load()
+            return await self._load(retained)
         except DatabaseUnusable:
             raise
         except sqlite3.Error as exc:
             raise self._unusable(exc) from exc
 
-    async def _load(self) -> StoredState:
+    async def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
+        """The committed retained messages, `chunk` rows at a time.
+
+        One cursor, read on aiosqlite's thread a chunk at a time: a million retained
+        messages never sit in memory twice (as rows and as the broker's messages), and
+        the rows are the tuples sqlite3 makes anyway (properties decoded where present).
+        """
+        db = self._require_open()
+        await self.flush()
+        decode = _decode_properties
+        try:
+            async with db.execute(
+                "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
+            ) as cursor:
+                while rows := await cursor.fetchmany(chunk):
+                    # Tuples (no row factory); rows with properties get them decoded.
+                    plain = cast(list[Any], rows)
+                    yield [
+                        row if row[4] is None else (*row[:4], decode(row[4]), *row[5:])
+                        for row in plain
+                    ]
+        except DatabaseUnusable:
+            raise
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
+
+    async def _load(self, with_retained: bool) -> StoredState:
         db = self._require_open()
         await self.flush()
         state = StoredState()
-        retained = await db.execute_fetchall(
+        retained = [] if not with_retained else await db.execute_fetchall(
             "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
         )
         # Inlined (no call per row): a million retained messages is a real case.
