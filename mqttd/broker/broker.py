@@ -125,11 +125,8 @@ class Broker:
         await self.store.open()
         now = self.clock.now()
         wall = self.clock.wall()
-        # Retained messages a chunk at a time, straight from the store's rows into the
-        # tree: a million of them is a real case (docs/benchmarks.md, start-up).
-        origins: dict[str | None, str | None] = {}  # publishers' ids repeat: one string each
-        async for rows in self.store.retained_rows():
-            self._retained.load(self._retained_from_rows(rows, now, wall, origins))
+        # Sessions first: the memory their records took is free again (and reused) when
+        # the retained messages come, so the two do not add up in the peak.
         state = await self.store.load(retained=False)
         if state.messages:
             self._next_message_id = max(state.messages) + 1
@@ -139,6 +136,7 @@ class Broker:
             message.store_id = mid
             messages[mid] = message
         ended: list[Session] = []
+        options: dict[tuple[int, bool, bool, int, int | None], SubOptions] = {}
         # Each record is let go once its session is made, so the two never all coexist.
         stored_sessions = state.sessions
         state.sessions = []
@@ -146,7 +144,7 @@ class Broker:
         while stored_sessions:
             stored_session = stored_sessions.pop()
             session, will_delay = restore_session(
-                self, stored_session, messages, now, wall, self._restore_subscription
+                self, stored_session, messages, now, wall, self._restore_subscription, options
             )
             self._sessions[session.client_id] = session
             if will_delay is not None:
@@ -168,6 +166,13 @@ class Broker:
                     remaining,
                     lambda s=session: self._expire_session(s),  # type: ignore[misc]
                 )
+        del state, messages
+        # Retained messages a chunk at a time, straight from the store's rows into the
+        # tree: a million of them is a real case (docs/benchmarks.md, start-up).
+        origins: dict[str | None, str | None] = {}  # publishers' ids repeat: one string each
+        async for rows in self.store.retained_rows():
+            self._retained.load(self._retained_from_rows(rows, now, wall, origins))
+        # After the retained messages: the wills of these sessions may retain newer ones.
         for session in ended:
             self.stats.sessions_expired += 1
             self._end_session(session, DropReason.SESSION_EXPIRED)

@@ -967,6 +967,11 @@ class SqliteStore:
             del messages[mid]
         state.messages = messages
         state.sessions = list(sessions.values())
+        # The known ids as the same strings the sessions hold (not a second copy of each,
+        # read at `open`); anything recorded meanwhile stays known.
+        known = set(sessions)
+        known.update(self._sessions)
+        self._sessions = known
         if dangling or unreferenced:
             logger.info(
                 "%s: dropping %d outbound entries and %d messages that belong nowhere",
