@@ -102,7 +102,9 @@ class Broker:
         #: Wills published, delayed and cancelled (wills.py).
         self.wills = Wills(self.scheduler, store, clock, self.stats, self.publish)
         #: Retained messages kept, cleared, persisted and sent (retained.py).
-        self.retained_messages = RetainedMessages(store, clock, self.dead_letters)
+        self.retained_messages = RetainedMessages(
+            store, clock, self.dead_letters, self.scheduler
+        )
         self._retained: RetainedTree[Message] = self.retained_messages.tree
         self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1

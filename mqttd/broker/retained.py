@@ -40,10 +40,16 @@ if TYPE_CHECKING:
     from .backplane import Backplane
     from .clock import Clock
     from .dead_letter import DeadLetters
+    from .scheduler import Scheduler, Timer
     from .session import Session
     from .subscription import SubOptions
 
-__all__ = ["RetainedTree"]
+__all__ = ["FEED_BYTES", "RetainedFeed", "RetainedMessages", "RetainedTree"]
+
+#: About how many bytes of retained messages one step of a `RetainedFeed` hands to its
+#: session: the most a subscription's retained messages add to the memory in use at a
+#: time, beyond the socket's own write buffer (net/tcp.py's HIGH_WATER).
+FEED_BYTES = 256 * 1024
 
 V = TypeVar("V")
 
@@ -304,13 +310,16 @@ class RetainedTree(Generic[V]):
 class RetainedMessages:
     """A broker's retained messages (see the module docstring)."""
 
-    __slots__ = ("_clock", "_drops", "_store", "backplane", "tree")
+    __slots__ = ("_clock", "_drops", "_scheduler", "_store", "backplane", "tree")
 
-    def __init__(self, store: Store, clock: Clock, dead_letters: DeadLetters) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, dead_letters: DeadLetters, scheduler: Scheduler
+    ) -> None:
         self.tree: RetainedTree[Message] = RetainedTree()
         self._store = store
         self._clock = clock
         self._drops = dead_letters
+        self._scheduler = scheduler
         #: The other nodes of a cluster, told of every change made here (backplane.py).
         self.backplane: Backplane | None = None
 
@@ -357,20 +366,77 @@ class RetainedMessages:
         options: SubOptions,
         authorise: Authorise | None,
     ) -> None:
-        """Send the retained messages matching a new subscription, with retain=1."""
-        now = self._clock.now()
-        for topic, message in self.tree.match(topic_filter):
+        """Send the retained messages matching a new subscription, with retain=1.
+
+        They go as the client takes them (`RetainedFeed`): the first step at once, the
+        rest as its socket drains.
+        """
+        session.add_feed(
+            RetainedFeed(self, self.tree.iter_match(topic_filter), options, authorise)
+        )
+
+    def _expired(self, topic: str, message: Message, client_id: str) -> None:
+        self.tree.delete(topic)
+        self._store.delete_retained(topic)
+        self._drops.drop(DropReason.RETAINED_EXPIRED, message, client_id)
+
+
+class RetainedFeed:
+    """The retained messages of one new subscription, handed to its session in steps.
+
+    A subscription to "#" over a million retained messages would otherwise encode them
+    all and hand every byte to the socket at once (810 MiB at the peak for 1,000,000
+    messages, docs/benchmarks.md). Here the session asks for a step of about
+    `FEED_BYTES` (`Session.add_feed`, `Session.run_feeds`) while it is writable and
+    has nothing queued; a step also ends at the first message that has to be queued
+    (QoS 1/2 beyond the inflight window), so the queue never grows for it. After a
+    step it comes back when its queue drains (PUBACKs, `Session.pump`), when the socket
+    drains below its low-water mark (`Session.set_writable`), or on the next scheduler
+    tick when the socket took it all.
+
+    The matches are read from the tree as the feed goes (`RetainedTree.iter_match`):
+    a message cleared before the feed reaches it is not sent, one replaced meanwhile
+    is sent as it is now (its latest retained value, retain=1, as a subscription made
+    at that moment would get it). Each delivery carries retain=1 [MQTT-3.3.1-8].
+    """
+
+    __slots__ = ("_authorise", "_matches", "_options", "_retained", "timer")
+
+    def __init__(
+        self,
+        retained: RetainedMessages,
+        matches: Iterator[tuple[str, Message]],
+        options: SubOptions,
+        authorise: Authorise | None,
+    ) -> None:
+        self._retained = retained
+        self._matches = matches
+        self._options = options
+        self._authorise = authorise
+        #: The session's wake-up for the next step, while one is armed.
+        self.timer: Timer | None = None
+
+    def step(self, session: Session) -> bool:
+        """Deliver up to about `FEED_BYTES` of messages; True if more are left."""
+        retained = self._retained
+        now = retained._clock.now()
+        authorise = self._authorise
+        options = self._options
+        granted = options.qos
+        sub_ids = options.sub_ids
+        client_id = session.client_id
+        budget = FEED_BYTES
+        for topic, message in self._matches:
             if message.expiry_at is not None and message.expiry_at <= now:
-                self.tree.delete(topic)
-                self._store.delete_retained(topic)
-                self._drops.drop(DropReason.RETAINED_EXPIRED, message, session.client_id)
+                retained._expired(topic, message, client_id)
                 continue
             if authorise is not None and not authorise(
-                session.client_id, session.username, "read", topic
+                client_id, session.username, "read", topic
             ):
                 continue  # a wildcard matched a retained topic the client may not read
             # A copy: the retained Message outlives any store record made for one
-            # delivery, so its store_id must not be reused by the next one.
+            # delivery, so its store_id must not be reused by the next one; nor does the
+            # tree's message keep the encoding made for this delivery.
             copy = Message(
                 message.topic,
                 message.payload,
@@ -380,6 +446,25 @@ class RetainedMessages:
                 message.expiry_at,
                 message.origin,
             )
-            session.deliver(
-                copy, session.outgoing_qos(options.qos, message), True, options.sub_ids
-            )
+            session.deliver(copy, session.outgoing_qos(granted, message), True, sub_ids)
+            budget -= len(message.payload) + len(topic) + 16
+            # Also stop at the first message that had to wait (the inflight window is
+            # full, or the socket): the feed never fills the session's queue.
+            if budget <= 0 or session.queue_length or not session.writable:
+                return True
+        return False
+
+    def wake_later(self, session: Session) -> None:
+        """Arm the next step for the scheduler's next tick (if none is armed)."""
+        if self.timer is None:
+            self.timer = self._retained._scheduler.call_later(0, lambda: self._wake(session))
+
+    def _wake(self, session: Session) -> None:
+        self.timer = None
+        session.run_feeds()
+
+    def cancel(self) -> None:
+        """The session dropped the feed: no more steps."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
