@@ -59,6 +59,23 @@ def _op(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], **more: 
     return {"summary": summary, "parameters": params, "responses": {"200": ok, **_ERRORS}, **more}
 
 
+def _page(**position: dict[str, Any]) -> dict[str, Any]:
+    """A page of results; `position` is how the client asks for the next one."""
+    meta = {
+        **position,
+        "limit": {"type": "integer"},
+        "count": {"type": "integer"},
+        "hasnext": {"type": "boolean"},
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "data": {"type": "array", "items": {"type": "object"}},
+            "meta": {"type": "object", "properties": meta},
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole document as a dict (JSON-ready)."""
     not_found = {"404": _ok("no such client, session or topic", "Error")}
@@ -80,36 +97,8 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
                 },
-                "Page": {
-                    "type": "object",
-                    "properties": {
-                        "data": {"type": "array", "items": {"type": "object"}},
-                        "meta": {
-                            "type": "object",
-                            "properties": {
-                                "page": {"type": "integer"},
-                                "limit": {"type": "integer"},
-                                "count": {"type": "integer"},
-                                "hasnext": {"type": "boolean"},
-                            },
-                        },
-                    },
-                },
-                "CursorPage": {
-                    "type": "object",
-                    "properties": {
-                        "data": {"type": "array", "items": {"type": "object"}},
-                        "meta": {
-                            "type": "object",
-                            "properties": {
-                                "limit": {"type": "integer"},
-                                "count": {"type": "integer"},
-                                "cursor": {"type": ["string", "null"]},
-                                "hasnext": {"type": "boolean"},
-                            },
-                        },
-                    },
-                },
+                "Page": _page(page={"type": "integer"}),
+                "CursorPage": _page(cursor={"type": ["string", "null"]}),
                 "Object": {"type": "object"},
             },
         },
