@@ -5,26 +5,25 @@
     python scripts/bench_startup.py --retained 100000 --sessions 10000 --rounds 1
     python scripts/bench_startup.py --db .bench/startup.db # keep (and reuse) the database
 
-Builds (once, or reuses with --db) an mqttd SQLite database holding N retained messages
-(64-byte payloads, topics r/<i // 1000>/<i>) and M persistent sessions (MQTT 3.1.1 clean
-session 0, client ids s<i>, one QoS 1 subscription each on d/<i>/cmd, disconnected), then
+Builds (once, or reuses with --db) an mqttd SQLite database with scripts/bench_store.py's
+data set: N retained messages (64-byte payloads on fleet/<i // 1000>/<i % 1000>/state,
+each from its own publisher) and M persistent sessions (MQTT 3.1.1 clean session 0,
+disconnected, two QoS 1 subscriptions and one queued QoS 1 message each), then
 starts `python -m mqttd --db FILE` as the project's CLI does, --rounds times, and reports
 per round the seconds from the process start to the `mqttd ready` log line and the
 process's peak RSS (VmHWM from /proc, read at the ready line), and their medians. The
 database is copied to a fresh file for every round, so each start reads the same state
 (a start rewrites the sessions' disconnect times).
 
-The rows are written with the sqlite3 module, in the schema of the mqttd that runs (the
-file is created by `SqliteStore.open`, so it carries the current schema version).
+`bench_store.py load` times the store and `Broker.start()` inside one process; this
+script times what an operator waits for: the `mqttd` command from its start to ready.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,43 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PAYLOAD = bytes(range(64))
 READY = "mqttd ready"
 
 
 def build(path: Path, retained: int, sessions: int) -> None:
-    """Create an mqttd database at `path` with the retained messages and sessions."""
-    from mqttd.store.sqlite import SqliteStore
+    """Create an mqttd database at `path` (bench_store.py's data set, module docstring)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_store import fill
 
-    async def create() -> None:
-        store = SqliteStore(str(path))
-        await store.open()
-        await store.close()
-
-    asyncio.run(create())
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA synchronous = OFF")
-    with db:
-        db.executemany(
-            "INSERT INTO retained (topic, payload, qos, retain, properties, expiry_at, origin)"
-            " VALUES (?, ?, 1, 1, NULL, NULL, ?)",
-            ((f"r/{i // 1000}/{i}", PAYLOAD, "pub") for i in range(retained)),
-        )
-    now = time.time()
-    with db:
-        db.executemany(
-            "INSERT INTO sessions (client_id, protocol_level, expiry_interval,"
-            " disconnected_at, owner) VALUES (?, 4, 4294967295, ?, NULL)",
-            ((f"s{i}", now) for i in range(sessions)),
-        )
-        db.executemany(
-            "INSERT INTO subscriptions (client_id, topic_filter, qos, no_local,"
-            " retain_as_published, retain_handling, subscription_identifier)"
-            " VALUES (?, ?, 1, 0, 0, 0, NULL)",
-            ((f"s{i}", f"d/{i}/cmd") for i in range(sessions)),
-        )
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
+    fill(path, retained, sessions)
 
 
 def peak_rss_kb(pid: int) -> int:
