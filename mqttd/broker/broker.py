@@ -55,6 +55,9 @@ __all__ = ["Broker"]
 logger = logging.getLogger("mqttd.broker")
 
 _NEVER_EXPIRES = 0xFFFFFFFF
+#: The most distinct publisher ids `start` keeps to share their strings between the
+#: retained messages it loads (one publisher's many messages); past it, it starts over.
+_ORIGINS_KEPT = 10_000
 _PLAN_CACHE_SIZE = 10_000
 
 
@@ -174,6 +177,8 @@ class Broker:
         origins: dict[str | None, str | None] = {}  # publishers' ids repeat: one string each
         async for rows in self.store.retained_rows():
             self._retained.load(self._retained_from_rows(rows, now, wall, origins))
+            if len(origins) > _ORIGINS_KEPT:
+                origins.clear()  # ids that do not repeat: the dict would only grow
         # After the retained messages: the wills of these sessions may retain newer ones.
         for session in ended:
             self.stats.sessions_expired += 1
