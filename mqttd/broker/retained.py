@@ -49,7 +49,7 @@ __all__ = ["FEED_BYTES", "RetainedFeed", "RetainedMessages", "RetainedTree"]
 #: About how many bytes of retained messages one step of a `RetainedFeed` hands to its
 #: session: the most a subscription's retained messages add to the memory in use at a
 #: time, beyond the socket's own write buffer (net/tcp.py's HIGH_WATER).
-FEED_BYTES = 256 * 1024
+FEED_BYTES = 1024 * 1024
 
 V = TypeVar("V")
 
