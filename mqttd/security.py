@@ -13,7 +13,7 @@ into the hooks of `mqttd.auth`; nothing below it imports it.
 Who may connect (first rule that applies decides). A user name is an identity only
 once something proved it: the password file, the SCRAM user file (a plain CONNECT
 password checked against the user's verifier, or the MQTT 5 SCRAM exchange, which
-enhanced_auth.py runs without calling this hook), a certificate, or the plugin.
+broker/handshake.py runs without calling this hook), a certificate, or the plugin.
 
 1. on a listener with `tls.use_identity_as_username`: the verified certificate's Common
    Name becomes the user name; no password is asked;

@@ -9,7 +9,8 @@ The network benchmark (`scripts/bench.py`, `scripts/profile_ab.py`) measures the
 broker, but on this shared 2-core machine its rates move by 20 % between runs, too much
 to see a 5 % change. This script drives the sans-IO core the way the TCP layer does:
 `Connection.data_received` with batches of encoded packets (a socket read), the broker's
-output collected by a sink, and the clients' side (reading what the broker wrote,
+output collected by the package's `MemorySink` (the tests' sink too; tree A of `--ab`
+must hold mqttd/broker/memory_sink.py), and the clients' side (reading what the broker wrote,
 building acknowledgements) done outside the timed part. Only the calls into the broker
 are timed, in process CPU time, and each scenario reports the best of `--repeat` runs.
 It leaves out what the TCP layer and the event loop cost (about a third of a real run:
@@ -39,6 +40,7 @@ from pathlib import Path
 from mqttd.broker.broker import Broker
 from mqttd.broker.clock import MonotonicClock
 from mqttd.broker.connection import Connection
+from mqttd.broker.memory_sink import MemorySink
 from mqttd.broker.settings import BrokerSettings
 from mqttd.protocol import (
     Connect,
@@ -58,39 +60,11 @@ PAYLOAD = bytes(64)
 LEVEL = 4
 
 
-class Sink:
-    """Collects what the broker writes; the client side reads it back untimed."""
-
-    __slots__ = ("chunks", "closed", "reading")
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def take(self) -> bytes:
-        data = b"".join(self.chunks)
-        self.chunks.clear()
-        return data
-
-
 class Client:
     """One simulated client: its Connection, its sink and a reader for its input."""
 
     def __init__(self, broker: Broker, client_id: str) -> None:
-        self.sink = Sink()
+        self.sink = MemorySink()
         self.conn: Connection = broker.connection(self.sink, f"127.0.0.1:{id(self) % 60000}")
         self.reader = PacketReader(protocol_level=LEVEL)
         self.conn.data_received(encode(Connect(client_id, LEVEL, True, 60), LEVEL))
@@ -226,10 +200,10 @@ def conns(count: int) -> float:
     broker = new_broker()
     timed = Timed()
     connects = [encode(Connect(f"c{i}", LEVEL, True, 60), LEVEL) for i in range(count)]
-    clients: list[tuple[Connection, Sink]] = []
+    clients: list[tuple[Connection, MemorySink]] = []
     t = time.process_time()
     for i in range(count):
-        sink = Sink()
+        sink = MemorySink()
         conn = broker.connection(sink, f"127.0.0.1:{i}")
         conn.data_received(connects[i])
         clients.append((conn, sink))
@@ -240,14 +214,18 @@ def conns(count: int) -> float:
 
 
 def conn_memory(count: int = 2000) -> float:
-    """Bytes the core allocates per idle connected client (tracemalloc)."""
+    """Bytes the core allocates per idle connected client (tracemalloc).
+
+    The sinks are made before tracing starts: the network shell's sink is not the core.
+    """
     broker = new_broker()
-    keep: list[tuple[Connection, Sink]] = []
+    keep: list[tuple[Connection, MemorySink]] = []
     connects = [encode(Connect(f"mqtt-load-{i:05d}", LEVEL, True, 60), LEVEL) for i in range(count)]
+    sinks = [MemorySink() for _ in range(count)]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(count):
-        sink = Sink()
+        sink = sinks[i]
         conn = broker.connection(sink, f"127.0.0.1:{40000 + i}")
         conn.data_received(connects[i])
         keep.append((conn, sink))

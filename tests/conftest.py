@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DEPS = ROOT / ".test-deps" / "node_modules"
@@ -222,16 +223,10 @@ def _spawn(cmd: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_reference_broker(cwd: Path) -> MqttdProcess:
     """Debian's mosquitto on a free port, used to validate the tests themselves."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
+    port = free_port()
     conf = cwd / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"

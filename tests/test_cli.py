@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -130,8 +130,12 @@ class Broker:
         self._reader.join(5)
 
 
+#: `start([...args])`: the fixture below, a Broker whose cwd defaults to tmp_path.
+StartBroker = Callable[..., Broker]
+
+
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[type[Broker]]:
+def start(tmp_path: Path) -> Iterator[StartBroker]:
     """`start([...args])` runs a broker in tmp_path; all are killed at the end of the test."""
     started: list[Broker] = []
 
@@ -290,7 +294,7 @@ def test_a_bad_port_option_is_a_config_error(tmp_path: Path) -> None:
 # -- a running broker ------------------------------------------------------------------------
 
 
-def test_runs_answers_connect_and_stops_on_sigterm(start: type[Broker], tmp_path: Path) -> None:
+def test_runs_answers_connect_and_stops_on_sigterm(start: StartBroker, tmp_path: Path) -> None:
     broker = start(["-p", "0", "--host", "127.0.0.1", "--db", str(tmp_path / "x.db")])
     host, port = broker.address()
     assert port != 0
@@ -310,7 +314,7 @@ def test_runs_answers_connect_and_stops_on_sigterm(start: type[Broker], tmp_path
     assert "mqttd stopped" in broker.stderr
 
 
-def test_sigint_tells_mqtt5_clients_server_shutting_down(start: type[Broker]) -> None:
+def test_sigint_tells_mqtt5_clients_server_shutting_down(start: StartBroker) -> None:
     broker = start(["-p", "0", "--host", "127.0.0.1"])
     host, port = broker.address()
     with mqtt_connect(host, port, CONNECT_50) as sock:
@@ -322,7 +326,7 @@ def test_sigint_tells_mqtt5_clients_server_shutting_down(start: type[Broker]) ->
     assert broker.proc.wait(10) == 0
 
 
-def test_port_zero_gives_each_broker_its_own_port(start: type[Broker], tmp_path: Path) -> None:
+def test_port_zero_gives_each_broker_its_own_port(start: StartBroker, tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = start(["-p", "0"], tmp_path / "a")
@@ -330,7 +334,7 @@ def test_port_zero_gives_each_broker_its_own_port(start: type[Broker], tmp_path:
     assert first.address()[1] != second.address()[1]
 
 
-def test_a_port_in_use_exits_1_saying_why(start: type[Broker], tmp_path: Path) -> None:
+def test_a_port_in_use_exits_1_saying_why(start: StartBroker, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -341,7 +345,7 @@ def test_a_port_in_use_exits_1_saying_why(start: type[Broker], tmp_path: Path) -
     assert "Traceback" not in result.stderr
 
 
-def test_json_log_format(start: type[Broker]) -> None:
+def test_json_log_format(start: StartBroker) -> None:
     broker = start(["-p", "0", "--log-format", "json"])
     broker.address()
     entries = [json.loads(line) for line in broker.lines]

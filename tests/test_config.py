@@ -392,7 +392,7 @@ def test_example_files_commented_listeners_are_valid() -> None:
     lines = EXAMPLE.read_text().splitlines()
     blocks = []
     for start in [i for i, line in enumerate(lines) if line == "# [[listeners]]"]:
-        block = []
+        block: list[str] = []
         for line in lines[start:]:
             if not line.startswith("# "):
                 break
@@ -401,8 +401,8 @@ def test_example_files_commented_listeners_are_valid() -> None:
         blocks.append("\n".join(block))
     assert len(blocks) == 2
     config = load_config(None)
-    for block in blocks:
-        extra = config_from_dict(tomllib.loads(block))
+    for text in blocks:
+        extra = config_from_dict(tomllib.loads(text))
         config.listeners.extend(extra.listeners)
     assert [listener.scheme for listener in config.listeners] == ["mqtt", "mqtts", "ws"]
     assert config.listeners[1].tls is not None

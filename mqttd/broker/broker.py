@@ -40,13 +40,14 @@ from .dead_letter import DeadLetters, DropReason
 from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
-from .recovery import message_from_stored, restore_session, stored_message
+from .recovery import message_from_stored, restore_session, set_persistent, stored_message
 from .retained import RetainedMessages, RetainedTree
 from .scheduler import Scheduler
 from .session import Session, SubOptions
 from .settings import BrokerSettings
 from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
+from .subscription import refusal
 from .topic_tree import TopicTree
 from .wills import Wills
 
@@ -356,7 +357,7 @@ class Broker:
         session.username = connection.username
         session.protocol_level = connection.protocol_level
         session.expiry_interval = expiry_interval
-        self._set_persistent(session, expiry_interval > 0)
+        set_persistent(session, expiry_interval > 0, self.store, self.save_session)
         connection.session = session
         if self._backplane is not None:
             self._backplane.claim_client_id(client_id)
@@ -395,18 +396,6 @@ class Broker:
             self.wills.cancel_pending(session)
         self._end_session(session, DropReason.SESSION_EXPIRED)
 
-    def _set_persistent(self, session: Session, persistent: bool) -> None:
-        if persistent:
-            if session.persistent:
-                self.save_session(session, None)
-            else:
-                session.persistent = True
-                session.record_all(None)
-        elif session.persistent:
-            session.persistent = False
-            session.forget_records()
-            self.store.delete_session(session.client_id)
-
     def save_session(self, session: Session, disconnected_at: float | None) -> None:
         """Record a persistent session's own fields, and its owner when sessions are owned."""
         if session.username is None or not self.sessions_owned:
@@ -428,7 +417,7 @@ class Broker:
         """A 5.0 DISCONNECT changed the Session Expiry Interval (3.14.2.2.2)."""
         expiry_interval = min(expiry_interval, self.settings.max_session_expiry_interval)
         session.expiry_interval = expiry_interval
-        self._set_persistent(session, expiry_interval > 0)
+        set_persistent(session, expiry_interval > 0, self.store, self.save_session)
 
     def connection_closed(
         self, connection: Connection, was_connected: bool, publish_will: bool
@@ -616,42 +605,10 @@ class Broker:
         retained: list[tuple[str, SubOptions]] = []
         for sub in packet.subscriptions:
             topic_filter = sub.topic_filter
-            try:
-                share, inner = parse_shared_subscription(topic_filter)
-                if share is None:
-                    validate_topic_filter(topic_filter)
-                self._check_filter_limits(inner)
-            except TopicFilterInvalid:
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE)
-                continue
-            if share is not None and not settings.shared_subscription_available:
-                codes.append(
-                    ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
-                )
-                continue
-            if not settings.wildcard_subscription_available and ("+" in inner or "#" in inner):
-                codes.append(
-                    ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
-                )
-                continue
-            if sub_id is not None and not settings.subscription_identifier_available:
-                codes.append(
-                    ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED if v5 else SUBACK_FAILURE
-                )
-                continue
-            authorise = self.authorise
-            if authorise is not None and not authorise(
-                session.client_id, session.username, "subscribe", inner
-            ):
-                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else SUBACK_FAILURE)
-                continue
-            limit = settings.max_subscriptions_per_client
-            if (
-                limit
-                and topic_filter not in session.subscriptions
-                and (len(session.subscriptions) >= limit)
-            ):
-                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else SUBACK_FAILURE)
+            share, inner = parse_shared_subscription(topic_filter)
+            refused = refusal(settings, self.authorise, session, topic_filter, sub_id is not None)
+            if refused is not None:
+                codes.append(refused if v5 else SUBACK_FAILURE)
                 continue
             qos = min(sub.qos, settings.maximum_qos)
             options = SubOptions(
@@ -674,13 +631,6 @@ class Broker:
             ):
                 retained.append((topic_filter, options))
         return codes, retained
-
-    def _check_filter_limits(self, topic_filter: str) -> None:
-        settings = self.settings
-        if len(topic_filter) > settings.max_topic_length:
-            raise TopicFilterInvalid("topic filter longer than max_topic_length")
-        if settings.max_topic_levels and topic_filter.count("/") >= settings.max_topic_levels:
-            raise TopicFilterInvalid("topic filter deeper than max_topic_levels")
 
     def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
         """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""

@@ -189,6 +189,19 @@ class DeadLetters:
             or topic == prefix_slash[:-1]
         )
 
+    def closed_to_clients(self, topic: str) -> bool:
+        """A topic no client may publish to whatever the ACL: `broker_owned`, except
+        that, as Mosquitto (acl__check_dollar), $SYS/broker/connection/<name>/state
+        stays writable: a Mosquitto bridge publishes its state notification there and
+        sets it as its will, with or without the bridge bit (5.0 bridges send none)."""
+        if not self.broker_owned(topic):
+            return False
+        return not (
+            topic.startswith("$SYS/broker/connection/")
+            and topic.endswith("/state")
+            and topic.count("/") == 4
+        )
+
     @property
     def pending(self) -> int:
         """Dead letters made and not yet published."""

@@ -1,4 +1,11 @@
-"""Back-pressure: a publisher is paused while a session it feeds is saturated.
+"""Why a publisher is not read: back-pressure, and the publish-rate throttle.
+
+A connection stops being read for one of two reasons, each a bit of
+`Connection.hold_reading` (HOLD_FLOW, HOLD_THROTTLE), so that one ending does not
+resume a client the other still holds. Both are here: back-pressure (`FlowControl`,
+below) and `max_publish_rate` (`throttle`, at the end).
+
+Back-pressure: a publisher is paused while a session it feeds is saturated.
 
 Theory of operation. Every session's queue has a hard bound (`max_queued_messages`,
 `max_queued_bytes`) with an overflow policy that drops (session.py). Dropping an
@@ -47,13 +54,22 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..auth.limits import TokenBucket
     from .connection import Connection
     from .scheduler import Scheduler, Timer
     from .session import Session
     from .settings import BrokerSettings
     from .stats import BrokerStats
 
-__all__ = ["GAVE_UP", "HIGH_WATER_CAP", "HOLD_FLOW", "HOLD_THROTTLE", "FlowControl", "water_marks"]
+__all__ = [
+    "GAVE_UP",
+    "HIGH_WATER_CAP",
+    "HOLD_FLOW",
+    "HOLD_THROTTLE",
+    "FlowControl",
+    "throttle",
+    "water_marks",
+]
 
 logger = logging.getLogger("mqttd.flow")
 
@@ -206,3 +222,33 @@ class FlowControl:
         )
         self.drained(session)
         session.waiting_publishers = GAVE_UP
+
+
+# -- max_publish_rate ---------------------------------------------------------------------
+
+
+def throttle(conn: Connection, bucket: TokenBucket) -> None:
+    """Count one PUBLISH of `conn` against `max_publish_rate`; over it, stop reading a while.
+
+    The excess is not dropped: the socket is not read until the bucket's debt is paid,
+    so the client's TCP window fills and it slows down. The keepalive deadline moves by
+    the pause, which is ours, not the client's silence.
+    """
+    scheduler = conn.scheduler
+    now = scheduler.clock.now()
+    wait = bucket.take(now)
+    if wait <= 0 or not conn.connected:
+        return
+    timer = conn.throttle_timer
+    if timer is None:
+        conn.hold_reading(HOLD_THROTTLE)
+        conn.throttle_timer = scheduler.call_later(wait, lambda: _end_throttle(conn))
+    else:
+        timer.postpone(now + wait)  # more packets of the same read: a longer pause
+    if conn.keepalive_timer is not None:
+        conn.keepalive_timer.postpone(now + wait + conn.keepalive_grace)
+
+
+def _end_throttle(conn: Connection) -> None:
+    conn.throttle_timer = None
+    conn.release_reading(HOLD_THROTTLE)

@@ -5,7 +5,8 @@ persistence contract): retained messages, persistent sessions with their subscri
 queued and inflight messages, inbound QoS 2 packet ids and pending wills. Times are kept
 as wall-clock (Unix) times, because the monotonic clock restarts with the process; live
 objects use the monotonic clock. This module is the one mapping between the two:
-`stored_message` when recording, `message_from_stored` and `restore_session` at start.
+`stored_message` when recording, `set_persistent` when a session starts or stops
+outliving its connection, `message_from_stored` and `restore_session` at start.
 The broker puts what comes back into its trees and arms the timers (`Broker.start`).
 """
 
@@ -21,9 +22,10 @@ from .message import Message
 from .session import Outbound, Session, SessionContext, SubOptions
 
 if TYPE_CHECKING:
+    from ..store.base import Store
     from .clock import Clock
 
-__all__ = ["message_from_stored", "restore_session", "stored_message"]
+__all__ = ["message_from_stored", "restore_session", "set_persistent", "stored_message"]
 
 logger = logging.getLogger("mqttd.broker")
 
@@ -125,3 +127,39 @@ def restore_session(
         session.pending_will = message_from_stored(stored.will.message, now, wall)
         will_delay = max(0.0, stored.will.publish_at - wall)
     return session, will_delay
+
+
+def set_persistent(
+    session: Session,
+    persistent: bool,
+    store: Store,
+    save_session: Callable[[Session, float | None], None],
+) -> None:
+    """`session` outlives its connection from now on (or no longer): write all of it to
+    the store (subscriptions, inflight and queued QoS 1/2 messages, inbound QoS 2 ids),
+    or delete its records. `save_session` records the session's own fields."""
+    client_id = session.client_id
+    if not persistent:
+        if session.persistent:
+            session.persistent = False
+            for entry in session.inflight.values():
+                entry.seq = 0  # the store row goes: these seq numbers mean nothing now
+            for entry in session.queue if session.queue_length else ():
+                entry.seq = 0
+            store.delete_session(client_id)
+        return
+    if session.persistent:
+        save_session(session, None)
+        return
+    session.persistent = True
+    save_session(session, None)
+    for topic_filter, options in session.subscriptions.items():
+        store.add_subscription(client_id, options.to_stored(topic_filter))
+    for entry in session.inflight.values():
+        session.record(entry)
+        store.set_outbound_state(client_id, entry.seq, entry.packet_id, entry.state)
+    for entry in session.queue if session.queue_length else ():
+        if entry.qos:
+            session.record(entry)
+    for pid in session.inbound_qos2_ids:
+        store.add_inbound_qos2(client_id, pid)

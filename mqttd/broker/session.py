@@ -184,6 +184,11 @@ class Session:
         self._inbound_qos2 = ids
 
     @property
+    def inbound_qos2_ids(self) -> set[int] | tuple[()]:
+        """The inbound QoS 2 ids, without making the set of a session that has none."""
+        return self._inbound_qos2 or ()
+
+    @property
     def queue_length(self) -> int:
         """len(queue), without making the queue of a session that never queued."""
         queue = self._queue
@@ -267,7 +272,7 @@ class Session:
             and (not self._max_inflight_bytes or self._bytes_room())
         ):
             if self.persistent:
-                self._record(entry)
+                self.record(entry)
                 self._start(entry)
                 # Recorded even when the send was dropped: the removal is recorded too,
                 # and the ack must still follow it.
@@ -277,11 +282,12 @@ class Session:
         if not self._enqueue(entry):
             return False
         if self.persistent:
-            self._record(entry)
+            self.record(entry)
             return True
         return False
 
-    def _record(self, entry: Outbound) -> None:
+    def record(self, entry: Outbound) -> None:
+        """Write `entry` (and its message, the first time) to the store."""
         message = entry.message
         store = self._store
         message_id = message.store_id
@@ -684,28 +690,3 @@ class Session:
         if self.waiting_publishers is not None:
             self._core.flow.drained(self)
         self._inbound_qos2 = None
-
-    # -- persistence --------------------------------------------------------------------
-
-    def record_all(self, disconnected_at: float | None) -> None:
-        """Write the whole session to the store (it has just become persistent)."""
-        store = self._store
-        client_id = self.client_id
-        self._core.save_session(self, disconnected_at)
-        for topic_filter, options in self.subscriptions.items():
-            store.add_subscription(client_id, options.to_stored(topic_filter))
-        for entry in self.inflight.values():
-            self._record(entry)
-            store.set_outbound_state(client_id, entry.seq, entry.packet_id, entry.state)
-        for entry in self._queue or ():
-            if entry.qos:
-                self._record(entry)
-        for pid in self._inbound_qos2 or ():
-            store.add_inbound_qos2(client_id, pid)
-
-    def forget_records(self) -> None:
-        """The session stops being persistent: drop its seq numbers (the store row goes)."""
-        for entry in self.inflight.values():
-            entry.seq = 0
-        for entry in self._queue or ():
-            entry.seq = 0

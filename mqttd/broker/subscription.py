@@ -1,14 +1,68 @@
-"""A granted subscription's options: QoS and the 5.0 Subscription Options (3.8.3.1).
+"""A subscription: whether a SUBSCRIBE may have it, and the options it is granted.
 
-The value the subscription tree keeps per (topic filter, session), and what the store
-records for a persistent session's subscription.
+`refusal` is the SUBSCRIBE policy, one filter at a time: the reason code a filter is
+refused with (3.9.3), or None. `SubOptions` is a granted subscription's QoS and 5.0
+Subscription Options (3.8.3.1): the value the subscription tree keeps per (topic
+filter, session), and what the store records for a persistent session.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..protocol.errors import TopicFilterInvalid
+from ..protocol.reason_codes import ReasonCode
+from ..protocol.topics import parse_shared_subscription, validate_topic_filter
 from ..store.base import StoredSubscription
 
-__all__ = ["SubOptions"]
+if TYPE_CHECKING:
+    from ..auth.hooks import Authorise
+    from .session import Session
+    from .settings import BrokerSettings
+
+__all__ = ["SubOptions", "refusal"]
+
+
+def refusal(
+    settings: BrokerSettings,
+    authorise: Authorise | None,
+    session: Session,
+    topic_filter: str,
+    has_subscription_id: bool,
+) -> int | None:
+    """The 5.0 SUBACK reason code `topic_filter` is refused with, or None if granted.
+
+    In this order: a malformed filter or one over `max_topic_length` /
+    `max_topic_levels` (0x8F), a feature this broker does not offer (shared 0x9E,
+    wildcards 0xA2, subscription identifiers 0xA1), the ACL (0x87), and
+    `max_subscriptions_per_client` (0x97; a filter the session has already is a
+    replacement, never over the quota). 3.x clients get 0x80 for any of them.
+    """
+    share, inner = parse_shared_subscription(topic_filter)
+    try:
+        if share is None:
+            validate_topic_filter(topic_filter)
+        if len(inner) > settings.max_topic_length:
+            raise TopicFilterInvalid("topic filter longer than max_topic_length")
+        if settings.max_topic_levels and inner.count("/") >= settings.max_topic_levels:
+            raise TopicFilterInvalid("topic filter deeper than max_topic_levels")
+    except TopicFilterInvalid:
+        return ReasonCode.TOPIC_FILTER_INVALID
+    if share is not None and not settings.shared_subscription_available:
+        return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+    if not settings.wildcard_subscription_available and ("+" in inner or "#" in inner):
+        return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+    if has_subscription_id and not settings.subscription_identifier_available:
+        return ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
+    if authorise is not None and not authorise(
+        session.client_id, session.username, "subscribe", inner
+    ):
+        return ReasonCode.NOT_AUTHORIZED
+    limit = settings.max_subscriptions_per_client
+    subscriptions = session.subscriptions
+    if limit and topic_filter not in subscriptions and len(subscriptions) >= limit:
+        return ReasonCode.QUOTA_EXCEEDED
+    return None
 
 
 class SubOptions:

@@ -23,6 +23,22 @@ def _utf8_length(text: str) -> int | None:
         return None
 
 
+def is_topic_name(topic: str) -> bool:
+    """True for a non-empty topic name without wildcards (4.7.1, 4.7.3): the quick test
+    for names the reader already checked for UTF-8 and U+0000 (a Response Topic)."""
+    return bool(topic) and "+" not in topic and "#" not in topic
+
+
+def is_utf8(payload: bytes) -> bool:
+    """True when `payload` is well-formed UTF-8 (RFC 3629; surrogates are not): what a
+    Payload Format Indicator of 1 promises (3.3.2.3.2)."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def validate_topic_name(topic: str) -> None:
     """Raise `TopicNameInvalid` unless `topic` may be published to.
 

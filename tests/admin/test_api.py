@@ -14,13 +14,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from mqtt_raw import gen_connect, gen_publish, gen_subscribe
 
 from mqttd.admin.auth import keygen
 from mqttd.app import App, ephemeral_config, running
 from mqttd.auth.password_file import PasswordFile
 from mqttd.broker.message import Message
 from mqttd.config import Config
-from tests.mqtt_raw import gen_connect, gen_publish, gen_subscribe
 
 CONNACK = 0x20
 DISCONNECT = 0xE0

@@ -13,10 +13,10 @@ import socket
 import sys
 from pathlib import Path
 
+from admin.test_api import MqttClient, admin_config
 from mqttd.admin.auth import keygen
 from mqttd.app import App, running
 from mqttd.broker.message import Message
-from tests.admin.test_api import MqttClient, admin_config
 
 
 async def ctl(

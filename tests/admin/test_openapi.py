@@ -6,9 +6,9 @@ import re
 
 import aiohttp
 
+from admin.test_api import admin_config
 from mqttd.admin.server import API_PREFIX
 from mqttd.app import running
-from tests.admin.test_api import admin_config
 
 
 async def test_openapi_served_and_matches_the_routes() -> None:

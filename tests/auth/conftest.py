@@ -1,4 +1,4 @@
-"""Fixtures for the auth tests (the harness itself is in auth_harness.py)."""
+"""Fixtures for the auth tests (the harness itself is in support/auth.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from auth_harness import MakeConfig
+from support.auth import MakeConfig
 
 from mqttd.config import AuthConfig, Config, ListenerConfig, TLSConfig
 

@@ -7,7 +7,7 @@ return codes or a closed socket).
 
 from __future__ import annotations
 
-from broker_harness import Harness, settings
+from support.core import Harness, settings
 
 from mqttd.auth.limits import AddressRateLimiter, TokenBucket, address_of
 from mqttd.protocol import Connack, Disconnect, Properties, Publish
@@ -89,7 +89,7 @@ def test_connection_rate_refuses_an_address_over_it() -> None:
 
 
 def test_connection_rate_is_per_source_address() -> None:
-    from broker_harness import Client
+    from support.core import Client
 
     h = harness(connection_rate=1.0, connection_burst=1)
     assert h.client().connect("a").reason_code == 0

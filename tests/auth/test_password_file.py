@@ -15,6 +15,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from support.servers import free_port
 
 from mqttd.auth.password_file import (
     PBKDF2_ITERATIONS,
@@ -173,14 +175,8 @@ def test_mosquitto_passwd_edits_a_file_we_wrote(tmp_path: Path) -> None:
     assert again.verify("alice", b"ours") and again.verify("bob", b"theirs")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _connect_rc(port: int, username: str, password: str) -> int:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.username_pw_set(username, password)
     result: list[int] = []
     client.on_connect = lambda c, u, f, rc, p: result.append(rc.value)
@@ -199,7 +195,7 @@ def test_mosquitto_itself_accepts_a_file_we_wrote(tmp_path: Path) -> None:
     pw = PasswordFile(tmp_path / "pw")
     pw.set("alice", "wonderland")
     pw.save()
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     # As root, mosquitto drops to user "mosquitto", which cannot read a private tmp_path.
     user = "user root\n" if os.getuid() == 0 else ""

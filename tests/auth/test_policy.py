@@ -7,14 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from auth_harness import MakeConfig, SecureHarness
+from support.auth import MakeConfig, SecureHarness
 
 from mqttd.auth.hooks import ConnectInfo
+from mqttd.auth.limits import is_loopback_host
 from mqttd.broker.message import Message
 from mqttd.config import ConfigError, ListenerConfig
 from mqttd.protocol import PubAck, Publish, PubRec
 from mqttd.protocol.reason_codes import ReasonCode
-from mqttd.security import Security, is_loopback_host
+from mqttd.security import Security
 from mqttd.store.memory import MemoryStore
 
 ACL = """\

@@ -14,88 +14,37 @@ openssl command line, once per session.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from integration.paho_client import PahoClient
+from support.servers import ChildServer
+from support.servers import PahoFactory as PahoFactory  # the tests import it from here
+from support.servers import free_port as free_port  # and this
+from support.servers import paho_factory as paho_factory  # a fixture of these tests
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-START_TIMEOUT = 10.0
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Mosquitto(ChildServer):
+    """One mosquitto process running `conf`."""
 
+    def __init__(self, port: int, conf: Path, log: Path) -> None:
+        super().__init__(port, log)
+        self.conf = conf
 
-@dataclass(eq=False)
-class Mosquitto:
-    """One mosquitto process."""
-
-    port: int
-    conf: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    def command(self) -> list[str]:
+        return [MOSQUITTO, "-c", str(self.conf)]
 
     def start(self) -> Mosquitto:
-        log = open(self.log, "ab")  # noqa: SIM115 (the child keeps it open)
-        try:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # its own group: teardown kills exactly it
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.kill()
-                    log = self.log.read_text()
-                    raise RuntimeError(f"mosquitto did not start:\n{log}") from None
-                time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Signal it (SIGTERM: mosquitto saves its persistence file) and wait."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL its process group."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
+        super().start()
+        return self
 
     def restart(self) -> Mosquitto:
-        """Start again on the same port with the same configuration."""
+        """Stop it (SIGTERM: mosquitto saves its persistence file), start it again."""
         self.stop()
         return self.start()
 
@@ -139,25 +88,6 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
     yield factory
     for instance in started:
         instance.kill()
-
-
-PahoFactory = Callable[..., PahoClient]
-
-
-@pytest.fixture
-def paho_factory() -> Iterator[PahoFactory]:
-    """Connected paho clients: ``paho_factory(port, client_id, protocol=V311, clean=True)``."""
-    clients: list[PahoClient] = []
-
-    def factory(port: int, client_id: str = "", **kw: Any) -> PahoClient:
-        client = PahoClient("127.0.0.1", port, client_id, **kw)
-        clients.append(client)
-        client.connect()
-        return client
-
-    yield factory
-    for client in clients:
-        client.close()
 
 
 @dataclass(frozen=True)

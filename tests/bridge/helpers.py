@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +34,6 @@ from mqttd.protocol import (
 )
 
 TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for brokers restarted on the same port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def broker_config(port: int = 0, **sections: Any) -> Config:
@@ -92,6 +84,17 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> N
 async def bridge_up(app: App, name: str, timeout: float = TIMEOUT) -> None:
     """Wait until the App's bridge `name` is connected to its remote."""
     await wait_for(lambda: app.bridges.get(name) == 1, timeout)
+
+
+@contextlib.asynccontextmanager
+async def bridged(topics: list[dict[str, Any]], **keys: Any) -> AsyncIterator[tuple[App, App]]:
+    """Brokers A and B, A bridged to B as "ab" on `topics` (`keys`: more of the table),
+    the bridge connected: the set-up of most two-broker tests."""
+    async with started(broker_config()) as b:
+        bridge = bridge_table("ab", b.port, topics, **keys)
+        async with started(broker_config(bridge=[bridge])) as a:
+            await bridge_up(a, "ab")
+            yield a, b
 
 
 @dataclass(slots=True)

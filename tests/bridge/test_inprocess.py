@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.servers import free_port
 
 from mqttd.protocol import Properties
 
@@ -18,8 +20,8 @@ from .helpers import (
     Peer,
     bridge_table,
     bridge_up,
+    bridged,
     broker_config,
-    free_port,
     started,
     wait_for,
 )
@@ -31,55 +33,49 @@ BOTH = [{"pattern": "#", "direction": "both", "qos": 2}]
 
 @pytest.mark.parametrize("level", [4, 5])
 async def test_messages_cross_both_ways_once_and_never_echo(level: int) -> None:
-    async with started(broker_config()) as b:
-        bridge = bridge_table("ab", b.port, BOTH, protocol_version=level)
-        async with started(broker_config(bridge=[bridge])) as a:
-            await bridge_up(a, "ab")
-            on_a = await Peer.connect(a.port, "on-a")
-            on_b = await Peer.connect(b.port, "on-b")
-            await on_a.subscribe("#", 2)
-            await on_b.subscribe("#", 2)
-            await on_a.publish("t/from-a", b"1", qos=1)
-            await on_b.publish("t/from-b", b"2", qos=1)
-            got_a = {(m.topic, m.payload) for m in await on_a.expect(2)}
-            got_b = {(m.topic, m.payload) for m in await on_b.expect(2)}
-            assert got_a == got_b == {("t/from-a", b"1"), ("t/from-b", b"2")}
-            # No echo: neither side sees a message twice.
-            await on_a.expect_none(0.5)
-            await on_b.expect_none(0.1)
-            await on_a.close()
-            await on_b.close()
+    async with bridged(BOTH, protocol_version=level) as (a, b):
+        on_a = await Peer.connect(a.port, "on-a")
+        on_b = await Peer.connect(b.port, "on-b")
+        await on_a.subscribe("#", 2)
+        await on_b.subscribe("#", 2)
+        await on_a.publish("t/from-a", b"1", qos=1)
+        await on_b.publish("t/from-b", b"2", qos=1)
+        got_a = {(m.topic, m.payload) for m in await on_a.expect(2)}
+        got_b = {(m.topic, m.payload) for m in await on_b.expect(2)}
+        assert got_a == got_b == {("t/from-a", b"1"), ("t/from-b", b"2")}
+        # No echo: neither side sees a message twice.
+        await on_a.expect_none(0.5)
+        await on_b.expect_none(0.1)
+        await on_a.close()
+        await on_b.close()
 
 
 @pytest.mark.parametrize("level", [4, 5])
 async def test_qos2_crosses_exactly_once_with_its_qos(level: int) -> None:
-    async with started(broker_config()) as b:
-        bridge = bridge_table("ab", b.port, BOTH, protocol_version=level)
-        async with started(broker_config(bridge=[bridge])) as a:
-            await bridge_up(a, "ab")
-            on_a = await Peer.connect(a.port, "on-a")
-            on_b = await Peer.connect(b.port, "on-b")
-            await on_b.subscribe("q/#", 2)
-            await on_a.subscribe("r/#", 2)
-            for i in range(20):
-                await on_a.publish(f"q/{i}", str(i).encode(), qos=2)
-                await on_b.publish(f"r/{i}", str(i).encode(), qos=2)
-            at_b = await on_b.expect(20)
-            at_a = await on_a.expect(20)
-            assert [m.payload for m in at_b] == [str(i).encode() for i in range(20)]
-            assert [m.payload for m in at_a] == [str(i).encode() for i in range(20)]
-            assert {m.qos for m in at_a + at_b} == {2}
-            await on_a.expect_none(0.3)
-            await on_b.expect_none(0.1)
-            # Every flow finished on both legs: nothing is left in flight.
-            bridge_obj = a.bridge_service.bridges["ab"] if a.bridge_service else None
-            assert bridge_obj is not None and bridge_obj.queued == 0
-            await on_a.close()
-            await on_b.close()
+    async with bridged(BOTH, protocol_version=level) as (a, b):
+        on_a = await Peer.connect(a.port, "on-a")
+        on_b = await Peer.connect(b.port, "on-b")
+        await on_b.subscribe("q/#", 2)
+        await on_a.subscribe("r/#", 2)
+        for i in range(20):
+            await on_a.publish(f"q/{i}", str(i).encode(), qos=2)
+            await on_b.publish(f"r/{i}", str(i).encode(), qos=2)
+        at_b = await on_b.expect(20)
+        at_a = await on_a.expect(20)
+        assert [m.payload for m in at_b] == [str(i).encode() for i in range(20)]
+        assert [m.payload for m in at_a] == [str(i).encode() for i in range(20)]
+        assert {m.qos for m in at_a + at_b} == {2}
+        await on_a.expect_none(0.3)
+        await on_b.expect_none(0.1)
+        # Every flow finished on both legs: nothing is left in flight.
+        bridge_obj = a.bridge_service.bridges["ab"] if a.bridge_service else None
+        assert bridge_obj is not None and bridge_obj.queued == 0
+        await on_a.close()
+        await on_b.close()
 
 
 async def test_topics_are_remapped_with_prefixes_in_both_directions() -> None:
-    topics = [
+    topics: list[dict[str, Any]] = [
         {"pattern": "sensors/#", "direction": "out", "qos": 1, "remote_prefix": "site1/"},
         {
             "pattern": "cmd/#",
@@ -91,50 +87,44 @@ async def test_topics_are_remapped_with_prefixes_in_both_directions() -> None:
         # Mosquitto's single-topic remap: an empty pattern, both prefixes.
         {"pattern": "", "direction": "out", "local_prefix": "a/b", "remote_prefix": "x/y/z"},
     ]
-    async with started(broker_config()) as b:
-        bridge = bridge_table("ab", b.port, topics)
-        async with started(broker_config(bridge=[bridge])) as a:
-            await bridge_up(a, "ab")
-            on_a = await Peer.connect(a.port, "on-a")
-            on_b = await Peer.connect(b.port, "on-b")
-            await on_b.subscribe("#", 1)
-            await on_a.subscribe("#", 1)
-            await on_a.publish("sensors/t1", b"21.5", qos=1)
-            await on_a.publish("a/b", b"single", qos=1)
-            await on_a.publish("other/x", b"stays", qos=1)  # matches no rule
-            got = [(m.topic, m.payload) for m in await on_b.expect(2)]
-            assert got == [("site1/sensors/t1", b"21.5"), ("x/y/z", b"single")]
-            # What A published locally reached A's subscriber, and only that.
-            assert [m.topic for m in await on_a.expect(3)] == ["sensors/t1", "a/b", "other/x"]
-            await on_b.publish("site1/cmd/reboot", b"now", qos=1)
-            await on_b.publish("elsewhere/cmd/reboot", b"no", qos=1)
-            [cmd] = await on_a.expect(1)
-            assert (cmd.topic, cmd.payload) == ("remote/cmd/reboot", b"now")
-            await on_a.expect_none(0.3)
-            await on_a.close()
-            await on_b.close()
+    async with bridged(topics) as (a, b):
+        on_a = await Peer.connect(a.port, "on-a")
+        on_b = await Peer.connect(b.port, "on-b")
+        await on_b.subscribe("#", 1)
+        await on_a.subscribe("#", 1)
+        await on_a.publish("sensors/t1", b"21.5", qos=1)
+        await on_a.publish("a/b", b"single", qos=1)
+        await on_a.publish("other/x", b"stays", qos=1)  # matches no rule
+        got = [(m.topic, m.payload) for m in await on_b.expect(2)]
+        assert got == [("site1/sensors/t1", b"21.5"), ("x/y/z", b"single")]
+        # What A published locally reached A's subscriber, and only that.
+        assert [m.topic for m in await on_a.expect(3)] == ["sensors/t1", "a/b", "other/x"]
+        await on_b.publish("site1/cmd/reboot", b"now", qos=1)
+        await on_b.publish("elsewhere/cmd/reboot", b"no", qos=1)
+        [cmd] = await on_a.expect(1)
+        assert (cmd.topic, cmd.payload) == ("remote/cmd/reboot", b"now")
+        await on_a.expect_none(0.3)
+        await on_a.close()
+        await on_b.close()
 
 
 @pytest.mark.parametrize("level", [4, 5])
 async def test_retained_messages_cross_with_their_retain_flag(level: int) -> None:
-    async with started(broker_config()) as b:
-        bridge = bridge_table("ab", b.port, BOTH, protocol_version=level)
-        async with started(broker_config(bridge=[bridge])) as a:
-            await bridge_up(a, "ab")
-            on_a = await Peer.connect(a.port, "on-a")
-            await on_a.publish("status/a", b"up", qos=1, retain=True)
-            on_b = await Peer.connect(b.port, "on-b")
-            await on_b.publish("status/b", b"up", qos=1, retain=True)
-            await wait_for(lambda: len(a.broker.retained) >= 2 and len(b.broker.retained) >= 2)
-            late_a = await Peer.connect(a.port, "late-a")
-            late_b = await Peer.connect(b.port, "late-b")
-            await late_a.subscribe("status/#", 1)
-            await late_b.subscribe("status/#", 1)
-            for late in (late_a, late_b):
-                got = {(m.topic, m.payload, m.retain) for m in await late.expect(2)}
-                assert got == {("status/a", b"up", True), ("status/b", b"up", True)}
-            for peer in (on_a, on_b, late_a, late_b):
-                await peer.close()
+    async with bridged(BOTH, protocol_version=level) as (a, b):
+        on_a = await Peer.connect(a.port, "on-a")
+        await on_a.publish("status/a", b"up", qos=1, retain=True)
+        on_b = await Peer.connect(b.port, "on-b")
+        await on_b.publish("status/b", b"up", qos=1, retain=True)
+        await wait_for(lambda: len(a.broker.retained) >= 2 and len(b.broker.retained) >= 2)
+        late_a = await Peer.connect(a.port, "late-a")
+        late_b = await Peer.connect(b.port, "late-b")
+        await late_a.subscribe("status/#", 1)
+        await late_b.subscribe("status/#", 1)
+        for late in (late_a, late_b):
+            got = {(m.topic, m.payload, m.retain) for m in await late.expect(2)}
+            assert got == {("status/a", b"up", True), ("status/b", b"up", True)}
+        for peer in (on_a, on_b, late_a, late_b):
+            await peer.close()
 
 
 async def test_mqtt5_properties_pass_through_both_ways() -> None:
@@ -145,27 +135,24 @@ async def test_mqtt5_properties_pass_through_both_ways() -> None:
         user_property=(("k", "v"), ("k", "w")),
         payload_format_indicator=1,
     )
-    async with started(broker_config()) as b:
-        bridge = bridge_table("ab", b.port, BOTH, protocol_version=5)
-        async with started(broker_config(bridge=[bridge])) as a:
-            await bridge_up(a, "ab")
-            on_a = await Peer.connect(a.port, "on-a", level=5)
-            on_b = await Peer.connect(b.port, "on-b", level=5)
-            await on_a.subscribe("in/#", 1)
-            await on_b.subscribe("out/#", 1)
-            await on_a.publish("out/x", b"{}", qos=1, properties=props)
-            await on_b.publish("in/x", b"{}", qos=1, properties=props)
-            for peer in (on_a, on_b):
-                [message] = await peer.expect(1)
-                assert message.properties is not None
-                got = message.properties
-                assert got.content_type == "application/json"
-                assert got.response_topic == "reply/here"
-                assert got.correlation_data == b"\x01\x02"
-                assert got.user_property == (("k", "v"), ("k", "w"))
-                assert got.payload_format_indicator == 1
-            await on_a.close()
-            await on_b.close()
+    async with bridged(BOTH, protocol_version=5) as (a, b):
+        on_a = await Peer.connect(a.port, "on-a", level=5)
+        on_b = await Peer.connect(b.port, "on-b", level=5)
+        await on_a.subscribe("in/#", 1)
+        await on_b.subscribe("out/#", 1)
+        await on_a.publish("out/x", b"{}", qos=1, properties=props)
+        await on_b.publish("in/x", b"{}", qos=1, properties=props)
+        for peer in (on_a, on_b):
+            [message] = await peer.expect(1)
+            assert message.properties is not None
+            got = message.properties
+            assert got.content_type == "application/json"
+            assert got.response_topic == "reply/here"
+            assert got.correlation_data == b"\x01\x02"
+            assert got.user_property == (("k", "v"), ("k", "w"))
+            assert got.payload_format_indicator == 1
+        await on_a.close()
+        await on_b.close()
 
 
 async def test_state_is_published_in_sys_and_exposed_on_the_app() -> None:
@@ -298,26 +285,23 @@ async def test_a_bridge_stop_sends_disconnect_and_keeps_its_remote_session() -> 
 async def test_two_brokers_bridged_both_ways_on_everything_do_not_loop(level: int) -> None:
     """A bridges to B on "#" both ways: a message published on either side arrives once
     on each side, and the brokers route it exactly twice (once each): no echo storm."""
-    async with started(broker_config()) as b:
-        bridge = bridge_table("ab", b.port, BOTH, protocol_version=level)
-        async with started(broker_config(bridge=[bridge])) as a:
-            await bridge_up(a, "ab")
-            on_a = await Peer.connect(a.port, "on-a")
-            on_b = await Peer.connect(b.port, "on-b")
-            await on_a.subscribe("#", 1)
-            await on_b.subscribe("#", 1)
-            for publisher, topic in ((on_a, "ping/a"), (on_b, "ping/b")):
-                routed = a.broker.stats.messages_routed + b.broker.stats.messages_routed
-                await publisher.publish(topic, b"1", qos=1)
-                assert [m.topic for m in await on_a.expect(1)] == [topic]
-                assert [m.topic for m in await on_b.expect(1)] == [topic]
-                await asyncio.sleep(1.0)
-                await on_a.expect_none(0.1)
-                await on_b.expect_none(0.1)
-                after = a.broker.stats.messages_routed + b.broker.stats.messages_routed
-                assert after - routed == 2
-            await on_a.close()
-            await on_b.close()
+    async with bridged(BOTH, protocol_version=level) as (a, b):
+        on_a = await Peer.connect(a.port, "on-a")
+        on_b = await Peer.connect(b.port, "on-b")
+        await on_a.subscribe("#", 1)
+        await on_b.subscribe("#", 1)
+        for publisher, topic in ((on_a, "ping/a"), (on_b, "ping/b")):
+            routed = a.broker.stats.messages_routed + b.broker.stats.messages_routed
+            await publisher.publish(topic, b"1", qos=1)
+            assert [m.topic for m in await on_a.expect(1)] == [topic]
+            assert [m.topic for m in await on_b.expect(1)] == [topic]
+            await asyncio.sleep(1.0)
+            await on_a.expect_none(0.1)
+            await on_b.expect_none(0.1)
+            after = a.broker.stats.messages_routed + b.broker.stats.messages_routed
+            assert after - routed == 2
+        await on_a.close()
+        await on_b.close()
 
 
 async def test_local_session_queue_is_bounded_by_the_bridge_settings() -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.servers import free_port
 
-from .helpers import Peer, bridge_table, bridge_up, broker_config, free_port, started, wait_for
+from .helpers import Peer, bridge_table, bridge_up, broker_config, started, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

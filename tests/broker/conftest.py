@@ -1,11 +1,11 @@
-"""Fixtures for the broker core tests (see broker_harness.py)."""
+"""Fixtures for the broker core tests (see tests/support/core.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from broker_harness import Harness, settings
+from support.core import Harness, settings
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ backplane must make hold across processes (tests/cluster/ proves it there).
 
 from __future__ import annotations
 
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.broker.backplane import ClientIdClaims, InProcessBackplane, InProcessHub
 from mqttd.protocol import Disconnect, Properties, Subscription

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker_harness import Client, Harness
+from support.core import Client, Harness
 
 from mqttd.protocol import PubAck, Publish
 

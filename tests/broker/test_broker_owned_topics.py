@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.protocol import Connack, PubAck, PubRec, ReasonCode, Will
 
@@ -21,7 +21,8 @@ def test_5_publish_to_a_broker_topic_is_refused_with_0x87(
     pub = harness.connected("pub", level=5)
     pub.publish(topic, b"spoof", qos=qos, retain=True)
     if qos:
-        ack = pub.expect(PubAck if qos == 1 else PubRec)
+        ack_type: type[PubAck | PubRec] = PubAck if qos == 1 else PubRec
+        ack = pub.expect(ack_type)
         assert ack.reason_code == ReasonCode.NOT_AUTHORIZED
     assert spy.packets() == []
     assert harness.broker.retained.get(topic) is None
@@ -37,7 +38,8 @@ def test_311_publish_to_sys_is_dropped_and_counted(harness: Harness, qos: int) -
     pub.publish("$SYS/broker/version", b"spoof", qos=qos, retain=True)
     if qos:
         # 3.1.1 cannot say no: acknowledged (so it is not resent forever) and dropped.
-        assert pub.expect(PubAck if qos == 1 else PubRec).reason_code == 0
+        ack_type: type[PubAck | PubRec] = PubAck if qos == 1 else PubRec
+        assert pub.expect(ack_type).reason_code == 0
     assert spy.packets() == []
     assert harness.broker.stats.messages_not_authorised == 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.auth.hooks import AuthResult, ConnectInfo
 from mqttd.protocol import (
@@ -62,7 +62,10 @@ def test_second_connect_closes_a_3x_connection_silently(harness: Harness) -> Non
 def test_second_connect_gets_disconnect_0x82_in_5(harness: Harness) -> None:
     client = harness.connected("c", level=5)
     client.send(Connect("c", 5))
-    assert client.expect(Disconnect).reason_code == ReasonCode.PROTOCOL_ERROR
+    disconnect = client.expect(Disconnect)
+    assert disconnect.reason_code == ReasonCode.PROTOCOL_ERROR
+    assert disconnect.properties is not None
+    assert disconnect.properties.reason_string == "second CONNECT [MQTT-3.1.0-2]"
     assert client.closed
 
 
@@ -88,6 +91,16 @@ def test_empty_client_id_with_clean_session_gets_an_assigned_id(harness: Harness
     assert client.connect("", clean_start=True).reason_code == 0
     (client_id,) = harness.broker.sessions
     assert client_id.startswith("mqttd-")
+
+
+def test_5_empty_client_id_is_assigned_in_connack_and_names_the_session(
+    harness: Harness,
+) -> None:
+    connack = harness.client(5).connect("")
+    assert connack.reason_code == 0 and connack.properties is not None
+    assigned = connack.properties.assigned_client_identifier
+    assert assigned is not None and assigned.startswith("mqttd-")  # [MQTT-3.2.2-16]
+    assert list(harness.broker.sessions) == [assigned]
 
 
 def test_empty_client_id_with_clean_session_0_is_refused_with_0x02(harness: Harness) -> None:

@@ -4,7 +4,7 @@ must be exactly those of a fresh encoding, with the subscriber's own packet id."
 from __future__ import annotations
 
 import pytest
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.protocol import Publish, Subscription, encode
 

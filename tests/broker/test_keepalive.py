@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from broker_harness import Harness
+import pytest
+from support.core import Harness
 
-from mqttd.protocol import Disconnect, PingReq, PingResp, ReasonCode, Will
+from mqttd.protocol import Disconnect, Packet, PingReq, PingResp, Publish, ReasonCode, Will
 
 
 def test_silent_3x_client_is_closed_after_one_and_a_half_keepalive(harness: Harness) -> None:
@@ -20,16 +21,22 @@ def test_silent_3x_client_is_closed_after_one_and_a_half_keepalive(harness: Harn
 def test_5_keepalive_timeout_sends_disconnect_0x8d(harness: Harness) -> None:
     client = harness.connected("c", level=5, keep_alive=10)
     harness.advance(15.1)
-    assert client.expect(Disconnect).reason_code == ReasonCode.KEEP_ALIVE_TIMEOUT
+    disconnect = client.expect(Disconnect)
+    assert disconnect.reason_code == ReasonCode.KEEP_ALIVE_TIMEOUT
+    assert disconnect.properties is not None
+    assert disconnect.properties.reason_string == "nothing received for 1.5 times the keep alive"
     assert client.closed
 
 
-def test_every_packet_postpones_the_keepalive_deadline(harness: Harness) -> None:
+@pytest.mark.parametrize("packet", [PingReq(), Publish("t", b"alive", 0)], ids=["ping", "publish"])
+def test_every_packet_postpones_the_keepalive_deadline(harness: Harness, packet: Packet) -> None:
+    # [MQTT-3.1.2-23]: any control packet counts, not only PINGREQ (a QoS 0 PUBLISH gets
+    # no answer at all, and still keeps the connection alive).
     client = harness.connected("c", keep_alive=10)
     for _ in range(5):
         harness.advance(10)
-        client.send(PingReq())
-        assert isinstance(client.expect(PingResp), PingResp)
+        client.send(packet)
+        assert client.packets() == ([PingResp()] if isinstance(packet, PingReq) else [])
     assert not client.closed
     harness.advance(15.1)
     assert client.closed

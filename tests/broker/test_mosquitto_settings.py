@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.protocol import Connack, Properties, PubAck, PubComp, PubRec, PubRel, ReasonCode, Will
 
@@ -31,12 +31,13 @@ def test_message_size_limit_refuses_a_5_0_publish_with_0x83_and_drops_it(
     harness, watcher = _limited(make_harness)
     client = harness.connected("pub", level=5)
     client.publish("big/x", b"x" * 11, qos=qos, packet_id=7)
-    ack = client.expect(PubAck if qos == 1 else PubRec)
+    ack_type: type[PubAck | PubRec] = PubAck if qos == 1 else PubRec
+    ack = client.expect(ack_type)
     # mosquitto.conf(5)'s "implementation specific error": 0x95 is no PUBACK/PUBREC code.
     assert (ack.packet_id, ack.reason_code) == (7, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR)
     assert watcher.publishes() == []
     client.publish("big/x", b"x" * 10, qos=qos, packet_id=8)  # at the limit: accepted
-    assert client.expect(PubAck if qos == 1 else PubRec).reason_code == 0
+    assert client.expect(ack_type).reason_code == 0
     assert [p.payload for p in watcher.publishes()] == [b"x" * 10]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker_harness import Harness
+from support.core import Harness
 
-from mqttd.protocol import Connack, Connect, Properties, Publish, ReasonCode, encode
+from mqttd.protocol import Connack, Connect, Disconnect, Properties, Publish, ReasonCode, encode
 from mqttd.protocol.property_codec import MAX_USER_PROPERTIES
 
 
@@ -53,8 +53,8 @@ def test_user_properties_per_packet_are_bounded(harness: Harness) -> None:
     assert attacker.closed
     pub = harness.connected("pub", level=5)
     pub.publish("t", properties=Properties(user_property=pairs))
-    (disconnect,) = pub.packets()
-    assert disconnect.reason_code == ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR  # type: ignore[attr-defined]
+    disconnect = pub.expect(Disconnect)
+    assert disconnect.reason_code == ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
     assert pub.closed
     ok = harness.connected("ok", level=5)
     ok.publish("t", properties=Properties(user_property=pairs[:MAX_USER_PROPERTIES]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker_harness import Harness
+from support.core import Harness
 
 from mqttd.protocol import (
     Disconnect,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker_harness import Harness, settings
+from support.core import Harness, settings
 
 from mqttd.broker.clock import FakeClock
 from mqttd.protocol import (
@@ -102,6 +102,8 @@ def test_5_session_expires_after_its_interval(harness: Harness) -> None:
     sub = harness.connected("sub", level=5, properties=_expiry(30))
     sub.subscribe("t", qos=1)
     sub.disconnect()
+    harness.connected("early").publish("t", b"lost with the session", qos=1)
+    assert len(harness.broker.sessions["sub"].queue) == 1
     harness.advance(29)
     assert "sub" in harness.broker.sessions
     harness.advance(2)
@@ -112,6 +114,7 @@ def test_5_session_expires_after_its_interval(harness: Harness) -> None:
     harness.connected("pub").publish("t", qos=1)
     back = harness.client(5)
     assert back.connect("sub", clean_start=False).session_present is False
+    assert back.packets() == []  # the queued message went with the session
 
 
 def test_5_session_expiry_0xffffffff_never_expires(harness: Harness) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker_harness import Client, Harness
+from support.core import Client, Harness
 
 from mqttd.protocol import Disconnect, Properties, ReasonCode, Will
 

@@ -14,90 +14,52 @@ node to the others (a node's NATS subscription takes a round trip after its SUBA
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from integration.paho_client import PahoClient
+from support.servers import ChildServer
+from support.servers import PahoFactory as PahoFactory  # the tests import it from here
+from support.servers import free_port as free_port  # and this
+from support.servers import paho_factory as paho_factory  # a fixture of these tests
 
 if TYPE_CHECKING:
     from conftest import MqttdFactory, MqttdProcess
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-START_TIMEOUT = 10.0
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class NatsServer(ChildServer):
+    """One nats-server process, with JetStream (its store in `store`) unless told not to."""
 
-
-@dataclass(eq=False)
-class NatsServer:
-    """One nats-server process with JetStream."""
-
-    port: int
-    store: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    jetstream: bool = True
+    def __init__(self, port: int, store: Path, log: Path, jetstream: bool = True) -> None:
+        super().__init__(port, log)
+        self.store = store
+        self.jetstream = jetstream
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> NatsServer:
+    def command(self) -> list[str]:
         cmd = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)]
         if self.jetstream:
             cmd += ["-js", "-sd", str(self.store)]
-        log = open(self.log, "ab")  # noqa: SIM115 (the child keeps it open)
-        try:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # its own group: teardown kills exactly it
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.kill()
-                    raise RuntimeError(
-                        f"nats-server did not start:\n{self.log.read_text()}"
-                    ) from None
-                time.sleep(0.05)
+        return cmd
+
+    def start(self) -> NatsServer:
+        super().start()
+        return self
 
     def restart(self) -> NatsServer:
         """Kill it and start it again on the same port with the same store."""
         self.kill()
         return self.start()
-
-    def kill(self) -> None:
-        """SIGKILL its process group and wait for it."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
 
 
 @pytest.fixture
@@ -111,7 +73,7 @@ def nats_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
         n = len(started)
         store = tmp_path / f"nats-store-{n}"
         store.mkdir()
-        server = NatsServer(free_port(), store, tmp_path / f"nats-server-{n}.log", None, jetstream)
+        server = NatsServer(free_port(), store, tmp_path / f"nats-server-{n}.log", jetstream)
         started.append(server)
         return server.start()
 
@@ -154,25 +116,6 @@ def cluster_node(nats_server: NatsServer, mqttd_factory: MqttdFactory) -> NodeFa
         return mqttd_factory(config=node_toml(nats_server.url, name, extra))
 
     return start
-
-
-PahoFactory = Callable[..., PahoClient]
-
-
-@pytest.fixture
-def paho_factory() -> Iterator[PahoFactory]:
-    """Connected paho clients: ``paho_factory(port, client_id, protocol=V311, clean=True)``."""
-    clients: list[PahoClient] = []
-
-    def factory(port: int, client_id: str = "", **kw: Any) -> PahoClient:
-        client = PahoClient("127.0.0.1", port, client_id, **kw)
-        clients.append(client)
-        client.connect()
-        return client
-
-    yield factory
-    for client in clients:
-        client.close()
 
 
 def routed(

@@ -13,7 +13,7 @@ from mqttd.protocol import Properties
 def _text(min_size: int = 0, max_size: int = 8) -> st.SearchStrategy[str]:
     """MQTT strings: never U+0000 [MQTT-1.5.4-2], never a lone surrogate."""
     return st.text(
-        alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+        alphabet=st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
         min_size=min_size,
         max_size=max_size,
     )

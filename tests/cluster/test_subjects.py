@@ -19,7 +19,7 @@ P = subject_prefix("t")
 # Any character a topic level may hold, the awkward ones for NATS made likely.
 level_chars = st.one_of(
     st.sampled_from([*".*>% \t$%2E", "\x7f", "\x01", "é", "ü"]),
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="/+#\x00"),
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="/+#\x00"),
 )
 levels = st.lists(st.text(level_chars, max_size=6), min_size=1, max_size=5)
 topics = levels.map("/".join).filter(bool)

@@ -104,7 +104,12 @@ class LiveBroker:
     def stop(self) -> None:
         if self._stop is not None:
             stop = self._stop
-            self.loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+
+            def release() -> None:
+                if not stop.done():
+                    stop.set_result(None)
+
+            self.loop.call_soon_threadsafe(release)
         self._thread.join(10)
 
 

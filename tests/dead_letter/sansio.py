@@ -8,48 +8,24 @@ the dead letters waiting for their flush.
 
 from __future__ import annotations
 
-from mqttd.broker.broker import Broker
-from mqttd.broker.clock import FakeClock
+from support.core import Harness, settings
+
 from mqttd.broker.dead_letter import DeadLetterSettings, DropReason
-from mqttd.broker.settings import BrokerSettings
 from mqttd.protocol import (
     Connack,
     Connect,
     Disconnect,
     Packet,
-    PacketReader,
     Properties,
     PubAck,
     Publish,
     SubAck,
     Subscribe,
     Subscription,
-    encode,
 )
 from mqttd.store.memory import MemoryStore
 
 ALL_REASONS = frozenset(DropReason)
-
-
-class FakeSink:
-    """Collects what the broker writes to one client."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        if not self.closed:
-            self.buffer += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class Client:
@@ -58,22 +34,20 @@ class Client:
     def __init__(self, core: Core, level: int) -> None:
         self.core = core
         self.level = level
-        self.sink = FakeSink()
-        core.peers += 1
-        self.conn = core.broker.connection(self.sink, f"127.0.0.1:{40000 + core.peers}")
-        self._reader = PacketReader(max_packet_size=1 << 28, protocol_level=level)
-        self._read = 0
+        # The shared driver moves the bytes; this class keeps the dead-letter tests'
+        # shortcuts (automatic packet ids, retained messages returned by subscribe).
+        self.wire = core.harness.client(level)
+        self.sink = self.wire.sink
+        self.conn = self.wire.conn
         self._held: list[Packet] = []  # what came after the CONNACK or SUBACK
         self.packet_id = 0
 
     def send(self, *packets: Packet) -> None:
-        self.conn.data_received(b"".join(encode(p, self.level) for p in packets))
+        self.wire.send(*packets)
 
     def packets(self) -> list[Packet]:
-        data = bytes(self.sink.buffer[self._read :])
-        self._read = len(self.sink.buffer)
         held, self._held = self._held, []
-        return held + (self._reader.feed(data) if data else [])
+        return held + self.wire.packets()
 
     def connect(
         self, client_id: str, clean: bool = True, properties: Properties | None = None
@@ -124,15 +98,15 @@ class Core:
         self,
         dead_letter: DeadLetterSettings | None = None,
         store: MemoryStore | None = None,
-        **settings: object,
+        **overrides: object,
     ) -> None:
-        self.clock = FakeClock()
-        self.store = store if store is not None else MemoryStore()
-        self.broker = Broker(BrokerSettings(**settings), self.store, self.clock)  # type: ignore[arg-type]
+        self.harness = Harness(settings(**overrides), store=store)
+        self.clock = self.harness.clock
+        self.store = self.harness.store
+        self.broker = self.harness.broker
         self.broker.dead_letters.configure(
             dead_letter if dead_letter is not None else DeadLetterSettings(enabled=True)
         )
-        self.peers = 0
 
     async def start(self) -> Core:
         await self.broker.start()
@@ -154,8 +128,7 @@ class Core:
 
     def advance(self, seconds: float = 0.0) -> int:
         """Move the clock on and run the timers due (the dead-letter flush among them)."""
-        self.clock.advance(seconds)
-        return self.broker.scheduler.run_due()
+        return self.harness.advance(seconds)
 
 
 def user_properties(publish: Publish) -> dict[str, str]:

@@ -15,18 +15,18 @@ from mqttd.broker.dead_letter import (
     dropped_total,
 )
 from mqttd.broker.message import Message
-from mqttd.protocol import Properties, Publish, PubRec
+from mqttd.protocol import Properties, PubAck, Publish, PubRec
 from mqttd.protocol.reason_codes import ReasonCode
 from mqttd.store.memory import MemoryStore
 
-from .sansio import ALL_REASONS, Core, user_properties
+from .sansio import ALL_REASONS, Client, Core, user_properties
 
 PERSISTENT = Properties(session_expiry_interval=300)
 # FakeClock's wall clock starts at 1_700_000_000 (2023-11-14T22:13:20Z).
 START_TIME = "2023-11-14T22:13:20.000Z"
 
 
-async def collector(core: Core, qos: int = 1) -> object:
+async def collector(core: Core, qos: int = 1) -> Client:
     """A connected 5.0 client subscribed to every dead letter."""
     dlq = core.client("dlq")
     dlq.subscribe("$dead/#", qos)
@@ -158,7 +158,7 @@ async def test_a_publish_refused_by_the_acl_is_dead_lettered_without_a_receiver(
     pub = core.client("intruder")
     pub.publish("secret/plans", b"payload", qos=1)
     [ack] = pub.packets()
-    assert ack.reason_code == ReasonCode.NOT_AUTHORIZED  # type: ignore[attr-defined]
+    assert isinstance(ack, PubAck) and ack.reason_code == ReasonCode.NOT_AUTHORIZED
     core.advance()
     [letter] = dlq.publishes()
     assert letter.topic == "$dead/not_authorised/secret/plans"

@@ -13,8 +13,9 @@ import contextlib
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -158,27 +159,40 @@ class PahoClient:
     # ------------------------------------------------------------------ operations
 
     def connect(self, *, timeout: float = TIMEOUT, expect_success: bool = True) -> ConnectResult:
-        """Connect, start the network thread and wait for CONNACK."""
-        properties = None
-        if self.protocol == V5 and self.session_expiry is not None:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self.session_expiry
+        """Connect, start the network thread and wait for CONNACK.
+
+        A connection that ends before its CONNACK (a refused TLS certificate, a broker
+        that closes the socket) raises ConnectionError at once instead of a late timeout.
+        """
+        ended_before = self.disconnected.is_set()
         clean_start: Any = self.clean if self.protocol == V5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self.client.connect(
             self.host,
             self.port,
             keepalive=self.keepalive,
             clean_start=clean_start,
-            properties=properties,
+            properties=self.connect_properties_for_paho(),
         )
         self.client.loop_start()
         self._started = True
-        if not self.connected.wait(timeout):
-            raise TimeoutError(f"no CONNACK within {timeout}s")
+        deadline = time.monotonic() + timeout
+        while not self.connected.wait(0.02):
+            if not ended_before and self.disconnected.is_set():
+                raise ConnectionError("the connection ended before CONNACK")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no CONNACK within {timeout}s")
         assert self.connect_result is not None
         if expect_success and self.connect_result.reason_code != 0:
             raise AssertionError(f"CONNACK refused: {self.connect_result.reason_code:#x}")
         return self.connect_result
+
+    def connect_properties_for_paho(self) -> Properties | None:
+        """The CONNECT properties: 5.0's Session Expiry Interval when one was given."""
+        if self.protocol != V5 or self.session_expiry is None:
+            return None
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.session_expiry
+        return properties
 
     def subscribe(
         self, topic: str, qos: int = 0, *, timeout: float = TIMEOUT, **kw: Any
@@ -292,7 +306,7 @@ class PahoClient:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def __enter__(self) -> PahoClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

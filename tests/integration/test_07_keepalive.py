@@ -1,11 +1,15 @@
-"""Keep alive: PINGREQ/PINGRESP, and a silent client is dropped after 1.5 x keep alive."""
+"""Keep alive: PINGREQ/PINGRESP, and a silent client is dropped after 1.5 x keep alive.
+
+End-to-end smoke tests in real time; the rules (every packet postpones the deadline,
+0 means off, 1.5 x, the will) are proven on the FakeClock in tests/broker/test_keepalive.py.
+"""
 
 from __future__ import annotations
 
 import time
 
 import pytest
-from mqtt_raw import DISCONNECT, gen_pingreq, gen_pingresp, gen_publish
+from mqtt_raw import DISCONNECT, gen_pingreq, gen_pingresp
 
 from .conftest import PahoFactory, RawFactory
 from .paho_client import V5, V311
@@ -40,39 +44,6 @@ def test_silent_client_is_disconnected_after_one_and_a_half_keepalive_and_its_wi
     if packets:  # 5.0 may say why first: 0x8D Keep Alive timeout
         assert proto_ver == 5 and packets[0].reason_code() == 0x8D, packets[0].raw.hex(" ")
     assert watcher.expect_message(2).payload == b"timed out"
-
-
-def test_client_that_pings_within_keepalive_stays_connected(raw: RawFactory, uid: str) -> None:
-    client = raw()
-    client.connect(uid, keepalive=1)
-    deadline = time.monotonic() + 2.2  # past 1.5 x keep alive
-    while time.monotonic() < deadline:
-        client.send(gen_pingreq())
-        client.expect_packet(gen_pingresp(), "PINGRESP")
-        time.sleep(0.5)
-    assert client.is_open()
-
-
-def test_any_control_packet_resets_the_keepalive_timer(
-    raw: RawFactory, uid: str, topic: str
-) -> None:
-    client = raw()
-    client.connect(uid, keepalive=1)
-    deadline = time.monotonic() + 2.2  # past 1.5 x keep alive
-    while time.monotonic() < deadline:
-        client.send(gen_publish(topic, payload=b"alive"))  # QoS 0: no answer expected
-        time.sleep(0.5)
-    assert client.is_open()
-    client.send(gen_pingreq())
-    client.expect_packet(gen_pingresp(), "PINGRESP")
-
-
-def test_keepalive_zero_is_never_timed_out(raw: RawFactory, uid: str) -> None:
-    client = raw()
-    client.connect(uid, keepalive=0)
-    client.expect_silence(1.0)  # 0 means off, not "time out at once" [MQTT-3.1.2-22]
-    client.send(gen_pingreq())
-    client.expect_packet(gen_pingresp(), "PINGRESP")
 
 
 def test_paho_client_pinging_on_keepalive_1_is_not_dropped(paho: PahoFactory, uid: str) -> None:

@@ -70,19 +70,6 @@ def test_message_published_by_the_broker_itself_reaches_subscribers(
         subscriber.close()
 
 
-def test_stopping_the_app_sends_v5_clients_server_shutting_down(
-    broker_factory: InProcessFactory, uid: str
-) -> None:
-    instance = broker_factory()
-    client = RawClient(instance.host, instance.port)
-    try:
-        client.connect(uid, proto_ver=5)
-        instance.stop()
-        client.expect_disconnect(0x8B, 5)
-    finally:
-        client.close()
-
-
 def test_configured_connect_timeout_applies(broker_factory: InProcessFactory) -> None:
     def configure(config: object) -> None:
         config.limits.connect_timeout = 0.5  # type: ignore[attr-defined]

@@ -15,7 +15,6 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,9 @@ import pytest
 
 from mqttd.auth.password_file import PasswordFile
 
-from .browser.chromium import Chromium, Page, chromium_path
+from .browser.chromium import Page, chromium_path
+from .browser.fixtures import browser as browser  # a fixture of these tests
+from .browser.fixtures import page as page  # a fixture of these tests
 from .paho_client import PahoClient
 
 if TYPE_CHECKING:
@@ -45,22 +46,6 @@ topic read plant/#
 user device
 topic readwrite plant/#
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Chromium]:
-    path = chromium_path()
-    assert path is not None
-    with Chromium(path) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser: Chromium) -> Iterator[Page]:
-    tab = browser.new_page(width=1280, height=900)
-    yield tab
-    target = tab.send("Target.getTargetInfo")["targetInfo"]["targetId"]
-    browser.send("Target.closeTarget", {"targetId": target})
 
 
 @pytest.fixture

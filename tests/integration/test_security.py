@@ -23,6 +23,7 @@ from mqtt_raw import (
     gen_pubrec,
     gen_subscribe,
 )
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from .paho_client import V5, V311, PahoClient
 
@@ -115,7 +116,9 @@ def test_pubrec_for_a_qos_1_delivery_closes_the_connection(
 
 
 @pytest.mark.parametrize("version", [V311, V5])
-def test_clients_cannot_spoof_sys(mqttd_factory: MqttdFactory, version: object) -> None:
+def test_clients_cannot_spoof_sys(
+    mqttd_factory: MqttdFactory, version: MQTTProtocolVersion
+) -> None:
     server = mqttd_factory(config=CONFIG)
     spy = PahoClient(server.host, server.port, "spy", protocol=version)
     spy.connect()

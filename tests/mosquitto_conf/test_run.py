@@ -12,7 +12,6 @@ every listener on loopback); the other ports are free ports written into the fil
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 from integration.paho_client import V5, V311, PahoClient
 from mqtt_raw import RawClient, gen_connect, gen_publish, gen_subscribe, prop_u16
+from support.servers import free_port
 
 if TYPE_CHECKING:
     from conftest import MqttdFactory, MqttdProcess
@@ -33,12 +33,6 @@ pytestmark = [
 ]
 
 MODES = ["mosquitto.conf", "converted"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mosquitto_passwd(path: Path, users: dict[str, str]) -> None:

@@ -9,15 +9,10 @@ milliseconds), so settings and state never leak between tests.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-# The core harness (FakeSink/Client/Harness) lives beside the core's tests.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
 
 if TYPE_CHECKING:
     from conftest import InProcessBroker, InProcessFactory

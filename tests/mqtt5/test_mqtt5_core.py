@@ -1,9 +1,9 @@
-"""MQTT 5.0 rules checked on the sans-IO core (broker_harness), where time or sizes are
+"""MQTT 5.0 rules checked on the sans-IO core (support.core), where time or sizes are
 easier to control than over a socket."""
 
 from __future__ import annotations
 
-from broker_harness import Harness, settings
+from support.core import Harness, settings
 
 from mqttd.protocol import Disconnect, Properties, ReasonCode
 

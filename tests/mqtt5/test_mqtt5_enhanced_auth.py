@@ -1,7 +1,7 @@
 """Enhanced authentication (5.0 4.12) with SCRAM-SHA-256, over a real socket.
 
 paho cannot drive AUTH exchanges, so the client is hand-made packets (`mqtt_raw`) plus the
-client side of SCRAM written in `v5_support.ScramClient` from RFC 5802.
+client side of SCRAM written in `support.v5.ScramClient` from RFC 5802.
 """
 
 from __future__ import annotations
@@ -16,15 +16,20 @@ from mqtt_raw import (
     AUTHENTICATION_METHOD,
     CONNACK,
     RawClient,
-    decode_properties,
     gen_connect,
     gen_publish,
     gen_subscribe,
-    prop_bin,
     prop_str,
-    remaining_length,
 )
-from v5_support import ScramClient
+from support.scram import (
+    AUTHENTICATION_DATA,
+    auth_props,
+    gen_auth,
+    reauthenticate,
+    scram_connect,
+    scram_login,
+)
+from support.v5 import ScramClient
 
 from mqttd.app import App, ephemeral_config
 from mqttd.auth.enhanced import AuthContext, AuthMethods, AuthStep
@@ -40,23 +45,7 @@ from mqttd.config import Config, ConfigError
 if TYPE_CHECKING:
     from conftest import InProcessBroker, InProcessFactory
 
-AUTHENTICATION_DATA = 0x16
 REASON_STRING = 0x1F
-
-
-def gen_auth(rc: int, method: str | None, data: bytes | None = None) -> bytes:
-    """AUTH (5.0 3.15): reason code and properties."""
-    props = b""
-    if method is not None:
-        props += prop_str(AUTHENTICATION_METHOD, method)
-    if data is not None:
-        props += prop_bin(AUTHENTICATION_DATA, data)
-    body = bytes([rc]) + remaining_length(len(props)) + props
-    return bytes([0xF0]) + remaining_length(len(body)) + body
-
-
-def auth_props(packet_body: bytes, offset: int) -> dict[int, list[object]]:
-    return decode_properties(packet_body, offset)[0]  # type: ignore[return-value]
 
 
 def scram_broker(factory: InProcessFactory, users: ScramUsers, **limits: object) -> InProcessBroker:
@@ -77,25 +66,6 @@ def users() -> ScramUsers:
     store.add("alice", "wonderland")
     store.add("bob", "builder")
     return store
-
-
-def scram_connect(client: RawClient, client_id: str, scram: ScramClient) -> bytes:
-    """CONNECT with SCRAM's client-first; returns the server-first-message."""
-    client.send(
-        gen_connect(
-            client_id,
-            proto_ver=5,
-            properties=prop_str(AUTHENTICATION_METHOD, METHOD)
-            + prop_bin(AUTHENTICATION_DATA, scram.client_first()),
-        )
-    )
-    auth = client.expect_type(AUTH)
-    assert auth.body[0] == 0x18  # Continue authentication [MQTT-4.12.0-2]
-    props = auth_props(auth.body, 1)
-    assert props[AUTHENTICATION_METHOD] == [METHOD]  # [MQTT-4.12.0-5]
-    (server_first,) = props[AUTHENTICATION_DATA]
-    assert isinstance(server_first, bytes)
-    return server_first
 
 
 def test_scram_connect_succeeds_and_the_server_proves_itself(
@@ -132,9 +102,7 @@ def test_scram_users_come_from_the_configured_scram_file(
 
     broker = broker_factory(configure)
     with RawClient(broker.host, broker.port) as client:
-        scram = ScramClient("bob", "builder")
-        client.send(gen_auth(0x18, METHOD, scram.client_final(scram_connect(client, uid, scram))))
-        assert client.expect_type(CONNACK).reason_code() == 0
+        assert scram_login(client, uid, ScramClient("bob", "builder")) == 0
 
 
 async def test_an_unreadable_scram_file_refuses_to_start(tmp_path: Path) -> None:
@@ -150,15 +118,9 @@ def test_scram_re_authentication_ends_with_auth_success(
 ) -> None:
     broker = scram_broker(broker_factory, users)
     with RawClient(broker.host, broker.port) as client:
-        first = ScramClient("alice", "wonderland")
-        client.send(gen_auth(0x18, METHOD, first.client_final(scram_connect(client, uid, first))))
-        assert client.expect_type(CONNACK).reason_code() == 0
+        assert scram_login(client, uid, ScramClient("alice", "wonderland")) == 0
         again = ScramClient("alice", "wonderland")
-        client.send(gen_auth(0x19, METHOD, again.client_first()))  # [MQTT-4.12.1-1]
-        challenge = client.expect_type(AUTH)
-        assert challenge.body[0] == 0x18
-        (server_first,) = auth_props(challenge.body, 1)[AUTHENTICATION_DATA]
-        assert isinstance(server_first, bytes)
+        server_first = reauthenticate(client, again)
         # Other packets keep flowing during re-authentication (4.12.1).
         client.send(bytes((0xC0, 0)))
         assert client.read_packet().type == 13  # type: ignore[union-attr]
@@ -235,37 +197,30 @@ def test_auth_with_another_method_is_a_protocol_error(
         client.expect_closed()
 
 
-def test_re_authentication_failure_gets_disconnect_0x87(
-    broker_factory: InProcessFactory, users: ScramUsers, uid: str
+@pytest.mark.parametrize(
+    ("user", "password", "reason"),
+    [
+        ("alice", "forgotten", None),  # [MQTT-4.12.1-2]
+        ("bob", "builder", "re-authenticated as another user"),
+    ],
+    ids=["wrong-password", "another-user"],
+)
+def test_a_failed_re_authentication_gets_disconnect_0x87(
+    broker_factory: InProcessFactory,
+    users: ScramUsers,
+    uid: str,
+    user: str,
+    password: str,
+    reason: str | None,
 ) -> None:
     broker = scram_broker(broker_factory, users)
     with RawClient(broker.host, broker.port) as client:
-        first = ScramClient("alice", "wonderland")
-        client.send(gen_auth(0x18, METHOD, first.client_final(scram_connect(client, uid, first))))
-        assert client.expect_type(CONNACK).reason_code() == 0
-        again = ScramClient("alice", "forgotten")
-        client.send(gen_auth(0x19, METHOD, again.client_first()))
-        (server_first,) = auth_props(client.expect_type(AUTH).body, 1)[AUTHENTICATION_DATA]
-        assert isinstance(server_first, bytes)
-        client.send(gen_auth(0x18, METHOD, again.client_final(server_first)))
-        client.expect_disconnect(0x87)  # [MQTT-4.12.1-2]
-
-
-def test_re_authentication_as_another_user_gets_disconnect_0x87(
-    broker_factory: InProcessFactory, users: ScramUsers, uid: str
-) -> None:
-    broker = scram_broker(broker_factory, users)
-    with RawClient(broker.host, broker.port) as client:
-        first = ScramClient("alice", "wonderland")
-        client.send(gen_auth(0x18, METHOD, first.client_final(scram_connect(client, uid, first))))
-        assert client.expect_type(CONNACK).reason_code() == 0
-        bob = ScramClient("bob", "builder")
-        client.send(gen_auth(0x19, METHOD, bob.client_first()))
-        (server_first,) = auth_props(client.expect_type(AUTH).body, 1)[AUTHENTICATION_DATA]
-        assert isinstance(server_first, bytes)
-        client.send(gen_auth(0x18, METHOD, bob.client_final(server_first)))
+        assert scram_login(client, uid, ScramClient("alice", "wonderland")) == 0
+        again = ScramClient(user, password)
+        client.send(gen_auth(0x18, METHOD, again.client_final(reauthenticate(client, again))))
         disconnect = client.expect_disconnect(0x87)
-        assert disconnect.properties()[REASON_STRING] == ["re-authenticated as another user"]
+        if reason is not None:
+            assert disconnect.properties()[REASON_STRING] == [reason]
 
 
 def test_auth_without_a_method_in_connect_is_a_protocol_error(

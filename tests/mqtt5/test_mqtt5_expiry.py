@@ -1,13 +1,17 @@
 """Session Expiry Interval (3.1.2.11.2, 3.14.2.2.2) and Message Expiry Interval
-(3.3.2.3.3), with paho MQTTv5 and real time (intervals of 1-2 s)."""
+(3.3.2.3.3) over a real socket, with paho MQTTv5.
+
+The timers themselves run on the core's FakeClock (tests/broker/test_session.py,
+test_v5_features.py, test_retain_delivery.py); the end-to-end smoke tests that wait in
+real time are tests/integration/test_05_session.py and test_12_v5_features.py.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from mqtt_raw import SESSION_EXPIRY_INTERVAL, RawClient, gen_disconnect, prop_u32
-from v5_support import V5Client, wait_for
+from support.v5 import V5Client, props_of
 
 if TYPE_CHECKING:
     from conftest import InProcessBroker
@@ -34,23 +38,6 @@ def test_session_outlives_its_connection_for_the_expiry_interval(
     with persistent(v5broker, f"{uid}-sub", 2) as back:
         assert back.connect().session_present
         assert back.expect_message().payload == b"kept"
-
-
-def test_expired_session_is_removed_with_its_queued_messages(
-    v5broker: InProcessBroker, uid: str
-) -> None:
-    sub = persistent(v5broker, f"{uid}-sub", 1)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", 1)
-    sub.disconnect()
-    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
-        pub.connect()
-        pub.publish(f"{uid}/t", b"lost with the session", qos=1)
-    assert v5broker.call(lambda: len(v5broker.broker.sessions[f"{uid}-sub"].queue)) == 1
-    wait_for(lambda: not has_session(v5broker, f"{uid}-sub"), 4.0, "session expired")
-    with persistent(v5broker, f"{uid}-sub", 1) as back:
-        assert not back.connect().session_present
-        back.expect_no_message(0.3)
 
 
 def test_expiry_0xffffffff_never_expires(v5broker: InProcessBroker, uid: str) -> None:
@@ -93,40 +80,6 @@ def test_disconnect_setting_an_expiry_after_0_is_a_protocol_error(
 # -- Message Expiry Interval -----------------------------------------------------------------
 
 
-def test_expiry_is_counted_down_while_the_message_waits(
-    v5broker: InProcessBroker, uid: str
-) -> None:
-    sub = persistent(v5broker, f"{uid}-sub", 60)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", 1)
-    sub.disconnect()
-    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
-        pub.connect()
-        pub.publish_v5(f"{uid}/t", b"m", 1, MessageExpiryInterval=30).wait_for_publish(5)
-    time.sleep(2.1)
-    with persistent(v5broker, f"{uid}-sub", 60) as back:
-        back.connect()
-        message = back.expect_message()
-        assert message.properties is not None
-        assert 26 <= message.properties.MessageExpiryInterval <= 28  # 30 - the wait
-
-
-def test_an_expired_message_is_never_delivered(v5broker: InProcessBroker, uid: str) -> None:
-    sub = persistent(v5broker, f"{uid}-sub", 60)
-    sub.connect()
-    sub.subscribe(f"{uid}/t", 1)
-    sub.disconnect()
-    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
-        pub.connect()
-        pub.publish_v5(f"{uid}/t", b"stale", 1, MessageExpiryInterval=1).wait_for_publish(5)
-        pub.publish(f"{uid}/t", b"fresh", qos=1)
-    time.sleep(1.3)
-    with persistent(v5broker, f"{uid}-sub", 60) as back:
-        back.connect()
-        assert back.expect_message().payload == b"fresh"
-        back.expect_no_message(0.3)
-
-
 def test_live_delivery_carries_the_expiry_interval(v5broker: InProcessBroker, uid: str) -> None:
     with (
         V5Client(v5broker.host, v5broker.port, f"{uid}-sub") as sub,
@@ -137,27 +90,4 @@ def test_live_delivery_carries_the_expiry_interval(v5broker: InProcessBroker, ui
         sub.subscribe(f"{uid}/t", 1)
         pub.publish_v5(f"{uid}/t", b"m", 1, MessageExpiryInterval=99).wait_for_publish(5)
         message = sub.expect_message()
-        assert message.properties is not None
-        assert message.properties.MessageExpiryInterval in (98, 99)
-
-
-def test_retained_messages_expire_too(v5broker: InProcessBroker, uid: str) -> None:
-    with V5Client(v5broker.host, v5broker.port, f"{uid}-pub") as pub:
-        pub.connect()
-        pub.publish_v5(f"{uid}/r", b"short", 1, True, MessageExpiryInterval=1).wait_for_publish(5)
-        pub.publish_v5(f"{uid}/s", b"long", 1, True, MessageExpiryInterval=60).wait_for_publish(5)
-    with V5Client(v5broker.host, v5broker.port, f"{uid}-early") as early:
-        early.connect()
-        early.subscribe(f"{uid}/#", 1)
-        got = {m.topic: m for m in early.expect_messages(2)}
-        assert got[f"{uid}/r"].retain and got[f"{uid}/r"].payload == b"short"
-    time.sleep(1.3)
-    with V5Client(v5broker.host, v5broker.port, f"{uid}-late") as late:
-        late.connect()
-        late.subscribe(f"{uid}/#", 1)
-        (message,) = late.expect_messages(1)
-        assert message.topic == f"{uid}/s"
-        assert message.properties is not None
-        assert 57 <= message.properties.MessageExpiryInterval <= 59
-        late.expect_no_message(0.3)
-    assert v5broker.call(lambda: v5broker.broker.retained.get(f"{uid}/r")) is None
+        assert props_of(message).MessageExpiryInterval in (98, 99)

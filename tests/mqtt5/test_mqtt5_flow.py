@@ -13,7 +13,7 @@ from mqtt_raw import (
     gen_publish,
     prop_u16,
 )
-from v5_support import V5Client, wait_for
+from support.v5 import V5Client, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -13,53 +13,17 @@ from mqtt_raw import (
     SUBACK,
     RawClient,
     decode_properties,
-    gen_connect,
     gen_publish,
     gen_pubrec,
     gen_pubrel,
     gen_subscribe,
 )
-from v5_support import V5Client
+from support.v5 import V5Client
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from conftest import InProcessBroker, InProcessFactory
-
-
-def test_keepalive_timeout_is_disconnect_0x8d(v5broker: InProcessBroker, uid: str) -> None:
-    with RawClient(v5broker.host, v5broker.port) as client:
-        client.connect(uid, proto_ver=5, keepalive=1)
-        disconnect = client.expect_disconnect(0x8D, timeout=4.0)
-        assert disconnect.properties()[REASON_STRING] == [
-            "nothing received for 1.5 times the keep alive"
-        ]
-
-
-def test_takeover_is_disconnect_0x8e(v5broker: InProcessBroker, uid: str) -> None:
-    with (
-        V5Client(v5broker.host, v5broker.port, uid) as old,
-        V5Client(v5broker.host, v5broker.port, uid) as new,
-    ):
-        old.connect()
-        new.connect()
-        assert old.wait_disconnected() == 0x8E  # [MQTT-3.1.4-3]
-
-
-def test_shutdown_is_disconnect_0x8b(broker_factory: InProcessFactory, uid: str) -> None:
-    broker = broker_factory()
-    with RawClient(broker.host, broker.port) as client:
-        client.connect(uid, proto_ver=5)
-        broker.stop()
-        client.expect_disconnect(0x8B)
-
-
-def test_second_connect_is_disconnect_0x82(v5broker: InProcessBroker, uid: str) -> None:
-    with RawClient(v5broker.host, v5broker.port) as client:
-        client.connect(uid, proto_ver=5)
-        client.send(gen_connect(uid, proto_ver=5))
-        disconnect = client.expect_disconnect(0x82)  # [MQTT-3.1.0-2]
-        assert disconnect.properties()[REASON_STRING] == ["second CONNECT [MQTT-3.1.0-2]"]
 
 
 def test_subscription_quota_is_suback_0x97(

@@ -21,7 +21,7 @@ from mqtt_raw import (
     prop_str,
     prop_u8,
 )
-from v5_support import V5Client
+from support.v5 import V5Client, props_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,8 +52,7 @@ def test_publish_properties_reach_subscribers_unchanged_and_in_order(
             UserProperty=USER_PROPERTIES,
         ).wait_for_publish(5)
         message = sub.expect_message()
-        props = message.properties
-        assert props is not None
+        props = props_of(message)
         assert props.ResponseTopic == f"{uid}/reply"
         assert props.CorrelationData == b"\x00\x01req-42"
         assert props.ContentType == "text/plain; charset=utf-8"
@@ -73,26 +72,24 @@ def test_request_response_round_trip_with_response_information(
     )
     with requester, V5Client(v5broker.host, v5broker.port, f"{uid}-srv") as server:
         result = requester.connect()
-        assert result.properties is not None
-        reply_to = result.properties.ResponseInformation + "/answer"
+        reply_to = props_of(result).ResponseInformation + "/answer"
         server.connect()
         server.subscribe(f"{uid}/service", 1)
         requester.subscribe(reply_to, 1)
         requester.publish_v5(
             f"{uid}/service", b"2+2", 1, ResponseTopic=reply_to, CorrelationData=b"id-1"
         ).wait_for_publish(5)
-        request = server.expect_message()
-        assert request.properties is not None
+        request = props_of(server.expect_message())
         server.publish_v5(
-            request.properties.ResponseTopic,
+            request.ResponseTopic,
             b"4",
             1,
-            CorrelationData=request.properties.CorrelationData,
+            CorrelationData=request.CorrelationData,
         ).wait_for_publish(5)
         answer = requester.expect_message()
         assert answer.topic == f"mqttd/response/{uid}-req/answer"
         assert answer.payload == b"4"
-        assert answer.properties is not None and answer.properties.CorrelationData == b"id-1"
+        assert props_of(answer).CorrelationData == b"id-1"
 
 
 def marked_utf8(topic: str, qos: int, mid: int, payload: bytes) -> bytes:
@@ -153,7 +150,7 @@ def test_unmarked_or_unvalidated_binary_payloads_pass(
         assert client.expect_type(PUBACK).reason_code() == 0
         message = sub.expect_message()
         assert message.payload == b"\xff"
-        assert message.properties is not None and message.properties.PayloadFormatIndicator == 1
+        assert props_of(message).PayloadFormatIndicator == 1
 
 
 def test_will_payload_marked_utf8_that_is_not_gets_connack_0x99(

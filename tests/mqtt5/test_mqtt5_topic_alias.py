@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from broker_harness import Harness
 from mqtt_raw import (
     PUBLISH,
     TOPIC_ALIAS,
@@ -18,7 +17,8 @@ from mqtt_raw import (
     gen_publish,
     prop_u16,
 )
-from v5_support import V5Client
+from support.core import Harness
+from support.v5 import V5Client
 
 from mqttd.broker.topic_alias import TopicAliases
 from mqttd.protocol import Properties
@@ -54,14 +54,15 @@ def publish_all(broker: InProcessBroker, client_id: str, topics: list[str]) -> N
 
 def wire(client: RawClient, count: int) -> list[tuple[str, int | None, bytes]]:
     """(topic on the wire, Topic Alias, payload) of the next `count` PUBLISH packets."""
-    seen = []
+    seen: list[tuple[str, int | None, bytes]] = []
     for _ in range(count):
         packet = client.read_packet()
         assert packet is not None and packet.type == PUBLISH
         view = packet.publish(5)
         alias = view.properties.get(TOPIC_ALIAS, [None])[0]
-        seen.append((view.topic, alias, view.payload))  # type: ignore[arg-type]
-    return seen  # type: ignore[return-value]
+        assert alias is None or isinstance(alias, int)
+        seen.append((view.topic, alias, view.payload))
+    return seen
 
 
 def test_server_aliases_first_use_sends_topic_later_uses_only_the_alias(

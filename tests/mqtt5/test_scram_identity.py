@@ -19,10 +19,10 @@ from mqtt_raw import (
     gen_subscribe,
     prop_u32,
 )
-from test_mqtt5_enhanced_auth import auth_props, gen_auth
-from v5_support import ScramClient
+from support.scram import scram_login
+from support.v5 import ScramClient
 
-from mqttd.auth.scram import METHOD, ScramUsers
+from mqttd.auth.scram import ScramUsers
 
 if TYPE_CHECKING:
     from conftest import InProcessBroker, InProcessFactory
@@ -54,26 +54,8 @@ def scram_only(broker_factory: InProcessFactory, tmp_path: Path) -> Any:
 
 
 def _scram_login(client: RawClient, client_id: str, properties: bytes = b"") -> int:
-    scram = ScramClient("bob", "builder")
-    client.send(
-        gen_connect(
-            client_id,
-            proto_ver=5,
-            clean_session=False,
-            properties=properties
-            + b"\x15"
-            + len(METHOD).to_bytes(2, "big")
-            + METHOD.encode()
-            + b"\x16"
-            + len(scram.client_first()).to_bytes(2, "big")
-            + scram.client_first(),
-        )
-    )
-    auth = client.expect_type(0xF)
-    (server_first,) = auth_props(auth.body, 1)[0x16]
-    assert isinstance(server_first, bytes)
-    client.send(gen_auth(0x18, METHOD, scram.client_final(server_first)))
-    return client.expect_type(CONNACK).reason_code()
+    """bob's SCRAM login asking to keep the session; the CONNACK's reason code."""
+    return scram_login(client, client_id, ScramClient("bob", "builder"), properties, False)
 
 
 @pytest.mark.parametrize("allow_anonymous", [None, True])

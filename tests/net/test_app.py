@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from selfsigned import self_signed
+from support.selfsigned import self_signed
 from websockets.asyncio.client import connect as ws_connect
 from websockets.typing import Subprotocol
 
 from mqttd import __version__
-from mqttd.app import DRAIN_TIMEOUT, App, StartupError, ephemeral_config, running
+from mqttd import app as app_module
+from mqttd.app import App, StartupError, ephemeral_config, running
 from mqttd.config import ConfigError, ListenerConfig, TLSConfig, config_from_dict
+from mqttd.net import tcp
 
 # MQTT 3.1.1 CONNECT (clean session, keep alive 60, empty client id) and its CONNACK.
 CONNECT_311 = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
@@ -101,7 +103,11 @@ async def test_ready_lines_come_after_every_listener(caplog: pytest.LogCaptureFi
         ]
 
 
-async def test_stop_tells_mqtt5_clients_and_closes_every_socket() -> None:
+async def test_stop_tells_mqtt5_clients_and_closes_every_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The clients keep their side open: their sockets close when the linger ends (shortened).
+    monkeypatch.setattr(tcp, "LINGER", 0.2)
     async with running() as app:
         # Keep the writers referenced: a collected StreamWriter closes its socket.
         reader5, writer5 = await mqtt_connect(app.host, app.port, CONNECT_50)
@@ -121,9 +127,10 @@ async def test_stop_tells_mqtt5_clients_and_closes_every_socket() -> None:
 
 
 async def test_stop_is_bounded_when_a_client_stops_reading(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="mqttd")
+    monkeypatch.setattr(app_module, "DRAIN_TIMEOUT", 0.3)  # the bound under test, shortened
     config = ephemeral_config()
     config.limits.max_queued_messages = 0  # let the subscriber's backlog grow
     async with running(config) as app:
@@ -138,7 +145,7 @@ async def test_stop_is_bounded_when_a_client_stops_reading(
             await pub_writer.drain()
         began = time.monotonic()
         await app.stop()
-        assert time.monotonic() - began < DRAIN_TIMEOUT + 3
+        assert time.monotonic() - began < app_module.DRAIN_TIMEOUT + 3
         assert "mqtt: dropping 1 sockets that did not close in time" in caplog.messages
         sub_writer.close()
         pub_writer.close()

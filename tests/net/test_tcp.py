@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from selfsigned import self_signed
+from support.selfsigned import self_signed
 
 from mqttd.net import tcp
 from mqttd.net.tcp import (
@@ -81,7 +81,9 @@ class FakeBroker:
         self.on_data = on_data
         self.arrived = asyncio.Queue[FakeConnection]()
 
-    def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> FakeConnection:
+    def connection(
+        self, sink: Sink, peer: str, listener: str = "tcp", identity: str | None = None
+    ) -> FakeConnection:
         conn = FakeConnection(sink, peer, listener)
         conn.on_data = self.on_data
         self.connections.append(conn)
@@ -285,7 +287,12 @@ def test_accepted_sockets_have_nodelay_and_a_high_water_mark(run: Run) -> None:
     run(scenario())
 
 
-def test_close_sends_what_was_written_then_eof(run: Run) -> None:
+def test_close_sends_what_was_written_then_eof(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client keeps its side open: the socket closes when the linger ends (shortened).
+    monkeypatch.setattr(tcp, "LINGER", 0.2)
+
     def refuse(conn: FakeConnection, data: bytes) -> None:
         conn.sink.write(b"\x20\x02")
         conn.sink.write(b"\x00\x87")
@@ -419,7 +426,9 @@ def test_a_failing_connection_drops_its_socket_not_the_listener(run: Run) -> Non
 
 def test_a_broker_refusing_a_socket_drops_it_not_the_listener(run: Run) -> None:
     class Refusing(FakeBroker):
-        def connection(self, sink: Sink, peer: str, listener: str = "tcp") -> FakeConnection:
+        def connection(
+        self, sink: Sink, peer: str, listener: str = "tcp", identity: str | None = None
+    ) -> FakeConnection:
             if not self.connections:
                 self.connections.append(FakeConnection(sink, peer, listener))
                 raise RuntimeError("bug in the core")

@@ -7,6 +7,7 @@ does with bytes; the ones at the end put the real broker core behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import ssl
@@ -64,7 +65,9 @@ class FakeBroker:
         self.on_data: Callable[[FakeConnection, bytes], None] | None = None
         self.connected = asyncio.Event()
 
-    def connection(self, sink: Any, peer: str, listener: str = "tcp", /) -> FakeConnection:
+    def connection(
+        self, sink: Any, peer: str, listener: str = "tcp", identity: str | None = None, /
+    ) -> FakeConnection:
         conn = FakeConnection(sink, peer, listener, on_data=self.on_data)
         self.connections.append(conn)
         self.connected.set()
@@ -584,9 +587,9 @@ async def read_packets(ws: ClientConnection, count: int) -> list[tuple[int, byte
                 return packets
 
 
-@pytest.fixture
-async def real_ws() -> AsyncIterator[tuple[str, tuple[str, int]]]:
-    """An in-process mqttd (TCP and WebSocket listeners), max packet size 4096."""
+@contextlib.asynccontextmanager
+async def ws_broker(**limits: int) -> AsyncIterator[tuple[str, tuple[str, int]]]:
+    """An in-process mqttd with these `[limits]`: its WebSocket URL and TCP address."""
     from mqttd.app import running
     from mqttd.config import config_from_dict
 
@@ -594,12 +597,19 @@ async def real_ws() -> AsyncIterator[tuple[str, tuple[str, int]]]:
         {
             "listeners": [{"host": "127.0.0.1", "port": 0}, {"type": "ws", "port": 0}],
             "persistence": {"enabled": False},
-            "limits": {"max_packet_size": 4096},
+            "limits": limits,
         }
     )
     async with running(config) as app:
         host, port = app.listeners["ws"]
         yield f"ws://{host}:{port}/mqtt", app.listeners["mqtt"]
+
+
+@pytest.fixture
+async def real_ws() -> AsyncIterator[tuple[str, tuple[str, int]]]:
+    """An in-process mqttd (TCP and WebSocket listeners), max packet size 4096."""
+    async with ws_broker(max_packet_size=4096) as addresses:
+        yield addresses
 
 
 async def test_real_broker_connect_split_byte_by_byte_across_frames(
@@ -733,19 +743,7 @@ def test_same_origin_rule(
 
 
 async def test_real_broker_bounds_messages_before_connect_by_max_connect_size() -> None:
-    from mqttd.app import running
-    from mqttd.config import config_from_dict
-
-    config = config_from_dict(
-        {
-            "listeners": [{"host": "127.0.0.1", "port": 0}, {"type": "ws", "port": 0}],
-            "persistence": {"enabled": False},
-            "limits": {"max_connect_size": 1000},
-        }
-    )
-    async with running(config) as app:
-        host, port = app.listeners["ws"]
-        url = f"ws://{host}:{port}/mqtt"
+    async with ws_broker(max_connect_size=1000) as (url, _):
         async with await mqtt_client(url) as ws:
             # A CONNECT claiming 250 MB whose first 5000 bytes come in one message.
             await ws.send(b"\x10\x80\xe5\x9a\x77" + b"\x00" * 5000)
@@ -763,19 +761,8 @@ async def test_real_broker_bounds_messages_before_connect_by_max_connect_size() 
 
 
 async def test_real_broker_flood_over_receive_maximum_reads_disconnect_0x93() -> None:
-    from mqttd.app import running
-    from mqttd.config import config_from_dict
-
-    config = config_from_dict(
-        {
-            "listeners": [{"host": "127.0.0.1", "port": 0}, {"type": "ws", "port": 0}],
-            "persistence": {"enabled": False},
-            "limits": {"receive_maximum": 2},
-        }
-    )
-    async with running(config) as app:
-        host, port = app.listeners["ws"]
-        async with await mqtt_client(f"ws://{host}:{port}/mqtt") as ws:
+    async with ws_broker(receive_maximum=2) as (url, _):
+        async with await mqtt_client(url) as ws:
             connect = mqtt_string("MQTT") + b"\x05\x02\x00\x3c\x00" + mqtt_string("flood")
             await ws.send(mqtt_packet(0x10, connect))
             assert (await read_packets(ws, 1))[0][0] == 0x20

@@ -7,13 +7,12 @@ import contextlib
 import logging
 import os
 import random
-import shutil
 import sqlite3
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.files import read_only
 
 from mqttd.broker.clock import FakeClock
 from mqttd.protocol import Properties, PubAck
@@ -643,30 +642,10 @@ async def test_migrations_run_forward_from_the_version_on_file(
     assert "note" in [row[1] for row in _rows(db_path, "PRAGMA table_info(retained)")]
 
 
-@contextlib.contextmanager
-def _read_only(path: Path) -> Iterator[None]:
-    """Make `path` unwritable even for root (immutable), or skip."""
-    if os.geteuid() != 0:
-        mode = path.stat().st_mode
-        path.chmod(0o555 if path.is_dir() else 0o444)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
-        return
-    chattr = shutil.which("chattr")
-    if chattr is None or subprocess.run([chattr, "+i", str(path)], check=False).returncode:
-        pytest.skip("running as root and cannot make a file immutable (chattr +i)")
-    try:
-        yield
-    finally:
-        subprocess.run([chattr, "-i", str(path)], check=True)
-
-
 async def test_a_read_only_file_is_refused(db_path: Path) -> None:
     async with opened(db_path):
         pass
-    with _read_only(db_path):
+    with read_only(db_path):
         message = await _refusal(db_path)
     assert "read-only" in message and "writable" in message
 
@@ -674,7 +653,7 @@ async def test_a_read_only_file_is_refused(db_path: Path) -> None:
 async def test_a_read_only_directory_is_refused(db_path: Path) -> None:
     async with opened(db_path):
         pass
-    with _read_only(db_path.parent):
+    with read_only(db_path.parent):
         assert "read-only" in await _refusal(db_path)
         new = db_path.parent / "new.db"
         assert "read-only" in await _refusal(new)
@@ -742,7 +721,7 @@ async def test_close_gives_up_on_a_disk_that_stays_full(
 async def test_a_broker_restart_on_the_file_restores_sessions_queues_and_retained(
     db_path: Path,
 ) -> None:
-    from broker.broker_harness import Harness  # type: ignore[import-not-found]
+    from support.core import Harness
 
     clock = FakeClock()
     store = SqliteStore(db_path, commit_interval=0)

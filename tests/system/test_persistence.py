@@ -16,13 +16,12 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import sqlite3
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +38,7 @@ from mqtt_raw import (
     gen_subscribe,
 )
 from paho.mqtt.enums import MQTTProtocolVersion
+from support.files import read_only
 
 if TYPE_CHECKING:
     from conftest import MqttdFactory, MqttdProcess
@@ -439,26 +439,8 @@ def test_a_read_only_directory_refuses_to_start(
     folder = tmp_path / "ro"
     db = folder / "mqttd.db"
     brokers(db).stop()
-    with _read_only(folder):
+    with read_only(folder):
         line = _refused(db, tmp_path / "run")
     assert "read-only" in line
 
 
-@contextlib.contextmanager
-def _read_only(path: Path) -> Iterator[None]:
-    """Make `path` unwritable even for root (immutable), or skip."""
-    if os.geteuid() != 0:
-        mode = path.stat().st_mode
-        path.chmod(0o555)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
-        return
-    chattr = shutil.which("chattr")
-    if chattr is None or subprocess.run([chattr, "+i", str(path)], check=False).returncode:
-        pytest.skip("running as root and cannot make a directory immutable (chattr +i)")
-    try:
-        yield
-    finally:
-        subprocess.run([chattr, "-i", str(path)], check=True)

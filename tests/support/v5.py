@@ -12,11 +12,21 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from integration.paho_client import V5, ConnectResult, PahoClient
+from integration.paho_client import V5, ConnectResult, PahoClient, Received
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
-__all__ = ["ScramClient", "V5Client", "paho_props", "wait_for"]
+__all__ = ["ScramClient", "V5Client", "paho_props", "props_of", "wait_for"]
+
+
+def props_of(received: Received | ConnectResult) -> Any:
+    """The properties of a message or CONNACK paho received, which must have some.
+
+    paho sets each property as an attribute named after it (`ResponseTopic`, ...), which
+    a type checker cannot see; the value is typed Any so tests read them by those names.
+    """
+    assert received.properties is not None
+    return received.properties
 
 
 def paho_props(packet_type: int, **values: Any) -> PahoProperties:
@@ -61,26 +71,11 @@ class V5Client(PahoClient):
         properties = paho_props(PacketTypes.WILLMESSAGE, **props) if props else None
         self.client.will_set(topic, payload, qos, retain, properties)
 
-    def connect(self, *, timeout: float = 5.0, expect_success: bool = True) -> ConnectResult:
-        """Connect with `connect_properties`, start the network thread, wait for CONNACK."""
-        properties = None
-        if self.connect_properties:
-            properties = paho_props(PacketTypes.CONNECT, **self.connect_properties)
-        self.client.connect(
-            self.host,
-            self.port,
-            keepalive=self.keepalive,
-            clean_start=self.clean,
-            properties=properties,
-        )
-        self.client.loop_start()
-        self._started = True
-        if not self.connected.wait(timeout):
-            raise TimeoutError(f"no CONNACK within {timeout}s")
-        assert self.connect_result is not None
-        if expect_success and self.connect_result.reason_code != 0:
-            raise AssertionError(f"CONNACK refused: {self.connect_result.reason_code:#x}")
-        return self.connect_result
+    def connect_properties_for_paho(self) -> PahoProperties | None:
+        """`connect_properties` (Session Expiry Interval among them) as paho's Properties."""
+        if not self.connect_properties:
+            return None
+        return paho_props(PacketTypes.CONNECT, **self.connect_properties)
 
     def publish_v5(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, **props: Any

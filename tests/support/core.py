@@ -1,8 +1,9 @@
-"""Drive the sans-IO broker core like a client would, without sockets or sleeping.
+"""The one driver of the sans-IO broker core: clients without sockets, time without sleeping.
 
 `Harness` holds one Broker on a FakeClock and a MemoryStore; `Harness.client()` opens a
-Connection on a `FakeSink` and returns a `Client` that encodes packets with the codec,
-feeds them to the Connection and decodes what the broker wrote back.
+Connection on a `MemorySink` and returns a `Client` that encodes packets with the codec,
+feeds them to the Connection and decodes what the broker wrote back. The feature suites
+(auth, dead letters, $SYS figures, the hostile-input model) build on these two classes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 from mqttd.auth.hooks import Authenticate
 from mqttd.broker.broker import Broker
 from mqttd.broker.clock import FakeClock
+from mqttd.broker.memory_sink import MemorySink
 from mqttd.broker.settings import BrokerSettings
 from mqttd.protocol import (
     Connack,
@@ -39,40 +41,21 @@ from mqttd.store.memory import MemoryStore
 P = TypeVar("P")
 
 
-class FakeSink:
-    """Records what the connection writes; `closed` once it asked to close."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.closed = False
-        self.reading = True
-        self.writes_after_close = 0
-
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            self.writes_after_close += 1
-            return
-        self.buffer += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-
 class Client:
     """One client connection to the harness broker."""
 
-    def __init__(self, broker: Broker, level: int, peer: str) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        level: int,
+        peer: str,
+        listener: str = "tcp",
+        identity: str | None = None,
+    ) -> None:
         self.broker = broker
         self.level = level
-        self.sink = FakeSink()
-        self.conn = broker.connection(self.sink, peer)
-        self._read = 0
+        self.sink = MemorySink()
+        self.conn = broker.connection(self.sink, peer, listener, identity)
         self._reader: PacketReader | None = None
         self._held: list[Packet] = []
 
@@ -175,8 +158,7 @@ class Client:
         """Every packet written since the last call."""
         if self._reader is None:
             self._reader = PacketReader(max_packet_size=1 << 28, protocol_level=self.level)
-        data = bytes(self.sink.buffer[self._read :])
-        self._read = len(self.sink.buffer)
+        data = self.sink.take()
         held, self._held = self._held, []
         return held + (self._reader.feed(data) if data else [])
 
@@ -234,10 +216,10 @@ class Harness:
         assert connack.reason_code == 0, connack
         return client
 
-    def advance(self, seconds: float) -> None:
-        """Move time on and run the timers that fell due."""
+    def advance(self, seconds: float = 0.0) -> int:
+        """Move time on and run the timers that fell due; return how many ran."""
         self.clock.advance(seconds)
-        self.broker.scheduler.run_due()
+        return self.broker.scheduler.run_due()
 
 
 def _frame(first: int, body: bytes) -> bytes:

@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-# The core's test harness lives beside the core's tests.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "broker"))
-
-from broker_harness import Client, FakeSink, Harness, settings
-
-from mqttd.broker.broker import Broker
 from mqttd.config import Config
 from mqttd.security import Security
+from support.core import Client, Harness, settings
 
-__all__ = ["ListenerClient", "MakeConfig", "SecureHarness"]
-
-
-class ListenerClient(Client):
-    """A harness client that arrives on a named listener, maybe with a TLS identity."""
-
-    def __init__(
-        self, broker: Broker, level: int, peer: str, listener: str, identity: str | None
-    ) -> None:
-        self.broker = broker
-        self.level = level
-        self.sink = FakeSink()
-        self.conn = broker.connection(self.sink, peer, listener, identity)
-        self._read = 0
-        self._reader = None
-        self._held = []
+__all__ = ["MakeConfig", "SecureHarness"]
 
 
 class SecureHarness(Harness):
@@ -62,9 +40,9 @@ class SecureHarness(Harness):
         level: int = 4,
         peer: str = "127.0.0.1:40000",
         identity: str | None = None,
-    ) -> ListenerClient:
+    ) -> Client:
         """A client arriving on `listener` from `peer`."""
-        return ListenerClient(self.broker, level, peer, listener, identity)
+        return Client(self.broker, level, peer, listener, identity)
 
     def login(
         self,
@@ -73,7 +51,7 @@ class SecureHarness(Harness):
         password: bytes | None = None,
         level: int = 4,
         **kwargs: Any,
-    ) -> ListenerClient:
+    ) -> Client:
         """A client past a successful CONNACK on the first listener."""
         client = self.on(level=level)
         connack = client.connect(client_id, username=username, password=password, **kwargs)
