@@ -106,22 +106,24 @@ class RetainedTree(Generic[V]):
     `V` is the stored message (the broker's retained record). Mutating the tree while
     iterating it is safe: a message deleted before the iteration reaches it is skipped.
 
-    Memory: a retained message costs its value, its trie node and the node's slot in
-    its parent's children, nothing more (the node's name is the topic string itself,
-    see `_Node`). "$" topics (the broker's own, few) are also indexed by name for
-    `count_prefix`.
+    Memory: a retained message costs its value, its trie node, the node's slot in its
+    parent's children and its slot in `_index` (the node's name is the topic string
+    itself, see `_Node`). The index (topic -> node) makes `get` and replacing a message
+    (every retained PUBLISH to a known topic) one lookup: without it, 2.9-4.4 us walks
+    instead of 0.16 us, for about 40 bytes per message.
     """
 
-    __slots__ = ("_count", "_dollar", "_root")
+    __slots__ = ("_dollar", "_index", "_root")
 
     def __init__(self) -> None:
         self._root: _Node[V] = _Node("")
-        self._count = 0  # the number of retained messages
+        self._index: dict[str, _Node[V]] = {}  # topic -> its node, while it holds a message
+        # "$" topics (the broker's own, few) once more, for `count_prefix`.
         self._dollar: dict[str, _Node[V]] = {}
 
     def __len__(self) -> int:
         """The number of retained messages."""
-        return self._count
+        return len(self._index)
 
     def count_prefix(self, prefix: str) -> int:
         """How many "$" topics start with `prefix` (e.g. "$SYS/"); they are few."""
@@ -129,7 +131,10 @@ class RetainedTree(Generic[V]):
 
     def __iter__(self) -> Iterator[tuple[str, V]]:
         """Every (topic, value), in no particular order (persistence, expiry sweeps)."""
-        return _walk_all([self._root])
+        for node in list(self._index.values()):
+            topic = node.topic
+            if topic is not None:  # None: deleted since the iteration began
+                yield topic, node.value  # type: ignore[misc]
 
     def _path(self, topic: str, create: bool) -> list[_Node[V]] | None:
         # The nodes from the root's child down to `topic`'s node (made when `create`),
@@ -151,15 +156,16 @@ class RetainedTree(Generic[V]):
 
     def set(self, topic: str, value: V) -> None:
         """Retain `value` for `topic`, replacing any message retained there."""
-        _check_topic_name(topic)
-        path = self._path(topic, True)
-        assert path is not None
-        node = path[-1]
-        if node.topic is None:
-            self._count += 1
+        node = self._index.get(topic)
+        if node is None:
+            _check_topic_name(topic)
+            path = self._path(topic, True)
+            assert path is not None
+            node = path[-1]
+            node.topic = node.level
+            self._index[node.level] = node
             if topic[:1] == "$":
-                self._dollar[topic] = node
-        node.topic = node.level
+                self._dollar[node.level] = node
         node.value = value
 
     def load(self, entries: Iterable[tuple[str, V]]) -> None:
@@ -171,8 +177,8 @@ class RetainedTree(Generic[V]):
         so most topics cost one or two child lookups instead of a walk from the root.
         """
         root = self._root
+        index = self._index
         path: list[_Node[V]] = []  # the previous topic's parent path, from the root's child
-        added = 0
         for topic, value in entries:
             _check_topic_name(topic)
             cut = topic.rfind("/")
@@ -202,34 +208,29 @@ class RetainedTree(Generic[V]):
                         at = parent_key.find("/", at + 1)
                 node = path[-1].add_child(topic)
             if node.topic is None:
-                added += 1
+                node.topic = node.level
+                index[node.level] = node
                 if topic[:1] == "$":
-                    self._dollar[topic] = node
-            node.topic = node.level
+                    self._dollar[node.level] = node
             node.value = value
-        self._count += added
 
     def get(self, topic: str) -> V | None:
         """The message retained for exactly `topic`, or None."""
-        path = self._path(topic, False)
-        if path is None or path[-1].topic is None:
-            return None
-        return path[-1].value
+        node = self._index.get(topic)
+        return None if node is None else node.value
 
     def delete(self, topic: str) -> bool:
         """Forget the message retained for `topic`; True if there was one.
 
         Emptied nodes are pruned so the tree does not keep dead branches.
         """
+        if self._index.pop(topic, None) is None:
+            return False
         path = self._path(topic, False)
-        if path is None:
-            return False
+        assert path is not None  # every indexed topic has its path in the trie
         node = path[-1]
-        if node.topic is None:
-            return False
         node.topic = None
         node.value = None
-        self._count -= 1
         if topic[:1] == "$":
             self._dollar.pop(topic, None)
         parents = [self._root, *path[:-1]]
@@ -296,6 +297,10 @@ class RetainedTree(Generic[V]):
 
     def match(self, topic_filter: str) -> list[tuple[str, V]]:
         """Every retained (topic, value) whose topic matches `topic_filter`, unordered."""
+        if topic_filter == "#":
+            # Every topic but the "$" ones, from the index rather than a walk.
+            dollar = self._dollar
+            return [(t, n.value) for t, n in self._index.items() if t not in dollar]  # type: ignore[misc]
         return list(self.iter_match(topic_filter))
 
     def iter_match(self, topic_filter: str) -> Iterator[tuple[str, V]]:

@@ -231,3 +231,20 @@ def test_a_feed_ends_with_its_session(harness: Harness) -> None:
     sub.disconnect()
     harness.advance(1.0)  # the armed wake-up finds nothing to do
     assert harness.broker.sessions.get("sub") is None
+
+
+def test_a_persistent_session_gets_the_rest_of_a_feed_after_reconnecting(
+    harness: Harness,
+) -> None:
+    _fill(harness, MANY)
+    sub = harness.connected("sub", clean_start=False)
+    sub.subscribe("#", qos=0)
+    seen = {p.topic for p in sub.publishes()}
+    sub.lose()  # before the feed is through
+    harness.advance(1.0)
+    back = harness.client(4)
+    assert back.connect("sub", clean_start=False).session_present
+    for _ in range(100):
+        harness.advance(0.01)
+        seen |= {p.topic for p in back.publishes()}
+    assert len(seen) == MANY
