@@ -656,6 +656,7 @@ class Broker:
         """Take the session's subscription on `topic_filter` out of the trees."""
         share, inner = parse_shared_subscription(topic_filter)
         if share is None:
+            session.drop_feed(topic_filter)
             if self._tree.unsubscribe(topic_filter, session) and self._backplane is not None:
                 self._backplane.interest_removed(topic_filter)
             self._drop_plans(topic_filter)

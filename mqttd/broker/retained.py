@@ -92,12 +92,8 @@ def _walk_all(nodes: list[_Node[V]]) -> Iterator[tuple[str, V]]:
         topic = node.topic
         if topic is not None:
             yield topic, node.value  # type: ignore[misc]  # set together with topic
-        children = node.children
-        if children is not None:
-            if isinstance(children, dict):
-                stack.extend(children.values())
-            else:
-                stack.append(children)
+        if node.children is not None:
+            stack.extend(node.child_nodes())
 
 
 class RetainedTree(Generic[V]):
@@ -409,7 +405,7 @@ class RetainedMessages:
         rest as its socket drains.
         """
         session.add_feed(
-            RetainedFeed(self, self.tree.iter_match(topic_filter), options, authorise)
+            RetainedFeed(self, topic_filter, self.tree.iter_match(topic_filter), options, authorise)
         )
 
     def _expired(self, topic: str, message: Message, client_id: str) -> None:
@@ -437,16 +433,19 @@ class RetainedFeed:
     at that moment would get it). Each delivery carries retain=1 [MQTT-3.3.1-8].
     """
 
-    __slots__ = ("_authorise", "_matches", "_options", "_retained", "timer")
+    __slots__ = ("_authorise", "_matches", "_options", "_retained", "timer", "topic_filter")
 
     def __init__(
         self,
         retained: RetainedMessages,
+        topic_filter: str,
         matches: Iterator[tuple[str, Message]],
         options: SubOptions,
         authorise: Authorise | None,
     ) -> None:
         self._retained = retained
+        #: The subscription's filter: an UNSUBSCRIBE of it ends the feed [MQTT-3.10.4-2].
+        self.topic_filter = topic_filter
         self._matches = matches
         self._options = options
         self._authorise = authorise

@@ -538,6 +538,20 @@ class Session:
             feeds.popleft()
         self._feeds = None
 
+    def drop_feed(self, topic_filter: str) -> None:
+        """The subscription on `topic_filter` is gone: send no more of its retained
+        messages [MQTT-3.10.4-2]."""
+        feeds = self._feeds
+        if feeds is None:
+            return
+        for feed in [f for f in feeds if f.topic_filter == topic_filter]:
+            feed.cancel()
+            feeds.remove(feed)
+        if not feeds:
+            self._feeds = None
+        else:
+            self.run_feeds()  # the next feed may start now
+
     def _drop_feeds(self) -> None:
         feeds = self._feeds
         if feeds is not None:

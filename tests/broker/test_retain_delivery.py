@@ -248,3 +248,14 @@ def test_a_persistent_session_gets_the_rest_of_a_feed_after_reconnecting(
         harness.advance(0.01)
         seen |= {p.topic for p in back.publishes()}
     assert len(seen) == MANY
+
+
+def test_unsubscribing_ends_the_retained_feed(harness: Harness) -> None:
+    # [MQTT-3.10.4-2]: no new messages for a subscription once it is gone.
+    _fill(harness, MANY)
+    sub = harness.connected("sub")
+    sub.subscribe("#")
+    assert sub.publishes()
+    sub.unsubscribe("#")
+    harness.advance(1.0)
+    assert sub.publishes() == []
