@@ -673,8 +673,9 @@ class ClusterConfig:
     )
     node_timeout: float = setting(
         5.0,
-        "seconds without a heartbeat after which a node counts as gone (at least twice "
-        "heartbeat_interval)",
+        "seconds without a heartbeat after which a node counts as gone and the others "
+        "publish its clients' wills (at least twice heartbeat_interval); a node cut off "
+        "from NATS this long, less half an interval, closes its clients (0x9C)",
         min=0.2,
         max=86_400,
     )

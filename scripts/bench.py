@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,7 +55,7 @@ MQTTD_READY = "mqttd ready"
 Kind = Literal["throughput", "latency", "conns"]
 # Brokers whose -m is sized from a calibration run by default: the reference counts suit
 # Mosquitto and mqttd, amqtt is some 20 times slower.
-CALIBRATED_BROKERS = frozenset({"amqtt"})
+CALIBRATED_BROKERS = frozenset({"amqtt", "mqttd-cluster-1", "mqttd-cluster-2"})
 Value = float | str
 
 
@@ -95,6 +95,11 @@ COMMON = ("-b", "64")
 SPREAD = ("-W", "1000")
 COALESCE_Q0 = ("-W", "200")
 PAIRS = ("-W", "3000")  # 100 subscribers, each at about 1 % of the rate
+#: The brokers of the cluster scenarios: (name, nodes); nodes 0 = a plain single mqttd.
+CLUSTER_NODES = {"mqttd": 0, "mqttd-cluster-1": 1, "mqttd-cluster-2": 2}
+CLUSTER_VARIANTS = tuple(CLUSTER_NODES)
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "fan-in-q0",
@@ -185,6 +190,33 @@ SCENARIOS: tuple[Scenario, ...] = (
         variants=("mqttd-persist", "mqttd"),
         description="fan-in QoS 1 to a persistent-session subscriber: mqttd with SQLite "
         "(default durability) vs the same load in memory",
+    ),
+    # Cluster (docs/cluster.md): one node alone, one node with [cluster] on (the cost of
+    # the backplane), and two nodes with the publishers on one and the subscribers on the
+    # other, so every message crosses NATS. All on this one machine. No back-pressure
+    # crosses nodes, so up to the whole end-to-end window waits on the subscribers' node
+    # (seconds of latency): a longer drain (-D) lets it arrive before loss is counted.
+    Scenario(
+        "cluster-fan-in-q1",
+        "throughput",
+        ("-s", "fan-in", "-P", "4", "-q", "1", "-D", "6", *COMMON),
+        messages=500_000,
+        calibrate=True,
+        baseline="mqttd",
+        variants=CLUSTER_VARIANTS,
+        description="fan-in QoS 1: 1 node vs 1 cluster node vs 2 nodes (publishers on one, "
+        "subscriber on the other, through nats-server)",
+    ),
+    Scenario(
+        "cluster-pairs-q1",
+        "throughput",
+        ("-s", "pairs", "-N", "100", "-q", "1", "-D", "6", *PAIRS, *COMMON),
+        messages=400_000,
+        calibrate=True,
+        baseline="mqttd",
+        variants=CLUSTER_VARIANTS,
+        description="100 pairs QoS 1: 1 node vs 1 cluster node vs 2 nodes (each publisher on "
+        "one node, its subscriber on the other)",
     ),
 )
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
@@ -353,6 +385,8 @@ class BrokerSpec:
     command: Callable[[int, Path], list[str]]
     ready_line: str | None = None
     version: str = ""
+    #: A cluster of this many mqttd nodes on one nats-server (0: one broker process).
+    cluster_nodes: int = 0
 
 
 class BrokerFailed(RuntimeError):
@@ -440,6 +474,69 @@ plugins:
   amqtt.plugins.authentication.AnonymousAuthPlugin:
     allow_anonymous: true
 """
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def running_cluster(spec: BrokerSpec) -> Iterator[tuple[int, int, int, dict[str, int]]]:
+    """Yield (pid, port, subscribers' port, every pid by name) of a broker or a cluster.
+
+    A plain spec is one process on one port. A cluster spec starts nats-server -js and
+    `cluster_nodes` mqttd nodes on it; publishers go to the first node, subscribers to
+    the last, and everything is stopped afterwards.
+    """
+    if not spec.cluster_nodes:
+        with running_broker(spec) as (pid, port):
+            yield pid, port, port, {"mqttd": pid}
+        return
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "jetstream"
+
+        def nats_command(port: int, _: Path) -> list[str]:
+            return [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+
+        nats_pid, nats_port = stack.enter_context(
+            running_broker(BrokerSpec("nats-server", nats_command))
+        )
+        pids = {"nats": nats_pid}
+        nodes: list[tuple[int, int]] = []
+        for i in range(spec.cluster_nodes):
+            node = BrokerSpec(
+                f"{spec.name}-{i}",
+                cluster_node_command(spec, nats_port, f"n{i}"),
+                ready_line=MQTTD_READY,
+            )
+            nodes.append(stack.enter_context(running_broker(node, start_timeout_s=30.0)))
+            pids[f"node{i}"] = nodes[-1][0]
+        yield nodes[0][0], nodes[0][1], nodes[-1][1], pids
+
+
+def cluster_node_command(
+    spec: BrokerSpec, nats_port: int, node: str
+) -> Callable[[int, Path], list[str]]:
+    """The command of one cluster node: the spec's mqttd command with a [cluster] section."""
+
+    def command(port: int, tmp: Path) -> list[str]:
+        argv = spec.command(port, tmp)
+        conf = tmp / "mqttd.toml"
+        text = conf.read_text() if conf.exists() else ""
+        conf.write_text(
+            text + f'\n[cluster]\nenabled = true\nname = "bench"\nnode = "{node}"\n'
+            f'urls = ["nats://127.0.0.1:{nats_port}"]\n'
+        )
+        if "-c" not in argv:
+            argv[3:3] = ["-c", str(conf)]
+        return argv
+
+    return command
 
 
 def mosquitto_spec() -> BrokerSpec | str:
@@ -684,12 +781,25 @@ class Bench:
     def _run_once(self, spec: BrokerSpec, run: LoadRun, tail_args: list[str]) -> None:
         """Start the broker, run loadgen against it, stop the broker; fill `run` in."""
         run.error = ""
-        with running_broker(spec) as (pid, port):
-            argv = ["-p", str(port), "-R", str(pid), "-L", spec.name, *tail_args]
+        with running_cluster(spec) as (pid, port, sub_port, pids):
+            argv = ["-p", str(port), "-R", str(pid), "-L", spec.name]
+            if sub_port != port:
+                argv += ["-Q", str(sub_port)]  # subscribers on the other node
+            argv += tail_args
             run.argv = ["loadgen", *argv]
+            cpu0 = {name: proc_cpu_s(p) for name, p in pids.items()}
             (run.result, run.gen_cpu_s, run.wall_s, run.returncode, out_tail) = run_load(
                 self.binary, argv, self.timeout_for()
             )
+            if spec.cluster_nodes or spec.name in CLUSTER_NODES:
+                # Every process of the broker side (nodes and nats-server) over the whole
+                # loadgen run: loadgen's own -R figure sees one node only.
+                used = {name: proc_cpu_s(p) - cpu0[name] for name, p in pids.items()}
+                wall = max(run.wall_s, 1e-9)
+                run.result["all_cpu_pct"] = 100.0 * sum(used.values()) / wall
+                run.result["nats_cpu_pct"] = 100.0 * used.get("nats", 0.0) / wall
+                last = f"node{spec.cluster_nodes - 1}" if spec.cluster_nodes > 1 else ""
+                run.result["sub_node_cpu_pct"] = 100.0 * used.get(last, 0.0) / wall
             if not run.ok:
                 run.error = f"loadgen exit {run.returncode}: {out_tail}"
 
@@ -847,6 +957,13 @@ def scenario_table(sc: Scenario, brokers: list[str], runs: list[LoadRun]) -> lis
             ("msgs/s", "msgs_per_s"),
             ("msgs/broker CPU-s", "msgs_per_broker_cpu_s"),
             ("broker CPU%", "broker_cpu_pct"),
+        ]
+    elif sc.variants == CLUSTER_VARIANTS:
+        extra = [
+            ("pubs' node CPU%", "broker_cpu_pct"),
+            ("subs' node CPU%", "sub_node_cpu_pct"),
+            ("all CPU%", "all_cpu_pct"),
+            ("NATS CPU%", "nats_cpu_pct"),
         ]
     else:
         extra = [("msgs/broker CPU-s", "msgs_per_broker_cpu_s"), ("broker CPU%", "broker_cpu_pct")]
@@ -1034,7 +1151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(binary, specs, settings)
     for sc in scenarios:
         extra: tuple[str, ...] = ()
-        if sc.variants:
+        if sc.variants == CLUSTER_VARIANTS:
+            why = cluster_skip_reason(specs)
+            if why:
+                notes[sc.name] = f"skipped: {why}"
+                log(f"{sc.name} skipped: {why}")
+                continue
+            for name, nodes in CLUSTER_NODES.items():
+                if nodes:
+                    specs[name] = replace(specs["mqttd"], name=name, cluster_nodes=nodes)
+            brokers = list(sc.variants)
+        elif sc.variants:
             why = persist_skip_reason(specs, mqttd_opts)
             persist = why or mqttd_spec(mqttd_opts, persist=True)
             if isinstance(persist, str):
@@ -1084,6 +1211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM handler: unwind like Ctrl-C does."""
     raise SystemExit(128 + signum)
+
+
+def cluster_skip_reason(specs: dict[str, BrokerSpec]) -> str:
+    """Why the cluster scenarios cannot run, or '' when they can."""
+    if "mqttd" not in specs:
+        return "needs mqttd in --brokers, running"
+    if not os.path.exists(NATS_SERVER):
+        return "nats-server is not installed (Debian package nats-server)"
+    return ""
 
 
 def persist_skip_reason(specs: dict[str, BrokerSpec], opts: MqttdOptions) -> str:

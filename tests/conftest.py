@@ -483,6 +483,19 @@ def mosquitto_pub() -> str:
     return find_executable("mosquitto_pub")
 
 
+@pytest.fixture(scope="session")
+def loadgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scripts/loadgen/loadgen.c compiled with the system compiler, as scripts/bench.py does."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    binary = tmp_path_factory.mktemp("loadgen") / "loadgen"
+    flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-pthread"]
+    source = ROOT / "scripts" / "loadgen" / "loadgen.c"
+    subprocess.run([cc, *flags, "-o", str(binary), str(source)], check=True)
+    return binary
+
+
 @pytest.fixture
 def node_with_mqtt_js() -> tuple[str, Path]:
     """The node executable and the node_modules folder that holds MQTT.js."""

@@ -8,7 +8,6 @@ out-of-order counts see what a broker does wrong (a fake broker drops, repeats a
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import struct
 import subprocess
@@ -21,20 +20,6 @@ import pytest
 
 if TYPE_CHECKING:
     from conftest import MqttdProcess
-
-SOURCE = Path(__file__).resolve().parent.parent / "scripts" / "loadgen" / "loadgen.c"
-
-
-@pytest.fixture(scope="module")
-def loadgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """loadgen compiled with the system compiler, as scripts/bench.py does."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    binary = tmp_path_factory.mktemp("loadgen") / "loadgen"
-    flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-pthread"]
-    subprocess.run([cc, *flags, "-o", str(binary), str(SOURCE)], check=True)
-    return binary
 
 
 def run(binary: Path, port: int, *args: str, pid: int = 0) -> dict[str, Any]:

@@ -407,7 +407,7 @@ def test_verbose_does_not_turn_on_library_debug_logs() -> None:
 def test_check_config_reports_key_errors_and_file_errors_in_one_pass(tmp_path: Path) -> None:
     path = tmp_path / "both.toml"
     path.write_text(
-        '[limits]\nreceive_maximum = 0\n'
+        "[limits]\nreceive_maximum = 0\n"
         '[auth]\npassword_file = "missing-passwd"\n'
         '[admin]\nenabled = true\napi_key_file = "missing-keys"\n'
         '[[listeners]]\nport = 8883\n[listeners.tls]\ncertfile = "missing.crt"\n'

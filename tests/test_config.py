@@ -418,6 +418,8 @@ def test_pubrec_first_needs_persistence_off() -> None:
         "config error: mqtt.pubrec_first: true needs persistence.enabled = false (with SQLite "
         "a PUBREC waits for the commit of the message it acknowledges)"
     ]
-    assert config_from_dict(
-        {"mqtt": {"pubrec_first": True}, "persistence": {"enabled": False}}
-    ).broker_settings().pubrec_first
+    assert (
+        config_from_dict({"mqtt": {"pubrec_first": True}, "persistence": {"enabled": False}})
+        .broker_settings()
+        .pubrec_first
+    )

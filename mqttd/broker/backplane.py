@@ -32,6 +32,12 @@ The core calls, on its own thread of control and never waiting for an answer:
   `BackplaneHost.retained_from_node`, so a SUBSCRIBE is answered from the node's own
   tree at once (the retained "lookup" is local and synchronous; the core never waits
   on the network for it).
+- `will_settled` when the will of a client connected here is no longer due from the
+  cluster (normal DISCONNECT, will published or cancelled here). Until then the
+  backplane keeps the will where other nodes find it (`BackplaneHost.will_of` gives it),
+  so that if this node dies a survivor publishes it (`BackplaneHost.publish_will`).
+  A node cut off from the others too long closes its clients
+  (`BackplaneHost.node_fenced`) and leaves their wills to the cluster.
 
 The single-node broker holds no backplane at all (`Broker.use_backplane` keeps only a
 distributed one), so its hot path pays one `is None` test per publish.
@@ -72,6 +78,18 @@ class BackplaneHost(Protocol):
 
     def retained_from_node(self, topic: str, message: Message | None) -> None:
         """Another node set (`message`) or cleared (None) the retained message of `topic`."""
+        ...
+
+    def will_of(self, client_id: str) -> tuple[Message, int] | None:
+        """The will of `client_id` connected here and the delay it would have, or None."""
+        ...
+
+    def publish_will(self, message: Message) -> None:
+        """Publish a will a dead node left behind, as if its client had been here."""
+        ...
+
+    def node_fenced(self) -> None:
+        """This node is cut off: close every connection (0x9C), publishing no will here."""
         ...
 
 
@@ -119,6 +137,10 @@ class Backplane(Protocol):
 
     def retained_clear(self, topic: str) -> None:
         """A publish here cleared the retained message of `topic`."""
+        ...
+
+    def will_settled(self, client_id: str) -> None:
+        """The will of `client_id` is no longer due from the cluster."""
         ...
 
 
@@ -368,6 +390,9 @@ class InProcessBackplane:
         """Share that `topic` has no retained message any more."""
         if self.hub is not None:
             self.hub._retained(self, topic, None)
+
+    def will_settled(self, client_id: str) -> None:
+        """Nothing to do: an in-process cluster dies as a whole."""
 
     def taken_over(self, client_id: str, token: int) -> None:
         """A notice from the hub: `client_id` was claimed elsewhere with `token`."""

@@ -124,6 +124,7 @@ class Broker:
             self._backplane = backplane
             self.shared.backplane = backplane
             self.retained_messages.backplane = backplane
+            self.wills.backplane = backplane
             backplane.bind(self)
 
     async def start(self) -> None:
@@ -396,6 +397,33 @@ class Broker:
             self.wills.cancel_pending(session)
         self._end_session(session, DropReason.SESSION_EXPIRED)
 
+    def will_of(self, client_id: str) -> tuple[Message, int] | None:
+        """The will of `client_id` connected here, and its delay as `Wills` would apply it."""
+        session = self._sessions.get(client_id)
+        connection = session.connection if session is not None else None
+        if session is None or connection is None or connection.will is None:
+            return None
+        delay = connection.will_delay
+        delay = min(delay, session.expiry_interval) if delay and session.persistent else 0
+        return connection.will, delay
+
+    def publish_will(self, message: Message) -> None:
+        """A will a dead node left behind (backplane.py): published here, cluster-wide."""
+        self.wills.publish(message)
+
+    def node_fenced(self) -> None:
+        """Cut off from the cluster (backplane.py): DISCONNECT 0x9C to every client.
+
+        No will is published here: the cluster holds them and a node that can reach it
+        publishes them. Pending delayed wills are cancelled here for the same reason.
+        """
+        for connection in list(self._connections):
+            connection.close_reason = "cut off from the cluster (0x9C)"
+            connection.disconnect(ReasonCode.USE_ANOTHER_SERVER, publish_will=False)
+        for session in list(self._sessions.values()):
+            if session.will_timer is not None:
+                self.wills.cancel_pending(session)
+
     def save_session(self, session: Session, disconnected_at: float | None) -> None:
         """Record a persistent session's own fields, and its owner when sessions are owned."""
         if session.username is None or not self.sessions_owned:
@@ -448,6 +476,8 @@ class Broker:
             return
         if will is not None and publish_will:
             self.wills.connection_ended(session, will, connection.will_delay)
+        if self._backplane is not None and session.pending_will is None:
+            self._backplane.will_settled(session.client_id)
         if not session.persistent:
             self._end_session(session, DropReason.SESSION_EXPIRED)
         elif session.expiry_interval != _NEVER_EXPIRES:

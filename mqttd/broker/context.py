@@ -44,4 +44,3 @@ class SessionContext(Protocol):
     def save_session(self, session: Session, disconnected_at: float | None) -> None:
         """Record a persistent session's own fields."""
         ...
-

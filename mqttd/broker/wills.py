@@ -21,6 +21,7 @@ from .recovery import stored_message
 
 if TYPE_CHECKING:
     from ..store.base import Store
+    from .backplane import Backplane
     from .clock import Clock
     from .message import Message
     from .scheduler import Scheduler
@@ -35,7 +36,7 @@ logger = logging.getLogger("mqttd.broker")
 class Wills:
     """Publishes, delays and cancels the wills of a broker's sessions."""
 
-    __slots__ = ("_clock", "_publish", "_scheduler", "_stats", "_store")
+    __slots__ = ("_clock", "_publish", "_scheduler", "_stats", "_store", "backplane")
 
     def __init__(
         self,
@@ -51,6 +52,8 @@ class Wills:
         self._clock = clock
         self._stats = stats
         self._publish = publish
+        #: The cluster, told when a pending will is settled (None on a single node).
+        self.backplane: Backplane | None = None
 
     def connection_ended(self, session: Session, will: Message, delay: int) -> None:
         """A connection with a will ended abnormally: publish it now, or schedule it.
@@ -90,6 +93,8 @@ class Wills:
         session.pending_will = None
         if session.persistent:
             self._store.delete_will(session.client_id)
+        if self.backplane is not None:
+            self.backplane.will_settled(session.client_id)
 
     def publish(self, will: Message) -> None:
         """Route `will` now."""

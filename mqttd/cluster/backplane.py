@@ -43,8 +43,9 @@ envelope, so a node that was away learns of clears too. Every node watches the b
 and keeps its own retained tree in step (`BackplaneHost.retained_from_node`), skipping
 its own changes; start-up waits for the bucket's current contents before listeners open.
 
-Liveness: every `heartbeat_interval` this node puts its key in `mqttd_<cluster>_nodes`,
-a bucket whose entries live `node_timeout`; its keys are the live nodes (`peers`).
+Liveness, the self-fence and the wills of dead nodes are `nodes.NodeLiveness`'s: this
+module writes a client's will to the bucket `mqttd_<cluster>_wills` right after its
+claim (same ordered queue), and drops it when the core says the will is settled.
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ from nats.js.errors import (
     BadRequestError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
 )
 from nats.js.kv import KeyValue
 
@@ -81,6 +81,7 @@ from ..broker.clock import Clock
 from ..broker.message import Message
 from ..config import ClusterConfig
 from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
+from .nodes import NodeLiveness
 from .subjects import (
     filter_to_subjects,
     long_subject,
@@ -157,8 +158,6 @@ class NatsBackplane:
         self.boot = secrets.randbits(63)
         self.stats = ClusterStats()
         self.claims = ClientIdClaims()
-        #: The nodes whose heartbeat is fresh, this one included (refreshed each beat).
-        self.peers: list[str] = []
         self.interest: dict[str, int] = {}
         self._prefix = subject_prefix(config.name)
         self._long = long_subject(config.name)
@@ -191,6 +190,10 @@ class NatsBackplane:
         self._clients: KeyValue | None = None
         self._retained: KeyValue | None = None
         self._nodes: KeyValue | None = None
+        #: Heartbeats, self-fence and dead nodes' wills (nodes.py); set by `start`.
+        self.liveness: NodeLiveness | None = None
+        #: The last heartbeat's round trip to JetStream, seconds; -1 = not yet.
+        self.rtt = -1.0
 
     # -- the Backplane interface (called by the core) ---------------------------------
 
@@ -263,14 +266,30 @@ class NatsBackplane:
         self.stats.routed_out += 1
         self._queue(_PUB, subject or self._long, data)
 
+    @property
+    def peers(self) -> list[str]:
+        """The nodes whose heartbeat is fresh, this one included (refreshed each beat)."""
+        return self.liveness.peers if self.liveness is not None else []
+
     def claim_client_id(self, client_id: str) -> None:
         """A client connected here: claim its id in the KV bucket (fenced by revision)."""
+        liveness = self.liveness
+        if liveness is not None and liveness.fenced:
+            # Cut off from NATS: no claim (it would take the client from where it is now).
+            asyncio.get_running_loop().call_soon(self.host.node_fenced)
+            return
         self.claims.claiming(client_id)
         self._submit(lambda: self._claim(client_id), lambda: self._claim_given_up(client_id))
 
     def release_client_id(self, client_id: str) -> None:
         """The session of `client_id` ended here: delete its key if our claim holds it."""
         self._submit(lambda: self._release(client_id), lambda: self._forget(client_id))
+
+    def will_settled(self, client_id: str) -> None:
+        """The will of `client_id` is no longer due: drop it from the wills bucket."""
+        liveness = self.liveness
+        if liveness is not None:
+            self._submit(lambda: liveness.drop_will(client_id))
 
     def retained_set(self, message: Message) -> None:
         """Record the new retained message of its topic in the bucket."""
@@ -318,16 +337,32 @@ class NatsBackplane:
             base = f"mqttd_{config.name}"
             self._clients = await self._bucket(js, f"{base}_clients")
             self._retained = await self._bucket(js, f"{base}_retained")
-            self._nodes = await self._bucket(js, f"{base}_nodes", ttl=config.node_timeout)
+            # Heartbeats go on the second connection, which carries no messages from this
+            # node: on the first they would wait behind its outgoing traffic.
+            assert self._shared_nc is not None
+            beat_js = self._shared_nc.jetstream(timeout=config.request_timeout)
+            self._nodes = await self._bucket(beat_js, f"{base}_nodes", ttl=config.node_timeout)
+            wills = await self._bucket(js, f"{base}_wills")
+            self.liveness = NodeLiveness(
+                config,
+                self.node,
+                self._nodes,
+                wills,
+                self._clients,
+                lambda: self.host,
+                self._will_message,
+            )
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
-            await self._beat()
+            await self.liveness.start()
             loaded = asyncio.get_running_loop().create_future()
             self._tasks = [
                 asyncio.create_task(self._watch_retained(loaded), name="mqttd-cluster-retained"),
                 asyncio.create_task(self._send_loop(), name="mqttd-cluster-send"),
                 asyncio.create_task(self._control_loop(), name="mqttd-cluster-control"),
                 asyncio.create_task(self._heartbeat_loop(), name="mqttd-cluster-heartbeat"),
+                asyncio.create_task(self.liveness.watchdog(), name="mqttd-cluster-fence"),
+                asyncio.create_task(self.liveness.survey_loop(), name="mqttd-cluster-survey"),
             ]
             await asyncio.wait_for(loaded, config.connect_timeout + config.request_timeout)
             await nc.flush(timeout=max(1, int(config.request_timeout)))
@@ -363,10 +398,10 @@ class NatsBackplane:
                 await asyncio.wait_for(task, _STOP_STEP)
         self._tasks = []
         nc = self._nc
-        if nc is not None and self._nodes is not None and nc.is_connected:
-            # Leave at once rather than when the heartbeat runs out.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nodes.delete(self.node), _STOP_STEP)
+        if nc is not None and self.liveness is not None and nc.is_connected:
+            # Leave at once rather than when the heartbeat runs out; no will is due from
+            # a graceful stop (as on one broker).
+            await self.liveness.stop(_STOP_STEP)
         for conn in (nc, self._shared_nc):
             if conn is None:
                 continue
@@ -622,7 +657,9 @@ class NatsBackplane:
         kv = self._clients
         assert kv is not None
         key = _kv_key(client_id)
-        value = json.dumps({"node": self.node, "boot": self.boot}).encode()
+        liveness = self.liveness
+        life = liveness.life if liveness is not None else ""
+        value = json.dumps({"node": self.node, "boot": self.boot, "life": life}).encode()
         previous: bytes | None = None
         token = 0
         for _ in range(_CLAIM_ATTEMPTS):
@@ -647,19 +684,44 @@ class NatsBackplane:
             self.host.client_id_taken_elsewhere(client_id)
             return
         if previous:
-            try:
-                owner = json.loads(previous)["node"]
-            except (ValueError, KeyError, TypeError):
-                return
-            if owner != self.node:
-                self.stats.takeovers_sent += 1
-                notice = json.dumps({"client_id": client_id, "token": token}).encode()
-                nc = self._nc
-                assert nc is not None
-                with contextlib.suppress(nats_errors.Error):
-                    await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
+            await self._notify_owner(previous, client_id, token)
+        if liveness is not None:
+            await self._keep_will(liveness, client_id)
+
+    async def _notify_owner(self, previous: bytes, client_id: str, token: int) -> None:
+        try:
+            owner = json.loads(previous)["node"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if owner != self.node:
+            self.stats.takeovers_sent += 1
+            notice = json.dumps({"client_id": client_id, "token": token}).encode()
+            nc = self._nc
+            assert nc is not None
+            with contextlib.suppress(nats_errors.Error):
+                await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
+
+    async def _keep_will(self, liveness: NodeLiveness, client_id: str) -> None:
+        # Asked now, after the CONNECT was handled: the will as it stands (None when the
+        # client is gone again, or has none: then an entry of an earlier connection goes).
+        will = self.host.will_of(client_id)
+        data = b""
+        if will is not None:
+            data = self._encode(will[0]) or b""
+            if not data:
+                will = None
+        await liveness.keep_will(client_id, will, data)
+
+    def _will_message(self, data: bytes) -> Message | None:
+        try:
+            return self._message(decode_envelope(data))
+        except EnvelopeError as exc:
+            logger.warning("cluster: dropping an unreadable will: %s", exc)
+            return None
 
     async def _release(self, client_id: str) -> None:
+        if self.liveness is not None:
+            await self.liveness.drop_will(client_id)
         token = self.claims.token(client_id)
         kv = self._clients
         if token and kv is not None:
@@ -722,30 +784,32 @@ class NatsBackplane:
 
     # -- liveness -------------------------------------------------------------------------
 
-    async def _beat(self) -> None:
-        kv = self._nodes
-        assert kv is not None
-        beat = {"boot": self.boot, "wall": self.clock.wall()}
-        await kv.put(self.node, json.dumps(beat).encode())
-        try:
-            self.peers = sorted(await kv.keys())
-        except NoKeysError:
-            self.peers = []
-
     async def _heartbeat_loop(self) -> None:
+        liveness = self.liveness
+        assert liveness is not None
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
+            started = asyncio.get_running_loop().time()
             try:
-                await self._beat()
+                # A slow beat still counts (the fence measures from its start): wait for
+                # it up to the timeout that others would judge this node by.
+                await asyncio.wait_for(liveness.beat(), self.config.node_timeout)
             except Exception as exc:
-                logger.warning("cluster: heartbeat failed: %s", exc)
+                logger.warning("cluster: heartbeat failed: %s", exc or type(exc).__name__)
+                continue
+            # The round trip of the beat's KV write: NATS there and back plus JetStream's
+            # store. Not nc.rtt(): a PING whose wait times out leaves a cancelled future
+            # that the PONG then breaks nats-py's read loop on.
+            self.rtt = asyncio.get_running_loop().time() - started
 
-    def figures(self) -> dict[str, int]:
+    def figures(self) -> dict[str, float]:
         """The node's cluster figures by metric name suffix (`_total`: a counter)."""
         stats = self.stats
         nc = self._nc
+        liveness = self.liveness
         return {
             "peers": len(self.peers),
+            "nats_rtt_seconds": self.rtt,
             "nats_connected": int(nc is not None and nc.is_connected),
             "nats_subscriptions": len(self._subject_refs),
             "outbox": len(self._outbox),
@@ -758,11 +822,13 @@ class NatsBackplane:
             "takeovers_received_total": stats.takeovers_received,
             "retained_updates_in_total": stats.retained_updates_in,
             "shared_in_total": stats.shared_in,
+            **(liveness.figures() if liveness is not None else {}),
         }
 
     def sys_figures(self) -> dict[str, str]:
         """The figures under $SYS/broker/cluster/ (a `SysTree` source)."""
         out = {"cluster/node": self.node}
         for key, value in self.figures().items():
-            out["cluster/" + key.removesuffix("_total").replace("_", "/", 1)] = str(value)
+            name = "cluster/" + key.removesuffix("_total").replace("_", "/", 1)
+            out[name] = f"{value:.6f}" if isinstance(value, float) else str(value)
         return out

@@ -97,9 +97,7 @@ def setup_logging(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    formatter = (
-        JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
-    )
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
     handlers: list[logging.Handler] = [
         logging.StreamHandler(stream if stream is not None else sys.stderr)
     ]

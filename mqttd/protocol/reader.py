@@ -365,9 +365,7 @@ def _check_fixed_header(first: int, level: int) -> None:
         raise MalformedPacket("packet type 0 is reserved [2.1.2]")
     if packet_type == 15 and level != 5:
         raise MalformedPacket("packet type 15 (AUTH) exists only in MQTT 5 [2.1.2]")
-    if (first & 0x0F) != _REQUIRED_FLAGS[packet_type] and (
-        level != 3 or packet_type == 1
-    ):
+    if (first & 0x0F) != _REQUIRED_FLAGS[packet_type] and (level != 3 or packet_type == 1):
         # MQTT 3.1 left these bits unchecked (and some 3.1 clients set DUP on
         # SUBSCRIBE), so like Mosquitto we check them only from 3.1.1 on; a CONNECT's
         # level is not known yet, so its flags are always checked.
@@ -588,9 +586,7 @@ def _decode_suback(flags: int, data: bytes, start: int, end: int, level: int) ->
     return SubAck(packet_id, codes, properties)
 
 
-def _decode_unsubscribe(
-    flags: int, data: bytes, start: int, end: int, level: int
-) -> Unsubscribe:
+def _decode_unsubscribe(flags: int, data: bytes, start: int, end: int, level: int) -> Unsubscribe:
     """UNSUBSCRIBE (3.10)."""
     cursor = Cursor(data, start, end)
     packet_id = _nonzero_packet_id(cursor, "UNSUBSCRIBE")
@@ -636,9 +632,7 @@ def _decode_pingresp(flags: int, data: bytes, start: int, end: int, level: int) 
     return PingResp()
 
 
-def _decode_disconnect(
-    flags: int, data: bytes, start: int, end: int, level: int
-) -> Disconnect:
+def _decode_disconnect(flags: int, data: bytes, start: int, end: int, level: int) -> Disconnect:
     """DISCONNECT (3.14). 5.0: Remaining Length 0 means Normal disconnection and no
     properties; below 2, no Property Length (3.14.2.1, 3.14.2.2.1)."""
     if level != 5:

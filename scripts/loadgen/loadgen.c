@@ -108,8 +108,8 @@ static struct {
     int min_batch, verbose, persist, coalesce_us;
     long M;
     double rate, hold, timeout, drain, stall;
-    int bpid;
-    struct sockaddr_in sa;
+    int bpid, sub_port;
+    struct sockaddr_in sa, sa_sub; /* sa_sub: where subscribers connect (-Q), else sa */
     conn_t *c;
     int nc, npubs, nsubs, *pubs, *subs;
     uint64_t expected;
@@ -400,7 +400,9 @@ static void start_connect(worker_t *w, conn_t *c) {
         mark_failed(w, c, "no free source port");
         return;
     }
-    if (connect(fd, (struct sockaddr *)&g.sa, sizeof g.sa) < 0 && errno != EINPROGRESS) {
+    /* With -Q the subscribers connect to another port: another node of a cluster. */
+    const struct sockaddr_in *to = c->role == R_SUB ? &g.sa_sub : &g.sa;
+    if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
         mark_failed(w, c, strerror(errno));
         return;
     }
@@ -873,6 +875,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen -s fan-in|fan-out|pairs|conns [options]\n"
             "  -H host, IPv4 (127.0.0.1)  -p port (1883)  -V 4|5 MQTT 3.1.1 or 5.0 (4)\n"
+            "  -Q port of the subscribers (default -p): publishers and subscribers on two cluster nodes\n"
             "  -q QoS 0|1|2 (0)  -m messages published in all (100000)  -b payload bytes (64, min 24)\n"
             "  -P publishers, fan-in (4)  -S subscribers, fan-out (50)  -N pairs (100)\n"
             "  -x S  persistent subscriber sessions: session expiry S seconds (5.0) or clean session 0 "
@@ -973,10 +976,11 @@ int main(int argc, char **argv) {
     g.min_batch = -1;
     g.label = "-";
     int o;
-    while ((o = getopt(argc, argv, "H:p:V:s:q:m:b:P:S:N:x:w:e:r:B:C:c:t:j:W:k:T:D:X:R:L:vh")) != -1) {
+    while ((o = getopt(argc, argv, "H:p:Q:V:s:q:m:b:P:S:N:x:w:e:r:B:C:c:t:j:W:k:T:D:X:R:L:vh")) != -1) {
         switch (o) {
         case 'H': g.host = optarg; break;
         case 'p': g.port = atoi(optarg); break;
+        case 'Q': g.sub_port = atoi(optarg); break;
         case 'V': g.proto = atoi(optarg); break;
         case 's': g.scen = optarg; break;
         case 'q': g.qos = atoi(optarg); break;
@@ -1033,6 +1037,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "-H needs an IPv4 address\n");
         return 1;
     }
+    g.sa_sub = g.sa;
+    if (g.sub_port) g.sa_sub.sin_port = htons((uint16_t)g.sub_port);
 
     /* the connections and their roles */
     if (g.conns_mode) {

@@ -10,7 +10,8 @@ from __future__ import annotations
 from support.core import Harness
 
 from mqttd.broker.backplane import ClientIdClaims, InProcessBackplane, InProcessHub
-from mqttd.protocol import Disconnect, Properties, Subscription
+from mqttd.broker.message import Message
+from mqttd.protocol import Disconnect, Properties, Subscription, Will
 from mqttd.protocol.reason_codes import ReasonCode
 
 
@@ -224,3 +225,99 @@ def test_a_node_whose_last_member_left_is_no_longer_picked() -> None:
     hub.pump()
     assert len(member_a.publishes()) == 3
     assert member_b.publishes() == []
+
+
+class RecordingBackplane(InProcessBackplane):
+    """A distributed backplane that records what the core tells it about wills."""
+
+    def __init__(self) -> None:
+        super().__init__(InProcessHub())
+        self.settled: list[str] = []
+        self.published: list[str] = []
+
+    def will_settled(self, client_id: str) -> None:
+        self.settled.append(client_id)
+
+    def publish(self, message: Message) -> None:
+        self.published.append(message.topic)
+
+
+def recording() -> tuple[Harness, RecordingBackplane]:
+    harness = Harness()
+    backplane = RecordingBackplane()
+    harness.broker.use_backplane(backplane)
+    return harness, backplane
+
+
+def will_with_delay(topic: str, delay: int | None) -> Will:
+    props = Properties(will_delay_interval=delay) if delay is not None else Properties()
+    return Will(topic, b"gone", 1, False, props)
+
+
+def gone_with_a_delayed_will(harness: Harness, client_id: str, topic: str) -> None:
+    """A 5.0 client with a persistent session and a 5 s will delay, whose link dies."""
+    harness.connected(
+        client_id,
+        level=5,
+        will=will_with_delay(topic, 5),
+        properties=Properties(session_expiry_interval=60),
+        clean_start=False,
+    ).lose()
+
+
+def test_will_of_gives_the_will_and_the_delay_the_node_would_apply() -> None:
+    harness, _ = recording()
+    harness.connected("v3", will=Will("w/v3", b"gone", 0, False, None))
+    harness.connected("clean", level=5, will=will_with_delay("w/clean", 30))
+    harness.connected(
+        "kept",
+        level=5,
+        will=will_with_delay("w/kept", 30),
+        properties=Properties(session_expiry_interval=10),
+        clean_start=False,
+    )
+    broker = harness.broker
+    v3 = broker.will_of("v3")
+    assert v3 is not None and (v3[0].topic, v3[1]) == ("w/v3", 0)
+    clean = broker.will_of("clean")
+    assert clean is not None and clean[1] == 0  # no session to wait in: published at once
+    kept = broker.will_of("kept")
+    assert kept is not None and kept[1] == 10  # cut to the session's expiry
+    assert broker.will_of("nobody") is None
+
+
+def test_a_will_is_settled_by_disconnect_and_by_its_delay_running_out() -> None:
+    harness, backplane = recording()
+    harness.connected("normal", will=Will("w/n", b"gone", 0, False, None)).disconnect()
+    assert backplane.settled == ["normal"]
+    gone_with_a_delayed_will(harness, "delayed", "w/d")
+    # The will waits in the session: the cluster must keep it until it goes out.
+    assert backplane.settled == ["normal"]
+    harness.advance(5)
+    assert backplane.settled == ["normal", "delayed"]
+    assert backplane.published == ["w/d"]
+
+
+def test_a_fenced_node_closes_every_client_with_0x9c_and_publishes_no_will() -> None:
+    harness, backplane = recording()
+    watcher = harness.connected("watcher", level=5)
+    watcher.subscribe("w/#")
+    v5 = harness.connected("v5", level=5, will=will_with_delay("w/v5", None))
+    v3 = harness.connected("v3", will=Will("w/v3", b"gone", 0, False, None))
+    gone_with_a_delayed_will(harness, "pending", "w/p")
+    harness.broker.node_fenced()
+    for client in (watcher, v5):
+        assert client.expect(Disconnect).reason_code == ReasonCode.USE_ANOTHER_SERVER
+    assert v3.closed and watcher.closed and v5.closed
+    harness.advance(10)  # the pending will was cancelled here: the cluster has it
+    assert watcher.publishes() == [] and backplane.published == []
+
+
+def test_a_will_left_by_a_dead_node_is_published_here_and_routed() -> None:
+    harness, backplane = recording()
+    sub = harness.connected("sub")
+    sub.subscribe("w/#")
+    harness.broker.publish_will(Message("w/dead", b"gone", 1, True, None, None, "dead"))
+    assert [p.payload for p in sub.publishes()] == [b"gone"]
+    assert backplane.published == ["w/dead"]
+    assert harness.broker.retained.get("w/dead") is not None

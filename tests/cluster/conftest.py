@@ -14,8 +14,11 @@ node to the others (a node's NATS subscription takes a round trip after its SUBA
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,8 +91,13 @@ def nats_server(nats_factory: Callable[..., NatsServer]) -> NatsServer:
     return nats_factory()
 
 
-def node_toml(nats_url: str, node: str, extra: str = "") -> str:
-    """The config of node `node` of test cluster "t"."""
+def node_toml(nats_url: str, node: str, extra: str = "", node_timeout: float = 4.0) -> str:
+    """The config of node `node` of test cluster "t".
+
+    A node whose heartbeats stall for `node_timeout` less half a heartbeat fences itself
+    (closes its clients): on this shared machine the default leaves room for load; the
+    node-failure tests pass a shorter one.
+    """
     return f"""
 [persistence]
 enabled = false
@@ -100,7 +108,7 @@ name = "t"
 node = "{node}"
 urls = ["{nats_url}"]
 heartbeat_interval = 0.5
-node_timeout = 2.0
+node_timeout = {node_timeout}
 {extra}
 """
 
@@ -112,8 +120,8 @@ NodeFactory = Callable[..., "MqttdProcess"]
 def cluster_node(nats_server: NatsServer, mqttd_factory: MqttdFactory) -> NodeFactory:
     """Start mqttd node `name` of cluster "t" on the test's nats-server."""
 
-    def start(name: str, extra: str = "") -> MqttdProcess:
-        return mqttd_factory(config=node_toml(nats_server.url, name, extra))
+    def start(name: str, extra: str = "", node_timeout: float = 4.0) -> MqttdProcess:
+        return mqttd_factory(config=node_toml(nats_server.url, name, extra, node_timeout))
 
     return start
 
@@ -148,3 +156,96 @@ def routed(
             except AssertionError:
                 break
             assert got.payload == b"probe", got
+
+
+class NatsLink:
+    """A TCP forwarder between one node and nats-server that a test cuts and heals.
+
+    Cut, it drops every forwarded connection and closes new ones at once: to the node,
+    NATS is unreachable while the other nodes still reach it (a partition).
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.1)
+        self.port = int(self._listener.getsockname()[1])
+        self._open = True
+        self._stopped = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._open:
+                conn.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                conn.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [conn, upstream]
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop the forwarded connections and refuse new ones."""
+        self._open = False
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def heal(self) -> None:
+        """Forward again."""
+        self._open = True
+
+    def close(self) -> None:
+        self._stopped = True
+        self.cut()
+        self._listener.close()
+
+
+@pytest.fixture
+def nats_link(nats_server: NatsServer) -> Iterator[Callable[[], NatsLink]]:
+    """Forwarders to the test's nats-server (`NatsLink`), closed at teardown."""
+    links: list[NatsLink] = []
+
+    def factory() -> NatsLink:
+        link = NatsLink(nats_server.port)
+        links.append(link)
+        return link
+
+    yield factory
+    for link in links:
+        link.close()

@@ -66,6 +66,7 @@ class PahoClient:
         keepalive: int = 30,
         session_expiry: int | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
+        will_properties: Properties | None = None,
         transport: Literal["tcp", "websockets"] = "tcp",
     ) -> None:
         self.host, self.port = host, port
@@ -84,7 +85,7 @@ class PahoClient:
         )
         if will is not None:
             topic, payload, qos, retain = will
-            self.client.will_set(topic, payload, qos, retain)
+            self.client.will_set(topic, payload, qos, retain, will_properties)
         self.messages: queue.Queue[Received] = queue.Queue()
         self.connected = threading.Event()
         self.disconnected = threading.Event()

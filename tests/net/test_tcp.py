@@ -287,9 +287,7 @@ def test_accepted_sockets_have_nodelay_and_a_high_water_mark(run: Run) -> None:
     run(scenario())
 
 
-def test_close_sends_what_was_written_then_eof(
-    run: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_close_sends_what_was_written_then_eof(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     # The client keeps its side open: the socket closes when the linger ends (shortened).
     monkeypatch.setattr(tcp, "LINGER", 0.2)
 
@@ -427,8 +425,8 @@ def test_a_failing_connection_drops_its_socket_not_the_listener(run: Run) -> Non
 def test_a_broker_refusing_a_socket_drops_it_not_the_listener(run: Run) -> None:
     class Refusing(FakeBroker):
         def connection(
-        self, sink: Sink, peer: str, listener: str = "tcp", identity: str | None = None
-    ) -> FakeConnection:
+            self, sink: Sink, peer: str, listener: str = "tcp", identity: str | None = None
+        ) -> FakeConnection:
             if not self.connections:
                 self.connections.append(FakeConnection(sink, peer, listener))
                 raise RuntimeError("bug in the core")

@@ -32,9 +32,7 @@ class CoreClient:
         self.level = level
         # The shared driver moves the bytes; this class adds the tallies and the
         # figures-oriented shortcuts the $SYS and log tests read best.
-        self.wire = Client(
-            core.broker, level, f"10.0.0.{len(core.clients) + 1}:5000", listener
-        )
+        self.wire = Client(core.broker, level, f"10.0.0.{len(core.clients) + 1}:5000", listener)
         self.sink = self.wire.sink
         self.conn = self.wire.conn
         core.clients.append(self)

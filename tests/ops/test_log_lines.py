@@ -126,7 +126,10 @@ async def test_a_bad_password_is_worded_as_such_with_the_user_name(
     # Structured fields for JSON logs: who, from where, on which listener, why.
     fields = {k: getattr(record, k) for k in ("client_id", "username", "listener", "reason_code")}
     assert fields == {
-        "client_id": "dev-9", "username": "alice", "listener": "mqtt", "reason_code": 0x86
+        "client_id": "dev-9",
+        "username": "alice",
+        "listener": "mqtt",
+        "reason_code": 0x86,
     }
     assert record.address == client.conn.peer  # type: ignore[attr-defined]
     entry = json.loads(JsonFormatter().format(record))

@@ -54,9 +54,7 @@ from mqttd.protocol.reason_codes import (
 from mqttd.protocol.topics import is_shared
 
 # Any code point MQTT strings may carry: no U+0000 [MQTT-1.5.4-2], no surrogates.
-text = st.text(
-    st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12
-)
+text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12)
 binary = st.binary(max_size=24)
 packet_ids = st.integers(1, 0xFFFF)
 _level_text = st.text(

@@ -15,15 +15,9 @@ from mqttd.protocol import Connect, Packet, PacketReader, decode_packet, encode
 
 from .strategies import packet_strategies
 
-SETTINGS = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-CASES = [
-    (level, name)
-    for level in (3, 4, 5)
-    for name in packet_strategies(level)
-]
+CASES = [(level, name) for level in (3, 4, 5) for name in packet_strategies(level)]
 
 
 @pytest.mark.parametrize(("level", "name"), CASES, ids=[f"v{lv}-{n}" for lv, n in CASES])

@@ -231,9 +231,7 @@ VECTORS = [
         encodes=False,
     ),
     Vector("5.0 3.2 CONNACK success, no properties", 5, "20 03 00 00 00", Connack(False, 0)),
-    Vector(
-        "5.0 3.2.2.2 CONNACK Not authorized (0x87)", 5, "20 03 00 87 00", Connack(False, 0x87)
-    ),
+    Vector("5.0 3.2.2.2 CONNACK Not authorized (0x87)", 5, "20 03 00 87 00", Connack(False, 0x87)),
     Vector(
         "5.0 3.2.2.3 CONNACK session present with every server property",
         5,
@@ -347,9 +345,7 @@ VECTORS = [
     ),
     Vector("5.0 3.5 PUBREC no matching subscribers", 5, "50 03 00 0A 10", PubRec(10, 0x10)),
     Vector("5.0 3.5 PUBREC success", 5, "50 02 00 0A", PubRec(10)),
-    Vector(
-        "5.0 3.6 PUBREL packet identifier not found", 5, "62 03 00 0A 92", PubRel(10, 0x92)
-    ),
+    Vector("5.0 3.6 PUBREL packet identifier not found", 5, "62 03 00 0A 92", PubRel(10, 0x92)),
     Vector(
         "5.0 3.6.2.2 PUBREL success with a User Property",
         5,

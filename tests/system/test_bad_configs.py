@@ -35,7 +35,7 @@ CASES = [
         id="missing password file",
     ),
     pytest.param(
-        "[auth]\nacl_file = \"{acl}\"\n",
+        '[auth]\nacl_file = "{acl}"\n',
         "auth.acl_file: acl file '{acl}' line 2: unknown access 'sometimes'",
         id="bad acl line",
     ),

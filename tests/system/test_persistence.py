@@ -442,5 +442,3 @@ def test_a_read_only_directory_refuses_to_start(
     with read_only(folder):
         line = _refused(db, tmp_path / "run")
     assert "read-only" in line
-
-
