@@ -48,7 +48,6 @@ from websockets.asyncio.server import Server as WsServer
 
 from . import __version__
 from .admin.auth import AdminAuth, ApiKeyError
-from .admin.server import AdminServer
 from .auth.scram import METHOD as SCRAM_METHOD
 from .bridge.service import BridgeService
 from .broker.broker import Broker
@@ -80,6 +79,7 @@ from .store.base import Store
 from .store.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from .admin.server import AdminServer
     from .cluster.backplane import NatsBackplane
 
 __all__ = [
@@ -488,6 +488,10 @@ class App:
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise ConfigError([f"config error: admin.tls: {exc}"]) from exc
         reload = self._admin_reload if self.config_loader is not None else None
+        # Imported here: aiohttp's web server is a fifth of mqttd's start-up time and
+        # memory, and most brokers run without the admin API.
+        from .admin.server import AdminServer
+
         server = AdminServer(self.broker, auth, reload, self._admin_figures)
         try:
             await server.start(config.host, config.port, context)

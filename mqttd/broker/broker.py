@@ -23,7 +23,7 @@ rule: the one topic of an exact filter, every plan for a wildcard filter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ..auth.enhanced import AuthMethods
 from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
@@ -32,7 +32,7 @@ from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import Store, StoredMessage, StoredState
+from ..store.base import RetainedRow, Store, StoredMessage, StoredState
 from .backplane import Backplane
 from .clock import Clock
 from .connection import Connection, Sink
@@ -62,6 +62,9 @@ __all__ = ["Broker"]
 logger = logging.getLogger("mqttd.broker")
 
 _NEVER_EXPIRES = 0xFFFFFFFF
+#: The most distinct publisher ids `start` keeps to share their strings between the
+#: retained messages it loads (one publisher's many messages); past it, it starts over.
+_ORIGINS_KEPT = 10_000
 _PLAN_CACHE_SIZE = 10_000
 
 
@@ -109,7 +112,9 @@ class Broker:
         #: Wills published, delayed and cancelled (wills.py).
         self.wills = Wills(self.scheduler, store, clock, self.stats, self.publish)
         #: Retained messages kept, cleared, persisted and sent (retained.py).
-        self.retained_messages = RetainedMessages(store, clock, self.dead_letters)
+        self.retained_messages = RetainedMessages(
+            store, clock, self.dead_letters, self.scheduler
+        )
         self._retained: RetainedTree[Message] = self.retained_messages.tree
         self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
@@ -137,16 +142,11 @@ class Broker:
     async def start(self) -> None:
         """Open the store and load retained messages and persistent sessions from it."""
         await self.store.open()
-        state = await self.store.load()
         now = self.clock.now()
         wall = self.clock.wall()
-        for stored in state.retained:
-            message = message_from_stored(stored, now, wall)
-            if message.expiry_at is not None and message.expiry_at <= now:
-                self.store.delete_retained(stored.topic)
-                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
-                continue
-            self._retained.set(stored.topic, message)
+        # Sessions first: the memory their records took is free again (and reused) when
+        # the retained messages come, so the two do not add up in the peak.
+        state = await self.store.load(retained=False)
         if state.messages:
             self._next_message_id = max(state.messages) + 1
         messages: dict[int, Message] = {}
@@ -155,9 +155,15 @@ class Broker:
             message.store_id = mid
             messages[mid] = message
         ended: list[Session] = []
-        for stored_session in state.sessions:
+        options: dict[tuple[int, bool, bool, int, int | None], SubOptions] = {}
+        # Each record is let go once its session is made, so the two never all coexist.
+        stored_sessions = state.sessions
+        state.sessions = []
+        stored_sessions.reverse()
+        while stored_sessions:
+            stored_session = stored_sessions.pop()
             session, will_delay = restore_session(
-                self, stored_session, messages, now, wall, self._restore_subscription
+                self, stored_session, messages, now, wall, self._restore_subscription, options
             )
             self._sessions[session.client_id] = session
             if will_delay is not None:
@@ -179,6 +185,15 @@ class Broker:
                     remaining,
                     lambda s=session: self._expire_session(s),  # type: ignore[misc]
                 )
+        del state, messages
+        # Retained messages a chunk at a time, straight from the store's rows into the
+        # tree: a million of them is a real case (docs/benchmarks.md, start-up).
+        origins: dict[str | None, str | None] = {}  # publishers' ids repeat: one string each
+        async for rows in self.store.retained_rows():
+            self._retained.load(self._retained_from_rows(rows, now, wall, origins))
+            if len(origins) > _ORIGINS_KEPT:
+                origins.clear()  # ids that do not repeat: the dict would only grow
+        # After the retained messages: the wills of these sessions may retain newer ones.
         for session in ended:
             self.stats.sessions_expired += 1
             self._end_session(session, DropReason.SESSION_EXPIRED)
@@ -187,6 +202,25 @@ class Broker:
             len(self._retained),
             len(self._sessions),
         )
+
+    def _retained_from_rows(
+        self,
+        rows: list[RetainedRow],
+        now: float,
+        wall: float,
+        origins: dict[str | None, str | None],
+    ) -> Iterator[tuple[str, Message]]:
+        """(topic, message) of each stored retained row; expired ones are dropped."""
+        for topic, payload, qos, retain, properties, expiry_at, origin in rows:
+            origin = origins.setdefault(origin, origin)
+            if expiry_at is not None:
+                expiry_at = now + (expiry_at - wall)  # wall clock -> the broker's clock
+            message = Message(topic, payload, qos, retain == 1, properties, expiry_at, origin)
+            if expiry_at is not None and expiry_at <= now:
+                self.store.delete_retained(topic)
+                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
+                continue
+            yield topic, message
 
     def _restore_subscription(
         self, session: Session, topic_filter: str, options: SubOptions
@@ -722,6 +756,7 @@ class Broker:
         """Take the session's subscription on `topic_filter` out of the trees."""
         share, inner = parse_shared_subscription(topic_filter)
         if share is None:
+            session.drop_feed(topic_filter)
             if self._tree.unsubscribe(topic_filter, session) and self._backplane is not None:
                 self._backplane.interest_removed(topic_filter)
             self._drop_plans(topic_filter)

@@ -75,6 +75,7 @@ def restore_session(
     now: float,
     wall: float,
     subscribe: Callable[[Session, str, SubOptions], object],
+    shared_options: dict[tuple[int, bool, bool, int, int | None], SubOptions] | None = None,
 ) -> tuple[Session, float | None]:
     """A persistent session from its record, and the delay left of its pending will.
 
@@ -82,19 +83,27 @@ def restore_session(
     broker's trees; a filter it refuses is dropped (logged). Outbound messages go back
     to the queue or to inflight with their packet ids and states; the pending will, if
     any, is set on the session and the caller arms its timer with the delay returned.
+    `shared_options`, when given, makes equal subscription options one object across
+    the sessions restored with it (a `SubOptions` is never changed once made: 80 bytes
+    saved per subscription of 100,000 sessions).
     """
     session = Session(core, stored.client_id, stored.protocol_level)
     session.persistent = True
     session.expiry_interval = stored.expiry_interval
     session.username = stored.owner
     for sub in stored.subscriptions:
-        options = SubOptions(
+        key = (
             sub.qos,
             sub.no_local,
             sub.retain_as_published,
             sub.retain_handling,
             sub.subscription_identifier,
         )
+        options = shared_options.get(key) if shared_options is not None else None
+        if options is None:
+            options = SubOptions(*key)
+            if shared_options is not None:
+                shared_options[key] = options
         try:
             subscribe(session, sub.topic_filter, options)
         except TopicFilterInvalid:
@@ -117,7 +126,8 @@ def restore_session(
             entry.state = out.state
             session.inflight[out.packet_id] = entry
     session.next_seq = max_seq + 1
-    session.inbound_qos2 = set(stored.inbound_qos2)
+    if stored.inbound_qos2:  # an empty set is 216 bytes: the session makes it on first use
+        session.inbound_qos2 = set(stored.inbound_qos2)
     will_delay: float | None = None
     if stored.will is not None:
         session.pending_will = message_from_stored(stored.will.message, now, wall)

@@ -6,11 +6,11 @@ subscription walks the filter down the trie ("+" fans out over every child, "#" 
 whole subtree), so the cost follows the number of messages that match, not the number
 retained.
 
-Each node that holds a message keeps it as the ready-made ``(topic, value)`` pair that
-`match` and iteration hand out, so returning a million matches allocates no tuples. A
-dict from topic name to node sits beside the trie: replacing the message of a known
-topic (the common retained PUBLISH), `get`, iteration and a "#" subscription need no
-walk. It costs about 10% more memory.
+Memory is what a million retained messages are about (docs/benchmarks.md, start-up):
+a node keeps its message's topic and value in two slots, and nothing else indexes them
+(no tuple per message, no dict from topic name to node: replacing a message walks its
+few levels). `iter_match` hands matches out one at a time, so a subscription to "#"
+streams them as its client drains instead of listing them all.
 
 [MQTT-4.7.2-1]: a filter whose first level is a wildcard does not match topic names
 starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" does.
@@ -24,7 +24,7 @@ which are dropped (and dead-lettered) on the way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..protocol.errors import TopicNameInvalid
@@ -40,22 +40,40 @@ if TYPE_CHECKING:
     from .backplane import Backplane
     from .clock import Clock
     from .dead_letter import DeadLetters
+    from .scheduler import Scheduler, Timer
     from .session import Session
     from .subscription import SubOptions
 
-__all__ = ["RetainedTree"]
+__all__ = ["FEED_BYTES", "RetainedFeed", "RetainedMessages", "RetainedTree"]
+
+#: About how many bytes of retained messages one step of a `RetainedFeed` hands to its
+#: session: the most a subscription's retained messages add to the memory in use at a
+#: time, beyond the socket's own write buffer (net/tcp.py's HIGH_WATER).
+FEED_BYTES = 1024 * 1024
 
 V = TypeVar("V")
 
 
 class _Node(LevelNode, Generic[V]):
-    """One topic level; `entry` is set when a retained message has exactly this topic."""
+    """One topic level, named by its whole path: `level` is the topic name up to and
+    including this level ("a/b" for the second level of "a/b/c"), and the key of the
+    node in its parent's children.
 
-    __slots__ = ("entry",)
+    Why the whole path rather than the level's own name: for a node that holds a
+    message, its key, its `level` and the message's topic are then one string object,
+    not two (48 bytes less per retained message, and no string made per topic when a
+    million are loaded). `topic` is that same string while a message is retained here,
+    None otherwise; `value` is the message.
+    """
+
+    __slots__ = ("topic", "value")
 
     def __init__(self, level: str) -> None:
-        super().__init__(level)
-        self.entry: tuple[str, V] | None = None
+        # Not super().__init__: a million of these are made at start-up.
+        self.level = level
+        self.children = None
+        self.topic: str | None = None  # None: no message retained here
+        self.value: V | None = None
 
 
 def _check_topic_name(topic: str) -> None:
@@ -64,28 +82,44 @@ def _check_topic_name(topic: str) -> None:
         raise TopicNameInvalid(f"not a topic name: {topic!r}")
 
 
+def _walk_all(nodes: list[_Node[V]]) -> Iterator[tuple[str, V]]:
+    # Depth first over `nodes` and everything below them. Children are taken as a list
+    # when their parent is visited, so a change of the tree meanwhile is safe: a node
+    # emptied before it is reached is skipped (its topic is None).
+    stack = nodes[::-1]
+    while stack:
+        node = stack.pop()
+        topic = node.topic
+        if topic is not None:
+            yield topic, node.value  # type: ignore[misc]  # set together with topic
+        if node.children is not None:
+            stack.extend(node.child_nodes())
+
+
 class RetainedTree(Generic[V]):
     """Retained messages by exact topic name, matched against subscription filters.
 
     `V` is the stored message (the broker's retained record). Mutating the tree while
-    iterating it is safe: a message deleted before the iteration reaches it is skipped,
-    a message added meanwhile is not seen.
+    iterating it is safe: a message deleted before the iteration reaches it is skipped.
+
+    Memory: a retained message costs its value, its trie node, the node's slot in its
+    parent's children and its slot in `_index` (the node's name is the topic string
+    itself, see `_Node`). The index (topic -> node) makes `get` and replacing a message
+    (every retained PUBLISH to a known topic) one lookup: without it, 2.9-4.4 us walks
+    instead of 0.16 us, for about 40 bytes per message.
     """
 
-    __slots__ = ("_dollar", "_plain", "_root")
+    __slots__ = ("_dollar", "_index", "_root")
 
     def __init__(self) -> None:
         self._root: _Node[V] = _Node("")
-        # topic -> its trie node, beside the trie: replacing a retained message (every
-        # retained PUBLISH to a known topic) and `get` are one dict lookup, and "#" is a
-        # copy of `_plain` instead of a walk over every node. "$" topics are kept apart
-        # because "#" must not return them [MQTT-4.7.2-1].
-        self._plain: dict[str, _Node[V]] = {}
+        self._index: dict[str, _Node[V]] = {}  # topic -> its node, while it holds a message
+        # "$" topics (the broker's own, few) once more, for `count_prefix`.
         self._dollar: dict[str, _Node[V]] = {}
 
     def __len__(self) -> int:
         """The number of retained messages."""
-        return len(self._plain) + len(self._dollar)
+        return len(self._index)
 
     def count_prefix(self, prefix: str) -> int:
         """How many "$" topics start with `prefix` (e.g. "$SYS/"); they are few."""
@@ -93,53 +127,113 @@ class RetainedTree(Generic[V]):
 
     def __iter__(self) -> Iterator[tuple[str, V]]:
         """Every (topic, value), in no particular order (persistence, expiry sweeps)."""
-        for nodes in (self._plain, self._dollar):
-            for node in list(nodes.values()):
-                entry = node.entry
-                if entry is not None:  # None: deleted since the iteration began
-                    yield entry
+        for node in list(self._index.values()):
+            topic = node.topic
+            if topic is not None:  # None: deleted since the iteration began
+                yield topic, node.value  # type: ignore[misc]
+
+    def _path(self, topic: str, create: bool) -> list[_Node[V]] | None:
+        # The nodes from the root's child down to `topic`'s node (made when `create`),
+        # None when one is missing. Every key is a prefix of `topic` ending at a "/",
+        # and the last one is `topic` itself (the same object).
+        nodes: list[_Node[V]] = []
+        node = self._root
+        cut = topic.find("/")
+        while True:
+            key = topic if cut < 0 else topic[:cut]
+            child = node.add_child(key) if create else node.child(key)
+            if child is None:
+                return None
+            nodes.append(child)
+            if cut < 0:
+                return nodes
+            node = child
+            cut = topic.find("/", cut + 1)
 
     def set(self, topic: str, value: V) -> None:
         """Retain `value` for `topic`, replacing any message retained there."""
-        index = self._dollar if topic[:1] == "$" else self._plain
-        node = index.get(topic)
-        if node is not None:
-            node.entry = (topic, value)
-            return
-        _check_topic_name(topic)
-        node = self._root
-        for level in topic.split("/"):
-            node = node.add_child(level)
-        node.entry = (topic, value)
-        index[topic] = node
+        node = self._index.get(topic)
+        if node is None:
+            _check_topic_name(topic)
+            path = self._path(topic, True)
+            assert path is not None
+            node = path[-1]
+            node.topic = node.level
+            self._index[node.level] = node
+            if topic[:1] == "$":
+                self._dollar[node.level] = node
+        node.value = value
+
+    def load(self, entries: Iterable[tuple[str, V]]) -> None:
+        """`set` for many messages at once (start-up): the same result, faster.
+
+        Topics stored together usually share most of their path ("fleet/7/1/state",
+        "fleet/7/2/state"): the nodes of the previous topic's parent path are kept, and
+        a topic walks only from the deepest of them that is a prefix of its own path,
+        so most topics cost one or two child lookups instead of a walk from the root.
+        """
+        root = self._root
+        index = self._index
+        path: list[_Node[V]] = []  # the previous topic's parent path, from the root's child
+        for topic, value in entries:
+            _check_topic_name(topic)
+            cut = topic.rfind("/")
+            if cut < 0:
+                node = root.add_child(topic)
+            else:
+                parent_key = topic[:cut]
+                if not path or path[-1].level != parent_key:
+                    # Keep the deepest node of the previous path that is an ancestor.
+                    i = len(path)
+                    while i:
+                        level = path[i - 1].level
+                        n = len(level)
+                        if parent_key.startswith(level) and (
+                            len(parent_key) == n or parent_key[n] == "/"
+                        ):
+                            break
+                        i -= 1
+                    del path[i:]
+                    parent = path[-1] if path else root
+                    at = parent_key.find("/", len(parent.level) + 1 if path else 0)
+                    while not path or path[-1].level != parent_key:
+                        parent = parent.add_child(parent_key if at < 0 else parent_key[:at])
+                        path.append(parent)
+                        if at < 0:
+                            break
+                        at = parent_key.find("/", at + 1)
+                node = path[-1].add_child(topic)
+            if node.topic is None:
+                node.topic = node.level
+                index[node.level] = node
+                if topic[:1] == "$":
+                    self._dollar[node.level] = node
+            node.value = value
 
     def get(self, topic: str) -> V | None:
         """The message retained for exactly `topic`, or None."""
-        node = (self._dollar if topic[:1] == "$" else self._plain).get(topic)
-        if node is None or node.entry is None:
-            return None
-        return node.entry[1]
+        node = self._index.get(topic)
+        return None if node is None else node.value
 
     def delete(self, topic: str) -> bool:
         """Forget the message retained for `topic`; True if there was one.
 
         Emptied nodes are pruned so the tree does not keep dead branches.
         """
-        node = (self._dollar if topic[:1] == "$" else self._plain).pop(topic, None)
-        if node is None:
+        if self._index.pop(topic, None) is None:
             return False
-        node.entry = None
-        path: list[tuple[_Node[V], str]] = []
-        parent = self._root
-        for level in topic.split("/"):
-            path.append((parent, level))
-            child = parent.child(level)
-            assert child is not None  # every indexed topic has its path in the trie
-            parent = child
-        for parent, level in reversed(path):
-            if node.entry is not None or node.children is not None:
+        path = self._path(topic, False)
+        assert path is not None  # every indexed topic has its path in the trie
+        node = path[-1]
+        node.topic = None
+        node.value = None
+        if topic[:1] == "$":
+            self._dollar.pop(topic, None)
+        parents = [self._root, *path[:-1]]
+        for parent in reversed(parents):
+            if node.topic is not None or node.children is not None:
                 break
-            parent.remove_child(level)
+            parent.remove_child(node.level)
             node = parent
         return True
 
@@ -168,8 +262,8 @@ class RetainedTree(Generic[V]):
         # past the cursor: on its path it is the cursor or a prefix of it, both before.
         rest = levels[at:]
         if not rest or rest[0] == "#":
-            if node.entry is not None and bound is None:
-                yield node.entry  # "a/#" matches "a" too [MQTT-4.7.1-2]
+            if node.topic is not None and bound is None:
+                yield node.topic, node.value  # type: ignore[misc]  # "a/#" matches "a" too
             if not rest:
                 return
         children = node.children
@@ -177,54 +271,54 @@ class RetainedTree(Generic[V]):
             return
         kids = children if isinstance(children, dict) else {children.level: children}
         first = depth == 0  # wildcards in the first level skip "$" topics [MQTT-4.7.2-1]
+        # Sibling keys share their parent's path: sorting them sorts their last levels.
+        skip = 0 if first else len(node.level) + 1
         if rest[0] in ("#", "+"):
             names: list[str] = sorted(n for n in kids if not (first and n[:1] == "$"))
-        elif rest[0] in kids:
-            names = [rest[0]]
         else:
-            return
+            key = rest[0] if first else node.level + "/" + rest[0]
+            if key not in kids:
+                return
+            names = [key]
         next_at = at if rest[0] == "#" else at + 1
         for name in names:
             child_bound: list[str] | None = None
             if bound is not None and depth < len(bound):
-                if name < bound[depth]:
+                level = name[skip:]
+                if level < bound[depth]:
                     continue
-                if name == bound[depth]:
+                if level == bound[depth]:
                     child_bound = bound
             yield from self._walk(kids[name], levels, next_at, depth + 1, child_bound)
 
     def match(self, topic_filter: str) -> list[tuple[str, V]]:
         """Every retained (topic, value) whose topic matches `topic_filter`, unordered."""
         if topic_filter == "#":
-            # Every topic but the "$" ones, without walking the trie.
-            return [e for node in self._plain.values() if (e := node.entry) is not None]
+            # Every topic but the "$" ones, from the index rather than a walk.
+            dollar = self._dollar
+            return [(t, n.value) for t, n in self._index.items() if t not in dollar]  # type: ignore[misc]
+        return list(self.iter_match(topic_filter))
+
+    def iter_match(self, topic_filter: str) -> Iterator[tuple[str, V]]:
+        """`match`, one (topic, value) at a time: what a subscription to "#" over a
+        million retained messages streams from, without a list of them all.
+
+        The levels above a wildcard are resolved when the iteration starts; below it,
+        the tree is read as the iteration goes (a change meanwhile is safe, see
+        `_walk_all`).
+        """
         levels = split_topic_filter(topic_filter)
-        out: list[tuple[str, V]] = []
         nodes = [self._root]
         for i, level in enumerate(levels):
             # Wildcards in the first level skip "$" topics [MQTT-4.7.2-1].
             skip_dollar = i == 0
             if level == "#":
-                # "#" is last; it matches the parent level and everything below it.
-                stack: list[_Node[V]] = []
-                for node in nodes:
-                    if node.entry is not None:
-                        out.append(node.entry)
-                    if skip_dollar:
-                        stack.extend(c for c in node.child_nodes() if c.level[:1] != "$")
-                    else:
-                        stack.extend(node.child_nodes())
-                while stack:
-                    node = stack.pop()
-                    if node.entry is not None:
-                        out.append(node.entry)
-                    children = node.children
-                    if children is not None:
-                        if isinstance(children, dict):
-                            stack.extend(children.values())
-                        else:
-                            stack.append(children)
-                return out
+                # "#" is last; it matches the parent level and everything below it
+                # [MQTT-4.7.1-2] (the root has no message: topics are never empty).
+                if skip_dollar:
+                    nodes = [c for c in self._root.child_nodes() if c.level[:1] != "$"]
+                yield from _walk_all(nodes)
+                return
             alive: list[_Node[V]] = []
             if level == "+":
                 for node in nodes:
@@ -234,28 +328,31 @@ class RetainedTree(Generic[V]):
                         alive.extend(node.child_nodes())
             else:
                 for node in nodes:
-                    child = node.child(level)
+                    child = node.child(level if i == 0 else node.level + "/" + level)
                     if child is not None:
                         alive.append(child)
             if not alive:
-                return out
+                return
             nodes = alive
         for node in nodes:
-            if node.entry is not None:
-                out.append(node.entry)
-        return out
+            topic = node.topic
+            if topic is not None:
+                yield topic, node.value  # type: ignore[misc]
 
 
 class RetainedMessages:
     """A broker's retained messages (see the module docstring)."""
 
-    __slots__ = ("_clock", "_drops", "_store", "backplane", "tree")
+    __slots__ = ("_clock", "_drops", "_scheduler", "_store", "backplane", "tree")
 
-    def __init__(self, store: Store, clock: Clock, dead_letters: DeadLetters) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, dead_letters: DeadLetters, scheduler: Scheduler
+    ) -> None:
         self.tree: RetainedTree[Message] = RetainedTree()
         self._store = store
         self._clock = clock
         self._drops = dead_letters
+        self._scheduler = scheduler
         #: The other nodes of a cluster, told of every change made here (backplane.py).
         self.backplane: Backplane | None = None
 
@@ -302,20 +399,80 @@ class RetainedMessages:
         options: SubOptions,
         authorise: Authorise | None,
     ) -> None:
-        """Send the retained messages matching a new subscription, with retain=1."""
-        now = self._clock.now()
-        for topic, message in self.tree.match(topic_filter):
+        """Send the retained messages matching a new subscription, with retain=1.
+
+        They go as the client takes them (`RetainedFeed`): the first step at once, the
+        rest as its socket drains.
+        """
+        session.add_feed(
+            RetainedFeed(self, topic_filter, self.tree.iter_match(topic_filter), options, authorise)
+        )
+
+    def _expired(self, topic: str, message: Message, client_id: str) -> None:
+        self.tree.delete(topic)
+        self._store.delete_retained(topic)
+        self._drops.drop(DropReason.RETAINED_EXPIRED, message, client_id)
+
+
+class RetainedFeed:
+    """The retained messages of one new subscription, handed to its session in steps.
+
+    A subscription to "#" over a million retained messages would otherwise encode them
+    all and hand every byte to the socket at once (810 MiB at the peak for 1,000,000
+    messages, docs/benchmarks.md). Here the session asks for a step of about
+    `FEED_BYTES` (`Session.add_feed`, `Session.run_feeds`) while it is writable and
+    has nothing queued; a step also ends at the first message that has to be queued
+    (QoS 1/2 beyond the inflight window), so the queue never grows for it. After a
+    step it comes back when its queue drains (PUBACKs, `Session.pump`), when the socket
+    drains below its low-water mark (`Session.set_writable`), or on the next scheduler
+    tick when the socket took it all.
+
+    The matches are read from the tree as the feed goes (`RetainedTree.iter_match`):
+    a message cleared before the feed reaches it is not sent, one replaced meanwhile
+    is sent as it is now (its latest retained value, retain=1, as a subscription made
+    at that moment would get it). Each delivery carries retain=1 [MQTT-3.3.1-8].
+    """
+
+    __slots__ = ("_authorise", "_matches", "_options", "_retained", "timer", "topic_filter")
+
+    def __init__(
+        self,
+        retained: RetainedMessages,
+        topic_filter: str,
+        matches: Iterator[tuple[str, Message]],
+        options: SubOptions,
+        authorise: Authorise | None,
+    ) -> None:
+        self._retained = retained
+        #: The subscription's filter: an UNSUBSCRIBE of it ends the feed [MQTT-3.10.4-2].
+        self.topic_filter = topic_filter
+        self._matches = matches
+        self._options = options
+        self._authorise = authorise
+        #: The session's wake-up for the next step, while one is armed.
+        self.timer: Timer | None = None
+
+    def step(self, session: Session) -> bool:
+        """Deliver up to about `FEED_BYTES` of messages; True if more are left."""
+        retained = self._retained
+        now = retained._clock.now()
+        authorise = self._authorise
+        options = self._options
+        granted = options.qos
+        sub_ids = options.sub_ids
+        client_id = session.client_id
+        budget = FEED_BYTES
+        for topic, message in self._matches:
             if message.expiry_at is not None and message.expiry_at <= now:
-                self.tree.delete(topic)
-                self._store.delete_retained(topic)
-                self._drops.drop(DropReason.RETAINED_EXPIRED, message, session.client_id)
+                retained._expired(topic, message, client_id)
                 continue
             if authorise is not None and not authorise(
-                session.client_id, session.username, "read", topic
+                client_id, session.username, "read", topic
             ):
                 continue  # a wildcard matched a retained topic the client may not read
             # A copy: the retained Message outlives any store record made for one
-            # delivery, so its store_id must not be reused by the next one.
+            # delivery, so its store_id must not be reused by the next one; nor does the
+            # tree's message keep the encoding made for this delivery.
             copy = Message(
                 message.topic,
                 message.payload,
@@ -325,6 +482,25 @@ class RetainedMessages:
                 message.expiry_at,
                 message.origin,
             )
-            session.deliver(
-                copy, session.outgoing_qos(options.qos, message), True, options.sub_ids
-            )
+            session.deliver(copy, session.outgoing_qos(granted, message), True, sub_ids)
+            budget -= len(message.payload) + len(topic) + 16
+            # Also stop at the first message that had to wait (the inflight window is
+            # full, or the socket): the feed never fills the session's queue.
+            if budget <= 0 or session.queue_length or not session.writable:
+                return True
+        return False
+
+    def wake_later(self, session: Session) -> None:
+        """Arm the next step for the scheduler's next tick (if none is armed)."""
+        if self.timer is None:
+            self.timer = self._retained._scheduler.call_later(0, lambda: self._wake(session))
+
+    def _wake(self, session: Session) -> None:
+        self.timer = None
+        session.run_feeds()
+
+    def cancel(self) -> None:
+        """The session dropped the feed: no more steps."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

@@ -109,7 +109,9 @@ class _Node(LevelNode, Generic[K, V]):
     __slots__ = ("hash_subs", "plus", "subs")
 
     def __init__(self, level: str) -> None:
-        super().__init__(level)
+        # Not super().__init__: one call less per node (100,000 sessions at start-up).
+        self.level = level
+        self.children = None
         self.plus: _Node[K, V] | None = None
         self.subs: _Subs[K, V] = None  # filters ending at this node
         self.hash_subs: _Subs[K, V] = None  # filters ending in "#" right below it

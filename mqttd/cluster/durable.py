@@ -33,7 +33,7 @@ import hashlib
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from ..store.base import (
     OutboundState,
+    RetainedRow,
     Store,
     StoredMessage,
     StoredOutbound,
@@ -433,14 +434,18 @@ class DurableStore:
         """Close the node's store."""
         await self.inner.close()
 
-    async def load(self) -> StoredState:
+    async def load(self, retained: bool = True) -> StoredState:
         """The node's store's contents (its messages are kept for later records)."""
-        state = await self.inner.load()
+        state = await self.inner.load(retained)
         self._messages.update(state.messages)
         for session in state.sessions:
             for out in session.outbound:
                 self._ref(session.client_id, out.seq, out.message_id)
         return state
+
+    def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
+        """The node's store's retained messages, a chunk at a time."""
+        return self.inner.retained_rows(chunk)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """`callback` once the node's store committed and JetStream stored the records."""

@@ -30,7 +30,7 @@ everything recorded before it for that client id).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +38,7 @@ from ..protocol.properties import Properties
 
 __all__ = [
     "OutboundState",
+    "RetainedRow",
     "Store",
     "StoredMessage",
     "StoredOutbound",
@@ -67,6 +68,12 @@ class StoredMessage:
     properties: Properties | None = None
     expiry_at: float | None = None  # wall clock; None = never expires
     origin: str | None = None  # the publisher's client id
+
+
+#: A retained message as `Store.retained_rows` hands it back, a plain tuple (a million
+#: of them is a real case: no object per row): topic, payload, qos, retain (0/1),
+#: properties, expiry_at (wall clock, None = never), origin.
+RetainedRow = tuple[str, bytes, int, int, Properties | None, float | None, str | None]
 
 
 @dataclass(slots=True)
@@ -137,8 +144,16 @@ class Store(Protocol):
         """Make everything recorded durable, run pending `after_commit` callbacks, close."""
         ...
 
-    async def load(self) -> StoredState:
-        """Everything recorded and committed so far."""
+    async def load(self, retained: bool = True) -> StoredState:
+        """Everything recorded and committed so far.
+
+        With `retained` False, `StoredState.retained` stays empty: the broker reads them
+        with `retained_rows`, a chunk at a time, instead of all at once.
+        """
+        ...
+
+    def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
+        """The retained messages, in lists of up to `chunk` rows (start-up loading)."""
         ...
 
     def after_commit(self, callback: Callable[[], None]) -> None:

@@ -8,11 +8,12 @@ a broker and start a new one on the same store to check what a restart restores.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from .base import (
     OutboundState,
+    RetainedRow,
     StoredMessage,
     StoredOutbound,
     StoredSession,
@@ -67,9 +68,11 @@ class MemoryStore:
         """Nothing to flush; the records stay for a later `load`."""
         self._open = False
 
-    async def load(self) -> StoredState:
+    async def load(self, retained: bool = True) -> StoredState:
         """A deep copy of what is recorded, so the caller may mutate it freely."""
-        state = StoredState(retained=[copy.copy(m) for m in self._retained.values()])
+        state = StoredState()
+        if retained:
+            state.retained = [copy.copy(m) for m in self._retained.values()]
         for client_id, s in self._sessions.items():
             state.sessions.append(
                 StoredSession(
@@ -86,6 +89,15 @@ class MemoryStore:
             )
         state.messages = {mid: copy.copy(m) for mid, m in self._messages.items()}
         return state
+
+    async def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
+        """The retained messages as rows, `chunk` at a time."""
+        rows: list[RetainedRow] = [
+            (m.topic, m.payload, m.qos, int(m.retain), m.properties, m.expiry_at, m.origin)
+            for m in list(self._retained.values())
+        ]
+        for start in range(0, len(rows), chunk):
+            yield rows[start : start + chunk]
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Everything is durable as soon as it is recorded: run `callback` now."""

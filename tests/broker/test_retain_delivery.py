@@ -6,6 +6,8 @@ from typing import Any
 
 from support.core import Harness
 
+from mqttd.broker.message import Message
+from mqttd.broker.retained import FEED_BYTES
 from mqttd.protocol import Properties, Subscription
 
 
@@ -137,3 +139,123 @@ def test_sys_retained_messages_are_not_recorded_in_the_store(harness: Harness) -
     harness.broker.publish(Message("$SYS/broker/uptime", b"5", 0, True))
     assert harness.broker.retained.get("$SYS/broker/uptime") is not None
     assert harness.store._retained == {}
+
+
+# -- many retained messages go out as the client takes them (retained.py, RetainedFeed) ----
+
+
+# Enough 200-byte messages for about three steps of a feed.
+MANY = 3 * FEED_BYTES // 200
+
+
+def _fill(harness: Harness, count: int, payload: bytes = bytes(200)) -> None:
+    for i in range(count):
+        topic = f"r/{i // 100}/{i}"
+        harness.broker.retained.set(topic, Message(topic, payload, 1, True))
+
+
+def test_a_hash_subscription_gets_many_retained_messages_in_steps(harness: Harness) -> None:
+    count = MANY
+    _fill(harness, count)
+    sub = harness.connected("sub")
+    sub.subscribe("#")
+    first = sub.publishes()
+    # One step at once, the rest on later scheduler ticks, not all in one go.
+    assert 0 < len(first) < count
+    assert sum(len(p.payload) for p in first) <= FEED_BYTES + 200
+    got = first
+    for _ in range(100):
+        harness.advance(0.01)
+        got += sub.publishes()
+        if len(got) >= count:
+            break
+    assert len(got) == count
+    assert all(p.retain for p in got)
+    assert sorted(p.topic for p in got) == sorted(f"r/{i // 100}/{i}" for i in range(count))
+
+
+def test_the_retained_feed_waits_while_the_socket_is_full(harness: Harness) -> None:
+    _fill(harness, MANY)
+    sub = harness.connected("sub")
+    sub.subscribe("#")
+    assert sub.publishes()
+    sub.conn.writable_changed(False)  # the client stopped reading
+    harness.advance(1.0)
+    assert sub.publishes() == []
+    sub.conn.writable_changed(True)  # drained below the low-water mark: the next step
+    step = sub.publishes()
+    assert 0 < sum(len(p.payload) for p in step) <= FEED_BYTES + 200
+
+
+def test_a_qos1_retained_feed_goes_on_as_the_client_acknowledges(harness: Harness) -> None:
+    count = 3000
+    _fill(harness, count)
+    sub = harness.connected("sub")
+    sub.subscribe("#", qos=1)
+    got: list[Any] = []
+    for _ in range(2000):
+        batch = sub.publishes()
+        if not batch:
+            harness.advance(0.01)
+            batch = sub.publishes()
+            if not batch:
+                break
+        for p in batch:
+            sub.ack(p)
+        got += batch
+    assert len(got) == count
+    assert len({p.topic for p in got}) == count
+    session = harness.broker.sessions["sub"]
+    assert not session.inflight and not session.queue_length
+
+
+def test_a_message_cleared_before_the_feed_reaches_it_is_not_sent(harness: Harness) -> None:
+    _fill(harness, MANY)
+    sub = harness.connected("sub")
+    sub.subscribe("#")
+    seen = {p.topic for p in sub.publishes()}
+    gone = next(f"r/{i // 100}/{i}" for i in range(MANY) if f"r/{i // 100}/{i}" not in seen)
+    harness.connected("pub").publish(gone, b"", retain=True)
+    sub.publishes()  # the clearing message itself, live [MQTT-3.3.1-10]
+    for _ in range(100):
+        harness.advance(0.01)
+        seen |= {p.topic for p in sub.publishes()}
+    assert gone not in seen
+    assert len(seen) == MANY - 1
+
+
+def test_a_feed_ends_with_its_session(harness: Harness) -> None:
+    _fill(harness, MANY)
+    sub = harness.connected("sub")
+    sub.subscribe("#")
+    sub.disconnect()
+    harness.advance(1.0)  # the armed wake-up finds nothing to do
+    assert harness.broker.sessions.get("sub") is None
+
+
+def test_a_persistent_session_gets_the_rest_of_a_feed_after_reconnecting(
+    harness: Harness,
+) -> None:
+    _fill(harness, MANY)
+    sub = harness.connected("sub", clean_start=False)
+    sub.subscribe("#", qos=0)
+    seen = {p.topic for p in sub.publishes()}
+    sub.lose()  # before the feed is through
+    harness.advance(1.0)
+    back = harness.client(4)
+    assert back.connect("sub", clean_start=False).session_present
+    for _ in range(100):
+        harness.advance(0.01)
+        seen |= {p.topic for p in back.publishes()}
+    assert len(seen) == MANY
+
+
+def test_unsubscribing_ends_the_retained_feed(harness: Harness) -> None:
+    # [MQTT-3.10.4-2]: no new messages for a subscription once it is gone.
+    _fill(harness, MANY)
+    sub = harness.connected("sub")
+    sub.subscribe("#")
+    assert sub.publishes()
+    sub.unsubscribe("#")
+    harness.advance(1.0)
+    assert sub.publishes() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -75,10 +76,11 @@ def test_delete_prunes_empty_branches_but_keeps_holders() -> None:
     assert tree.get("a/b") == "a/b"
     root_a = tree._root.child("a")
     assert root_a is not None
-    holder = root_a.child("b")
+    holder = root_a.child("a/b")  # nodes are keyed by their whole path
     assert holder is not None and holder.children is None  # "c/d" pruned below it
+    assert holder.topic is holder.level  # the key is the topic string itself
     assert tree.delete("a/b")
-    assert root_a.children is root_a.child("x")  # one child left: held inline again
+    assert root_a.children is root_a.child("a/x")  # one child left: held inline again
     assert tree.delete("a/x")
     assert tree._root.children is None
     # Deleting an inner node that holds no message changes nothing.
@@ -224,3 +226,25 @@ def test_iter_sorted_pages_through_every_match_in_topic_order(
             break
         cursor = got[-1][0]
     assert seen == expected
+
+
+def test_bulk_load_builds_the_same_tree_as_set() -> None:
+    # `load` (start-up) reuses the previous topic's path; any order of topics, empty
+    # levels, "$" topics and a topic that is another's parent must give what `set` gives.
+    rng = random.Random(5)
+    names = ["", "a", "b", "$x", "e", "f"]
+    for _ in range(300):
+        drawn = ("/".join(rng.choices(names, k=rng.randint(1, 4))) for _ in range(30))
+        topics = [t for t in drawn if t]
+        by_set: RetainedTree[int] = RetainedTree()
+        for i, topic in enumerate(topics):
+            by_set.set(topic, i)
+        by_load: RetainedTree[int] = RetainedTree()
+        by_load.load((topic, i) for i, topic in enumerate(topics))
+        assert len(by_load) == len(by_set)
+        for topic_filter in ("#", "+/#", "a/#", "+", "+/+", "/#", "$x/#", "a/+/b"):
+            assert sorted(by_load.match(topic_filter)) == sorted(by_set.match(topic_filter))
+        for topic in set(topics):
+            assert by_load.get(topic) == by_set.get(topic)
+            assert by_load.delete(topic)
+        assert by_load._root.children is None
