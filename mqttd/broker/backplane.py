@@ -22,11 +22,12 @@ The core calls, on its own thread of control and never waiting for an answer:
   backplane carries it to the nodes with matching interest. A message that arrives
   from another node goes to `BackplaneHost.publish_from_node` and is delivered here
   only: it never goes out again, so there are no loops and no duplicates.
-- `claim_client_id` when a client connects here; `release_client_id` when its session
-  ends here. Every claim gets a fencing token, larger than any before it for that
-  client id; the node holding the largest token owns the client id. A node whose claim
-  is superseded hears `BackplaneHost.client_id_taken_elsewhere` and closes its
-  connection with DISCONNECT 0x8E (Session taken over), as one broker would.
+- `claim_client_id` when a client connects here, before its CONNACK (which waits for
+  the answer); `release_client_id` when its session ends here. Every claim gets a
+  fencing token, larger than any before it for that client id; the node holding the
+  largest token owns the client id. A node whose claim is superseded hears
+  `BackplaneHost.client_id_taken_elsewhere` and closes its connection with
+  DISCONNECT 0x8E (Session taken over), as one broker would.
 - `retained_set` / `retained_clear` when a publish here changes a retained topic. The
   backplane keeps every node's retained tree in step through
   `BackplaneHost.retained_from_node`, so a SUBSCRIBE is answered from the node's own

@@ -13,8 +13,10 @@ drained by one task:
   fails because NATS or JetStream is away (or still recovering after a restart) is
   tried again in place for up to 30 s, so the order holds.
 
-Routing is interest-based on core NATS (at most once, like QoS 0 on a network: the
-JetStream-durable path is not built yet). A filter held here is counted
+Routing is interest-based on core NATS (at most once, like QoS 0 on a network). With
+durable sessions a QoS 1/2 message published here is also written to JetStream's
+messages stream, and its PUBACK waits for that (`publish` returns True; durable.py).
+A filter held here is counted
 (`interest_added`/`interest_removed`); its first holder subscribes its subjects
 (`subjects.filter_to_subjects`, counted per subject too), its last one unsubscribes.
 Every message published here goes to its topic's subject; NATS forwards it only to nodes
@@ -34,8 +36,11 @@ a backplane is present.
 Client ids live in the KV bucket `mqttd_<cluster>_clients`: a claim reads the key and
 writes it with compare-and-set on the revision it read (create when absent); the new
 revision is the claim's fencing token (`ClientIdClaims`). When the previous owner was
-another node, that node is told on its subject `mqttd.<cluster>.node.<node>.takeover`
-and closes its connection with 0x8E. A release deletes the key only at our revision.
+another node, that node is asked on its subject `mqttd.<cluster>.node.<node>.takeover`
+and closes its connection with 0x8E; with durable sessions the claim waits for its
+answer, reads the session's log and hands the session to the core (sessions.py). Only
+then is the claim answered, and the CONNACK goes out. A release deletes the key only
+at our revision.
 
 Retained messages live in the KV bucket `mqttd_<cluster>_retained`, one key per topic
 (history 1: the last message per subject), as envelopes; a clear writes a "cleared"
