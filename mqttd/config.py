@@ -679,6 +679,19 @@ class ClusterConfig:
         min=0.2,
         max=86_400,
     )
+    durable_sessions: bool = setting(
+        True,
+        "keep persistent sessions in JetStream (stream replicas as `replicas`): QoS 1/2 "
+        "acknowledgements wait for it, and a session moves to the node its client "
+        "connects to; false = sessions stay on their node's store",
+    )
+    message_retention: float = setting(
+        3600.0,
+        "seconds JetStream keeps each QoS 1/2 message (durable_sessions): a session whose "
+        "node died gets what was published for it in that time and never reached it",
+        min=1,
+        max=365 * 86_400,
+    )
 
 
 @dataclass(slots=True)

@@ -44,8 +44,9 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"broker", "config", "auth", "store", "protocol"},
     # The admin HTTP API and `mqttd ctl`: an operator's view of the core.
     "admin": {"broker", "config", "auth", "store", "protocol"},
-    # The Backplane on NATS: the core's seam (broker/backplane.py) on the network side.
-    "cluster": {"broker", "config", "protocol"},
+    # The Backplane on NATS: the core's seam (broker/backplane.py) on the network side;
+    # durable sessions wrap the node's Store (cluster/durable.py).
+    "cluster": {"broker", "config", "store", "protocol"},
     "runtime": set(),
     "app": {"net", "bridge", "ops", "admin", "cluster", "security", "config", "broker"}
     | {"auth", "store", "protocol", "runtime"},

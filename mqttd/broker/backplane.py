@@ -22,11 +22,12 @@ The core calls, on its own thread of control and never waiting for an answer:
   backplane carries it to the nodes with matching interest. A message that arrives
   from another node goes to `BackplaneHost.publish_from_node` and is delivered here
   only: it never goes out again, so there are no loops and no duplicates.
-- `claim_client_id` when a client connects here; `release_client_id` when its session
-  ends here. Every claim gets a fencing token, larger than any before it for that
-  client id; the node holding the largest token owns the client id. A node whose claim
-  is superseded hears `BackplaneHost.client_id_taken_elsewhere` and closes its
-  connection with DISCONNECT 0x8E (Session taken over), as one broker would.
+- `claim_client_id` when a client connects here, before its CONNACK (which waits for
+  the answer); `release_client_id` when its session ends here. Every claim gets a
+  fencing token, larger than any before it for that client id; the node holding the
+  largest token owns the client id. A node whose claim is superseded hears
+  `BackplaneHost.client_id_taken_elsewhere` and closes its connection with
+  DISCONNECT 0x8E (Session taken over), as one broker would.
 - `retained_set` / `retained_clear` when a publish here changes a retained topic. The
   backplane keeps every node's retained tree in step through
   `BackplaneHost.retained_from_node`, so a SUBSCRIBE is answered from the node's own
@@ -49,6 +50,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ..store.base import Store, StoredState
 from .message import Message
 from .topic_tree import TopicTree
 
@@ -80,6 +82,11 @@ class BackplaneHost(Protocol):
         """Another node set (`message`) or cleared (None) the retained message of `topic`."""
         ...
 
+    def session_from_node(self, state: StoredState) -> None:
+        """A persistent session moves here (`state.sessions[0]`, its messages by id):
+        it replaces any copy this node has, records itself in the node's store only."""
+        ...
+
     def will_of(self, client_id: str) -> tuple[Message, int] | None:
         """The will of `client_id` connected here and the delay it would have, or None."""
         ...
@@ -98,6 +105,14 @@ class Backplane(Protocol):
 
     #: False when nothing leaves the process: the broker then keeps no reference to it.
     distributed: bool
+    #: True when a session taken over by another node goes there with its messages
+    #: (durable sessions): the node it leaves forgets it without dropping anything.
+    sessions_move: bool
+
+    def wrap_store(self, store: Store) -> Store:
+        """The store the core records in: `store`, or one that also keeps sessions in
+        the cluster (and whose `after_commit` waits for that too)."""
+        ...
 
     def bind(self, host: BackplaneHost) -> None:
         """Attach the core that messages and notices from other nodes go to."""
@@ -119,12 +134,25 @@ class Backplane(Protocol):
         """This node's last member of "$share/{share}/{topic_filter}" left."""
         ...
 
-    def publish(self, message: Message) -> None:
-        """A message published on this node: carry it to the other nodes that want it."""
+    def publish(self, message: Message) -> bool:
+        """A message published on this node: carry it to the other nodes that want it.
+
+        True when the backplane recorded it durably: the publisher's PUBACK/PUBREC then
+        waits for `store.after_commit` (of the store `wrap_store` gave).
+        """
         ...
 
-    def claim_client_id(self, client_id: str) -> None:
-        """A client connected here with `client_id`: take ownership (fenced)."""
+    def claim_client_id(
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
+    ) -> None:
+        """A client connects here with `client_id`: take ownership (fenced).
+
+        `answered(code)` comes once the claim is decided (the CONNACK waits for it): 0
+        when this node owns the client id, else the CONNACK reason code refusing it here
+        (0x88 when another node's later claim won meanwhile). A backplane whose sessions
+        move (`sessions_move`) first hands the session over from its previous node
+        (`BackplaneHost.session_from_node`) unless `clean_start` ends it.
+        """
         ...
 
     def release_client_id(self, client_id: str) -> None:
@@ -304,6 +332,7 @@ class InProcessBackplane:
     def __init__(self, hub: InProcessHub | None = None) -> None:
         self.hub = hub
         self.distributed = hub is not None
+        self.sessions_move = False
         self.claims = ClientIdClaims()
         self.interest: dict[str, int] = {}
         self.shares: set[tuple[str, str]] = set()
@@ -365,15 +394,23 @@ class InProcessBackplane:
             self.shares.discard(key)
             self._share_tree.unsubscribe(topic_filter, key)
 
-    def publish(self, message: Message) -> None:
+    def publish(self, message: Message) -> bool:
         """Hand `message` to the hub for the nodes whose interest matches."""
         if self.hub is not None:
             self.hub._publish(self, message)
+        return False
 
-    def claim_client_id(self, client_id: str) -> None:
+    def wrap_store(self, store: Store) -> Store:
+        """Sessions stay on their node here: the store as it is."""
+        return store
+
+    def claim_client_id(
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
+    ) -> None:
         """Claim `client_id` with a fresh token (a single node owns everything)."""
         if self.hub is not None:
             self.hub._claim(self, client_id)
+        answered(0)
 
     def release_client_id(self, client_id: str) -> None:
         """Release our claim on `client_id`, if it is still ours."""

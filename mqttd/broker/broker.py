@@ -23,7 +23,7 @@ rule: the one topic of an exact filter, every plan for a wildcard filter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ..auth.enhanced import AuthMethods
 from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
@@ -32,7 +32,7 @@ from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import RetainedRow, Store, StoredMessage
+from ..store.base import RetainedRow, Store, StoredMessage, StoredState
 from .backplane import Backplane
 from .clock import Clock
 from .connection import Connection, Sink
@@ -40,7 +40,13 @@ from .dead_letter import DeadLetters, DropReason
 from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
-from .recovery import message_from_stored, restore_session, set_persistent, stored_message
+from .recovery import (
+    message_from_stored,
+    record_restored,
+    restore_session,
+    set_persistent,
+    stored_message,
+)
 from .retained import RetainedMessages, RetainedTree
 from .scheduler import Scheduler
 from .session import Session, SubOptions
@@ -113,6 +119,8 @@ class Broker:
         self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
         self._stopping = False
+        #: True in a cluster: a CONNECT's client id is claimed before its CONNACK.
+        self.clustered = False
         #: The other nodes of a cluster (backplane.py); None on a single node.
         self._backplane: Backplane | None = None
 
@@ -122,6 +130,10 @@ class Broker:
         """Join a cluster through `backplane` (before `start`); a single node keeps none."""
         if backplane.distributed:
             self._backplane = backplane
+            self.clustered = True
+            # Durable sessions: a store that also keeps sessions in the cluster.
+            store = self.store = backplane.wrap_store(self.store)
+            self.wills._store = self.retained_messages._store = store
             self.shared.backplane = backplane
             self.retained_messages.backplane = backplane
             self.wills.backplane = backplane
@@ -349,7 +361,8 @@ class Broker:
                 session.expiry_timer = None
             if clean_start or not session.persistent:
                 # Messages a clean start discards were discarded by their own client.
-                self._end_session(session, None if clean_start else DropReason.SESSION_EXPIRED)
+                dropped = None if clean_start else DropReason.SESSION_EXPIRED
+                self._end_session(session, dropped, release=False)  # the new one keeps the id
                 session = None
         present = session is not None and connection.protocol_level != 3
         if session is None:
@@ -360,9 +373,16 @@ class Broker:
         session.expiry_interval = expiry_interval
         set_persistent(session, expiry_interval > 0, self.store, self.save_session)
         connection.session = session
-        if self._backplane is not None:
-            self._backplane.claim_client_id(client_id)
         return session, present
+
+    def claim_before_connack(
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
+    ) -> bool:
+        """In a cluster, claim `client_id` for a CONNECT: True, and `answered(code)` once
+        decided (0: owned; else the CONNACK's refusal); False on a single node."""
+        if self._backplane is not None:
+            self._backplane.claim_client_id(client_id, clean_start, answered)
+        return self._backplane is not None
 
     def _take_over(self, old: Connection, session: Session) -> None:
         self.stats.takeovers += 1
@@ -382,10 +402,10 @@ class Broker:
     def client_id_taken_elsewhere(self, client_id: str) -> None:
         """Another node of the cluster claimed `client_id` after this one (backplane.py).
 
-        The connection here gets DISCONNECT 0x8E, as on one broker, and the session here
-        ends: the client now lives on the other node. A delayed will is cancelled (the
-        client is connected again); its undelivered messages are dropped (sessions do
-        not move between nodes yet, docs/cluster.md).
+        The connection here gets DISCONNECT 0x8E, as on one broker, and a delayed will is
+        cancelled (the client is connected again). With durable sessions the session
+        moved there, messages and all (`_forget_moved`); without, it ends here and its
+        undelivered messages are dropped.
         """
         session = self._sessions.get(client_id)
         if session is None:
@@ -395,7 +415,53 @@ class Broker:
             self._take_over(old, session)
         if session.will_timer is not None:
             self.wills.cancel_pending(session)
-        self._end_session(session, DropReason.SESSION_EXPIRED)
+        if self._backplane is not None and self._backplane.sessions_move:
+            self._forget_moved(session)
+        else:
+            self._end_session(session, DropReason.SESSION_EXPIRED)
+
+    def _forget_moved(self, session: Session) -> None:
+        """The session lives on another node now: forget it here only (no will, no dead
+        letters, no release of the client id, nothing handed to other group members)."""
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        if session.will_timer is not None:
+            self.wills.cancel_pending(session)
+        for topic_filter in session.subscriptions:
+            self._remove_subscription(session, topic_filter)
+        session.subscriptions.clear()
+        session.clear()
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+        if session.persistent:
+            session.persistent = False
+            self.store.delete_session(session.client_id)
+
+    def session_from_node(self, state: StoredState) -> None:
+        """A persistent session moves here from its log (`state.sessions[0]`): it replaces
+        this node's copy, recorded in the node's store as it came; an offline one's
+        expiry starts counting here, and a pending will is dropped (its client is
+        connecting)."""
+        if not state.sessions:
+            return
+        stored = state.sessions[0]
+        stored.will = None
+        old = self._sessions.get(stored.client_id)
+        if old is not None:
+            if old.connection is not None:
+                self._take_over(old.connection, old)
+            self._forget_moved(old)
+        now = self.clock.now()
+        wall = self.clock.wall()
+        messages = {mid: message_from_stored(m, now, wall) for mid, m in state.messages.items()}
+        session, _ = restore_session(self, stored, messages, now, wall, self._restore_subscription)
+        self._sessions[session.client_id] = session
+        record_restored(self, session, stored.disconnected_at)
+        if session.expiry_interval != _NEVER_EXPIRES:
+            session.expiry_timer = self.scheduler.call_later(
+                session.expiry_interval, lambda: self._expire_session(session)
+            )
 
     def will_of(self, client_id: str) -> tuple[Message, int] | None:
         """The will of `client_id` connected here, and its delay as `Wills` would apply it."""
@@ -496,11 +562,14 @@ class Broker:
             logger.info("session %r expired", session.client_id)
         self._end_session(session, DropReason.SESSION_EXPIRED)
 
-    def _end_session(self, session: Session, dropped: DropReason | None = None) -> None:
+    def _end_session(
+        self, session: Session, dropped: DropReason | None = None, release: bool = True
+    ) -> None:
         """The session is over: publish a pending will, drop subscriptions and messages.
 
         `dropped`: the reason its undelivered messages are counted (and dead-lettered)
-        under; None when its own client asked for them to go (clean start).
+        under; None when its own client asked for them to go (clean start). `release`:
+        give the client id up in the cluster (not when a new connection keeps it).
         """
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
@@ -520,7 +589,7 @@ class Broker:
         session.clear()
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]
-            if self._backplane is not None:
+            if self._backplane is not None and release:
                 self._backplane.release_client_id(session.client_id)
         if session.persistent:
             session.persistent = False
@@ -560,7 +629,8 @@ class Broker:
             flags = RECORDED
         if self._backplane is not None and not from_node:
             # Other nodes may hold matching subscriptions: never "no subscribers" (0x10).
-            self._backplane.publish(message)
+            if self._backplane.publish(message):
+                flags |= RECORDED  # stored in the cluster: the ack waits for it too
             flags |= MATCHED
         topic = message.topic
         matches = self._tree.match(topic)

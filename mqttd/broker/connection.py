@@ -12,12 +12,15 @@ States (`State`), and every transition in one table, as h11 keeps its own
           |  CONNECT naming an Authentication Method          ^
           v                                                   |
     AUTHENTICATING --AUTH exchange succeeds----------------------+
+          (a cluster: into CONNECTED through CLAIMING, once the claim is answered)
 
 - AWAIT_CONNECT: the first packet must be CONNECT [MQTT-3.1.0-1], within
   `settings.connect_timeout`; anything else closes (0x82, no CONNACK for 3.x).
   handshake.py checks the CONNECT, authenticates and answers CONNACK.
 - AUTHENTICATING (5.0 enhanced authentication, 4.12): only AUTH or DISCONNECT
   [MQTT-3.1.2-30]; a second CONNECT, or anything else, is a protocol error (0x82).
+- CLAIMING (a cluster only): the cluster claims the client id before the CONNACK
+  (`Broker.claim_before_connack`); packets after the CONNECT wait until CONNECTED.
 - CONNECTED: every client packet; a second CONNECT is a protocol error
   [MQTT-3.1.0-2], and so is a packet only servers send. AUTH re-authenticates.
 - CLOSING: the sink was told to close (it flushes what was written); input is ignored.
@@ -67,6 +70,7 @@ from ..protocol.packets import (
 )
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
+from .flow import HOLD_CLAIM
 from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
 from .inbound import ACK_CLASS, PUBREC, on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
 from .message import Message
@@ -90,11 +94,12 @@ class State(enum.IntEnum):
     AUTHENTICATING = 1
     CONNECTED = 2
     CLOSING = 3
+    CLAIMING = 4
 
     @property
     def label(self) -> str:
         """The state as a log line says it."""
-        return ("awaiting CONNECT", "authenticating", "connected", "closing")[self]
+        return ("awaiting CONNECT", "authenticating", "connected", "closing", "claiming")[self]
 
 
 # Module-level names, as websockets has them: on Python 3.11 `State.CLOSING` is a
@@ -104,6 +109,7 @@ AWAIT_CONNECT = State.AWAIT_CONNECT
 AUTHENTICATING = State.AUTHENTICATING
 CONNECTED = State.CONNECTED
 CLOSING = State.CLOSING
+CLAIMING = State.CLAIMING
 
 _PINGRESP = b"\xd0\x00"
 
@@ -139,6 +145,7 @@ class Connection:
     __slots__ = (
         "_acks_waiting",
         "_handlers",
+        "_held",
         "_reader",
         "_reading_held",
         "_state",
@@ -220,6 +227,8 @@ class Connection:
         self.throttle_timer: Timer | None = None
         # Why the socket is not read: flow.HOLD_* bits (throttle, back-pressure); 0 = reading.
         self._reading_held = 0
+        #: Packets that came while CLAIMING, handled once CONNECTED.
+        self._held: list[Packet] | None = None
         #: Back-pressure (flow.py): the saturated sessions this publisher waits for.
         self.blocked_on: set[Session] | None = None
         self.session: Session | None = None
@@ -277,6 +286,26 @@ class Connection:
     def authenticating(self) -> None:
         """An enhanced-authentication exchange started: only AUTH or DISCONNECT now."""
         self._enter(AUTHENTICATING)
+
+    def claiming(self) -> None:
+        """The cluster claims the client id: no CONNACK and nothing read until `claimed`."""
+        self._enter(CLAIMING)
+        self.hold_reading(HOLD_CLAIM)
+
+    def claimed(self) -> None:
+        """The CONNACK ended CLAIMING: read again, handle what was held."""
+        held, self._held = self._held, None
+        self.release_reading(HOLD_CLAIM)
+        try:
+            for packet in held or ():
+                self._handlers[type(packet)](self, packet)
+        except MQTTError as exc:
+            self.fail(exc.reason_code, str(exc))
+
+    def _hold(self, packet: Packet) -> None:
+        if self._held is None:
+            self._held = []
+        self._held.append(packet)
 
     def established(self, keep_alive: int) -> None:
         """The CONNACK accepting the client went out: lift the pre-CONNECT size bound,
@@ -612,6 +641,8 @@ TRANSITIONS: dict[tuple[State, type], Handler] = {
     (AUTHENTICATING, Disconnect): Connection._quit_authentication,
     **{(CONNECTED, cls): handler for cls, handler in _CONNECTED.items()},
     **{(CLOSING, cls): Connection._ignore for cls in _CONNECTED},
+    **{(CLAIMING, cls): Connection._hold for cls in _CONNECTED},
+    (CLAIMING, Connect): Connection._on_second_connect,
 }
 """(state, packet class) -> handler: every transition of the machine, for every packet
 class the reader makes. A handler that ends the connection enters CLOSING; the

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GAVE_UP",
     "HIGH_WATER_CAP",
+    "HOLD_CLAIM",
     "HOLD_FLOW",
     "HOLD_THROTTLE",
     "FlowControl",
@@ -81,6 +82,8 @@ HIGH_WATER_CAP = 1000
 #: HOLD_FLOW: back-pressure (this module).
 HOLD_THROTTLE = 1
 HOLD_FLOW = 2
+#: HOLD_CLAIM: a CONNECT waits for the cluster's claim on its client id (connection.py).
+HOLD_CLAIM = 4
 
 #: `Session.waiting_publishers` of a session that stopped pausing publishers
 #: (`max_publisher_pause` passed without progress) until it drains. Never added to.

@@ -133,6 +133,50 @@ def refuse_protocol_version(
     conn.close(publish_will=False)
 
 
+class _ClaimAnswer:
+    """Where the cluster's answer to a claim goes (`Broker.claim_before_connack`)."""
+
+    __slots__ = ("assigned", "auth_props", "client_id", "given", "handshake", "packet", "username")
+
+    def __init__(
+        self,
+        handshake: Handshake,
+        packet: Connect,
+        client_id: str,
+        assigned: bool,
+        username: str | None,
+        auth_props: Properties | None,
+    ) -> None:
+        self.handshake = handshake
+        self.packet = packet
+        self.client_id = client_id
+        self.assigned = assigned
+        self.username = username
+        self.auth_props = auth_props
+        self.given = False
+
+    def __call__(self, refusal: int) -> None:
+        self.given = True
+        handshake = self.handshake
+        conn = handshake._conn
+        if conn.closed:
+            return  # the client went away meanwhile
+        if refusal:
+            # Another node's later claim won (0x88), or this node is cut off (0x9C).
+            handshake.refuse(refusal, "the cluster gave the client id to no one here")
+            return
+        handshake._accept(
+            self.packet,
+            self.client_id,
+            self.assigned,
+            self.username,
+            self.auth_props,
+            claimed=True,
+        )
+        if conn.connected:
+            conn.claimed()
+
+
 class Handshake:
     """The CONNECT and AUTH exchange of one connection (see the module docstring)."""
 
@@ -314,11 +358,13 @@ class Handshake:
         assigned: bool,
         username: str | None,
         auth_props: Properties | None,
+        claimed: bool = False,
     ) -> None:
         """Complete an authenticated CONNECT: session, will, CONNACK.
 
         `auth_props`: the Authentication Method and Data of an enhanced authentication,
-        for the CONNACK [MQTT-4.12.0-5].
+        for the CONNACK [MQTT-4.12.0-5]. In a cluster the client id is claimed first
+        (the connection is CLAIMING meanwhile) and this runs again with `claimed`.
         """
         conn = self._conn
         settings = self._settings
@@ -342,6 +388,12 @@ class Handshake:
             and not authorise(client_id, username, "write", will.topic)
         ):
             self.refuse(ReasonCode.NOT_AUTHORIZED, "will topic not allowed by the ACL")
+            return
+        if broker.clustered and not claimed:
+            answer = _ClaimAnswer(self, packet, client_id, assigned, username, auth_props)
+            broker.claim_before_connack(client_id, packet.clean_start, answer)
+            if not answer.given:
+                conn.claiming()
             return
         conn.username = username
         if settings.max_publish_rate > 0:

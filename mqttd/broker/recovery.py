@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..protocol.errors import TopicFilterInvalid
-from ..store.base import OutboundState, StoredMessage, StoredSession
+from ..store.base import OutboundState, StoredMessage, StoredOutbound, StoredSession
 from .message import Message
 from .session import Outbound, Session, SessionContext, SubOptions
 
@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from ..store.base import Store
     from .clock import Clock
 
-__all__ = ["message_from_stored", "restore_session", "set_persistent", "stored_message"]
+__all__ = [
+    "message_from_stored",
+    "record_restored",
+    "restore_session",
+    "set_persistent",
+    "stored_message",
+]
 
 logger = logging.getLogger("mqttd.broker")
 
@@ -163,3 +169,32 @@ def set_persistent(
             session.record(entry)
     for pid in session.inbound_qos2_ids:
         store.add_inbound_qos2(client_id, pid)
+
+
+def record_restored(core: SessionContext, session: Session, disconnected_at: float | None) -> None:
+    """Record a session taken in from elsewhere (a cluster's log) in the node's store,
+    with the sequence numbers, packet ids and states it came with."""
+    store = core.store
+    core.save_session(session, disconnected_at)
+    for topic_filter, options in session.subscriptions.items():
+        store.add_subscription(session.client_id, options.to_stored(topic_filter))
+    for entry in (*session.inflight.values(), *(session.queue if session.queue_length else ())):
+        message = entry.message
+        if message.store_id is None:
+            message.store_id = core.next_message_id()
+            store.save_message(message.store_id, core.stored_message(message))
+        state_ = entry.state if entry.packet_id else OutboundState.QUEUED
+        store.add_outbound(
+            session.client_id,
+            StoredOutbound(
+                entry.seq,
+                message.store_id,
+                entry.qos,
+                entry.retain,
+                entry.sub_ids,
+                entry.packet_id or None,
+                state_,
+            ),
+        )
+    for pid in session.inbound_qos2_ids:
+        store.add_inbound_qos2(session.client_id, pid)

@@ -13,8 +13,10 @@ drained by one task:
   fails because NATS or JetStream is away (or still recovering after a restart) is
   tried again in place for up to 30 s, so the order holds.
 
-Routing is interest-based on core NATS (at most once, like QoS 0 on a network: the
-JetStream-durable path is not built yet). A filter held here is counted
+Routing is interest-based on core NATS (at most once, like QoS 0 on a network). With
+durable sessions a QoS 1/2 message published here is also written to JetStream's
+messages stream, and its PUBACK waits for that (`publish` returns True; durable.py).
+A filter held here is counted
 (`interest_added`/`interest_removed`); its first holder subscribes its subjects
 (`subjects.filter_to_subjects`, counted per subject too), its last one unsubscribes.
 Every message published here goes to its topic's subject; NATS forwards it only to nodes
@@ -34,8 +36,11 @@ a backplane is present.
 Client ids live in the KV bucket `mqttd_<cluster>_clients`: a claim reads the key and
 writes it with compare-and-set on the revision it read (create when absent); the new
 revision is the claim's fencing token (`ClientIdClaims`). When the previous owner was
-another node, that node is told on its subject `mqttd.<cluster>.node.<node>.takeover`
-and closes its connection with 0x8E. A release deletes the key only at our revision.
+another node, that node is asked on its subject `mqttd.<cluster>.node.<node>.takeover`
+and closes its connection with 0x8E; with durable sessions the claim waits for its
+answer, reads the session's log and hands the session to the core (sessions.py). Only
+then is the claim answered, and the CONNACK goes out. A release deletes the key only
+at our revision.
 
 Retained messages live in the KV bucket `mqttd_<cluster>_retained`, one key per topic
 (history 1: the last message per subject), as envelopes; a clear writes a "cleared"
@@ -80,8 +85,12 @@ from ..broker.backplane import BackplaneHost, ClientIdClaims
 from ..broker.clock import Clock
 from ..broker.message import Message
 from ..config import ClusterConfig
+from ..protocol.reason_codes import ReasonCode
+from ..store.base import Store
+from .durable import DurableStore, SessionLog
 from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
 from .nodes import NodeLiveness
+from .sessions import SessionMover
 from .subjects import (
     filter_to_subjects,
     long_subject,
@@ -190,6 +199,10 @@ class NatsBackplane:
         self._clients: KeyValue | None = None
         self._retained: KeyValue | None = None
         self._nodes: KeyValue | None = None
+        #: Durable sessions (`[cluster] durable_sessions`): durable.py, sessions.py.
+        self.sessions_move = config.durable_sessions
+        self._durable_store: DurableStore | None = None
+        self.mover: SessionMover | None = None
         #: Heartbeats, self-fence and dead nodes' wills (nodes.py); set by `start`.
         self.liveness: NodeLiveness | None = None
         #: The last heartbeat's round trip to JetStream, seconds; -1 = not yet.
@@ -246,11 +259,12 @@ class NatsBackplane:
         self._share_ops.append((False, share, topic_filter))
         self._outbox_wake.set()
 
-    def publish(self, message: Message) -> None:
-        """Send a message published here to the nodes subscribed to its subject."""
+    def publish(self, message: Message) -> bool:
+        """Send a message published here to the nodes subscribed to its subject; True
+        when a QoS 1/2 copy goes to JetStream too (durable sessions: the ack waits)."""
         topic = message.topic
         if topic.startswith("$SYS/"):
-            return  # each node's own figures
+            return False  # each node's own figures
         subjects = self._subjects
         subject = subjects.get(topic, "")
         if subject == "":
@@ -259,27 +273,53 @@ class NatsBackplane:
             subject = subjects[topic] = topic_to_subject(topic, self._prefix)
         data = self._encode(message)
         if data is None:
-            return
+            return False
         if len(self._outbox) >= MAX_OUTBOX:
             self.stats.dropped += 1
-            return
+            return False
         self.stats.routed_out += 1
         self._queue(_PUB, subject or self._long, data)
+        store = self._durable_store
+        if store is not None and message.qos and store.log is not None:
+            message_id = f"{self.node}.{self.boot}.{self._seq}"
+            store.current = (message.payload, message_id)
+            log = store.log
+            stream_subject = (
+                log.message_prefix + subject[len(self._prefix) :] if subject else log.message_long
+            )
+            log.write_message(stream_subject, data, message_id)
+            return True
+        return False
+
+    def wrap_store(self, store: Store) -> Store:
+        """With durable sessions, the store that also writes sessions to JetStream."""
+        if not self.sessions_move:
+            return store
+        self._durable_store = DurableStore(store)
+        return self._durable_store
 
     @property
     def peers(self) -> list[str]:
         """The nodes whose heartbeat is fresh, this one included (refreshed each beat)."""
         return self.liveness.peers if self.liveness is not None else []
 
-    def claim_client_id(self, client_id: str) -> None:
-        """A client connected here: claim its id in the KV bucket (fenced by revision)."""
+    def claim_client_id(
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
+    ) -> None:
+        """A client connects here: claim its id in the KV bucket (fenced by revision),
+        bring its session over (sessions.py), then `answered(0)`, or the CONNACK reason code
+        that refuses the client here."""
         liveness = self.liveness
         if liveness is not None and liveness.fenced:
             # Cut off from NATS: no claim (it would take the client from where it is now).
             asyncio.get_running_loop().call_soon(self.host.node_fenced)
+            answered(ReasonCode.USE_ANOTHER_SERVER)
             return
         self.claims.claiming(client_id)
-        self._submit(lambda: self._claim(client_id), lambda: self._claim_given_up(client_id))
+        self._submit(
+            lambda: self._claim(client_id, clean_start, answered),
+            lambda: self._claim_given_up(client_id, answered),
+        )
 
     def release_client_id(self, client_id: str) -> None:
         """The session of `client_id` ended here: delete its key if our claim holds it."""
@@ -352,6 +392,22 @@ class NatsBackplane:
                 lambda: self.host,
                 self._will_message,
             )
+            log = None
+            if self._durable_store is not None:
+                log = SessionLog(
+                    nc,
+                    js,
+                    config.name,
+                    self.node,
+                    self.boot,
+                    lambda client_id: self.claims.token(client_id) is not None,
+                    config.request_timeout,
+                    config.replicas,
+                    config.message_retention,
+                )
+                await log.open()
+                self._durable_store.log = log
+            self.mover = SessionMover(nc, log, self._takeover_prefix, config.request_timeout)
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
             await self.liveness.start()
@@ -391,6 +447,10 @@ class NatsBackplane:
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(), _STOP_DRAIN)
+        log = self._durable_store.log if self._durable_store is not None else None
+        if log is not None:
+            await log.flush(_STOP_DRAIN)  # the last records of sessions (disconnect times)
+            await log.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -504,6 +564,12 @@ class NatsBackplane:
             envelope.origin,
         )
 
+    def _routing(self, envelope: Envelope) -> None:
+        # The message's id goes into the records of the sessions it is queued for.
+        store = self._durable_store
+        if store is not None and envelope.qos:
+            store.current = (envelope.payload, f"{envelope.node}.{envelope.boot}.{envelope.seq}")
+
     def _queue(self, kind: int, subject: str, data: bytes) -> None:
         self._outbox.append((kind, subject, data))
         self._outbox_wake.set()
@@ -570,6 +636,7 @@ class NatsBackplane:
             if not topic_matches(topic_filter, envelope.topic):
                 return  # a long topic, or a widened filter: not this group's
             self.stats.shared_in += 1
+            self._routing(envelope)
             try:
                 self.host.deliver_shared_from_node(self._message(envelope), share, topic_filter)
             except Exception:
@@ -595,6 +662,7 @@ class NatsBackplane:
         if len(seen_order) > _SEEN_WINDOW:
             self._seen.discard(seen_order.popleft())
         self.stats.routed_in += 1
+        self._routing(envelope)
         try:
             self.host.publish_from_node(self._message(envelope))
         except Exception:
@@ -647,13 +715,18 @@ class NatsBackplane:
     def _forget(self, client_id: str) -> None:
         self.claims.release(client_id)  # a release given up: the key stays, unowned here
 
-    def _claim_given_up(self, client_id: str) -> None:
+    def _claim_given_up(self, client_id: str, answered: Callable[[int], None]) -> None:
         # Unanswered: keep serving the client (as one broker would), unfenced: any other
         # node's claim supersedes token 0.
         if not self.claims.claimed(client_id, 0):
             self.host.client_id_taken_elsewhere(client_id)
+            answered(ReasonCode.SERVER_UNAVAILABLE)
+            return
+        answered(0)
 
-    async def _claim(self, client_id: str) -> None:
+    async def _claim(
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
+    ) -> None:
         kv = self._clients
         assert kv is not None
         key = _kv_key(client_id)
@@ -677,29 +750,42 @@ class NatsBackplane:
             except KeyWrongLastSequenceError:
                 continue  # another node claimed in between: read again
         if not token:
-            self._claim_given_up(client_id)
+            self._claim_given_up(client_id, answered)
             return
         self.stats.claims += 1
         if not self.claims.claimed(client_id, token):
             self.host.client_id_taken_elsewhere(client_id)
+            answered(ReasonCode.SERVER_UNAVAILABLE)
             return
+        owner, owner_boot = None, None
         if previous:
-            await self._notify_owner(previous, client_id, token)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                held = json.loads(previous)
+                owner, owner_boot = str(held["node"]), held.get("boot")
+        mover = self.mover
+        assert mover is not None
+        if owner is not None and owner != self.node:
+            self.stats.takeovers_sent += 1
+            await mover.hand_over(owner, client_id, token)
+        state = None
+        if owner is not None and (owner != self.node or owner_boot != self.boot):
+            # The session was held elsewhere (or by this node's earlier life): its log
+            # in the cluster is the truth.
+            state = await mover.bring_over(client_id, clean_start)
+        if self.claims.token(client_id) != token:
+            # Another node's claim came while this one was under way.
+            answered(ReasonCode.SERVER_UNAVAILABLE)
+            return
+        if state is not None:
+            log = mover.log
+            assert log is not None
+            for record in mover.replayed_records:
+                log.write(client_id, record)  # ours now: the replayed messages join its log
+            with log.muted(client_id):
+                self.host.session_from_node(state)
+        answered(0)
         if liveness is not None:
             await self._keep_will(liveness, client_id)
-
-    async def _notify_owner(self, previous: bytes, client_id: str, token: int) -> None:
-        try:
-            owner = json.loads(previous)["node"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if owner != self.node:
-            self.stats.takeovers_sent += 1
-            notice = json.dumps({"client_id": client_id, "token": token}).encode()
-            nc = self._nc
-            assert nc is not None
-            with contextlib.suppress(nats_errors.Error):
-                await nc.publish(self._takeover_prefix + owner + ".takeover", notice)
 
     async def _keep_will(self, liveness: NodeLiveness, client_id: str) -> None:
         # Asked now, after the CONNECT was handled: the will as it stands (None when the
@@ -744,6 +830,8 @@ class NatsBackplane:
         if self.claims.superseded(client_id, token):
             logger.info("cluster: client %r connected to another node: closing it here", client_id)
             self.host.client_id_taken_elsewhere(client_id)
+        if self.mover is not None:
+            await self.mover.answer(msg)  # the new node waits for this
 
     # -- retained messages ----------------------------------------------------------------
 

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_SUBJECT",
     "filter_to_subjects",
     "long_subject",
+    "message_prefix",
     "subject_prefix",
     "subject_to_topic",
     "topic_matches",
@@ -54,6 +55,11 @@ _ESCAPE_TABLE = {ord(c): f"%{ord(c):02X}" for c in _ESCAPED}
 def subject_prefix(cluster: str) -> str:
     """The subject prefix of cluster `cluster`'s topics (no trailing dot)."""
     return f"mqttd.{cluster}.t"
+
+
+def message_prefix(cluster: str) -> str:
+    """The subject prefix of cluster `cluster`'s stream of QoS 1/2 messages (durable.py)."""
+    return f"mqttd.{cluster}.m"
 
 
 def long_subject(cluster: str) -> str:

@@ -238,8 +238,9 @@ class RecordingBackplane(InProcessBackplane):
     def will_settled(self, client_id: str) -> None:
         self.settled.append(client_id)
 
-    def publish(self, message: Message) -> None:
+    def publish(self, message: Message) -> bool:
         self.published.append(message.topic)
+        return False
 
 
 def recording() -> tuple[Harness, RecordingBackplane]:

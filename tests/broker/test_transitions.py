@@ -8,11 +8,13 @@ and check what it wrote back and which state it is in afterwards.
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 
 import pytest
 from support.core import Client, Harness
 
 from mqttd.auth.enhanced import AuthContext, AuthStep
+from mqttd.broker.backplane import InProcessBackplane, InProcessHub
 from mqttd.broker.connection import TRANSITIONS, State
 from mqttd.protocol import (
     Auth,
@@ -93,7 +95,23 @@ EXPECTED: dict[tuple[State, type], Outcome] = {
     (State.CONNECTED, PingResp): ENDED,
     # What follows a DISCONNECT in the same read is never looked at.
     **{(State.CLOSING, cls): CLOSE for cls in SAMPLES},
+    # A cluster claims the client id before the CONNACK: packets wait, unanswered.
+    **{(State.CLAIMING, cls): ([], State.CLAIMING) for cls in SAMPLES},
+    (State.CLAIMING, Connect): REFUSED,  # [MQTT-3.1.0-2]
 }
+
+
+class PendingClaims(InProcessBackplane):
+    """A cluster node whose claims the test answers (`answers`)."""
+
+    def __init__(self) -> None:
+        super().__init__(InProcessHub())
+        self.answers: list[Callable[[int], None]] = []
+
+    def claim_client_id(
+        self, client_id: str, clean_start: bool, answered: Callable[[int], None]
+    ) -> None:
+        self.answers.append(answered)
 
 
 class Continues:
@@ -124,6 +142,12 @@ def _client_in(state: State, harness: Harness) -> tuple[Client, bytes]:
     """A client whose connection is in `state`, and bytes to send before the packet."""
     if state is State.AWAIT_CONNECT:
         return harness.client(5), b""
+    if state is State.CLAIMING:
+        harness.broker.use_backplane(PendingClaims())
+        client = harness.client(5)
+        client.send(Connect("c", 5))
+        assert _written(client) == []
+        return client, b""
     if state is State.AUTHENTICATING:
         harness.broker.auth_methods.register(METHOD, _continues)
         client = harness.client(5)
@@ -180,3 +204,41 @@ def test_the_reader_decodes_every_sample_as_itself() -> None:
     for cls, packet in SAMPLES.items():
         (decoded,) = PacketReader(1 << 20, protocol_level=5).feed(encode(packet, 5))
         assert type(decoded) is cls
+
+
+def test_packets_held_while_claiming_are_handled_after_the_connack(harness: Harness) -> None:
+    claims = PendingClaims()
+    harness.broker.use_backplane(claims)
+    client = harness.client(5)
+    client.send_bytes(
+        encode(Connect("c", 5), 5)
+        + encode(Subscribe(1, [Subscription("t")]), 5)
+        + encode(PingReq(), 5)
+    )
+    assert _written(client) == [] and client.conn.state is State.CLAIMING
+    (answer,) = claims.answers
+    answer(0)
+    assert _written(client) == [("Connack", 0), ("SubAck", 0), ("PingResp", 0)]
+    assert client.conn.connected
+
+
+def test_a_claim_lost_to_another_node_refuses_the_connect(harness: Harness) -> None:
+    claims = PendingClaims()
+    harness.broker.use_backplane(claims)
+    client = harness.client(5)
+    client.send(Connect("c", 5))
+    (answer,) = claims.answers
+    answer(0x88)
+    assert _written(client) == [("Connack", 0x88)]
+    assert client.sink.closed and "c" not in harness.broker.sessions
+
+
+def test_a_client_gone_while_claiming_is_not_served(harness: Harness) -> None:
+    claims = PendingClaims()
+    harness.broker.use_backplane(claims)
+    client = harness.client(5)
+    client.send(Connect("c", 5))
+    client.conn.connection_lost()
+    (answer,) = claims.answers
+    answer(0)
+    assert _written(client) == [] and "c" not in harness.broker.sessions
