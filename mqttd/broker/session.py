@@ -273,7 +273,17 @@ class Session:
         ):
             if self.persistent:
                 self.record(entry)
-                self._start(entry)
+                if self._start(entry):
+                    ack = self._core.pending_ack
+                    if ack is not None:
+                        # The publisher's PUBACK may go once this client's PUBACK
+                        # ends the entry (outbound.PublisherAck), QoS 1 only: a QoS 2
+                        # PUBLISH waits for the commit anyway.
+                        if entry.qos == 1 and type(entry) is Outbound:
+                            entry.ack = ack
+                            ack.holders += 1
+                        else:
+                            ack.blocked = True
                 # Recorded even when the send was dropped: the removal is recorded too,
                 # and the ack must still follow it.
                 return True
@@ -283,6 +293,9 @@ class Session:
             return False
         if self.persistent:
             self.record(entry)
+            ack = self._core.pending_ack
+            if ack is not None:
+                ack.blocked = True  # queued: only the store has it
             return True
         return False
 
@@ -577,6 +590,10 @@ class Session:
         del self.inflight[packet_id]
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
+            ack = entry.ack
+            if ack is not None:
+                entry.ack = None
+                ack.delivered()
         if self._queue:
             self.pump()
         return True
