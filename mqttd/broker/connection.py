@@ -465,7 +465,11 @@ class Connection:
                 acks = self._acks = deque()
             acks.append(ack)
             if recorded:
-                self.broker.store.after_commit(ack.committed)
+                # Patient when its receivers' PUBACKs may release it first: the store
+                # then lets the batch fill and fold (store/sqlite.py, after_commit).
+                self.broker.store.after_commit(
+                    ack.committed, pending is not None and ack.holders > 0 and not ack.blocked
+                )
             else:
                 ack.ready = True  # nothing to wait for but the acks before it
         else:

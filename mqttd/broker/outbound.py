@@ -63,10 +63,12 @@ class PublisherAck:
     first makes it `ready`; `on_ready` (the publisher's connection) then sends the
     acknowledgements that are ready, in the order their PUBLISH packets came.
 
-    Only a QoS 1 delivery sent at once to a persistent session holds the
-    acknowledgement (`holders`); anything else recorded for the message (queued for
-    later, QoS 2, a shared subscription's entry, a retained message) sets `blocked`,
-    and the acknowledgement waits for the commit.
+    A QoS 1 delivery to a persistent session, sent or queued, holds the acknowledgement
+    (`holders`) until that client's PUBACK; anything else recorded for the message
+    (QoS 2, a shared subscription's entry, a retained message) sets `blocked`, and the
+    acknowledgement waits for the commit. A delivery that ends without a PUBACK
+    (dropped from a queue, expired, its session ended) never releases its hold: the
+    commit does. For an offline session the commit always comes first.
     """
 
     __slots__ = ("blocked", "data", "holders", "on_ready", "qos1", "ready")

@@ -274,16 +274,7 @@ class Session:
             if self.persistent:
                 self.record(entry)
                 if self._start(entry):
-                    ack = self._core.pending_ack
-                    if ack is not None:
-                        # The publisher's PUBACK may go once this client's PUBACK
-                        # ends the entry (outbound.PublisherAck), QoS 1 only: a QoS 2
-                        # PUBLISH waits for the commit anyway.
-                        if entry.qos == 1 and type(entry) is Outbound:
-                            entry.ack = ack
-                            ack.holders += 1
-                        else:
-                            ack.blocked = True
+                    self._hold(entry)
                 # Recorded even when the send was dropped: the removal is recorded too,
                 # and the ack must still follow it.
                 return True
@@ -293,11 +284,22 @@ class Session:
             return False
         if self.persistent:
             self.record(entry)
-            ack = self._core.pending_ack
-            if ack is not None:
-                ack.blocked = True  # queued: only the store has it
+            self._hold(entry)
             return True
         return False
+
+    def _hold(self, entry: Outbound) -> None:
+        """Let the publisher's PUBACK wait for this client's PUBACK or the commit,
+        whichever comes first (outbound.PublisherAck). QoS 1 only: a QoS 2 PUBLISH
+        waits for the commit anyway; a shared subscription's entry may move to
+        another member, so it leaves the publisher's PUBACK to the commit."""
+        ack = self._core.pending_ack
+        if ack is not None:
+            if entry.qos == 1 and type(entry) is Outbound:
+                entry.ack = ack
+                ack.holders += 1
+            else:
+                ack.blocked = True
 
     def record(self, entry: Outbound) -> None:
         """Write `entry` (and its message, the first time) to the store."""

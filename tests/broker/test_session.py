@@ -32,7 +32,7 @@ class DeferredStore(MemoryStore):
         super().__init__()
         self.waiting: list[Callable[[], None]] = []
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:
         self.waiting.append(callback)
 
     def commit(self) -> None:
