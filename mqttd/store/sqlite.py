@@ -572,7 +572,7 @@ class SqliteStore:
         *,
         durability: str = "safe",
         commit_interval: float = 0.005,
-        commit_batch: int = 1000,
+        commit_batch: int = 5000,
     ) -> None:
         if durability not in ("safe", "fast"):
             raise ValueError(f"durability must be 'safe' or 'fast', not {durability!r}")
@@ -1176,7 +1176,7 @@ class SqliteStore:
 
     async def _transaction(self, plan: list[tuple[str, Sequence[Any], bool]]) -> None:
         db = self._require_open()
-        run = getattr(db, "_execute", None)
+        run = _one_call(db)
         if run is not None:
             # The whole transaction in ONE call on aiosqlite's thread. Statement by
             # statement, each of the 5-8 statements was a hand-over between the threads,
@@ -1403,6 +1403,12 @@ class SqliteStore:
             return
         self._client(client_id).will = None
         self._changed(self._batch())
+
+
+def _one_call(db: aiosqlite.Connection) -> Callable[..., Awaitable[Any]] | None:
+    """aiosqlite's own way to run a function on its thread (`_execute`, private), or
+    None if this aiosqlite has none: `_transaction` then goes statement by statement."""
+    return cast("Callable[..., Awaitable[Any]] | None", getattr(db, "_execute", None))
 
 
 def _run_transaction(conn: sqlite3.Connection, plan: list[tuple[str, Sequence[Any], bool]]) -> None:
