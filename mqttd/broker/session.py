@@ -272,8 +272,10 @@ class Session:
             and (not self._max_inflight_bytes or self._bytes_room())
         ):
             if self.persistent:
-                self.record(entry)
-                if self._start(entry):
+                # Recorded as sent under its packet id: one change, not an add and an update.
+                pid = self._free_packet_id()
+                self.record(entry, pid)
+                if self._start(entry, pid):
                     self._hold(entry)
                 # Recorded even when the send was dropped: the removal is recorded too,
                 # and the ack must still follow it.
@@ -301,8 +303,9 @@ class Session:
             else:
                 ack.blocked = True
 
-    def record(self, entry: Outbound) -> None:
-        """Write `entry` (and its message, the first time) to the store."""
+    def record(self, entry: Outbound, packet_id: int = 0) -> None:
+        """Write `entry` (and its message, the first time) to the store; with a
+        `packet_id`, as a PUBLISH about to be sent under it."""
         message = entry.message
         store = self._store
         message_id = message.store_id
@@ -313,18 +316,30 @@ class Session:
         self.next_seq = seq + 1
         store.add_outbound(
             self.client_id,
-            StoredOutbound(seq, message_id, entry.qos, entry.retain, entry.sub_ids),
+            StoredOutbound(seq, message_id, entry.qos, entry.retain, entry.sub_ids)
+            if not packet_id
+            else StoredOutbound(
+                seq, message_id, entry.qos, entry.retain, entry.sub_ids, packet_id, _PUBLISH_SENT
+            ),
         )
 
-    def _start(self, entry: Outbound) -> bool:
-        """Send a QoS 1/2 entry with a fresh packet id; False if it had to be dropped."""
+    def _free_packet_id(self) -> int:
+        """The next packet id not in flight [MQTT-2.2.1-3]."""
         inflight = self.inflight
         pid = self.next_packet_id
         while pid in inflight:
             pid = pid % 65_535 + 1
-        if entry.seq:
-            # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
-            self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
+        return pid
+
+    def _start(self, entry: Outbound, pid: int = 0) -> bool:
+        """Send a QoS 1/2 entry with a fresh packet id (`pid`: already chosen and
+        recorded by `record`); False if it had to be dropped."""
+        inflight = self.inflight
+        if not pid:
+            pid = self._free_packet_id()
+            if entry.seq:
+                # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
+                self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
         if self._write_publish(
             entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid
         ):
