@@ -11,7 +11,10 @@ aiosqlite's thread), and after the COMMIT runs, on the event loop and in order, 
 `after_commit` callbacks registered while that batch was open (or, when none was open,
 on the last batch not yet committed). Everything recorded before a callback is
 therefore durable when it runs. While the writer is busy with one transaction the next
-batch keeps filling: the slower the disk, the bigger the batches (group commit).
+batch keeps filling: the slower the disk, the bigger the batches (group commit). A batch
+that only *patient* callbacks wait for (`after_commit(..., patient=True)`: publishers'
+PUBACKs that their receivers' PUBACKs may release first) stays open up to
+`patient_interval` (`PATIENT_COMMITS` intervals), so that its messages fold away.
 
 Coalescing. Only what is provably equivalent is folded away:
 - an outbound entry added and removed in the same batch leaves no trace, *if* the add
