@@ -500,6 +500,7 @@ class Connection:
                 self.qos1_unacked -= 1
             if self._state is CONNECTED:
                 self.write(ack.data)
+            ack.sent()
 
     def hold_reading(self, why: int) -> None:
         """Stop reading the client for `why` (a flow.HOLD_* bit; several may hold at once)."""

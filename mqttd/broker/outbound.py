@@ -63,12 +63,12 @@ class PublisherAck:
     first makes it `ready`; `on_ready` (the publisher's connection) then sends the
     acknowledgements that are ready, in the order their PUBLISH packets came.
 
-    A QoS 1 delivery to a persistent session, sent or queued, holds the acknowledgement
-    (`holders`) until that client's PUBACK; anything else recorded for the message
-    (QoS 2, a shared subscription's entry, a retained message) sets `blocked`, and the
-    acknowledgement waits for the commit. A delivery that ends without a PUBACK
-    (dropped from a queue, expired, its session ended) never releases its hold: the
-    commit does. For an offline session the commit always comes first.
+    A QoS 1 delivery to a connected persistent session, sent or queued, holds the
+    acknowledgement (`holders`) until that client's PUBACK; anything else recorded for
+    the message (a delivery to an offline session, QoS 2, a shared subscription's
+    entry, a retained message) sets `blocked`, and the acknowledgement waits for the
+    commit. A delivery that ends without a PUBACK (dropped from a queue, expired, its
+    session ended) never releases its hold: the commit does.
     """
 
     __slots__ = ("blocked", "data", "holders", "on_ready", "qos1", "ready")
@@ -80,6 +80,12 @@ class PublisherAck:
         self.holders = 0
         self.blocked = False
         self.ready = False
+
+    def sent(self) -> None:
+        """The acknowledgement went out: let go of its bytes and its connection (a
+        delivery may keep this object until its own PUBACK)."""
+        self.data = b""
+        self.on_ready = _sent
 
     def committed(self) -> None:
         """The store committed everything recorded before this acknowledgement."""
@@ -93,3 +99,7 @@ class PublisherAck:
         if not holders and not self.blocked and not self.ready:
             self.ready = True
             self.on_ready()
+
+
+def _sent() -> None:
+    """`on_ready` of an acknowledgement already sent."""

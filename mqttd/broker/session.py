@@ -294,10 +294,13 @@ class Session:
         """Let the publisher's PUBACK wait for this client's PUBACK or the commit,
         whichever comes first (outbound.PublisherAck). QoS 1 only: a QoS 2 PUBLISH
         waits for the commit anyway; a shared subscription's entry may move to
-        another member, so it leaves the publisher's PUBACK to the commit."""
+        another member, and an offline session will not acknowledge soon, so those
+        leave the publisher's PUBACK to the commit."""
         ack = self._core.pending_ack
         if ack is not None:
-            if entry.qos == 1 and type(entry) is Outbound:
+            # Offline, the PUBACK is far off: no hold, and no reference from a queued
+            # entry to the publisher's connection.
+            if entry.qos == 1 and type(entry) is Outbound and self.connection is not None:
                 entry.ack = ack
                 ack.holders += 1
             else:

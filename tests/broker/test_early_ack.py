@@ -73,6 +73,8 @@ def test_an_offline_persistent_receiver_leaves_the_puback_to_the_commit() -> Non
     pub.publish("t", qos=1, packet_id=1)
     online.ack(_delivered(online))
     assert pub.packets() == []  # "offline" has it only in the store
+    # No hold: the queued entry keeps no reference to the publisher's connection.
+    assert harness.broker.sessions["offline"].queue[0].ack is None
     store.commit()
     assert pub.packets() == [PubAck(1)]
 
