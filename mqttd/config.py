@@ -370,7 +370,7 @@ class PersistenceConfig:
         min=0,
         max=10_000,
     )
-    commit_batch: int = setting(1000, "most writes in one transaction", min=1, max=1_000_000)
+    commit_batch: int = setting(5000, "most writes in one transaction", min=1, max=1_000_000)
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ from .dead_letter import DeadLetters, DropReason
 from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
+from .outbound import PublisherAck
 from .recovery import (
     message_from_stored,
     record_restored,
@@ -89,6 +90,9 @@ class Broker:
         self.dead_letters = DeadLetters(self.stats, clock, self.scheduler, self.publish)
         #: Back-pressure: pauses publishers of saturated sessions (flow.py).
         self.flow = FlowControl(settings, self.scheduler, self.stats)
+        #: The PUBACK of the QoS 1 PUBLISH being routed (inbound.py), which deliveries to
+        #: persistent sessions may hold (`outbound.PublisherAck`); None otherwise.
+        self.pending_ack: PublisherAck | None = None
         self._authenticate: Authenticate = authenticate or allow_all
         #: The ACL hook (`mqttd.security`); None = everything is allowed, and the hot
         #: path pays one None check. May be replaced at run time (a reload).

@@ -35,15 +35,18 @@ client silent for 1.5 x Keep Alive is disconnected [MQTT-3.1.2-24] (5.0: DISCONN
 receivers are saturated (flow.py).
 
 Acknowledgement order. A PUBACK/PUBREC for a message that was recorded in the store is
-sent only from `store.after_commit` (the persistence contract). Once one ack waits for
-a commit, later acks wait too, so acks leave in the order the PUBLISH packets came
-[MQTT-4.6.0-2], [MQTT-4.6.0-3].
+sent only from `store.after_commit` (the persistence contract), or, for a QoS 1
+message, once every persistent receiver has acknowledged it (nothing then needs the
+store: `outbound.PublisherAck`), whichever comes first. Once one ack waits, later acks
+queue behind it, so acks leave in the order the PUBLISH packets came [MQTT-4.6.0-2],
+[MQTT-4.6.0-3].
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -74,6 +77,7 @@ from .flow import HOLD_CLAIM
 from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
 from .inbound import ACK_CLASS, PUBREC, on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
 from .message import Message
+from .outbound import PublisherAck
 from .reason_strings import reason_properties
 
 if TYPE_CHECKING:
@@ -143,7 +147,7 @@ class Connection:
     """
 
     __slots__ = (
-        "_acks_waiting",
+        "_acks",
         "_handlers",
         "_held",
         "_reader",
@@ -241,7 +245,8 @@ class Connection:
         self.close_reason = "connection lost"
         self.will_delay = 0
         self.aliases: dict[int, str] | None = None
-        self._acks_waiting = 0  # acks queued behind a store commit
+        #: Acks queued behind a store commit or an end-to-end delivery, in order.
+        self._acks: deque[PublisherAck] | None = None
         self.qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
         # Set by the handshake from CONNECT (5.0):
         #: the Topic Alias Maximum we allow the client;
@@ -457,10 +462,13 @@ class Connection:
         reason_code: int,
         recorded: bool,
         counted_qos1: bool = False,
+        pending: PublisherAck | None = None,
     ) -> None:
         """Send PUBACK/PUBREC/PUBREL/PUBCOMP, after the store commit when needed.
 
         `counted_qos1`: this PUBACK ends a QoS 1 flow counted in `_qos1_unacked`.
+        `pending`: the PublisherAck the message's deliveries may have made ready before
+        the commit (a QoS 1 PUBLISH whose persistent receivers all acknowledged it).
         """
         if reason_code and self.protocol_level == 5:
             # A Reason String on refused publishes (PUBACK/PUBREC >= 0x80), only if the
@@ -477,9 +485,22 @@ class Connection:
             # short form is every level's success ack: 4 bytes, built without the codec
             # (first byte, Remaining Length 2, packet id: one integer).
             data = ((first_byte << 24) | 0x20000 | packet_id).to_bytes(4)
-        if recorded or self._acks_waiting:
-            self._acks_waiting += 1
-            self.broker.store.after_commit(lambda: self._send_committed(data, counted_qos1))
+        acks = self._acks
+        if recorded or acks:
+            ack = pending if pending is not None else PublisherAck(self.send_ready_acks)
+            ack.data = data
+            ack.qos1 = counted_qos1
+            if acks is None:
+                acks = self._acks = deque()
+            acks.append(ack)
+            if recorded:
+                # Patient when its receivers' PUBACKs may release it first: the store
+                # then lets the batch fill and fold (store/sqlite.py, after_commit).
+                self.broker.store.after_commit(
+                    ack.committed, pending is not None and ack.holders > 0 and not ack.blocked
+                )
+            else:
+                ack.ready = True  # nothing to wait for but the acks before it
         else:
             if counted_qos1:
                 self.qos1_unacked -= 1
@@ -498,12 +519,17 @@ class Connection:
             data = encode(packet, 5)
         return data
 
-    def _send_committed(self, data: bytes, qos1: bool) -> None:
-        self._acks_waiting -= 1
-        if qos1:
-            self.qos1_unacked -= 1
-        if self._state is CONNECTED:
-            self.write(data)
+    def send_ready_acks(self) -> None:
+        """Send the queued acks that are ready, up to the first that is not: they
+        leave in the order the PUBLISH packets came [MQTT-4.6.0-2] [MQTT-4.6.0-3]."""
+        acks = self._acks
+        while acks and acks[0].ready:
+            ack = acks.popleft()
+            if ack.qos1:
+                self.qos1_unacked -= 1
+            if self._state is CONNECTED:
+                self.write(ack.data)
+            ack.sent()
 
     def hold_reading(self, why: int) -> None:
         """Stop reading the client for `why` (a flow.HOLD_* bit; several may hold at once)."""

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .dead_letter import DeadLetters
     from .flow import FlowControl
     from .message import Message
+    from .outbound import PublisherAck
     from .session import Session
     from .settings import BrokerSettings
     from .stats import BrokerStats
@@ -32,6 +33,9 @@ class SessionContext(Protocol):
     clock: Clock
     flow: FlowControl
     dead_letters: DeadLetters
+    #: While a client's QoS 1 PUBLISH is routed: its PUBACK, which the deliveries to
+    #: persistent sessions may hold (`outbound.PublisherAck`); None otherwise.
+    pending_ack: PublisherAck | None
 
     def next_message_id(self) -> int:
         """A fresh id for a message recorded in the store."""

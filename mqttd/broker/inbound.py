@@ -8,7 +8,8 @@ per-hop properties dropped, Message Expiry read), the payload format (0x99,
 3.3.2.3.2), topic name rules and limits, Maximum QoS / Retain Available, `message_size_limit`, the
 broker's own topics and the ACL, then routing and the acknowledgement: PUBACK/PUBREC
 leave after the store commit when the message was recorded (connection.py's
-`send_ack`), and 5.0 Receive Maximum is enforced [MQTT-3.3.4-9].
+`send_ack`), or for QoS 1 once every persistent receiver acknowledged it
+(`outbound.PublisherAck`), and 5.0 Receive Maximum is enforced [MQTT-3.3.4-9].
 
 These are functions of the `Connection`, kept here so connection.py stays the state
 machine: its transition table calls `on_publish`, `on_puback`, `on_pubrec`, `on_pubrel`
@@ -33,6 +34,7 @@ from .dead_letter import DropReason
 from .delivery import MATCHED, RECORDED
 from .flow import throttle
 from .message import Message
+from .outbound import PublisherAck
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -146,14 +148,26 @@ def on_publish(conn: Connection, packet: Publish) -> None:
     if qos == 2 and conn.settings.pubrec_first:
         _pubrec_first(conn, message, session, packet_id)
         return
-    flags = broker.publish(message, session)
+    if qos == 1 and not retain and not broker.clustered:
+        # The PUBACK may go before the commit once every persistent receiver has
+        # acknowledged the message (outbound.PublisherAck); a retained one stays in
+        # the store, so its PUBACK waits for the commit. Not in a cluster: receivers
+        # on other nodes are not counted here, so the PUBACK waits for JetStream.
+        pending = broker.pending_ack = PublisherAck(conn.send_ready_acks)
+        try:
+            flags = broker.publish(message, session)
+        finally:
+            broker.pending_ack = None
+    else:
+        pending = None
+        flags = broker.publish(message, session)
     if not flags & MATCHED and not retain:  # nobody got it (a retained one is kept)
         broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
     recorded = (flags & RECORDED) != 0
     code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
     if qos == 1:
         conn.qos1_unacked += 1
-        conn.send_ack(PUBACK, packet_id, code, recorded, counted_qos1=True)
+        conn.send_ack(PUBACK, packet_id, code, recorded, True, pending)
         return
     inbound_qos2.add(packet_id)
     if session.persistent:

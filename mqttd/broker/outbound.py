@@ -1,7 +1,9 @@
-"""A message on its way to one session: queued, or inflight with its packet id."""
+"""A message on its way to one session (queued, or inflight with its packet id), and the
+publisher's acknowledgement that may wait for those deliveries (`PublisherAck`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..store.base import OutboundState
@@ -10,7 +12,7 @@ if TYPE_CHECKING:
     from .message import Message
     from .shared import SharedGroup
 
-__all__ = ["Outbound", "SharedOutbound"]
+__all__ = ["Outbound", "PublisherAck", "SharedOutbound"]
 
 _QUEUED = OutboundState.QUEUED
 
@@ -18,7 +20,7 @@ _QUEUED = OutboundState.QUEUED
 class Outbound:
     """One message queued for, or inflight to, a session."""
 
-    __slots__ = ("message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
+    __slots__ = ("ack", "message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
 
     def __init__(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
         self.message = message
@@ -28,6 +30,8 @@ class Outbound:
         self.packet_id = 0
         self.state = _QUEUED
         self.seq = 0  # > 0 once recorded in the store
+        #: The publisher's PUBACK that this delivery holds back (`PublisherAck`).
+        self.ack: PublisherAck | None = None
 
 
 class SharedOutbound(Outbound):
@@ -46,3 +50,56 @@ class SharedOutbound(Outbound):
     ) -> None:
         super().__init__(message, qos, retain, sub_ids)
         self.group = group
+
+
+class PublisherAck:
+    """A publisher's acknowledgement that waits for the store.
+
+    It may go once the store has committed what was recorded for its message
+    (`committed`, from `Store.after_commit`), or earlier, once every persistent receiver
+    the message was recorded for has acknowledged it (`delivered`): the message then
+    needs no row, so a kill -9 can lose nothing that was acknowledged (design.md's
+    persistence contract), and what the batch held for it folds away. Whichever comes
+    first makes it `ready`; `on_ready` (the publisher's connection) then sends the
+    acknowledgements that are ready, in the order their PUBLISH packets came.
+
+    A QoS 1 delivery to a connected persistent session, sent or queued, holds the
+    acknowledgement (`holders`) until that client's PUBACK; anything else recorded for
+    the message (a delivery to an offline session, QoS 2, a shared subscription's
+    entry, a retained message) sets `blocked`, and the acknowledgement waits for the
+    commit. A delivery that ends without a PUBACK (dropped from a queue, expired, its
+    session ended) never releases its hold: the commit does.
+    """
+
+    __slots__ = ("blocked", "data", "holders", "on_ready", "qos1", "ready")
+
+    def __init__(self, on_ready: Callable[[], None]) -> None:
+        self.on_ready = on_ready
+        self.data = b""  # the acknowledgement's bytes, set when it is queued
+        self.qos1 = False  # it ends a QoS 1 flow counted for Receive Maximum
+        self.holders = 0
+        self.blocked = False
+        self.ready = False
+
+    def sent(self) -> None:
+        """The acknowledgement went out: let go of its bytes and its connection (a
+        delivery may keep this object until its own PUBACK)."""
+        self.data = b""
+        self.on_ready = _sent
+
+    def committed(self) -> None:
+        """The store committed everything recorded before this acknowledgement."""
+        if not self.ready:
+            self.ready = True
+            self.on_ready()
+
+    def delivered(self) -> None:
+        """A persistent receiver acknowledged the message (its entry is gone)."""
+        holders = self.holders = self.holders - 1
+        if not holders and not self.blocked and not self.ready:
+            self.ready = True
+            self.on_ready()
+
+
+def _sent() -> None:
+    """`on_ready` of an acknowledgement already sent."""

@@ -272,8 +272,11 @@ class Session:
             and (not self._max_inflight_bytes or self._bytes_room())
         ):
             if self.persistent:
-                self.record(entry)
-                self._start(entry)
+                # Recorded as sent under its packet id: one change, not an add and an update.
+                pid = self._free_packet_id()
+                self.record(entry, pid)
+                if self._start(entry, pid):
+                    self._hold(entry)
                 # Recorded even when the send was dropped: the removal is recorded too,
                 # and the ack must still follow it.
                 return True
@@ -283,11 +286,29 @@ class Session:
             return False
         if self.persistent:
             self.record(entry)
+            self._hold(entry)
             return True
         return False
 
-    def record(self, entry: Outbound) -> None:
-        """Write `entry` (and its message, the first time) to the store."""
+    def _hold(self, entry: Outbound) -> None:
+        """Let the publisher's PUBACK wait for this client's PUBACK or the commit,
+        whichever comes first (outbound.PublisherAck). QoS 1 only: a QoS 2 PUBLISH
+        waits for the commit anyway; a shared subscription's entry may move to
+        another member, and an offline session will not acknowledge soon, so those
+        leave the publisher's PUBACK to the commit."""
+        ack = self._core.pending_ack
+        if ack is not None:
+            # Offline, the PUBACK is far off: no hold, and no reference from a queued
+            # entry to the publisher's connection.
+            if entry.qos == 1 and type(entry) is Outbound and self.connection is not None:
+                entry.ack = ack
+                ack.holders += 1
+            else:
+                ack.blocked = True
+
+    def record(self, entry: Outbound, packet_id: int = 0) -> None:
+        """Write `entry` (and its message, the first time) to the store; with a
+        `packet_id`, as a PUBLISH about to be sent under it."""
         message = entry.message
         store = self._store
         message_id = message.store_id
@@ -298,18 +319,30 @@ class Session:
         self.next_seq = seq + 1
         store.add_outbound(
             self.client_id,
-            StoredOutbound(seq, message_id, entry.qos, entry.retain, entry.sub_ids),
+            StoredOutbound(seq, message_id, entry.qos, entry.retain, entry.sub_ids)
+            if not packet_id
+            else StoredOutbound(
+                seq, message_id, entry.qos, entry.retain, entry.sub_ids, packet_id, _PUBLISH_SENT
+            ),
         )
 
-    def _start(self, entry: Outbound) -> bool:
-        """Send a QoS 1/2 entry with a fresh packet id; False if it had to be dropped."""
+    def _free_packet_id(self) -> int:
+        """The next packet id not in flight [MQTT-2.2.1-3]."""
         inflight = self.inflight
         pid = self.next_packet_id
         while pid in inflight:
             pid = pid % 65_535 + 1
-        if entry.seq:
-            # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
-            self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
+        return pid
+
+    def _start(self, entry: Outbound, pid: int = 0) -> bool:
+        """Send a QoS 1/2 entry with a fresh packet id (`pid`: already chosen and
+        recorded by `record`); False if it had to be dropped."""
+        inflight = self.inflight
+        if not pid:
+            pid = self._free_packet_id()
+            if entry.seq:
+                # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
+                self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
         if self._write_publish(
             entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid
         ):
@@ -577,6 +610,10 @@ class Session:
         del self.inflight[packet_id]
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
+            ack = entry.ack
+            if ack is not None:
+                entry.ack = None
+                ack.delivered()
         if self._queue:
             self.pump()
         return True

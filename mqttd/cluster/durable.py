@@ -447,14 +447,14 @@ class DurableStore:
         """The node's store's retained messages, a chunk at a time."""
         return self.inner.retained_rows(chunk)
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:
         """`callback` once the node's store committed and JetStream stored the records."""
         log = self.log
         if log is None:
-            self.inner.after_commit(callback)
+            self.inner.after_commit(callback, patient)
         else:
             target_log = log
-            self.inner.after_commit(lambda: target_log.when_stored(callback))
+            self.inner.after_commit(lambda: target_log.when_stored(callback), patient)
 
     def save_retained(self, message: StoredMessage) -> None:
         """Retained messages are the backplane's KV bucket's: the node's store only."""

@@ -156,11 +156,12 @@ class Store(Protocol):
         """The retained messages, in lists of up to `chunk` rows (start-up loading)."""
         ...
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:
         """Run `callback()` once every change recorded before this call is durable.
 
         Callbacks run in the order they were given. A store that is durable at once runs
-        the callback before returning.
+        the callback before returning. `patient`: the caller may be served sooner by
+        other means, so the store may take longer than usual to commit for it alone.
         """
         ...
 

@@ -99,7 +99,7 @@ class MemoryStore:
         for start in range(0, len(rows), chunk):
             yield rows[start : start + chunk]
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:
         """Everything is durable as soon as it is recorded: run `callback` now."""
         self.commits += 1
         callback()

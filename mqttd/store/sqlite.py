@@ -11,7 +11,10 @@ aiosqlite's thread), and after the COMMIT runs, on the event loop and in order, 
 `after_commit` callbacks registered while that batch was open (or, when none was open,
 on the last batch not yet committed). Everything recorded before a callback is
 therefore durable when it runs. While the writer is busy with one transaction the next
-batch keeps filling: the slower the disk, the bigger the batches (group commit).
+batch keeps filling: the slower the disk, the bigger the batches (group commit). A batch
+that only *patient* callbacks wait for (`after_commit(..., patient=True)`: publishers'
+PUBACKs that their receivers' PUBACKs may release first) stays open up to
+`patient_interval` (`PATIENT_COMMITS` intervals), so that its messages fold away.
 
 Coalescing. Only what is provably equivalent is folded away:
 - an outbound entry added and removed in the same batch leaves no trace, *if* the add
@@ -110,6 +113,9 @@ _PUBLISH = int(PropertyContext.PUBLISH)
 # Retry of a failing COMMIT: first wait, then doubling up to the last.
 RETRY_FIRST = 0.05
 RETRY_MAX = 2.0
+#: A batch that only patient `after_commit` callbacks wait for stays open up to this many
+#: `commit_interval`s (docs/benchmarks.md, "Durable QoS 1": 10 measured best).
+PATIENT_COMMITS = 10
 #: How long `close` keeps retrying a failing COMMIT before giving the changes up.
 CLOSE_FLUSH_TIMEOUT = 3.0
 
@@ -395,6 +401,7 @@ class _SavedMessage:
     # QoS 1 traffic are acknowledged within the batch and never are.
     message: StoredMessage
     refs: int = 0  # outbound entries of the same batch that referred to it
+    live: int = 0  # those of them not folded away (added and removed in the batch)
 
 
 @dataclass(eq=False, slots=True)
@@ -403,6 +410,12 @@ class _Batch:
 
     changes: int = 0
     due: bool = False
+    #: Someone waits for this commit and has no other way to go on (`after_commit`
+    #: without `patient`): the batch is due at `commit_interval`, not `patient_interval`.
+    urgent: bool = False
+    #: The interval passed while no one urgent waited: due when someone urgent comes.
+    deferred: bool = False
+    opened_at: float = 0.0
     retained: dict[str, _MessageRow | None] = field(default_factory=dict)
     messages: dict[int, _SavedMessage] = field(default_factory=dict)
     clients: dict[str, _ClientChanges] = field(default_factory=dict)
@@ -562,7 +575,7 @@ class SqliteStore:
         *,
         durability: str = "safe",
         commit_interval: float = 0.005,
-        commit_batch: int = 1000,
+        commit_batch: int = 5000,
     ) -> None:
         if durability not in ("safe", "fast"):
             raise ValueError(f"durability must be 'safe' or 'fast', not {durability!r}")
@@ -572,6 +585,9 @@ class SqliteStore:
         self.durability = durability
         self.commit_interval = commit_interval
         self.commit_batch = commit_batch
+        #: How long a batch that only patient `after_commit` callbacks wait for may
+        #: stay open (see `after_commit`).
+        self.patient_interval = max(commit_interval, PATIENT_COMMITS * commit_interval)
         self._fast = durability == "fast"
         self._db: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
@@ -991,13 +1007,27 @@ class SqliteStore:
 
     # -- group commit ------------------------------------------------------------------------
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:
         """Run `callback` once every change recorded before now is committed ("fast":
-        now). Callbacks run in the order given, on the event loop."""
+        now). Callbacks run in the order given, on the event loop.
+
+        `patient`: the caller may be served sooner another way (a publisher's PUBACK
+        that its receivers' PUBACKs release, broker/outbound.py). A batch only such
+        callbacks wait for stays open up to `patient_interval` instead of
+        `commit_interval`: meanwhile its messages are acknowledged end to end and
+        fold away, so fewer rows are written, and fewer transactions.
+        """
         if self._fast:
             callback()
             return
         target = self._open_batch
+        if target is not None:
+            if not patient and not target.urgent:
+                target.urgent = True
+                if target.deferred:
+                    self._batch_due(target)
+            target.callbacks.append(callback)
+            return
         if target is None:
             target = self._queue[-1] if self._queue else self._committing
             if target is None:
@@ -1022,8 +1052,8 @@ class SqliteStore:
     def _batch(self) -> _Batch:
         batch = self._open_batch
         if batch is None:
-            batch = self._open_batch = _Batch()
             loop = asyncio.get_running_loop()
+            batch = self._open_batch = _Batch(opened_at=loop.time())
             if self.commit_interval > 0:
                 self._timer = loop.call_later(self.commit_interval, self._batch_due, batch)
             else:
@@ -1032,7 +1062,20 @@ class SqliteStore:
 
     def _batch_due(self, batch: _Batch) -> None:
         # The interval is over: the writer takes the batch as soon as it is free.
+        if batch.callbacks and not batch.urgent and not batch.deferred:
+            # Only patient callbacks wait (see after_commit): give their messages the
+            # time to be acknowledged end to end, up to `patient_interval`.
+            loop = asyncio.get_running_loop()
+            left = batch.opened_at + self.patient_interval - loop.time()
+            if left > 0:
+                batch.deferred = True
+                self._timer = loop.call_later(left, self._batch_due, batch)
+                return
+        if batch.due:
+            return
         batch.due = True
+        if self._timer is not None and batch is self._open_batch:
+            self._timer.cancel()
         self._timer = None
         self._wakeup.set()
 
@@ -1136,7 +1179,7 @@ class SqliteStore:
 
     async def _transaction(self, plan: list[tuple[str, Sequence[Any], bool]]) -> None:
         db = self._require_open()
-        run = getattr(db, "_execute", None)
+        run = _one_call(db)
         if run is not None:
             # The whole transaction in ONE call on aiosqlite's thread. Statement by
             # statement, each of the 5-8 statements was a hand-over between the threads,
@@ -1274,6 +1317,9 @@ class SqliteStore:
         saved = batch.messages.get(mid)
         if saved is not None:
             saved.refs += 1
+            saved.live = live = saved.live + 1
+            if live == 1 and saved.refs > 1:
+                batch.changes += 1  # its row is needed again (see remove_outbound)
         batch.changes += 1
         if batch.changes >= self.commit_batch:
             self._close_open_batch()
@@ -1319,6 +1365,11 @@ class SqliteStore:
             # on folding (the fewer rows, the cheaper the commit) instead of closing
             # after a fixed number of calls.
             batch.changes -= 1
+            saved = batch.messages.get(o.message_id)
+            if saved is not None:
+                saved.live = live = saved.live - 1
+                if not live:
+                    batch.changes -= 1  # its last reference folded: no message row either
             return
         if o is not None:
             outbound[seq] = _REMOVED
@@ -1355,6 +1406,12 @@ class SqliteStore:
             return
         self._client(client_id).will = None
         self._changed(self._batch())
+
+
+def _one_call(db: aiosqlite.Connection) -> Callable[..., Awaitable[Any]] | None:
+    """aiosqlite's own way to run a function on its thread (`_execute`, private), or
+    None if this aiosqlite has none: `_transaction` then goes statement by statement."""
+    return cast("Callable[..., Awaitable[Any]] | None", getattr(db, "_execute", None))
 
 
 def _run_transaction(conn: sqlite3.Connection, plan: list[tuple[str, Sequence[Any], bool]]) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from support.core import Harness, settings
+from support.core import DeferredStore, Harness, settings
 
 from mqttd.broker.clock import FakeClock
 from mqttd.protocol import (
@@ -23,22 +22,6 @@ from mqttd.store.memory import MemoryStore
 
 def _expiry(seconds: int) -> Properties:
     return Properties(session_expiry_interval=seconds)
-
-
-class DeferredStore(MemoryStore):
-    """A memory store whose commits happen only when the test says so."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[Callable[[], None]] = []
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self.waiting.append(callback)
-
-    def commit(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for callback in waiting:
-            callback()
 
 
 def test_offline_persistent_session_keeps_subscriptions_and_queues_qos1(harness: Harness) -> None:

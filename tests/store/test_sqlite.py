@@ -748,3 +748,69 @@ async def test_a_broker_restart_on_the_file_restores_sessions_queues_and_retaine
         assert [p.payload for p in back.publishes()] == [b"one"]
     finally:
         await second.broker.stop()
+
+
+async def test_a_batch_only_patient_callbacks_wait_for_stays_open_until_an_urgent_one(
+    db_path: Path,
+) -> None:
+    async with opened(db_path, commit_interval=0.1) as store:  # patient: 1 s
+        store.save_retained(_message(retain=True))
+        patient = asyncio.Event()
+        store.after_commit(patient.set, patient=True)
+        await asyncio.sleep(0.3)  # three commit intervals
+        assert not patient.is_set()
+        urgent = asyncio.Event()
+        started = asyncio.get_running_loop().time()
+        store.after_commit(urgent.set)  # due at once: its interval is over
+        await asyncio.wait_for(urgent.wait(), 2)
+        assert patient.is_set()  # the same batch, in order
+        assert asyncio.get_running_loop().time() - started < 0.6
+
+
+async def test_a_patient_batch_commits_by_the_patient_interval(db_path: Path) -> None:
+    async with opened(db_path, commit_interval=0.01) as store:  # patient: 0.1 s
+        assert store.patient_interval == pytest.approx(0.1)
+        store.save_retained(_message(retain=True))
+        done = asyncio.Event()
+        store.after_commit(done.set, patient=True)
+        await asyncio.wait_for(done.wait(), 2)
+    assert len((await _reload(db_path)).retained) == 1
+
+
+async def test_messages_folded_away_do_not_count_toward_commit_batch(db_path: Path) -> None:
+    async with opened(db_path, commit_interval=10.0, commit_batch=10) as store:
+        store.save_session("c", 4, 10, None)
+        for i in range(1, 51):  # acknowledged within the batch: no row at all
+            store.save_message(i, _message(payload=str(i).encode()))
+            store.add_outbound("c", StoredOutbound(i, i, 1))
+            store.remove_outbound("c", i)
+        store.save_message(51, _message(payload=b"kept"))
+        store.add_outbound("c", StoredOutbound(51, 51, 1))
+        await store.flush()
+        assert (store.batches, store.transactions) == (1, 1)
+    state = await _reload(db_path)
+    assert [o.seq for o in state.sessions[0].outbound] == [51]
+    assert sorted(state.messages) == [51]
+
+
+async def test_transactions_without_aiosqlite_execute_go_statement_by_statement(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with opened(db_path) as store:
+        db = store._db
+        assert db is not None
+        # An aiosqlite without its private `_execute`: the fallback path.
+        monkeypatch.setattr(sqlite_module, "_one_call", lambda db: None)
+        store.save_session("c", 4, 10, None)
+        store.save_message(1, _message())
+        store.add_outbound("c", StoredOutbound(1, 1, 1))
+        store.save_retained(_message("r", retain=True))
+        await store.flush()
+        assert store.transactions == 1
+        insert = ("INSERT INTO retained (topic, payload, qos, retain) VALUES (?, ?, 0, 0)",)
+        with pytest.raises(sqlite3.OperationalError):
+            await store._transaction([(*insert, ("gone", b"x"), False), ("NOT SQL", (), False)])
+        assert not db.in_transaction  # rolled back, "gone" with it
+    state = await _reload(db_path)
+    assert [m.topic for m in state.retained] == ["r"]
+    assert [o.seq for o in state.sessions[0].outbound] == [1]

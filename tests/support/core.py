@@ -189,6 +189,25 @@ class Client:
         return self.sink.closed
 
 
+class DeferredStore(MemoryStore):
+    """A memory store whose commits happen only when the test says so; `patient`
+    records each `after_commit` call's flag, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Callable[[], None]] = []
+        self.patient: list[bool] = []
+
+    def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:
+        self.waiting.append(callback)
+        self.patient.append(patient)
+
+    def commit(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for callback in waiting:
+            callback()
+
+
 class Harness:
     """A broker on a fake clock and a memory store."""
 

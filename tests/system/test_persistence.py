@@ -29,6 +29,11 @@ from typing import TYPE_CHECKING
 import pytest
 from integration.paho_client import V5, V311, PahoClient
 from mqtt_raw import (
+    CONNACK,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    RawClient,
     gen_connect,
     gen_puback,
     gen_pubcomp,
@@ -100,6 +105,44 @@ def test_queued_qos1_and_qos2_messages_survive_kill_9(
     twos = [m.payload for m in got if m.topic == "keep/two"]
     assert set(ones) == {f"one-{i}".encode() for i in range(25)}
     assert twos == [f"two-{i}".encode() for i in range(25)]  # each once, in order
+
+
+# -- (b) a PUBACK released by the receiver's PUBACK, before the commit --------------------------
+
+
+def test_puback_follows_the_persistent_receivers_puback_before_the_commit(
+    mqttd_factory: MqttdFactory, tmp_path: Path
+) -> None:
+    # Commits every 2 s at most, and a batch only such PUBACKs wait for stays open for
+    # up to 20 s: a PUBACK within a second of the receiver's can only come from it.
+    config = "[persistence]\ncommit_interval_ms = 2000\n"
+    db = tmp_path / "state" / "mqttd.db"
+    server = mqttd_factory(["--db", str(db)], config)
+    with RawClient(server.host, server.port) as sub:
+        sub.send(gen_connect("keeper", clean_session=False))
+        sub.expect_type(CONNACK)
+        sub.send(gen_subscribe(1, "t", 1))
+        sub.expect_type(SUBACK)
+        time.sleep(2.3)  # the session and its subscription are committed
+        with RawClient(server.host, server.port) as pub:
+            pub.send(gen_connect("sender"))
+            pub.expect_type(CONNACK)
+            pub.send(gen_publish("t", qos=1, mid=7, payload=b"once"))
+            delivery = sub.expect_type(PUBLISH)
+            assert delivery.publish().payload == b"once"
+            with pytest.raises(TimeoutError):
+                pub.read_packet(0.3)  # recorded for "keeper", which has not acknowledged
+            sub.send(gen_puback(delivery.mid()))
+            acked = time.monotonic()
+            assert pub.expect_type(PUBACK, timeout=5).mid() == 7
+            assert time.monotonic() - acked < 0.9
+    server.kill()  # right after the PUBACK, before any commit of the message
+    server = mqttd_factory(["--db", str(db)], config, cwd=server.cwd)
+    with RawClient(server.host, server.port) as sub:
+        sub.send(gen_connect("keeper", clean_session=False))
+        assert sub.expect_type(CONNACK).raw == bytes((0x20, 2, 1, 0))  # session present
+        with pytest.raises(TimeoutError):
+            sub.read_packet(0.5)  # acknowledged end to end: nothing to redeliver
 
 
 # -- (c) retained messages and subscriptions survive a restart --------------------------------
