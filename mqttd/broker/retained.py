@@ -7,10 +7,12 @@ whole subtree), so the cost follows the number of messages that match, not the n
 retained.
 
 Memory is what a million retained messages are about (docs/benchmarks.md, start-up):
-a node keeps its message's topic and value in two slots, and nothing else indexes them
-(no tuple per message, no dict from topic name to node: replacing a message walks its
-few levels). `iter_match` hands matches out one at a time, so a subscription to "#"
-streams them as its client drains instead of listing them all.
+a node keeps its message's topic and value in two slots, and only one dict (topic name
+-> node, see `RetainedTree`) indexes them, with no tuple per message. `iter_match`
+hands matches out one at a time, so a subscription to "#" streams them as its client
+drains instead of listing them all.
+The broker's tree keeps each message as a compact record (one `bytes` object,
+retained_record.py) and makes a new `Message` each time one is read.
 
 [MQTT-4.7.2-1]: a filter whose first level is a wildcard does not match topic names
 starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" does.
