@@ -7,10 +7,12 @@ whole subtree), so the cost follows the number of messages that match, not the n
 retained.
 
 Memory is what a million retained messages are about (docs/benchmarks.md, start-up):
-a node keeps its message's topic and value in two slots, and nothing else indexes them
-(no tuple per message, no dict from topic name to node: replacing a message walks its
-few levels). `iter_match` hands matches out one at a time, so a subscription to "#"
-streams them as its client drains instead of listing them all.
+a node keeps its message's topic and value in two slots, and only one dict (topic name
+-> node, see `RetainedTree`) indexes them, with no tuple per message. `iter_match`
+hands matches out one at a time, so a subscription to "#" streams them as its client
+drains instead of listing them all.
+The broker's tree keeps each message as a compact record (one `bytes` object,
+retained_record.py) and makes a new `Message` each time one is read.
 
 [MQTT-4.7.2-1]: a filter whose first level is a wildcard does not match topic names
 starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" does.
@@ -24,12 +26,13 @@ which are dropped (and dead-lettered) on the way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..protocol.errors import TopicNameInvalid
 from .message import Message
 from .recovery import stored_message
+from .retained_record import message_of, pack
 from .settings import DropReason
 from .topic_tree import split_topic_filter
 from .trie import LevelNode
@@ -82,7 +85,15 @@ def _check_topic_name(topic: str) -> None:
         raise TopicNameInvalid(f"not a topic name: {topic!r}")
 
 
-def _walk_all(nodes: list[_Node[V]]) -> Iterator[tuple[str, V]]:
+def _same(topic: str, value: Any) -> Any:
+    return value
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+def _walk_all(nodes: list[_Node[V]], unpack: Callable[[str, Any], V]) -> Iterator[tuple[str, V]]:
     # Depth first over `nodes` and everything below them. Children are taken as a list
     # when their parent is visited, so a change of the tree meanwhile is safe: a node
     # emptied before it is reached is skipped (its topic is None).
@@ -91,7 +102,7 @@ def _walk_all(nodes: list[_Node[V]]) -> Iterator[tuple[str, V]]:
         node = stack.pop()
         topic = node.topic
         if topic is not None:
-            yield topic, node.value  # type: ignore[misc]  # set together with topic
+            yield topic, unpack(topic, node.value)
         if node.children is not None:
             stack.extend(node.child_nodes())
 
@@ -109,9 +120,18 @@ class RetainedTree(Generic[V]):
     instead of 0.16 us, for about 40 bytes per message.
     """
 
-    __slots__ = ("_dollar", "_index", "_root")
+    __slots__ = ("_dollar", "_index", "_pack", "_root", "_unpack")
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        pack: Callable[[V], object] | None = None,
+        unpack: Callable[[str, Any], V] | None = None,
+    ) -> None:
+        """`pack` turns a value into what a node keeps, `unpack(topic, kept)` makes the
+        value handed out again (the broker's retained messages: `retained_record`);
+        without them the value itself is kept."""
+        self._pack: Callable[[V], object] = pack if pack is not None else _keep
+        self._unpack: Callable[[str, Any], V] = unpack if unpack is not None else _same
         self._root: _Node[V] = _Node("")
         self._index: dict[str, _Node[V]] = {}  # topic -> its node, while it holds a message
         # "$" topics (the broker's own, few) once more, for `count_prefix`.
@@ -130,7 +150,7 @@ class RetainedTree(Generic[V]):
         for node in list(self._index.values()):
             topic = node.topic
             if topic is not None:  # None: deleted since the iteration began
-                yield topic, node.value  # type: ignore[misc]
+                yield topic, self._unpack(topic, node.value)
 
     def _path(self, topic: str, create: bool) -> list[_Node[V]] | None:
         # The nodes from the root's child down to `topic`'s node (made when `create`),
@@ -162,10 +182,11 @@ class RetainedTree(Generic[V]):
             self._index[node.level] = node
             if topic[:1] == "$":
                 self._dollar[node.level] = node
-        node.value = value
+        node.value = self._pack(value)  # type: ignore[assignment]
 
-    def load(self, entries: Iterable[tuple[str, V]]) -> None:
-        """`set` for many messages at once (start-up): the same result, faster.
+    def load(self, entries: Iterable[tuple[str, object]]) -> None:
+        """`set` for many messages at once (start-up): the same result, faster. The
+        values are given as kept (already packed, see `__init__`).
 
         Topics stored together usually share most of their path ("fleet/7/1/state",
         "fleet/7/2/state"): the nodes of the previous topic's parent path are kept, and
@@ -208,12 +229,12 @@ class RetainedTree(Generic[V]):
                 index[node.level] = node
                 if topic[:1] == "$":
                     self._dollar[node.level] = node
-            node.value = value
+            node.value = value  # type: ignore[assignment]
 
     def get(self, topic: str) -> V | None:
         """The message retained for exactly `topic`, or None."""
         node = self._index.get(topic)
-        return None if node is None else node.value
+        return None if node is None else self._unpack(topic, node.value)
 
     def delete(self, topic: str) -> bool:
         """Forget the message retained for `topic`; True if there was one.
@@ -263,7 +284,7 @@ class RetainedTree(Generic[V]):
         rest = levels[at:]
         if not rest or rest[0] == "#":
             if node.topic is not None and bound is None:
-                yield node.topic, node.value  # type: ignore[misc]  # "a/#" matches "a" too
+                yield node.topic, self._unpack(node.topic, node.value)  # "a/#" matches "a" too
             if not rest:
                 return
         children = node.children
@@ -296,7 +317,8 @@ class RetainedTree(Generic[V]):
         if topic_filter == "#":
             # Every topic but the "$" ones, from the index rather than a walk.
             dollar = self._dollar
-            return [(t, n.value) for t, n in self._index.items() if t not in dollar]  # type: ignore[misc]
+            unpack = self._unpack
+            return [(t, unpack(t, n.value)) for t, n in self._index.items() if t not in dollar]
         return list(self.iter_match(topic_filter))
 
     def iter_match(self, topic_filter: str) -> Iterator[tuple[str, V]]:
@@ -317,7 +339,7 @@ class RetainedTree(Generic[V]):
                 # [MQTT-4.7.1-2] (the root has no message: topics are never empty).
                 if skip_dollar:
                     nodes = [c for c in self._root.child_nodes() if c.level[:1] != "$"]
-                yield from _walk_all(nodes)
+                yield from _walk_all(nodes, self._unpack)
                 return
             alive: list[_Node[V]] = []
             if level == "+":
@@ -337,7 +359,7 @@ class RetainedTree(Generic[V]):
         for node in nodes:
             topic = node.topic
             if topic is not None:
-                yield topic, node.value  # type: ignore[misc]
+                yield topic, self._unpack(topic, node.value)
 
 
 class RetainedMessages:
@@ -348,7 +370,8 @@ class RetainedMessages:
     def __init__(
         self, store: Store, clock: Clock, dead_letters: DeadLetters, scheduler: Scheduler
     ) -> None:
-        self.tree: RetainedTree[Message] = RetainedTree()
+        # Kept compact, a `Message` made when one is read (retained_record.py).
+        self.tree: RetainedTree[Message] = RetainedTree(pack, message_of)
         self._store = store
         self._clock = clock
         self._drops = dead_letters
@@ -470,19 +493,9 @@ class RetainedFeed:
                 client_id, session.username, "read", topic
             ):
                 continue  # a wildcard matched a retained topic the client may not read
-            # A copy: the retained Message outlives any store record made for one
-            # delivery, so its store_id must not be reused by the next one; nor does the
-            # tree's message keep the encoding made for this delivery.
-            copy = Message(
-                message.topic,
-                message.payload,
-                message.qos,
-                message.retain,
-                message.properties,
-                message.expiry_at,
-                message.origin,
-            )
-            session.deliver(copy, session.outgoing_qos(granted, message), True, sub_ids)
+            # `message` is made afresh from the tree's record (`message_of`): its
+            # store_id and encoding are this delivery's alone.
+            session.deliver(message, session.outgoing_qos(granted, message), True, sub_ids)
             budget -= len(message.payload) + len(topic) + 16
             # Also stop at the first message that had to wait (the inflight window is
             # full, or the socket): the feed never fills the session's queue.

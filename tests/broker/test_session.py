@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
+import pytest
 from support.core import DeferredStore, Harness, settings
 
 from mqttd.broker.clock import FakeClock
@@ -259,6 +261,34 @@ async def test_restart_restores_retained_sessions_queues_and_inflight() -> None:
     pub2.publish("t", b"q2", qos=2, packet_id=3, dup=True)
     assert pub2.expect(PubRec) == PubRec(3)
     assert back.publishes() == []
+
+
+async def test_start_loads_with_the_garbage_collector_off_and_turns_it_back_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryStore()
+    first = Harness(store=store)
+    pub = first.connected("pub", clean_start=False)
+    pub.publish("keep", b"r", qos=1, retain=True, packet_id=1)
+    await first.broker.stop()
+    seen: list[bool] = []
+    load = MemoryStore.retained_rows
+
+    def watched(self: MemoryStore, chunk: int = 20_000):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        return load(self, chunk)
+
+    monkeypatch.setattr(MemoryStore, "retained_rows", watched)
+    assert gc.isenabled()
+    await Harness(store=store).broker.start()
+    assert seen == [False] and gc.isenabled()
+    # Off before start (an application's choice): it stays off.
+    gc.disable()
+    try:
+        await Harness(store=store).broker.start()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 async def test_restart_expires_sessions_whose_time_ran_out() -> None:
