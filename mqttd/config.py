@@ -427,7 +427,7 @@ class AdminConfig:
 
     enabled: bool = setting(False, "serve the admin API (/api/v1/...) on its own HTTP listener")
     host: str = setting(
-        "127.0.0.1", 'address to bind; off loopback a credential is always required'
+        "127.0.0.1", "address to bind; off loopback a credential is always required"
     )
     port: int = setting(9884, "TCP port; 0 = any free port", min=0, max=_U16)
     api_key_file: str = setting(
@@ -1095,6 +1095,8 @@ def _check_cluster(cluster: ClusterConfig, errors: list[str]) -> None:
             f"cluster.node_timeout: {_num(cluster.node_timeout)} is not allowed (allowed: at "
             f"least twice cluster.heartbeat_interval, {_num(2 * cluster.heartbeat_interval)})"
         )
+
+
 def config_changes(old: object, new: object, path: str) -> list[str]:
     """Each setting that differs between `old` and `new`, as "path old -> new".
 

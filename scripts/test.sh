@@ -35,6 +35,7 @@ VENV_EXTRA=test . scripts/venv.sh
 
 echo "== ruff"
 ruff check mqttd tests scripts
+ruff format --check mqttd tests scripts
 echo "== mypy --strict"
 mypy
 echo "== pytest"

@@ -118,9 +118,7 @@ class Broker:
         #: Wills published, delayed and cancelled (wills.py).
         self.wills = Wills(self.scheduler, store, clock, self.stats, self.publish)
         #: Retained messages kept, cleared, persisted and sent (retained.py).
-        self.retained_messages = RetainedMessages(
-            store, clock, self.dead_letters, self.scheduler
-        )
+        self.retained_messages = RetainedMessages(store, clock, self.dead_letters, self.scheduler)
         self._retained: RetainedTree[Message] = self.retained_messages.tree
         self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
@@ -190,7 +188,8 @@ class Broker:
             self._sessions[session.client_id] = session
             if will_delay is not None:
                 session.will_timer = self.scheduler.call_later(
-                    will_delay, lambda s=session: self.wills.publish_pending(s)  # type: ignore[misc]
+                    will_delay,
+                    lambda s=session: self.wills.publish_pending(s),  # type: ignore[misc]
                 )
             remaining = session.expiry_interval
             disconnected_at = stored_session.disconnected_at

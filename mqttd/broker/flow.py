@@ -201,9 +201,7 @@ class FlowControl:
     def _arm(self, session: Session) -> None:
         if self.max_pause <= 0:
             return
-        timer = self._scheduler.call_later(
-            self.max_pause, lambda: self._check_progress(session)
-        )
+        timer = self._scheduler.call_later(self.max_pause, lambda: self._check_progress(session))
         self._watch[session] = (timer, session.queue_length)
 
     def _check_progress(self, session: Session) -> None:

@@ -489,9 +489,7 @@ class RetainedFeed:
             if message.expiry_at is not None and message.expiry_at <= now:
                 retained._expired(topic, message, client_id)
                 continue
-            if authorise is not None and not authorise(
-                client_id, session.username, "read", topic
-            ):
+            if authorise is not None and not authorise(client_id, session.username, "read", topic):
                 continue  # a wildcard matched a retained topic the client may not read
             # `message` is made afresh from the tree's record (`message_of`): its
             # store_id and encoding are this delivery's alone.

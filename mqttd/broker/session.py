@@ -688,8 +688,13 @@ class Session:
             if entry.state == _PUBREL_SENT:
                 self._write_pubrel(pid)
             elif not self._write_publish(
-                entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid, dup=True,
-                resend=True
+                entry.message,
+                entry.qos,
+                entry.retain,
+                entry.sub_ids,
+                packet_id=pid,
+                dup=True,
+                resend=True,
             ):
                 # Too large for the client's new maximum: drop it as if delivered.
                 del self.inflight[pid]

@@ -916,8 +916,12 @@ class SqliteStore:
         db = self._require_open()
         await self.flush()
         state = StoredState()
-        retained = [] if not with_retained else await db.execute_fetchall(
-            "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
+        retained = (
+            []
+            if not with_retained
+            else await db.execute_fetchall(
+                "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
+            )
         )
         # Inlined (no call per row): a million retained messages is a real case.
         decode = _decode_properties

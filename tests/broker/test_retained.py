@@ -189,8 +189,10 @@ def test_match_agrees_with_reference(steps: list[tuple[str, str]], probe: list[s
 # -- iter_sorted: the admin API's cursor pages ------------------------------------------------
 
 _LEVEL = st.sampled_from(["a", "b", "a-b", "", "1", "z", "$x"])
-_TOPIC = st.lists(_LEVEL, min_size=1, max_size=4).map("/".join).filter(
-    lambda t: t != "" and "$" not in t[1:]
+_TOPIC = (
+    st.lists(_LEVEL, min_size=1, max_size=4)
+    .map("/".join)
+    .filter(lambda t: t != "" and "$" not in t[1:])
 )
 _FILTERS = ["#", "+", "a/#", "+/+", "a/+/b", "$x/#", "+/#", "a", "a//#", "b/+/+/#", "$x/+"]
 
