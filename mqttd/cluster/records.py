@@ -42,7 +42,15 @@ from ..store.base import (
 from ..store.memory import MemoryStore
 from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
 
-__all__ = ["Folded", "RecordError", "encode_record", "encode_snapshot", "fold", "message_ids"]
+__all__ = [
+    "Folded",
+    "RecordError",
+    "encode_record",
+    "encode_snapshot",
+    "fold",
+    "message_ids",
+    "stored_message",
+]
 
 _LEN = struct.Struct(">H")
 _SIZE = struct.Struct(">I")
@@ -91,7 +99,11 @@ def encode_record(op: bytes, args: list[Any], message: StoredMessage | None = No
 
 
 def _message(data: bytes) -> StoredMessage:
-    envelope = decode_envelope(data)
+    return stored_message(decode_envelope(data))
+
+
+def stored_message(envelope: Envelope) -> StoredMessage:
+    """The store's record of the message an envelope carries."""
     return StoredMessage(
         envelope.topic,
         envelope.payload,

@@ -131,15 +131,7 @@ class SessionMover:
                         continue
                     if sub.no_local and envelope.origin == client_id:
                         continue
-                    message = StoredMessage(
-                        envelope.topic,
-                        envelope.payload,
-                        envelope.qos,
-                        envelope.retain,
-                        envelope.properties,
-                        envelope.expiry_wall,
-                        envelope.origin,
-                    )
+                    message = records.stored_message(envelope)
                     picked[message_id] = (stream_seq, message, sub)
         seq = max((out.seq for out in session.outbound), default=0) + 1
         mid = max(state.messages, default=0) + 1
