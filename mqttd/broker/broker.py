@@ -7,7 +7,9 @@ client id, the subscription tree (keys are `Session` objects, values their
 recovery.py's mapping; the broker puts what it gives back into place (`start`). It is
 as free of I/O as the rest of the core: the shell calls `connection()` per socket and
 drives `scheduler.run_due()`; only `start`/`stop` are async, because they load from and
-flush the store.
+flush the store. In a cluster, what other nodes do here goes through cluster_host.py,
+which uses the registry's named operations (`take_over`, `end_session`,
+`forget_session`, `restore`, `expire_later`).
 
 Routing (`publish`): the tree's match for a topic is cached (a tuple that stays the same
 object until a subscription changes), and so is the delivery plan built from it here:
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..auth.enhanced import AuthMethods
 from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
@@ -33,24 +35,18 @@ from ..protocol.errors import TopicFilterInvalid
 from ..protocol.packets import Subscribe
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import RetainedRow, Store, StoredMessage, StoredState
+from ..store.base import Store, StoredMessage, StoredSession
 from .backplane import Backplane
 from .clock import Clock
+from .cluster_host import ClusterHost
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
 from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
 from .outbound import PublisherAck
-from .recovery import (
-    message_from_stored,
-    record_restored,
-    restore_session,
-    set_persistent,
-    stored_message,
-)
+from .recovery import message_from_stored, restore_session, set_persistent, stored_message
 from .retained import RetainedMessages, RetainedTree
-from .retained_record import RetainedRecord, pack_fields
 from .scheduler import Scheduler
 from .session import Session, SubOptions
 from .settings import BrokerSettings
@@ -141,7 +137,8 @@ class Broker:
             self.shared.backplane = backplane
             self.retained_messages.backplane = backplane
             self.wills.backplane = backplane
-            backplane.bind(self)
+            # What other nodes do here goes through a host of its own (cluster_host.py).
+            backplane.bind(ClusterHost(self, backplane))
 
     async def start(self) -> None:
         """Open the store and load retained messages and persistent sessions from it.
@@ -182,10 +179,7 @@ class Broker:
         stored_sessions.reverse()
         while stored_sessions:
             stored_session = stored_sessions.pop()
-            session, will_delay = restore_session(
-                self, stored_session, messages, now, wall, self._restore_subscription, options
-            )
-            self._sessions[session.client_id] = session
+            session, will_delay = self.restore(stored_session, messages, now, wall, options)
             if will_delay is not None:
                 session.will_timer = self.scheduler.call_later(
                     will_delay,
@@ -202,58 +196,41 @@ class Broker:
                 if remaining <= 0:
                     ended.append(session)
                     continue
-                session.expiry_timer = self.scheduler.call_later(
-                    remaining,
-                    lambda s=session: self._expire_session(s),  # type: ignore[misc]
-                )
+                self.expire_later(session, remaining)
         del state, messages
         # Retained messages a chunk at a time, straight from the store's rows into the
         # tree: a million of them is a real case (docs/benchmarks.md, start-up).
-        heads: dict[tuple[str | None, int, int], bytes] = {}  # see `_retained_from_rows`
+        heads: dict[tuple[str | None, int, int], bytes] = {}  # see `from_rows`
+        from_rows = self.retained_messages.from_rows
         async for rows in self.store.retained_rows():
-            self._retained.load(self._retained_from_rows(rows, now, wall, heads))
+            self._retained.load(from_rows(rows, now, wall, heads))
             if len(heads) > _HEADS_KEPT:
                 heads.clear()  # publishers that do not repeat: the dict would only grow
         # After the retained messages: the wills of these sessions may retain newer ones.
         for session in ended:
             self.stats.sessions_expired += 1
-            self._end_session(session, DropReason.SESSION_EXPIRED)
+            self.end_session(session, DropReason.SESSION_EXPIRED)
         logger.info(
             "loaded %d retained messages and %d persistent sessions",
             len(self._retained),
             len(self._sessions),
         )
 
-    def _retained_from_rows(
+    def restore(
         self,
-        rows: list[RetainedRow],
+        stored: StoredSession,
+        messages: dict[int, Message],
         now: float,
         wall: float,
-        heads: dict[tuple[str | None, int, int], bytes],
-    ) -> Iterator[tuple[str, RetainedRecord]]:
-        """(topic, record) of each stored retained row, as the retained tree keeps it
-        (retained_record.py); expired ones are dropped.
-
-        Most rows have neither properties nor an expiry: their record is the head
-        (flags and publisher id, the same for a publisher's every message) and the
-        payload, one concatenation per row with the head from `heads`.
-        """
-        for topic, payload, qos, retain, properties, expiry_at, origin in rows:
-            if properties is None and expiry_at is None:
-                key = (origin, qos, retain)
-                head = heads.get(key)
-                if head is None:
-                    head = heads[key] = pack_fields(qos, retain == 1, origin, b"")
-                yield topic, head + payload
-                continue
-            if expiry_at is not None:
-                expiry_at = now + (expiry_at - wall)  # wall clock -> the broker's clock
-            message = Message(topic, payload, qos, retain == 1, properties, expiry_at, origin)
-            if expiry_at is not None and expiry_at <= now:
-                self.store.delete_retained(topic)
-                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
-                continue
-            yield topic, message
+        options: dict[tuple[int, bool, bool, int, int | None], SubOptions] | None = None,
+    ) -> tuple[Session, float | None]:
+        """A persistent session from its record (recovery.py), put in the registry with
+        its subscriptions in the trees; and the delay left of its pending will."""
+        session, will_delay = restore_session(
+            self, stored, messages, now, wall, self._restore_subscription, options
+        )
+        self._sessions[session.client_id] = session
+        return session, will_delay
 
     def _restore_subscription(
         self, session: Session, topic_filter: str, options: SubOptions
@@ -342,7 +319,7 @@ class Broker:
             connection.close_reason = "kicked by an operator (0x98)"
             connection.disconnect(ReasonCode.ADMINISTRATIVE_ACTION, publish_will=True)
         if discard_session and self._sessions.get(client_id) is session:
-            self._end_session(session, DropReason.SESSION_EXPIRED)
+            self.end_session(session, DropReason.SESSION_EXPIRED)
         return True
 
     def delete_retained(self, topic: str) -> bool:
@@ -385,7 +362,7 @@ class Broker:
         if session is not None:
             old = session.connection
             if old is not None:
-                self._take_over(old, session)
+                self.take_over(old, session)
             if session.will_timer is not None:
                 # A new connection within the Will Delay Interval cancels the will.
                 self.wills.cancel_pending(session)
@@ -395,7 +372,7 @@ class Broker:
             if clean_start or not session.persistent:
                 # Messages a clean start discards were discarded by their own client.
                 dropped = None if clean_start else DropReason.SESSION_EXPIRED
-                self._end_session(session, dropped, release=False)  # the new one keeps the id
+                self.end_session(session, dropped, release=False)  # the new one keeps the id
                 session = None
         present = session is not None and connection.protocol_level != 3
         if session is None:
@@ -417,7 +394,9 @@ class Broker:
             self._backplane.claim_client_id(client_id, clean_start, answered)
         return self._backplane is not None
 
-    def _take_over(self, old: Connection, session: Session) -> None:
+    def take_over(self, old: Connection, session: Session) -> None:
+        """A new connection (here or, in a cluster, on another node) takes `session`
+        over: DISCONNECT 0x8E to `old`, and its will published unless it waits."""
         self.stats.takeovers += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("client %r connected again: closing its old connection", session.client_id)
@@ -431,97 +410,6 @@ class Broker:
         old.disconnect(ReasonCode.SESSION_TAKEN_OVER, publish_will=False)
         if publish and will is not None:
             self.wills.publish(will)
-
-    def client_id_taken_elsewhere(self, client_id: str) -> None:
-        """Another node of the cluster claimed `client_id` after this one (backplane.py).
-
-        The connection here gets DISCONNECT 0x8E, as on one broker, and a delayed will is
-        cancelled (the client is connected again). With durable sessions the session
-        moved there, messages and all (`_forget_moved`); without, it ends here and its
-        undelivered messages are dropped.
-        """
-        session = self._sessions.get(client_id)
-        if session is None:
-            return
-        old = session.connection
-        if old is not None:
-            self._take_over(old, session)
-        if session.will_timer is not None:
-            self.wills.cancel_pending(session)
-        if self._backplane is not None and self._backplane.sessions_move:
-            self._forget_moved(session)
-        else:
-            self._end_session(session, DropReason.SESSION_EXPIRED)
-
-    def _forget_moved(self, session: Session) -> None:
-        """The session lives on another node now: forget it here only (no will, no dead
-        letters, no release of the client id, nothing handed to other group members)."""
-        if session.expiry_timer is not None:
-            session.expiry_timer.cancel()
-            session.expiry_timer = None
-        if session.will_timer is not None:
-            self.wills.cancel_pending(session)
-        for topic_filter in session.subscriptions:
-            self._remove_subscription(session, topic_filter)
-        session.subscriptions.clear()
-        session.clear()
-        if self._sessions.get(session.client_id) is session:
-            del self._sessions[session.client_id]
-        if session.persistent:
-            session.persistent = False
-            self.store.delete_session(session.client_id)
-
-    def session_from_node(self, state: StoredState) -> None:
-        """A persistent session moves here from its log (`state.sessions[0]`): it replaces
-        this node's copy, recorded in the node's store as it came; an offline one's
-        expiry starts counting here, and a pending will is dropped (its client is
-        connecting)."""
-        if not state.sessions:
-            return
-        stored = state.sessions[0]
-        stored.will = None
-        old = self._sessions.get(stored.client_id)
-        if old is not None:
-            if old.connection is not None:
-                self._take_over(old.connection, old)
-            self._forget_moved(old)
-        now = self.clock.now()
-        wall = self.clock.wall()
-        messages = {mid: message_from_stored(m, now, wall) for mid, m in state.messages.items()}
-        session, _ = restore_session(self, stored, messages, now, wall, self._restore_subscription)
-        self._sessions[session.client_id] = session
-        record_restored(self, session, stored.disconnected_at)
-        if session.expiry_interval != _NEVER_EXPIRES:
-            session.expiry_timer = self.scheduler.call_later(
-                session.expiry_interval, lambda: self._expire_session(session)
-            )
-
-    def will_of(self, client_id: str) -> tuple[Message, int] | None:
-        """The will of `client_id` connected here, and its delay as `Wills` would apply it."""
-        session = self._sessions.get(client_id)
-        connection = session.connection if session is not None else None
-        if session is None or connection is None or connection.will is None:
-            return None
-        delay = connection.will_delay
-        delay = min(delay, session.expiry_interval) if delay and session.persistent else 0
-        return connection.will, delay
-
-    def publish_will(self, message: Message) -> None:
-        """A will a dead node left behind (backplane.py): published here, cluster-wide."""
-        self.wills.publish(message)
-
-    def node_fenced(self) -> None:
-        """Cut off from the cluster (backplane.py): DISCONNECT 0x9C to every client.
-
-        No will is published here: the cluster holds them and a node that can reach it
-        publishes them. Pending delayed wills are cancelled here for the same reason.
-        """
-        for connection in list(self._connections):
-            connection.close_reason = "cut off from the cluster (0x9C)"
-            connection.disconnect(ReasonCode.USE_ANOTHER_SERVER, publish_will=False)
-        for session in list(self._sessions.values()):
-            if session.will_timer is not None:
-                self.wills.cancel_pending(session)
 
     def save_session(self, session: Session, disconnected_at: float | None) -> None:
         """Record a persistent session's own fields, and its owner when sessions are owned."""
@@ -571,20 +459,24 @@ class Broker:
             self.save_session(session, self.clock.wall())
         if self._stopping:
             if not session.persistent:
-                self._end_session(session, DropReason.SESSION_EXPIRED)
+                self.end_session(session, DropReason.SESSION_EXPIRED)
             return
         if will is not None and publish_will:
             self.wills.connection_ended(session, will, connection.will_delay)
         if self._backplane is not None and session.pending_will is None:
             self._backplane.will_settled(session.client_id)
         if not session.persistent:
-            self._end_session(session, DropReason.SESSION_EXPIRED)
+            self.end_session(session, DropReason.SESSION_EXPIRED)
         elif session.expiry_interval != _NEVER_EXPIRES:
-            session.expiry_timer = self.scheduler.call_later(
-                session.expiry_interval, lambda: self._expire_session(session)
-            )
+            self.expire_later(session, session.expiry_interval)
 
     # -- sessions ending -----------------------------------------------------------------
+
+    def expire_later(self, session: Session, delay: float) -> None:
+        """End `session` in `delay` seconds unless a client resumes it first."""
+        session.expiry_timer = self.scheduler.call_later(
+            delay, lambda: self._expire_session(session)
+        )
 
     def _expire_session(self, session: Session) -> None:
         session.expiry_timer = None
@@ -593,9 +485,9 @@ class Broker:
         self.stats.sessions_expired += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("session %r expired", session.client_id)
-        self._end_session(session, DropReason.SESSION_EXPIRED)
+        self.end_session(session, DropReason.SESSION_EXPIRED)
 
-    def _end_session(
+    def end_session(
         self, session: Session, dropped: DropReason | None = None, release: bool = True
     ) -> None:
         """The session is over: publish a pending will, drop subscriptions and messages.
@@ -624,6 +516,24 @@ class Broker:
             del self._sessions[session.client_id]
             if self._backplane is not None and release:
                 self._backplane.release_client_id(session.client_id)
+        if session.persistent:
+            session.persistent = False
+            self.store.delete_session(session.client_id)
+
+    def forget_session(self, session: Session) -> None:
+        """The session lives on another node now: forget it here only (no will, no dead
+        letters, no release of the client id, nothing handed to other group members)."""
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        if session.will_timer is not None:
+            self.wills.cancel_pending(session)
+        for topic_filter in session.subscriptions:
+            self._remove_subscription(session, topic_filter)
+        session.subscriptions.clear()
+        session.clear()
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
         if session.persistent:
             session.persistent = False
             self.store.delete_session(session.client_id)
@@ -695,26 +605,7 @@ class Broker:
         flow.publisher = None
         return flags
 
-    def publish_from_node(self, message: Message) -> int:
-        """A message another node published: delivered here only, never sent out again.
-
-        Its retained state arrives separately (`retained_from_node`).
-        """
-        return self.publish(message, None, True)
-
-    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
-        """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
-        `message` (published on any node, this one included): deliver to one of them."""
-        self.shared.deliver_to_group(message, share, topic_filter, self.authorise)
-
     # -- retained messages ---------------------------------------------------------------
-
-    def retained_from_node(self, topic: str, message: Message | None) -> None:
-        """Another node set (`message`) or cleared (None) the retained message of `topic`.
-
-        The node's tree and store follow the cluster's; nothing is sent out again.
-        """
-        self.retained_messages.from_node(topic, message)
 
     def deliver_retained(self, session: Session, topic_filter: str, options: SubOptions) -> None:
         """Send the retained messages matching a new subscription, with retain=1."""

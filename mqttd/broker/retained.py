@@ -21,7 +21,8 @@ starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" doe
 an empty payload, clears its topic [MQTT-3.3.1-10, -11], and the change is recorded in
 the store ($SYS topics excepted: the broker makes them afresh after a restart); a new
 subscription gets the matching messages with the retain flag set, except expired ones,
-which are dropped (and dead-lettered) on the way.
+which are dropped (and dead-lettered) on the way. At start, `from_rows` turns the store's
+rows into the tree's records.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ..protocol.errors import TopicNameInvalid
 from .message import Message
 from .recovery import stored_message
-from .retained_record import message_of, pack
+from .retained_record import RetainedRecord, message_of, pack, pack_fields
 from .settings import DropReason
 from .topic_tree import split_topic_filter
 from .trie import LevelNode
 
 if TYPE_CHECKING:
     from ..auth.hooks import Authorise
-    from ..store.base import Store
+    from ..store.base import RetainedRow, Store
     from .backplane import Backplane
     from .clock import Clock
     from .dead_letter import DeadLetters
@@ -414,6 +415,37 @@ class RetainedMessages:
             return
         self.tree.set(topic, message)
         self._store.save_retained(stored_message(message, self._clock))
+
+    def from_rows(
+        self,
+        rows: list[RetainedRow],
+        now: float,
+        wall: float,
+        heads: dict[tuple[str | None, int, int], bytes],
+    ) -> Iterator[tuple[str, RetainedRecord]]:
+        """(topic, record) of each stored retained row, as the retained tree keeps it
+        (retained_record.py), for `RetainedTree.load` at start; expired ones are dropped.
+
+        Most rows have neither properties nor an expiry: their record is the head
+        (flags and publisher id, the same for a publisher's every message) and the
+        payload, one concatenation per row with the head from `heads`.
+        """
+        for topic, payload, qos, retain, properties, expiry_at, origin in rows:
+            if properties is None and expiry_at is None:
+                key = (origin, qos, retain)
+                head = heads.get(key)
+                if head is None:
+                    head = heads[key] = pack_fields(qos, retain == 1, origin, b"")
+                yield topic, head + payload
+                continue
+            if expiry_at is not None:
+                expiry_at = now + (expiry_at - wall)  # wall clock -> the broker's clock
+            message = Message(topic, payload, qos, retain == 1, properties, expiry_at, origin)
+            if expiry_at is not None and expiry_at <= now:
+                self._store.delete_retained(topic)
+                self._drops.drop(DropReason.RETAINED_EXPIRED, message)
+                continue
+            yield topic, message
 
     def deliver(
         self,
