@@ -1,9 +1,9 @@
 """The broker: client registry, session takeover, routing, subscriptions, retained messages.
 
 Theory of operation. `Broker` owns what is shared between connections: the sessions by
-client id, the subscription tree (keys are `Session` objects, values their
-`SubOptions`), the shared-subscription groups (shared.py), the retained tree, the wills
-(wills.py), the one `Scheduler` and the counters. Restoring from the store is
+client id, the subscriptions (subscriptions.py: the tree whose keys are `Session`
+objects, values their `SubOptions`, and the shared-subscription groups of shared.py),
+the retained tree, the wills (wills.py), the one `Scheduler` and the counters. Restoring from the store is
 recovery.py's mapping; the broker puts what it gives back into place (`start`). It is
 as free of I/O as the rest of the core: the shell calls `connection()` per socket and
 drives `scheduler.run_due()`; only `start`/`stop` are async, because they load from and
@@ -18,30 +18,26 @@ the plan folds several matching subscriptions of one session into one delivery (
 Each receiver's delivery follows the same rules (`Session.offer`): No Local, the
 ACL's read right, QoS min(published, granted) [MQTT-3.8.4-8], retain flag 0
 [MQTT-3.3.1-9] unless a 5.0 subscription asked for Retain As Published. A plan holds
-sessions, so a subscription change drops the plans it can alter, with the topic tree's
-rule: the one topic of an exact filter, every plan for a wildcard filter.
+sessions, so a subscription change drops the plans it can alter (subscriptions.py).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from ..auth.enhanced import AuthMethods
 from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
 from ..auth.limits import AddressRateLimiter
-from ..protocol.errors import TopicFilterInvalid
-from ..protocol.packets import Subscribe
-from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
-from ..protocol.topics import parse_shared_subscription, validate_topic_filter
+from ..protocol.reason_codes import ReasonCode
 from ..store.base import Store, StoredMessage, StoredSession
 from .backplane import Backplane
 from .clock import Clock
 from .cluster_host import ClusterHost
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
-from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
+from .delivery import MATCHED, NONE, RECORDED, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
 from .outbound import PublisherAck
@@ -52,8 +48,7 @@ from .session import Session, SubOptions
 from .settings import BrokerSettings
 from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
-from .subscription import refusal
-from .topic_tree import TopicTree
+from .subscriptions import Subscriptions
 from .wills import Wills
 
 __all__ = ["Broker"]
@@ -108,15 +103,18 @@ class Broker:
         self._over_max_connections = False
         self._sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
-        self._tree: TopicTree[Session, SubOptions] = TopicTree()
         #: Shared subscriptions "$share/{name}/{filter}" (shared.py).
         self.shared = SharedSubscriptions()
+        #: What SUBSCRIBE and UNSUBSCRIBE change (subscriptions.py); `publish` reads its
+        #: tree and plan cache directly.
+        self.subscriptions = Subscriptions(settings, store, self.shared)
+        self._tree = self.subscriptions.tree
+        self._plans = self.subscriptions.plans
         #: Wills published, delayed and cancelled (wills.py).
         self.wills = Wills(self.scheduler, store, clock, self.stats, self.publish)
         #: Retained messages kept, cleared, persisted and sent (retained.py).
         self.retained_messages = RetainedMessages(store, clock, self.dead_letters, self.scheduler)
         self._retained: RetainedTree[Message] = self.retained_messages.tree
-        self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
         self._stopping = False
         #: True in a cluster: a CONNECT's client id is claimed before its CONNACK.
@@ -134,7 +132,9 @@ class Broker:
             # Durable sessions: a store that also keeps sessions in the cluster.
             store = self.store = backplane.wrap_store(self.store)
             self.wills._store = self.retained_messages._store = store
+            self.subscriptions.store = store
             self.shared.backplane = backplane
+            self.subscriptions.backplane = backplane
             self.retained_messages.backplane = backplane
             self.wills.backplane = backplane
             # What other nodes do here goes through a host of its own (cluster_host.py).
@@ -227,19 +227,10 @@ class Broker:
         """A persistent session from its record (recovery.py), put in the registry with
         its subscriptions in the trees; and the delay left of its pending will."""
         session, will_delay = restore_session(
-            self, stored, messages, now, wall, self._restore_subscription, options
+            self, stored, messages, now, wall, self.subscriptions.restore, options
         )
         self._sessions[session.client_id] = session
         return session, will_delay
-
-    def _restore_subscription(
-        self, session: Session, topic_filter: str, options: SubOptions
-    ) -> None:
-        share, inner = parse_shared_subscription(topic_filter)
-        if share is not None:
-            self.shared.subscribe(session, share, inner, options)
-        elif self._tree.subscribe(topic_filter, session, options) and self._backplane is not None:
-            self._backplane.interest_added(topic_filter)
 
     async def stop(self) -> None:
         """DISCONNECT 0x8B to 5.0 clients, close every connection, flush the store.
@@ -503,7 +494,7 @@ class Broker:
             self.wills.publish_pending(session)
         shared = undelivered_shared(session) if self.shared.groups else None
         for topic_filter in session.subscriptions:
-            self._remove_subscription(session, topic_filter)
+            self.subscriptions.remove(session, topic_filter)
         session.subscriptions.clear()
         if shared:
             self.shared.hand_over(session, shared, self.authorise)
@@ -529,7 +520,7 @@ class Broker:
         if session.will_timer is not None:
             self.wills.cancel_pending(session)
         for topic_filter in session.subscriptions:
-            self._remove_subscription(session, topic_filter)
+            self.subscriptions.remove(session, topic_filter)
         session.subscriptions.clear()
         session.clear()
         if self._sessions.get(session.client_id) is session:
@@ -611,90 +602,6 @@ class Broker:
         """Send the retained messages matching a new subscription, with retain=1."""
         if len(self._retained):
             self.retained_messages.deliver(session, topic_filter, options, self.authorise)
-
-    # -- subscriptions -----------------------------------------------------------------
-
-    def subscribe(
-        self, session: Session, packet: Subscribe
-    ) -> tuple[list[int], list[tuple[str, SubOptions]]]:
-        """Apply a SUBSCRIBE; return its SUBACK codes and the (filter, options) whose
-        retained messages go out after the SUBACK (Retain Handling, 3.8.3.1)."""
-        settings = self.settings
-        v5 = session.protocol_level == 5
-        props = packet.properties
-        sub_id = (
-            props.subscription_identifier[0] if props and props.subscription_identifier else None
-        )
-        codes: list[int] = []
-        retained: list[tuple[str, SubOptions]] = []
-        for sub in packet.subscriptions:
-            topic_filter = sub.topic_filter
-            share, inner = parse_shared_subscription(topic_filter)
-            refused = refusal(settings, self.authorise, session, topic_filter, sub_id is not None)
-            if refused is not None:
-                codes.append(refused if v5 else SUBACK_FAILURE)
-                continue
-            qos = min(sub.qos, settings.maximum_qos)
-            options = SubOptions(
-                qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
-            )
-            if share is not None:
-                is_new = self.shared.subscribe(session, share, inner, options)
-            else:
-                is_new = self._tree.subscribe(topic_filter, session, options)
-                self._drop_plans(topic_filter)
-                if is_new and self._backplane is not None:
-                    self._backplane.interest_added(topic_filter)
-            session.subscriptions[topic_filter] = options
-            if session.persistent:
-                self.store.add_subscription(session.client_id, options.to_stored(topic_filter))
-            codes.append(qos)
-            # Shared subscriptions get no retained messages (5.0 4.8.2).
-            if share is None and (
-                sub.retain_handling == 0 or (sub.retain_handling == 1 and is_new)
-            ):
-                retained.append((topic_filter, options))
-        return codes, retained
-
-    def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
-        """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""
-        codes: list[int] = []
-        for topic_filter in topic_filters:
-            try:
-                share, _ = parse_shared_subscription(topic_filter)
-                if share is None:
-                    validate_topic_filter(topic_filter)
-            except TopicFilterInvalid:
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
-                continue
-            if session.subscriptions.pop(topic_filter, None) is None:
-                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
-                continue
-            self._remove_subscription(session, topic_filter)
-            if session.persistent:
-                self.store.remove_subscription(session.client_id, topic_filter)
-            codes.append(ReasonCode.SUCCESS)
-        return codes
-
-    def _remove_subscription(self, session: Session, topic_filter: str) -> None:
-        """Take the session's subscription on `topic_filter` out of the trees."""
-        share, inner = parse_shared_subscription(topic_filter)
-        if share is None:
-            session.drop_feed(topic_filter)
-            if self._tree.unsubscribe(topic_filter, session) and self._backplane is not None:
-                self._backplane.interest_removed(topic_filter)
-            self._drop_plans(topic_filter)
-        else:
-            self.shared.unsubscribe(session, share, inner)
-
-    def _drop_plans(self, topic_filter: str) -> None:
-        # The topic tree's rule (topic_tree.py): an exact filter can alter the plan of one
-        # topic, itself; a wildcard filter any plan. A stale plan would still be caught by
-        # the identity check in `publish`, but would keep an ended session alive.
-        if "+" in topic_filter or "#" in topic_filter:
-            self._plans.clear()
-        else:
-            self._plans.pop(topic_filter, None)
 
     # -- persistence helpers -------------------------------------------------------------
 

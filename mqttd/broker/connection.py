@@ -561,7 +561,8 @@ class Connection:
             # retain flag (3.x has no subscription options to ask for either).
             for sub in packet.subscriptions:
                 sub.no_local = sub.retain_as_published = True
-        codes, retained = self.broker.subscribe(session, packet)
+        broker = self.broker
+        codes, retained = broker.subscriptions.subscribe(session, packet, broker.authorise)
         if self.protocol_level == 5:
             failed = max(codes)
             props = reason_properties(failed) if self.problem_info else None
@@ -569,12 +570,12 @@ class Connection:
         else:
             self.write(encode(SubAck(packet.packet_id, codes), self.protocol_level))
         for topic_filter, options in retained:
-            self.broker.deliver_retained(session, topic_filter, options)
+            broker.deliver_retained(session, topic_filter, options)
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        codes = self.broker.unsubscribe(session, packet.topic_filters)
+        codes = self.broker.subscriptions.unsubscribe(session, packet.topic_filters)
         if self.protocol_level != 5:
             codes = []
         self.write(encode(UnsubAck(packet.packet_id, codes), self.protocol_level))
