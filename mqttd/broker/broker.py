@@ -3,13 +3,13 @@
 Theory of operation. `Broker` owns what is shared between connections: the sessions by
 client id, the subscriptions (subscriptions.py: the tree whose keys are `Session`
 objects, values their `SubOptions`, and the shared-subscription groups of shared.py),
-the retained tree, the wills (wills.py), the one `Scheduler` and the counters. Restoring from the store is
-recovery.py's mapping; the broker puts what it gives back into place (`start`). It is
-as free of I/O as the rest of the core: the shell calls `connection()` per socket and
-drives `scheduler.run_due()`; only `start`/`stop` are async, because they load from and
-flush the store. In a cluster, what other nodes do here goes through cluster_host.py,
-which uses the registry's named operations (`take_over`, `end_session`,
-`forget_session`, `restore`, `expire_later`).
+the retained tree, the wills (wills.py), the one `Scheduler` and the counters.
+Restoring from the store is recovery.py's mapping; the broker puts what it gives back
+into place (`start`). It is as free of I/O as the rest of the core: the shell calls
+`connection()` per socket and drives `scheduler.run_due()`; only `start`/`stop` are
+async, because they load from and flush the store. In a cluster, what other nodes do
+here goes through cluster_host.py, which uses the registry's named operations
+(`take_over`, `end_session`, `forget_session`, `restore`, `expire_later`).
 
 Routing (`publish`): the tree's match for a topic is cached (a tuple that stays the same
 object until a subscription changes), and so is the delivery plan built from it here:
