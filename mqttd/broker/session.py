@@ -47,6 +47,7 @@ from .context import SessionContext
 from .dead_letter import DropReason
 from .message import Message
 from .outbound import Outbound, SharedOutbound
+from .retained_feed import drop_feeds, run_feeds
 from .subscription import SubOptions
 from .topic_alias import TopicAliases
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from ..auth.hooks import Authorise
     from ..store.base import Store
     from .connection import Connection, Sink
-    from .retained import RetainedFeed
+    from .retained_feed import RetainedFeed
     from .scheduler import Timer
     from .shared import SharedGroup
     from .stats import BrokerStats
@@ -75,7 +76,6 @@ class Session:
         "_core",
         "_deferred",
         "_drop_oldest",
-        "_feeds",
         "_inbound_qos2",
         "_max_inflight_bytes",
         "_max_queued",
@@ -89,6 +89,7 @@ class Session:
         "connection",
         "expiry_interval",
         "expiry_timer",
+        "feeds",
         "inflight",
         "max_packet_size",
         "next_packet_id",
@@ -143,9 +144,9 @@ class Session:
         self.next_seq = 1
         # Made on first use too (see `inbound_qos2`): 216 bytes an idle client never needs.
         self._inbound_qos2: set[int] | None = None
-        # Retained messages of new subscriptions still to send, oldest first (see
-        # `add_feed`); None when there are none.
-        self._feeds: deque[RetainedFeed] | None = None
+        #: Retained messages of new subscriptions still to send, oldest first
+        #: (retained_feed.py); None when there are none.
+        self.feeds: deque[RetainedFeed] | None = None
         self.window = 65_535
         self.max_packet_size = 268_435_460  # the client's Maximum Packet Size (5.0)
         #: Server-to-client topic aliases of the attached 5.0 connection, None when the
@@ -516,8 +517,8 @@ class Session:
         """Send queued messages while the sink is writable and the window has room."""
         queue = self._queue
         if queue is None:
-            if self._feeds is not None:
-                self.run_feeds()
+            if self.feeds is not None:
+                run_feeds(self)
             return
         inflight = self.inflight
         window = self.window
@@ -535,62 +536,8 @@ class Session:
                 self._write_publish(entry.message, 0, entry.retain, entry.sub_ids)
         if self.waiting_publishers is not None and len(queue) <= self._core.flow.low:
             self._core.flow.pumped(self)
-        if self._feeds is not None and not queue:
-            self.run_feeds()
-
-    # -- retained messages of new subscriptions, as the client takes them --------------
-
-    def add_feed(self, feed: RetainedFeed) -> None:
-        """Send a new subscription's retained messages (retained.py's `RetainedFeed`):
-        the first step now, the rest as the client takes them, after earlier feeds."""
-        feeds = self._feeds
-        if feeds is None:
-            feeds = self._feeds = deque()
-        feeds.append(feed)
-        if len(feeds) == 1:
-            self.run_feeds()
-
-    def run_feeds(self) -> None:
-        """Take the next step of the feeds while writable with nothing queued.
-
-        A step that leaves more to send arms a wake-up for the next scheduler tick; a
-        PUBACK that empties the queue (`pump`) or the socket draining (`set_writable`)
-        comes back sooner. Nothing is queued for the feeds' sake, so the memory they
-        use stays at one step.
-        """
-        feeds = self._feeds
-        while feeds:
-            if not self.writable or self._queue:
-                return  # pump() or set_writable() calls again
-            feed = feeds[0]
-            if feed.step(self):
-                if self.writable and not self._queue:
-                    feed.wake_later(self)
-                return
-            feed.cancel()
-            feeds.popleft()
-        self._feeds = None
-
-    def drop_feed(self, topic_filter: str) -> None:
-        """The subscription on `topic_filter` is gone: send no more of its retained
-        messages [MQTT-3.10.4-2]."""
-        feeds = self._feeds
-        if feeds is None:
-            return
-        for feed in [f for f in feeds if f.topic_filter == topic_filter]:
-            feed.cancel()
-            feeds.remove(feed)
-        if not feeds:
-            self._feeds = None
-        else:
-            self.run_feeds()  # the next feed may start now
-
-    def _drop_feeds(self) -> None:
-        feeds = self._feeds
-        if feeds is not None:
-            self._feeds = None
-            for feed in feeds:
-                feed.cancel()
+        if self.feeds is not None and not queue:
+            run_feeds(self)
 
     def _bytes_room(self) -> bool:
         """max_inflight_bytes (Mosquitto's): another QoS 1/2 message may start while the
@@ -679,8 +626,8 @@ class Session:
     def resume(self) -> None:
         """Resend what was inflight (PUBLISH with DUP=1, PUBREL) then the queue [MQTT-4.4.0-1]."""
         if not self.inflight and not self._queue:
-            if self._feeds is not None:
-                self.run_feeds()
+            if self.feeds is not None:
+                run_feeds(self)
             return
         for pid, entry in list(self.inflight.items()):
             if not self.writable:
@@ -734,15 +681,15 @@ class Session:
         self.writable = writable
         if writable and self._queue:
             self.pump()
-        elif writable and self._feeds is not None:
-            self.run_feeds()
+        elif writable and self.feeds is not None:
+            run_feeds(self)
 
     def clear(self) -> None:
         """Forget every message (the session ends or restarts with clean start)."""
         self.inflight.clear()
         self._queue = None
         self.queued_bytes = 0
-        self._drop_feeds()
+        drop_feeds(self)
         if self.waiting_publishers is not None:
             self._core.flow.drained(self)
         self._inbound_qos2 = None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..protocol.errors import TopicFilterInvalid
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
+from .retained_feed import drop_feed
 from .subscription import SubOptions, refusal
 from .topic_tree import TopicTree
 
@@ -129,7 +130,7 @@ class Subscriptions:
         """Take the session's subscription on `topic_filter` out of the trees."""
         share, inner = parse_shared_subscription(topic_filter)
         if share is None:
-            session.drop_feed(topic_filter)
+            drop_feed(session, topic_filter)
             if self.tree.unsubscribe(topic_filter, session) and self.backplane is not None:
                 self.backplane.interest_removed(topic_filter)
             self._drop_plans(topic_filter)
