@@ -1,12 +1,12 @@
 """The seam between one node's core and the other nodes of a cluster (docs/cluster.md).
 
 Theory of operation. A `Backplane` is what the `Broker` tells about the few events other
-nodes must hear of, and a `BackplaneHost` (the Broker) is what a backplane calls when
-another node has something for this one. Neither side does I/O here: the NATS backplane
-(`mqttd.cluster`) lives on the network side of the layers and turns these calls into
-subjects, KV buckets and tasks; this module has only the interfaces, the client-id
-fencing rule both implementations share (`ClientIdClaims`) and the in-process
-implementation.
+nodes must hear of, and a `BackplaneHost` (the `ClusterHost` the Broker hands over,
+cluster_host.py) is what a backplane calls when another node has something for this one.
+Neither side does I/O here: the NATS backplane (`mqttd.cluster`) lives on the network
+side of the layers and turns these calls into subjects, KV buckets and tasks; this
+module has only the interfaces, the client-id fencing rule both implementations share
+(`ClientIdClaims`) and the in-process implementation.
 
 The core calls, on its own thread of control and never waiting for an answer:
 
@@ -64,7 +64,7 @@ __all__ = [
 
 
 class BackplaneHost(Protocol):
-    """What a backplane may call on the core (the `Broker` implements it)."""
+    """What a backplane may call on the core (`cluster_host.ClusterHost` implements it)."""
 
     def publish_from_node(self, message: Message) -> int:
         """Deliver a message another node published to this node's subscriptions only."""

@@ -1,13 +1,15 @@
 """The broker: client registry, session takeover, routing, subscriptions, retained messages.
 
 Theory of operation. `Broker` owns what is shared between connections: the sessions by
-client id, the subscription tree (keys are `Session` objects, values their
-`SubOptions`), the shared-subscription groups (shared.py), the retained tree, the wills
-(wills.py), the one `Scheduler` and the counters. Restoring from the store is
-recovery.py's mapping; the broker puts what it gives back into place (`start`). It is
-as free of I/O as the rest of the core: the shell calls `connection()` per socket and
-drives `scheduler.run_due()`; only `start`/`stop` are async, because they load from and
-flush the store.
+client id, the subscriptions (subscriptions.py: the tree whose keys are `Session`
+objects, values their `SubOptions`, and the shared-subscription groups of shared.py),
+the retained tree, the wills (wills.py), the one `Scheduler` and the counters.
+Restoring from the store is recovery.py's mapping; the broker puts what it gives back
+into place (`start`). It is as free of I/O as the rest of the core: the shell calls
+`connection()` per socket and drives `scheduler.run_due()`; only `start`/`stop` are
+async, because they load from and flush the store. In a cluster, what other nodes do
+here goes through cluster_host.py, which uses the registry's named operations
+(`take_over`, `end_session`, `forget_session`, `restore`, `expire_later`).
 
 Routing (`publish`): the tree's match for a topic is cached (a tuple that stays the same
 object until a subscription changes), and so is the delivery plan built from it here:
@@ -16,48 +18,37 @@ the plan folds several matching subscriptions of one session into one delivery (
 Each receiver's delivery follows the same rules (`Session.offer`): No Local, the
 ACL's read right, QoS min(published, granted) [MQTT-3.8.4-8], retain flag 0
 [MQTT-3.3.1-9] unless a 5.0 subscription asked for Retain As Published. A plan holds
-sessions, so a subscription change drops the plans it can alter, with the topic tree's
-rule: the one topic of an exact filter, every plan for a wildcard filter.
+sessions, so a subscription change drops the plans it can alter (subscriptions.py).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from ..auth.enhanced import AuthMethods
 from ..auth.hooks import Authenticate, Authorise, AuthResult, ConnectInfo, allow_all
 from ..auth.limits import AddressRateLimiter
-from ..protocol.errors import TopicFilterInvalid
-from ..protocol.packets import Subscribe
-from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
-from ..protocol.topics import parse_shared_subscription, validate_topic_filter
-from ..store.base import RetainedRow, Store, StoredMessage, StoredState
+from ..protocol.reason_codes import ReasonCode
+from ..store.base import Store, StoredMessage, StoredSession
 from .backplane import Backplane
 from .clock import Clock
+from .cluster_host import ClusterHost
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
-from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
+from .delivery import MATCHED, NONE, RECORDED, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
 from .outbound import PublisherAck
-from .recovery import (
-    message_from_stored,
-    record_restored,
-    restore_session,
-    set_persistent,
-    stored_message,
-)
+from .recovery import message_from_stored, restore_session, set_persistent, stored_message
 from .retained import RetainedMessages, RetainedTree
-from .retained_record import RetainedRecord, pack_fields
 from .scheduler import Scheduler
 from .session import Session, SubOptions
 from .settings import BrokerSettings
 from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
-from .subscription import refusal
-from .topic_tree import TopicTree
+from .subscriptions import Subscriptions
 from .wills import Wills
 
 __all__ = ["Broker"]
@@ -112,15 +103,18 @@ class Broker:
         self._over_max_connections = False
         self._sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
-        self._tree: TopicTree[Session, SubOptions] = TopicTree()
         #: Shared subscriptions "$share/{name}/{filter}" (shared.py).
         self.shared = SharedSubscriptions()
+        #: What SUBSCRIBE and UNSUBSCRIBE change (subscriptions.py); `publish` reads its
+        #: tree and plan cache directly.
+        self.subscriptions = Subscriptions(settings, store, self.shared)
+        self._tree = self.subscriptions.tree
+        self._plans = self.subscriptions.plans
         #: Wills published, delayed and cancelled (wills.py).
         self.wills = Wills(self.scheduler, store, clock, self.stats, self.publish)
         #: Retained messages kept, cleared, persisted and sent (retained.py).
         self.retained_messages = RetainedMessages(store, clock, self.dead_letters, self.scheduler)
         self._retained: RetainedTree[Message] = self.retained_messages.tree
-        self._plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
         self._next_message_id = 1
         self._stopping = False
         #: True in a cluster: a CONNECT's client id is claimed before its CONNACK.
@@ -138,10 +132,13 @@ class Broker:
             # Durable sessions: a store that also keeps sessions in the cluster.
             store = self.store = backplane.wrap_store(self.store)
             self.wills._store = self.retained_messages._store = store
+            self.subscriptions.store = store
             self.shared.backplane = backplane
+            self.subscriptions.backplane = backplane
             self.retained_messages.backplane = backplane
             self.wills.backplane = backplane
-            backplane.bind(self)
+            # What other nodes do here goes through a host of its own (cluster_host.py).
+            backplane.bind(ClusterHost(self, backplane))
 
     async def start(self) -> None:
         """Open the store and load retained messages and persistent sessions from it.
@@ -182,10 +179,7 @@ class Broker:
         stored_sessions.reverse()
         while stored_sessions:
             stored_session = stored_sessions.pop()
-            session, will_delay = restore_session(
-                self, stored_session, messages, now, wall, self._restore_subscription, options
-            )
-            self._sessions[session.client_id] = session
+            session, will_delay = self.restore(stored_session, messages, now, wall, options)
             if will_delay is not None:
                 session.will_timer = self.scheduler.call_later(
                     will_delay,
@@ -202,6 +196,8 @@ class Broker:
                 if remaining <= 0:
                     ended.append(session)
                     continue
+                # Not `expire_later`: this lambda shares the frame's `self` cell, 40 bytes
+                # less per session than a call's own closure (100,000 sessions at start).
                 session.expiry_timer = self.scheduler.call_later(
                     remaining,
                     lambda s=session: self._expire_session(s),  # type: ignore[misc]
@@ -209,60 +205,37 @@ class Broker:
         del state, messages
         # Retained messages a chunk at a time, straight from the store's rows into the
         # tree: a million of them is a real case (docs/benchmarks.md, start-up).
-        heads: dict[tuple[str | None, int, int], bytes] = {}  # see `_retained_from_rows`
+        heads: dict[tuple[str | None, int, int], bytes] = {}  # see `from_rows`
+        from_rows = self.retained_messages.from_rows
         async for rows in self.store.retained_rows():
-            self._retained.load(self._retained_from_rows(rows, now, wall, heads))
+            self._retained.load(from_rows(rows, now, wall, heads))
             if len(heads) > _HEADS_KEPT:
                 heads.clear()  # publishers that do not repeat: the dict would only grow
         # After the retained messages: the wills of these sessions may retain newer ones.
         for session in ended:
             self.stats.sessions_expired += 1
-            self._end_session(session, DropReason.SESSION_EXPIRED)
+            self.end_session(session, DropReason.SESSION_EXPIRED)
         logger.info(
             "loaded %d retained messages and %d persistent sessions",
             len(self._retained),
             len(self._sessions),
         )
 
-    def _retained_from_rows(
+    def restore(
         self,
-        rows: list[RetainedRow],
+        stored: StoredSession,
+        messages: dict[int, Message],
         now: float,
         wall: float,
-        heads: dict[tuple[str | None, int, int], bytes],
-    ) -> Iterator[tuple[str, RetainedRecord]]:
-        """(topic, record) of each stored retained row, as the retained tree keeps it
-        (retained_record.py); expired ones are dropped.
-
-        Most rows have neither properties nor an expiry: their record is the head
-        (flags and publisher id, the same for a publisher's every message) and the
-        payload, one concatenation per row with the head from `heads`.
-        """
-        for topic, payload, qos, retain, properties, expiry_at, origin in rows:
-            if properties is None and expiry_at is None:
-                key = (origin, qos, retain)
-                head = heads.get(key)
-                if head is None:
-                    head = heads[key] = pack_fields(qos, retain == 1, origin, b"")
-                yield topic, head + payload
-                continue
-            if expiry_at is not None:
-                expiry_at = now + (expiry_at - wall)  # wall clock -> the broker's clock
-            message = Message(topic, payload, qos, retain == 1, properties, expiry_at, origin)
-            if expiry_at is not None and expiry_at <= now:
-                self.store.delete_retained(topic)
-                self.dead_letters.drop(DropReason.RETAINED_EXPIRED, message)
-                continue
-            yield topic, message
-
-    def _restore_subscription(
-        self, session: Session, topic_filter: str, options: SubOptions
-    ) -> None:
-        share, inner = parse_shared_subscription(topic_filter)
-        if share is not None:
-            self.shared.subscribe(session, share, inner, options)
-        elif self._tree.subscribe(topic_filter, session, options) and self._backplane is not None:
-            self._backplane.interest_added(topic_filter)
+        options: dict[tuple[int, bool, bool, int, int | None], SubOptions] | None = None,
+    ) -> tuple[Session, float | None]:
+        """A persistent session from its record (recovery.py), put in the registry with
+        its subscriptions in the trees; and the delay left of its pending will."""
+        session, will_delay = restore_session(
+            self, stored, messages, now, wall, self.subscriptions.restore, options
+        )
+        self._sessions[session.client_id] = session
+        return session, will_delay
 
     async def stop(self) -> None:
         """DISCONNECT 0x8B to 5.0 clients, close every connection, flush the store.
@@ -342,7 +315,7 @@ class Broker:
             connection.close_reason = "kicked by an operator (0x98)"
             connection.disconnect(ReasonCode.ADMINISTRATIVE_ACTION, publish_will=True)
         if discard_session and self._sessions.get(client_id) is session:
-            self._end_session(session, DropReason.SESSION_EXPIRED)
+            self.end_session(session, DropReason.SESSION_EXPIRED)
         return True
 
     def delete_retained(self, topic: str) -> bool:
@@ -385,7 +358,7 @@ class Broker:
         if session is not None:
             old = session.connection
             if old is not None:
-                self._take_over(old, session)
+                self.take_over(old, session)
             if session.will_timer is not None:
                 # A new connection within the Will Delay Interval cancels the will.
                 self.wills.cancel_pending(session)
@@ -395,7 +368,7 @@ class Broker:
             if clean_start or not session.persistent:
                 # Messages a clean start discards were discarded by their own client.
                 dropped = None if clean_start else DropReason.SESSION_EXPIRED
-                self._end_session(session, dropped, release=False)  # the new one keeps the id
+                self.end_session(session, dropped, release=False)  # the new one keeps the id
                 session = None
         present = session is not None and connection.protocol_level != 3
         if session is None:
@@ -417,7 +390,9 @@ class Broker:
             self._backplane.claim_client_id(client_id, clean_start, answered)
         return self._backplane is not None
 
-    def _take_over(self, old: Connection, session: Session) -> None:
+    def take_over(self, old: Connection, session: Session) -> None:
+        """A new connection (here or, in a cluster, on another node) takes `session`
+        over: DISCONNECT 0x8E to `old`, and its will published unless it waits."""
         self.stats.takeovers += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("client %r connected again: closing its old connection", session.client_id)
@@ -431,97 +406,6 @@ class Broker:
         old.disconnect(ReasonCode.SESSION_TAKEN_OVER, publish_will=False)
         if publish and will is not None:
             self.wills.publish(will)
-
-    def client_id_taken_elsewhere(self, client_id: str) -> None:
-        """Another node of the cluster claimed `client_id` after this one (backplane.py).
-
-        The connection here gets DISCONNECT 0x8E, as on one broker, and a delayed will is
-        cancelled (the client is connected again). With durable sessions the session
-        moved there, messages and all (`_forget_moved`); without, it ends here and its
-        undelivered messages are dropped.
-        """
-        session = self._sessions.get(client_id)
-        if session is None:
-            return
-        old = session.connection
-        if old is not None:
-            self._take_over(old, session)
-        if session.will_timer is not None:
-            self.wills.cancel_pending(session)
-        if self._backplane is not None and self._backplane.sessions_move:
-            self._forget_moved(session)
-        else:
-            self._end_session(session, DropReason.SESSION_EXPIRED)
-
-    def _forget_moved(self, session: Session) -> None:
-        """The session lives on another node now: forget it here only (no will, no dead
-        letters, no release of the client id, nothing handed to other group members)."""
-        if session.expiry_timer is not None:
-            session.expiry_timer.cancel()
-            session.expiry_timer = None
-        if session.will_timer is not None:
-            self.wills.cancel_pending(session)
-        for topic_filter in session.subscriptions:
-            self._remove_subscription(session, topic_filter)
-        session.subscriptions.clear()
-        session.clear()
-        if self._sessions.get(session.client_id) is session:
-            del self._sessions[session.client_id]
-        if session.persistent:
-            session.persistent = False
-            self.store.delete_session(session.client_id)
-
-    def session_from_node(self, state: StoredState) -> None:
-        """A persistent session moves here from its log (`state.sessions[0]`): it replaces
-        this node's copy, recorded in the node's store as it came; an offline one's
-        expiry starts counting here, and a pending will is dropped (its client is
-        connecting)."""
-        if not state.sessions:
-            return
-        stored = state.sessions[0]
-        stored.will = None
-        old = self._sessions.get(stored.client_id)
-        if old is not None:
-            if old.connection is not None:
-                self._take_over(old.connection, old)
-            self._forget_moved(old)
-        now = self.clock.now()
-        wall = self.clock.wall()
-        messages = {mid: message_from_stored(m, now, wall) for mid, m in state.messages.items()}
-        session, _ = restore_session(self, stored, messages, now, wall, self._restore_subscription)
-        self._sessions[session.client_id] = session
-        record_restored(self, session, stored.disconnected_at)
-        if session.expiry_interval != _NEVER_EXPIRES:
-            session.expiry_timer = self.scheduler.call_later(
-                session.expiry_interval, lambda: self._expire_session(session)
-            )
-
-    def will_of(self, client_id: str) -> tuple[Message, int] | None:
-        """The will of `client_id` connected here, and its delay as `Wills` would apply it."""
-        session = self._sessions.get(client_id)
-        connection = session.connection if session is not None else None
-        if session is None or connection is None or connection.will is None:
-            return None
-        delay = connection.will_delay
-        delay = min(delay, session.expiry_interval) if delay and session.persistent else 0
-        return connection.will, delay
-
-    def publish_will(self, message: Message) -> None:
-        """A will a dead node left behind (backplane.py): published here, cluster-wide."""
-        self.wills.publish(message)
-
-    def node_fenced(self) -> None:
-        """Cut off from the cluster (backplane.py): DISCONNECT 0x9C to every client.
-
-        No will is published here: the cluster holds them and a node that can reach it
-        publishes them. Pending delayed wills are cancelled here for the same reason.
-        """
-        for connection in list(self._connections):
-            connection.close_reason = "cut off from the cluster (0x9C)"
-            connection.disconnect(ReasonCode.USE_ANOTHER_SERVER, publish_will=False)
-        for session in list(self._sessions.values()):
-            if session.will_timer is not None:
-                self.wills.cancel_pending(session)
 
     def save_session(self, session: Session, disconnected_at: float | None) -> None:
         """Record a persistent session's own fields, and its owner when sessions are owned."""
@@ -571,20 +455,24 @@ class Broker:
             self.save_session(session, self.clock.wall())
         if self._stopping:
             if not session.persistent:
-                self._end_session(session, DropReason.SESSION_EXPIRED)
+                self.end_session(session, DropReason.SESSION_EXPIRED)
             return
         if will is not None and publish_will:
             self.wills.connection_ended(session, will, connection.will_delay)
         if self._backplane is not None and session.pending_will is None:
             self._backplane.will_settled(session.client_id)
         if not session.persistent:
-            self._end_session(session, DropReason.SESSION_EXPIRED)
+            self.end_session(session, DropReason.SESSION_EXPIRED)
         elif session.expiry_interval != _NEVER_EXPIRES:
-            session.expiry_timer = self.scheduler.call_later(
-                session.expiry_interval, lambda: self._expire_session(session)
-            )
+            self.expire_later(session, session.expiry_interval)
 
     # -- sessions ending -----------------------------------------------------------------
+
+    def expire_later(self, session: Session, delay: float) -> None:
+        """End `session` in `delay` seconds unless a client resumes it first."""
+        session.expiry_timer = self.scheduler.call_later(
+            delay, lambda: self._expire_session(session)
+        )
 
     def _expire_session(self, session: Session) -> None:
         session.expiry_timer = None
@@ -593,9 +481,9 @@ class Broker:
         self.stats.sessions_expired += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("session %r expired", session.client_id)
-        self._end_session(session, DropReason.SESSION_EXPIRED)
+        self.end_session(session, DropReason.SESSION_EXPIRED)
 
-    def _end_session(
+    def end_session(
         self, session: Session, dropped: DropReason | None = None, release: bool = True
     ) -> None:
         """The session is over: publish a pending will, drop subscriptions and messages.
@@ -611,7 +499,7 @@ class Broker:
             self.wills.publish_pending(session)
         shared = undelivered_shared(session) if self.shared.groups else None
         for topic_filter in session.subscriptions:
-            self._remove_subscription(session, topic_filter)
+            self.subscriptions.remove(session, topic_filter)
         session.subscriptions.clear()
         if shared:
             self.shared.hand_over(session, shared, self.authorise)
@@ -624,6 +512,24 @@ class Broker:
             del self._sessions[session.client_id]
             if self._backplane is not None and release:
                 self._backplane.release_client_id(session.client_id)
+        if session.persistent:
+            session.persistent = False
+            self.store.delete_session(session.client_id)
+
+    def forget_session(self, session: Session) -> None:
+        """The session lives on another node now: forget it here only (no will, no dead
+        letters, no release of the client id, nothing handed to other group members)."""
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        if session.will_timer is not None:
+            self.wills.cancel_pending(session)
+        for topic_filter in session.subscriptions:
+            self.subscriptions.remove(session, topic_filter)
+        session.subscriptions.clear()
+        session.clear()
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
         if session.persistent:
             session.persistent = False
             self.store.delete_session(session.client_id)
@@ -695,115 +601,12 @@ class Broker:
         flow.publisher = None
         return flags
 
-    def publish_from_node(self, message: Message) -> int:
-        """A message another node published: delivered here only, never sent out again.
-
-        Its retained state arrives separately (`retained_from_node`).
-        """
-        return self.publish(message, None, True)
-
-    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
-        """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
-        `message` (published on any node, this one included): deliver to one of them."""
-        self.shared.deliver_to_group(message, share, topic_filter, self.authorise)
-
     # -- retained messages ---------------------------------------------------------------
-
-    def retained_from_node(self, topic: str, message: Message | None) -> None:
-        """Another node set (`message`) or cleared (None) the retained message of `topic`.
-
-        The node's tree and store follow the cluster's; nothing is sent out again.
-        """
-        self.retained_messages.from_node(topic, message)
 
     def deliver_retained(self, session: Session, topic_filter: str, options: SubOptions) -> None:
         """Send the retained messages matching a new subscription, with retain=1."""
         if len(self._retained):
             self.retained_messages.deliver(session, topic_filter, options, self.authorise)
-
-    # -- subscriptions -----------------------------------------------------------------
-
-    def subscribe(
-        self, session: Session, packet: Subscribe
-    ) -> tuple[list[int], list[tuple[str, SubOptions]]]:
-        """Apply a SUBSCRIBE; return its SUBACK codes and the (filter, options) whose
-        retained messages go out after the SUBACK (Retain Handling, 3.8.3.1)."""
-        settings = self.settings
-        v5 = session.protocol_level == 5
-        props = packet.properties
-        sub_id = (
-            props.subscription_identifier[0] if props and props.subscription_identifier else None
-        )
-        codes: list[int] = []
-        retained: list[tuple[str, SubOptions]] = []
-        for sub in packet.subscriptions:
-            topic_filter = sub.topic_filter
-            share, inner = parse_shared_subscription(topic_filter)
-            refused = refusal(settings, self.authorise, session, topic_filter, sub_id is not None)
-            if refused is not None:
-                codes.append(refused if v5 else SUBACK_FAILURE)
-                continue
-            qos = min(sub.qos, settings.maximum_qos)
-            options = SubOptions(
-                qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
-            )
-            if share is not None:
-                is_new = self.shared.subscribe(session, share, inner, options)
-            else:
-                is_new = self._tree.subscribe(topic_filter, session, options)
-                self._drop_plans(topic_filter)
-                if is_new and self._backplane is not None:
-                    self._backplane.interest_added(topic_filter)
-            session.subscriptions[topic_filter] = options
-            if session.persistent:
-                self.store.add_subscription(session.client_id, options.to_stored(topic_filter))
-            codes.append(qos)
-            # Shared subscriptions get no retained messages (5.0 4.8.2).
-            if share is None and (
-                sub.retain_handling == 0 or (sub.retain_handling == 1 and is_new)
-            ):
-                retained.append((topic_filter, options))
-        return codes, retained
-
-    def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
-        """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""
-        codes: list[int] = []
-        for topic_filter in topic_filters:
-            try:
-                share, _ = parse_shared_subscription(topic_filter)
-                if share is None:
-                    validate_topic_filter(topic_filter)
-            except TopicFilterInvalid:
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
-                continue
-            if session.subscriptions.pop(topic_filter, None) is None:
-                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
-                continue
-            self._remove_subscription(session, topic_filter)
-            if session.persistent:
-                self.store.remove_subscription(session.client_id, topic_filter)
-            codes.append(ReasonCode.SUCCESS)
-        return codes
-
-    def _remove_subscription(self, session: Session, topic_filter: str) -> None:
-        """Take the session's subscription on `topic_filter` out of the trees."""
-        share, inner = parse_shared_subscription(topic_filter)
-        if share is None:
-            session.drop_feed(topic_filter)
-            if self._tree.unsubscribe(topic_filter, session) and self._backplane is not None:
-                self._backplane.interest_removed(topic_filter)
-            self._drop_plans(topic_filter)
-        else:
-            self.shared.unsubscribe(session, share, inner)
-
-    def _drop_plans(self, topic_filter: str) -> None:
-        # The topic tree's rule (topic_tree.py): an exact filter can alter the plan of one
-        # topic, itself; a wildcard filter any plan. A stale plan would still be caught by
-        # the identity check in `publish`, but would keep an ended session alive.
-        if "+" in topic_filter or "#" in topic_filter:
-            self._plans.clear()
-        else:
-            self._plans.pop(topic_filter, None)
 
     # -- persistence helpers -------------------------------------------------------------
 

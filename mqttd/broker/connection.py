@@ -34,12 +34,8 @@ client silent for 1.5 x Keep Alive is disconnected [MQTT-3.1.2-24] (5.0: DISCONN
 0x8D first). Reading stops while the client is over `max_publish_rate` or its
 receivers are saturated (flow.py).
 
-Acknowledgement order. A PUBACK/PUBREC for a message that was recorded in the store is
-sent only from `store.after_commit` (the persistence contract), or, for a QoS 1
-message, once every persistent receiver has acknowledged it (nothing then needs the
-store: `outbound.PublisherAck`), whichever comes first. Once one ack waits, later acks
-queue behind it, so acks leave in the order the PUBLISH packets came [MQTT-4.6.0-2],
-[MQTT-4.6.0-3].
+Acknowledgements of the client's PUBLISH flows leave in the order the PUBLISH packets
+came, some after a store commit (inbound.py's `send_ack`; `send_ready_acks` here).
 """
 
 from __future__ import annotations
@@ -75,10 +71,11 @@ from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
 from .flow import HOLD_CLAIM
 from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
-from .inbound import ACK_CLASS, PUBREC, on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
+from .inbound import on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
 from .message import Message
 from .outbound import PublisherAck
 from .reason_strings import reason_properties
+from .subscribe import on_subscribe, on_unsubscribe
 
 if TYPE_CHECKING:
     from ..auth.limits import TokenBucket
@@ -142,17 +139,18 @@ class Connection:
     """One client connection: packets in, packets out (see the module docstring).
 
     Its public fields are also what handshake.py (the CONNECT), inbound.py (PUBLISH
-    from the client) and flow.py (holding reading) work on: the parts of this machine
-    kept in files of their own.
+    from the client and the acks it gets), subscribe.py (SUBSCRIBE, UNSUBSCRIBE) and
+    flow.py (holding reading) work on: the parts of this machine kept in files of
+    their own.
     """
 
     __slots__ = (
-        "_acks",
         "_handlers",
         "_held",
         "_reader",
         "_reading_held",
         "_state",
+        "acks",
         "alias_max",
         "aliases",
         "blocked_on",
@@ -245,8 +243,9 @@ class Connection:
         self.close_reason = "connection lost"
         self.will_delay = 0
         self.aliases: dict[int, str] | None = None
-        #: Acks queued behind a store commit or an end-to-end delivery, in order.
-        self._acks: deque[PublisherAck] | None = None
+        #: Acks queued behind a store commit or an end-to-end delivery, in order
+        #: (inbound.py's `send_ack` queues them, `send_ready_acks` sends them).
+        self.acks: deque[PublisherAck] | None = None
         self.qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
         # Set by the handshake from CONNECT (5.0):
         #: the Topic Alias Maximum we allow the client;
@@ -455,57 +454,6 @@ class Connection:
         stats.bytes_sent += len(data)
         self.sink.write(data)
 
-    def send_ack(
-        self,
-        first_byte: int,
-        packet_id: int,
-        reason_code: int,
-        recorded: bool,
-        counted_qos1: bool = False,
-        pending: PublisherAck | None = None,
-    ) -> None:
-        """Send PUBACK/PUBREC/PUBREL/PUBCOMP, after the store commit when needed.
-
-        `counted_qos1`: this PUBACK ends a QoS 1 flow counted in `_qos1_unacked`.
-        `pending`: the PublisherAck the message's deliveries may have made ready before
-        the commit (a QoS 1 PUBLISH whose persistent receivers all acknowledged it).
-        """
-        if reason_code and self.protocol_level == 5:
-            # A Reason String on refused publishes (PUBACK/PUBREC >= 0x80), only if the
-            # client asked for problem information [MQTT-3.1.2-29]; PUBREL/PUBCOMP 0x92
-            # (a lost packet id) say all there is to say with the code.
-            props = (
-                reason_properties(reason_code)
-                if self.problem_info and first_byte <= PUBREC
-                else None
-            )
-            data = self.encode_v5(ACK_CLASS[first_byte](packet_id, reason_code, props))
-        else:
-            # Reason code 0 without properties may be left out in 5.0 (3.4.2.1), so the
-            # short form is every level's success ack: 4 bytes, built without the codec
-            # (first byte, Remaining Length 2, packet id: one integer).
-            data = ((first_byte << 24) | 0x20000 | packet_id).to_bytes(4)
-        acks = self._acks
-        if recorded or acks:
-            ack = pending if pending is not None else PublisherAck(self.send_ready_acks)
-            ack.data = data
-            ack.qos1 = counted_qos1
-            if acks is None:
-                acks = self._acks = deque()
-            acks.append(ack)
-            if recorded:
-                # Patient when its receivers' PUBACKs may release it first: the store
-                # then lets the batch fill and fold (store/sqlite.py, after_commit).
-                self.broker.store.after_commit(
-                    ack.committed, pending is not None and ack.holders > 0 and not ack.blocked
-                )
-            else:
-                ack.ready = True  # nothing to wait for but the acks before it
-        else:
-            if counted_qos1:
-                self.qos1_unacked -= 1
-            self.write(data)
-
     def encode_v5(
         self, packet: Connack | Disconnect | PubAck | PubRec | PubRel | PubComp | SubAck
     ) -> bytes:
@@ -522,7 +470,7 @@ class Connection:
     def send_ready_acks(self) -> None:
         """Send the queued acks that are ready, up to the first that is not: they
         leave in the order the PUBLISH packets came [MQTT-4.6.0-2] [MQTT-4.6.0-3]."""
-        acks = self._acks
+        acks = self.acks
         while acks and acks[0].ready:
             ack = acks.popleft()
             if ack.qos1:
@@ -552,32 +500,6 @@ class Connection:
                 timer.postpone(self.broker.clock.now() + self.keepalive_grace)
 
     # -- the other packets -------------------------------------------------------------
-
-    def _on_subscribe(self, packet: Subscribe) -> None:
-        session = self.session
-        assert session is not None
-        if self.bridge and self.protocol_level != 5:
-            # As Mosquitto: a 3.x bridge never gets its own messages back and keeps the
-            # retain flag (3.x has no subscription options to ask for either).
-            for sub in packet.subscriptions:
-                sub.no_local = sub.retain_as_published = True
-        codes, retained = self.broker.subscribe(session, packet)
-        if self.protocol_level == 5:
-            failed = max(codes)
-            props = reason_properties(failed) if self.problem_info else None
-            self.write(self.encode_v5(SubAck(packet.packet_id, codes, props)))
-        else:
-            self.write(encode(SubAck(packet.packet_id, codes), self.protocol_level))
-        for topic_filter, options in retained:
-            self.broker.deliver_retained(session, topic_filter, options)
-
-    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
-        session = self.session
-        assert session is not None
-        codes = self.broker.unsubscribe(session, packet.topic_filters)
-        if self.protocol_level != 5:
-            codes = []
-        self.write(encode(UnsubAck(packet.packet_id, codes), self.protocol_level))
 
     def _on_pingreq(self, packet: PingReq) -> None:
         self.write(_PINGRESP)
@@ -647,8 +569,8 @@ _CONNECTED: dict[type, Handler] = {
     PubRec: on_pubrec,
     PubRel: on_pubrel,
     PubComp: on_pubcomp,
-    Subscribe: Connection._on_subscribe,
-    Unsubscribe: Connection._on_unsubscribe,
+    Subscribe: on_subscribe,
+    Unsubscribe: on_unsubscribe,
     PingReq: Connection._on_pingreq,
     Disconnect: Connection._on_disconnect,
     Auth: Connection._on_auth,

@@ -7,9 +7,16 @@ The hot path of one inbound message (design.md): the publish-rate throttle (flow
 per-hop properties dropped, Message Expiry read), the payload format (0x99,
 3.3.2.3.2), topic name rules and limits, Maximum QoS / Retain Available, `message_size_limit`, the
 broker's own topics and the ACL, then routing and the acknowledgement: PUBACK/PUBREC
-leave after the store commit when the message was recorded (connection.py's
-`send_ack`), or for QoS 1 once every persistent receiver acknowledged it
-(`outbound.PublisherAck`), and 5.0 Receive Maximum is enforced [MQTT-3.3.4-9].
+leave after the store commit when the message was recorded (`send_ack`), or for QoS 1
+once every persistent receiver acknowledged it (`outbound.PublisherAck`), and 5.0
+Receive Maximum is enforced [MQTT-3.3.4-9].
+
+Acknowledgement order. A PUBACK/PUBREC for a message that was recorded in the store is
+sent only from `store.after_commit` (the persistence contract), or, for a QoS 1
+message, once every persistent receiver has acknowledged it (nothing then needs the
+store: `outbound.PublisherAck`), whichever comes first. Once one ack waits, later acks
+queue behind it (`Connection.acks`, sent by `Connection.send_ready_acks`), so acks
+leave in the order the PUBLISH packets came [MQTT-4.6.0-2], [MQTT-4.6.0-3].
 
 These are functions of the `Connection`, kept here so connection.py stays the state
 machine: its transition table calls `on_publish`, `on_puback`, `on_pubrec`, `on_pubrel`
@@ -21,6 +28,7 @@ broker) as its own handlers do; nothing else calls them.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -35,6 +43,7 @@ from .delivery import MATCHED, RECORDED
 from .flow import throttle
 from .message import Message
 from .outbound import PublisherAck
+from .reason_strings import reason_properties
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -51,11 +60,12 @@ __all__ = [
     "on_publish",
     "on_pubrec",
     "on_pubrel",
+    "send_ack",
 ]
 
 logger = logging.getLogger("mqttd.connection")
 
-# First bytes of the acknowledgements the server sends (connection.py's `send_ack`).
+# First bytes of the acknowledgements the server sends (`send_ack`).
 PUBACK = 0x40
 PUBREC = 0x50
 PUBREL = 0x62
@@ -136,11 +146,11 @@ def on_publish(conn: Connection, packet: Publish) -> None:
     inbound_qos2 = session.inbound_qos2
     if qos == 2 and packet_id in inbound_qos2:
         # 4.3.3: the same id before PUBREL is a resend; acknowledge, never re-route.
-        conn.send_ack(PUBREC, packet_id, 0, False)
+        send_ack(conn, PUBREC, packet_id, 0, False)
         return
     if v5:
         if qos == 1 and packet_id in inbound_qos2:
-            conn.send_ack(PUBACK, packet_id, ReasonCode.PACKET_IDENTIFIER_IN_USE, False)
+            send_ack(conn, PUBACK, packet_id, ReasonCode.PACKET_IDENTIFIER_IN_USE, False)
             return
         if conn.qos1_unacked + len(inbound_qos2) >= conn.settings.receive_maximum:
             conn.disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)  # [MQTT-3.3.4-9]
@@ -167,13 +177,13 @@ def on_publish(conn: Connection, packet: Publish) -> None:
     code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
     if qos == 1:
         conn.qos1_unacked += 1
-        conn.send_ack(PUBACK, packet_id, code, recorded, True, pending)
+        send_ack(conn, PUBACK, packet_id, code, recorded, True, pending)
         return
     inbound_qos2.add(packet_id)
     if session.persistent:
         broker.store.add_inbound_qos2(session.client_id, packet_id)
         recorded = True
-    conn.send_ack(PUBREC, packet_id, code, recorded)
+    send_ack(conn, PUBREC, packet_id, code, recorded)
 
 
 def _pubrec_first(conn: Connection, message: Message, session: Session, packet_id: int) -> None:
@@ -184,7 +194,7 @@ def _pubrec_first(conn: Connection, message: Message, session: Session, packet_i
     session.inbound_qos2.add(packet_id)
     if session.persistent:
         conn.broker.store.add_inbound_qos2(session.client_id, packet_id)
-    conn.send_ack(PUBREC, packet_id, 0, False)
+    send_ack(conn, PUBREC, packet_id, 0, False)
     if not conn.broker.publish(message, session) & MATCHED and not message.retain:
         conn.broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
 
@@ -208,7 +218,7 @@ def _payload_too_large(conn: Connection, packet: Publish) -> None:
     if not packet.qos or packet_id is None:
         return
     code = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR if conn.protocol_level == 5 else 0
-    conn.send_ack(PUBACK if packet.qos == 1 else PUBREC, packet_id, code, False)
+    send_ack(conn, PUBACK if packet.qos == 1 else PUBREC, packet_id, code, False)
 
 
 def _publish_denied(conn: Connection, qos: int, packet_id: int | None, topic: str) -> None:
@@ -223,7 +233,7 @@ def _publish_denied(conn: Connection, qos: int, packet_id: int | None, topic: st
     if not qos or packet_id is None:
         return
     code = ReasonCode.NOT_AUTHORIZED if conn.protocol_level == 5 else 0
-    conn.send_ack(PUBACK if qos == 1 else PUBREC, packet_id, code, False)
+    send_ack(conn, PUBACK if qos == 1 else PUBREC, packet_id, code, False)
 
 
 def _payload_format_invalid(conn: Connection, packet: Publish) -> None:
@@ -235,7 +245,7 @@ def _payload_format_invalid(conn: Connection, packet: Publish) -> None:
         return
     # A refused QoS 2 flow ends at this PUBREC: its id is not kept [MQTT-4.3.3-9].
     first = PUBACK if packet.qos == 1 else PUBREC
-    conn.send_ack(first, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID, False)
+    send_ack(conn, first, packet_id, ReasonCode.PAYLOAD_FORMAT_INVALID, False)
 
 
 def _publish_properties(
@@ -312,12 +322,12 @@ def on_pubrec(conn: Connection, packet: PubRec) -> None:
         if packet.reason_code < 0x80:
             # After the commit of PUBREL_SENT: otherwise a crash would resend the
             # PUBLISH to a client that already completed it, a second delivery.
-            conn.send_ack(PUBREL, packet.packet_id, 0, session.persistent)
+            send_ack(conn, PUBREL, packet.packet_id, 0, session.persistent)
     elif conn.protocol_level == 5:
-        conn.send_ack(PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+        send_ack(conn, PUBREL, packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
     else:
         # 3.x has no way to say "unknown": release the id so the client can go on.
-        conn.send_ack(PUBREL, packet.packet_id, 0, False)
+        send_ack(conn, PUBREL, packet.packet_id, 0, False)
 
 
 def on_pubrel(conn: Connection, packet: PubRel) -> None:
@@ -330,10 +340,10 @@ def on_pubrel(conn: Connection, packet: PubRel) -> None:
             conn.broker.store.remove_inbound_qos2(session.client_id, packet_id)
         # After the commit: a client told PUBCOMP reuses the id, which a crash
         # would otherwise leave marked as received and so swallow the new message.
-        conn.send_ack(PUBCOMP, packet_id, 0, session.persistent)
+        send_ack(conn, PUBCOMP, packet_id, 0, session.persistent)
     else:
         # 5.0: 0x92; 3.x: PUBCOMP anyway [MQTT-4.3.3-11] (the id may be a resend).
-        conn.send_ack(PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
+        send_ack(conn, PUBCOMP, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
 
 
 def on_pubcomp(conn: Connection, packet: PubComp) -> None:
@@ -341,3 +351,56 @@ def on_pubcomp(conn: Connection, packet: PubComp) -> None:
     assert session is not None
     _check_ack_type(session, packet.packet_id, "PUBCOMP", 2)
     session.pubcomp(packet.packet_id)
+
+
+# -- acknowledgements to the client --------------------------------------------------
+
+
+def send_ack(
+    conn: Connection,
+    first_byte: int,
+    packet_id: int,
+    reason_code: int,
+    recorded: bool,
+    counted_qos1: bool = False,
+    pending: PublisherAck | None = None,
+) -> None:
+    """Send PUBACK/PUBREC/PUBREL/PUBCOMP, after the store commit when needed.
+
+    `counted_qos1`: this PUBACK ends a QoS 1 flow counted in `conn.qos1_unacked`.
+    `pending`: the PublisherAck the message's deliveries may have made ready before
+    the commit (a QoS 1 PUBLISH whose persistent receivers all acknowledged it).
+    """
+    if reason_code and conn.protocol_level == 5:
+        # A Reason String on refused publishes (PUBACK/PUBREC >= 0x80), only if the
+        # client asked for problem information [MQTT-3.1.2-29]; PUBREL/PUBCOMP 0x92
+        # (a lost packet id) say all there is to say with the code.
+        props = (
+            reason_properties(reason_code) if conn.problem_info and first_byte <= PUBREC else None
+        )
+        data = conn.encode_v5(ACK_CLASS[first_byte](packet_id, reason_code, props))
+    else:
+        # Reason code 0 without properties may be left out in 5.0 (3.4.2.1), so the
+        # short form is every level's success ack: 4 bytes, built without the codec
+        # (first byte, Remaining Length 2, packet id: one integer).
+        data = ((first_byte << 24) | 0x20000 | packet_id).to_bytes(4)
+    acks = conn.acks
+    if recorded or acks:
+        ack = pending if pending is not None else PublisherAck(conn.send_ready_acks)
+        ack.data = data
+        ack.qos1 = counted_qos1
+        if acks is None:
+            acks = conn.acks = deque()
+        acks.append(ack)
+        if recorded:
+            # Patient when its receivers' PUBACKs may release it first: the store
+            # then lets the batch fill and fold (store/sqlite.py, after_commit).
+            conn.broker.store.after_commit(
+                ack.committed, pending is not None and ack.holders > 0 and not ack.blocked
+            )
+        else:
+            ack.ready = True  # nothing to wait for but the acks before it
+    else:
+        if counted_qos1:
+            conn.qos1_unacked -= 1
+        conn.write(data)

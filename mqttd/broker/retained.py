@@ -21,7 +21,8 @@ starting with "$", so "#" does not return "$SYS/..." messages while "$SYS/#" doe
 an empty payload, clears its topic [MQTT-3.3.1-10, -11], and the change is recorded in
 the store ($SYS topics excepted: the broker makes them afresh after a restart); a new
 subscription gets the matching messages with the retain flag set, except expired ones,
-which are dropped (and dead-lettered) on the way.
+which are dropped (and dead-lettered) on the way. At start, `from_rows` turns the store's
+rows into the tree's records.
 """
 
 from __future__ import annotations
@@ -32,27 +33,23 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ..protocol.errors import TopicNameInvalid
 from .message import Message
 from .recovery import stored_message
-from .retained_record import message_of, pack
+from .retained_feed import RetainedFeed, add_feed
+from .retained_record import RetainedRecord, message_of, pack, pack_fields
 from .settings import DropReason
 from .topic_tree import split_topic_filter
 from .trie import LevelNode
 
 if TYPE_CHECKING:
     from ..auth.hooks import Authorise
-    from ..store.base import Store
+    from ..store.base import RetainedRow, Store
     from .backplane import Backplane
     from .clock import Clock
     from .dead_letter import DeadLetters
-    from .scheduler import Scheduler, Timer
+    from .scheduler import Scheduler
     from .session import Session
     from .subscription import SubOptions
 
-__all__ = ["FEED_BYTES", "RetainedFeed", "RetainedMessages", "RetainedTree"]
-
-#: About how many bytes of retained messages one step of a `RetainedFeed` hands to its
-#: session: the most a subscription's retained messages add to the memory in use at a
-#: time, beyond the socket's own write buffer (net/tcp.py's HIGH_WATER).
-FEED_BYTES = 1024 * 1024
+__all__ = ["RetainedMessages", "RetainedTree"]
 
 V = TypeVar("V")
 
@@ -415,6 +412,37 @@ class RetainedMessages:
         self.tree.set(topic, message)
         self._store.save_retained(stored_message(message, self._clock))
 
+    def from_rows(
+        self,
+        rows: list[RetainedRow],
+        now: float,
+        wall: float,
+        heads: dict[tuple[str | None, int, int], bytes],
+    ) -> Iterator[tuple[str, RetainedRecord]]:
+        """(topic, record) of each stored retained row, as the retained tree keeps it
+        (retained_record.py), for `RetainedTree.load` at start; expired ones are dropped.
+
+        Most rows have neither properties nor an expiry: their record is the head
+        (flags and publisher id, the same for a publisher's every message) and the
+        payload, one concatenation per row with the head from `heads`.
+        """
+        for topic, payload, qos, retain, properties, expiry_at, origin in rows:
+            if properties is None and expiry_at is None:
+                key = (origin, qos, retain)
+                head = heads.get(key)
+                if head is None:
+                    head = heads[key] = pack_fields(qos, retain == 1, origin, b"")
+                yield topic, head + payload
+                continue
+            if expiry_at is not None:
+                expiry_at = now + (expiry_at - wall)  # wall clock -> the broker's clock
+            message = Message(topic, payload, qos, retain == 1, properties, expiry_at, origin)
+            if expiry_at is not None and expiry_at <= now:
+                self._store.delete_retained(topic)
+                self._drops.drop(DropReason.RETAINED_EXPIRED, message)
+                continue
+            yield topic, message
+
     def deliver(
         self,
         session: Session,
@@ -424,94 +452,16 @@ class RetainedMessages:
     ) -> None:
         """Send the retained messages matching a new subscription, with retain=1.
 
-        They go as the client takes them (`RetainedFeed`): the first step at once, the
-        rest as its socket drains.
+        They go as the client takes them (retained_feed.py): the first step at once,
+        the rest as its socket drains.
         """
-        session.add_feed(
-            RetainedFeed(self, topic_filter, self.tree.iter_match(topic_filter), options, authorise)
+        matches = self.tree.iter_match(topic_filter)
+        feed = RetainedFeed(
+            self._clock, self._scheduler, self._expired, topic_filter, matches, options, authorise
         )
+        add_feed(session, feed)
 
     def _expired(self, topic: str, message: Message, client_id: str) -> None:
         self.tree.delete(topic)
         self._store.delete_retained(topic)
         self._drops.drop(DropReason.RETAINED_EXPIRED, message, client_id)
-
-
-class RetainedFeed:
-    """The retained messages of one new subscription, handed to its session in steps.
-
-    A subscription to "#" over a million retained messages would otherwise encode them
-    all and hand every byte to the socket at once (810 MiB at the peak for 1,000,000
-    messages, docs/benchmarks.md). Here the session asks for a step of about
-    `FEED_BYTES` (`Session.add_feed`, `Session.run_feeds`) while it is writable and
-    has nothing queued; a step also ends at the first message that has to be queued
-    (QoS 1/2 beyond the inflight window), so the queue never grows for it. After a
-    step it comes back when its queue drains (PUBACKs, `Session.pump`), when the socket
-    drains below its low-water mark (`Session.set_writable`), or on the next scheduler
-    tick when the socket took it all.
-
-    The matches are read from the tree as the feed goes (`RetainedTree.iter_match`):
-    a message cleared before the feed reaches it is not sent, one replaced meanwhile
-    is sent as it is now (its latest retained value, retain=1, as a subscription made
-    at that moment would get it). Each delivery carries retain=1 [MQTT-3.3.1-8].
-    """
-
-    __slots__ = ("_authorise", "_matches", "_options", "_retained", "timer", "topic_filter")
-
-    def __init__(
-        self,
-        retained: RetainedMessages,
-        topic_filter: str,
-        matches: Iterator[tuple[str, Message]],
-        options: SubOptions,
-        authorise: Authorise | None,
-    ) -> None:
-        self._retained = retained
-        #: The subscription's filter: an UNSUBSCRIBE of it ends the feed [MQTT-3.10.4-2].
-        self.topic_filter = topic_filter
-        self._matches = matches
-        self._options = options
-        self._authorise = authorise
-        #: The session's wake-up for the next step, while one is armed.
-        self.timer: Timer | None = None
-
-    def step(self, session: Session) -> bool:
-        """Deliver up to about `FEED_BYTES` of messages; True if more are left."""
-        retained = self._retained
-        now = retained._clock.now()
-        authorise = self._authorise
-        options = self._options
-        granted = options.qos
-        sub_ids = options.sub_ids
-        client_id = session.client_id
-        budget = FEED_BYTES
-        for topic, message in self._matches:
-            if message.expiry_at is not None and message.expiry_at <= now:
-                retained._expired(topic, message, client_id)
-                continue
-            if authorise is not None and not authorise(client_id, session.username, "read", topic):
-                continue  # a wildcard matched a retained topic the client may not read
-            # `message` is made afresh from the tree's record (`message_of`): its
-            # store_id and encoding are this delivery's alone.
-            session.deliver(message, session.outgoing_qos(granted, message), True, sub_ids)
-            budget -= len(message.payload) + len(topic) + 16
-            # Also stop at the first message that had to wait (the inflight window is
-            # full, or the socket): the feed never fills the session's queue.
-            if budget <= 0 or session.queue_length or not session.writable:
-                return True
-        return False
-
-    def wake_later(self, session: Session) -> None:
-        """Arm the next step for the scheduler's next tick (if none is armed)."""
-        if self.timer is None:
-            self.timer = self._retained._scheduler.call_later(0, lambda: self._wake(session))
-
-    def _wake(self, session: Session) -> None:
-        self.timer = None
-        session.run_feeds()
-
-    def cancel(self) -> None:
-        """The session dropped the feed: no more steps."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None

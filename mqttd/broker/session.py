@@ -6,11 +6,11 @@ session writes PUBLISH bytes straight to its sink; otherwise (or while the sink 
 writable, or the inflight window is full) outbound messages wait in `queue`, in order.
 
 Outbound QoS 1/2 (4.3.2, 4.3.3). A message sent with a packet id sits in `inflight`
-(a dict, so it keeps the sending order) until PUBACK, or PUBREC then PUBCOMP. A packet
-id is never reused while its message is inflight [MQTT-2.2.1-3]. The window is
-`settings.max_inflight_messages`, and for 5.0 also the client's Receive Maximum
-[MQTT-3.3.4-7]. When a session resumes, every inflight PUBLISH is sent again with
-DUP=1 and every PUBREL again, before anything queued [MQTT-4.4.0-1].
+until it is acknowledged (inflight.py: `Inflight`, the part of `Session` that records,
+numbers and acknowledges them). The window is `settings.max_inflight_messages`, and
+for 5.0 also the client's Receive Maximum [MQTT-3.3.4-7]. When a session resumes,
+every inflight PUBLISH is sent again with DUP=1 and every PUBREL again, before
+anything queued [MQTT-4.4.0-1].
 
 Inbound QoS 2 (4.3.3, "Method B"): the packet id is remembered in `inbound_qos2` from
 PUBLISH to PUBREL, so a resent PUBLISH with that id is acknowledged again but never
@@ -42,11 +42,13 @@ from typing import TYPE_CHECKING
 
 from ..protocol.encoder import encode, patch_packet_id
 from ..protocol.packets import PubRel
-from ..store.base import OutboundState, StoredOutbound
+from ..store.base import OutboundState
 from .context import SessionContext
 from .dead_letter import DropReason
+from .inflight import Inflight
 from .message import Message
 from .outbound import Outbound, SharedOutbound
+from .retained_feed import drop_feeds, run_feeds
 from .subscription import SubOptions
 from .topic_alias import TopicAliases
 
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
     from ..auth.hooks import Authorise
     from ..store.base import Store
     from .connection import Connection, Sink
-    from .retained import RetainedFeed
+    from .retained_feed import RetainedFeed
     from .scheduler import Timer
     from .shared import SharedGroup
     from .stats import BrokerStats
@@ -64,18 +66,16 @@ __all__ = ["Outbound", "Session", "SessionContext", "SharedOutbound", "SubOption
 
 logger = logging.getLogger("mqttd.session")
 
-_PUBLISH_SENT = OutboundState.PUBLISH_SENT
 _PUBREL_SENT = OutboundState.PUBREL_SENT
 
 
-class Session:
+class Session(Inflight):
     """The server side of one client id's session (see the module docstring)."""
 
     __slots__ = (
         "_core",
         "_deferred",
         "_drop_oldest",
-        "_feeds",
         "_inbound_qos2",
         "_max_inflight_bytes",
         "_max_queued",
@@ -89,10 +89,8 @@ class Session:
         "connection",
         "expiry_interval",
         "expiry_timer",
-        "inflight",
+        "feeds",
         "max_packet_size",
-        "next_packet_id",
-        "next_seq",
         "pending_will",
         "persistent",
         "protocol_level",
@@ -143,9 +141,9 @@ class Session:
         self.next_seq = 1
         # Made on first use too (see `inbound_qos2`): 216 bytes an idle client never needs.
         self._inbound_qos2: set[int] | None = None
-        # Retained messages of new subscriptions still to send, oldest first (see
-        # `add_feed`); None when there are none.
-        self._feeds: deque[RetainedFeed] | None = None
+        #: Retained messages of new subscriptions still to send, oldest first
+        #: (retained_feed.py); None when there are none.
+        self.feeds: deque[RetainedFeed] | None = None
         self.window = 65_535
         self.max_packet_size = 268_435_460  # the client's Maximum Packet Size (5.0)
         #: Server-to-client topic aliases of the attached 5.0 connection, None when the
@@ -305,55 +303,6 @@ class Session:
                 ack.holders += 1
             else:
                 ack.blocked = True
-
-    def record(self, entry: Outbound, packet_id: int = 0) -> None:
-        """Write `entry` (and its message, the first time) to the store; with a
-        `packet_id`, as a PUBLISH about to be sent under it."""
-        message = entry.message
-        store = self._store
-        message_id = message.store_id
-        if message_id is None:
-            message_id = message.store_id = self._core.next_message_id()
-            store.save_message(message_id, self._core.stored_message(message))
-        entry.seq = seq = self.next_seq
-        self.next_seq = seq + 1
-        store.add_outbound(
-            self.client_id,
-            StoredOutbound(seq, message_id, entry.qos, entry.retain, entry.sub_ids)
-            if not packet_id
-            else StoredOutbound(
-                seq, message_id, entry.qos, entry.retain, entry.sub_ids, packet_id, _PUBLISH_SENT
-            ),
-        )
-
-    def _free_packet_id(self) -> int:
-        """The next packet id not in flight [MQTT-2.2.1-3]."""
-        inflight = self.inflight
-        pid = self.next_packet_id
-        while pid in inflight:
-            pid = pid % 65_535 + 1
-        return pid
-
-    def _start(self, entry: Outbound, pid: int = 0) -> bool:
-        """Send a QoS 1/2 entry with a fresh packet id (`pid`: already chosen and
-        recorded by `record`); False if it had to be dropped."""
-        inflight = self.inflight
-        if not pid:
-            pid = self._free_packet_id()
-            if entry.seq:
-                # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
-                self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)
-        if self._write_publish(
-            entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid
-        ):
-            self.next_packet_id = pid % 65_535 + 1
-            entry.packet_id = pid
-            entry.state = _PUBLISH_SENT
-            inflight[pid] = entry
-            return True
-        if entry.seq:
-            self._store.remove_outbound(self.client_id, entry.seq)
-        return False
 
     def _write_publish(
         self,
@@ -516,8 +465,8 @@ class Session:
         """Send queued messages while the sink is writable and the window has room."""
         queue = self._queue
         if queue is None:
-            if self._feeds is not None:
-                self.run_feeds()
+            if self.feeds is not None:
+                run_feeds(self)
             return
         inflight = self.inflight
         window = self.window
@@ -535,122 +484,8 @@ class Session:
                 self._write_publish(entry.message, 0, entry.retain, entry.sub_ids)
         if self.waiting_publishers is not None and len(queue) <= self._core.flow.low:
             self._core.flow.pumped(self)
-        if self._feeds is not None and not queue:
-            self.run_feeds()
-
-    # -- retained messages of new subscriptions, as the client takes them --------------
-
-    def add_feed(self, feed: RetainedFeed) -> None:
-        """Send a new subscription's retained messages (retained.py's `RetainedFeed`):
-        the first step now, the rest as the client takes them, after earlier feeds."""
-        feeds = self._feeds
-        if feeds is None:
-            feeds = self._feeds = deque()
-        feeds.append(feed)
-        if len(feeds) == 1:
-            self.run_feeds()
-
-    def run_feeds(self) -> None:
-        """Take the next step of the feeds while writable with nothing queued.
-
-        A step that leaves more to send arms a wake-up for the next scheduler tick; a
-        PUBACK that empties the queue (`pump`) or the socket draining (`set_writable`)
-        comes back sooner. Nothing is queued for the feeds' sake, so the memory they
-        use stays at one step.
-        """
-        feeds = self._feeds
-        while feeds:
-            if not self.writable or self._queue:
-                return  # pump() or set_writable() calls again
-            feed = feeds[0]
-            if feed.step(self):
-                if self.writable and not self._queue:
-                    feed.wake_later(self)
-                return
-            feed.cancel()
-            feeds.popleft()
-        self._feeds = None
-
-    def drop_feed(self, topic_filter: str) -> None:
-        """The subscription on `topic_filter` is gone: send no more of its retained
-        messages [MQTT-3.10.4-2]."""
-        feeds = self._feeds
-        if feeds is None:
-            return
-        for feed in [f for f in feeds if f.topic_filter == topic_filter]:
-            feed.cancel()
-            feeds.remove(feed)
-        if not feeds:
-            self._feeds = None
-        else:
-            self.run_feeds()  # the next feed may start now
-
-    def _drop_feeds(self) -> None:
-        feeds = self._feeds
-        if feeds is not None:
-            self._feeds = None
-            for feed in feeds:
-                feed.cancel()
-
-    def _bytes_room(self) -> bool:
-        """max_inflight_bytes (Mosquitto's): another QoS 1/2 message may start while the
-        payloads in flight are below the limit, so one message of any size always may."""
-        inflight = self.inflight
-        if not inflight:
-            return True
-        return sum(len(e.message.payload) for e in inflight.values()) < self._max_inflight_bytes
-
-    # -- acknowledgements from the client ----------------------------------------------
-
-    def puback(self, packet_id: int) -> bool:
-        """PUBACK for an outbound QoS 1 message; False if no such message is inflight."""
-        entry = self.inflight.get(packet_id)
-        if entry is None or entry.qos != 1:
-            return False
-        del self.inflight[packet_id]
-        if entry.seq:
-            self._store.remove_outbound(self.client_id, entry.seq)
-            ack = entry.ack
-            if ack is not None:
-                entry.ack = None
-                ack.delivered()
-        if self._queue:
-            self.pump()
-        return True
-
-    def pubrec(self, packet_id: int, reason_code: int) -> bool:
-        """PUBREC for an outbound QoS 2 message; False if unknown. The caller sends PUBREL.
-
-        A 5.0 PUBREC with a reason code >= 0x80 ends the flow there (4.3.3): the
-        message is forgotten and no PUBREL follows (the caller checks the code).
-        """
-        entry = self.inflight.get(packet_id)
-        if entry is None or entry.qos != 2:
-            return False
-        if reason_code >= 0x80:
-            del self.inflight[packet_id]
-            if entry.seq:
-                self._store.remove_outbound(self.client_id, entry.seq)
-            if self._queue:
-                self.pump()
-            return True
-        if entry.state != _PUBREL_SENT:
-            entry.state = _PUBREL_SENT
-            if entry.seq:
-                self._store.set_outbound_state(self.client_id, entry.seq, packet_id, _PUBREL_SENT)
-        return True
-
-    def pubcomp(self, packet_id: int) -> bool:
-        """PUBCOMP ending an outbound QoS 2 flow; False if no PUBREL awaits it."""
-        entry = self.inflight.get(packet_id)
-        if entry is None or entry.state != _PUBREL_SENT:
-            return False
-        del self.inflight[packet_id]
-        if entry.seq:
-            self._store.remove_outbound(self.client_id, entry.seq)
-        if self._queue:
-            self.pump()
-        return True
+        if self.feeds is not None and not queue:
+            run_feeds(self)
 
     # -- connection life ---------------------------------------------------------------
 
@@ -679,8 +514,8 @@ class Session:
     def resume(self) -> None:
         """Resend what was inflight (PUBLISH with DUP=1, PUBREL) then the queue [MQTT-4.4.0-1]."""
         if not self.inflight and not self._queue:
-            if self._feeds is not None:
-                self.run_feeds()
+            if self.feeds is not None:
+                run_feeds(self)
             return
         for pid, entry in list(self.inflight.items()):
             if not self.writable:
@@ -734,15 +569,15 @@ class Session:
         self.writable = writable
         if writable and self._queue:
             self.pump()
-        elif writable and self._feeds is not None:
-            self.run_feeds()
+        elif writable and self.feeds is not None:
+            run_feeds(self)
 
     def clear(self) -> None:
         """Forget every message (the session ends or restarts with clean start)."""
         self.inflight.clear()
         self._queue = None
         self.queued_bytes = 0
-        self._drop_feeds()
+        drop_feeds(self)
         if self.waiting_publishers is not None:
             self._core.flow.drained(self)
         self._inbound_qos2 = None

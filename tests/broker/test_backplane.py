@@ -267,7 +267,7 @@ def gone_with_a_delayed_will(harness: Harness, client_id: str, topic: str) -> No
 
 
 def test_will_of_gives_the_will_and_the_delay_the_node_would_apply() -> None:
-    harness, _ = recording()
+    harness, backplane = recording()
     harness.connected("v3", will=Will("w/v3", b"gone", 0, False, None))
     harness.connected("clean", level=5, will=will_with_delay("w/clean", 30))
     harness.connected(
@@ -277,14 +277,14 @@ def test_will_of_gives_the_will_and_the_delay_the_node_would_apply() -> None:
         properties=Properties(session_expiry_interval=10),
         clean_start=False,
     )
-    broker = harness.broker
-    v3 = broker.will_of("v3")
+    host = backplane.host  # what the cluster sees of the node
+    v3 = host.will_of("v3")
     assert v3 is not None and (v3[0].topic, v3[1]) == ("w/v3", 0)
-    clean = broker.will_of("clean")
+    clean = host.will_of("clean")
     assert clean is not None and clean[1] == 0  # no session to wait in: published at once
-    kept = broker.will_of("kept")
+    kept = host.will_of("kept")
     assert kept is not None and kept[1] == 10  # cut to the session's expiry
-    assert broker.will_of("nobody") is None
+    assert host.will_of("nobody") is None
 
 
 def test_a_will_is_settled_by_disconnect_and_by_its_delay_running_out() -> None:
@@ -306,7 +306,7 @@ def test_a_fenced_node_closes_every_client_with_0x9c_and_publishes_no_will() -> 
     v5 = harness.connected("v5", level=5, will=will_with_delay("w/v5", None))
     v3 = harness.connected("v3", will=Will("w/v3", b"gone", 0, False, None))
     gone_with_a_delayed_will(harness, "pending", "w/p")
-    harness.broker.node_fenced()
+    backplane.host.node_fenced()
     for client in (watcher, v5):
         assert client.expect(Disconnect).reason_code == ReasonCode.USE_ANOTHER_SERVER
     assert v3.closed and watcher.closed and v5.closed
@@ -318,7 +318,7 @@ def test_a_will_left_by_a_dead_node_is_published_here_and_routed() -> None:
     harness, backplane = recording()
     sub = harness.connected("sub")
     sub.subscribe("w/#")
-    harness.broker.publish_will(Message("w/dead", b"gone", 1, True, None, None, "dead"))
+    backplane.host.publish_will(Message("w/dead", b"gone", 1, True, None, None, "dead"))
     assert [p.payload for p in sub.publishes()] == [b"gone"]
     assert backplane.published == ["w/dead"]
     assert harness.broker.retained.get("w/dead") is not None

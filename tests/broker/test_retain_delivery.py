@@ -7,7 +7,7 @@ from typing import Any
 from support.core import Harness
 
 from mqttd.broker.message import Message
-from mqttd.broker.retained import FEED_BYTES
+from mqttd.broker.retained_feed import FEED_BYTES
 from mqttd.protocol import Properties, Subscription
 
 
@@ -141,7 +141,7 @@ def test_sys_retained_messages_are_not_recorded_in_the_store(harness: Harness) -
     assert harness.store._retained == {}
 
 
-# -- many retained messages go out as the client takes them (retained.py, RetainedFeed) ----
+# -- many retained messages go out as the client takes them (retained_feed.py) ---------------
 
 
 # Enough 200-byte messages for about three steps of a feed.

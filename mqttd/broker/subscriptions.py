@@ -1,0 +1,147 @@
+"""The node's subscriptions: what SUBSCRIBE and UNSUBSCRIBE change, and where.
+
+Theory of operation. A subscription lives in three places at once: the session's own
+table (`Session.subscriptions`, filter -> `SubOptions`), the broker's subscription tree
+(or, for "$share/{name}/{filter}", a shared group of shared.py) and, for a persistent
+session, the store. `Subscriptions` keeps the three in step, and tells the cluster
+(backplane.py) when a filter gets its first subscription on this node or loses its last.
+Whether one filter may be subscribed at all is subscription.py's `refusal`.
+
+The tree and the delivery-plan cache are the ones `Broker.publish` reads (it holds the
+same objects, so routing pays no call here). A plan holds sessions, so a change drops
+the plans it can alter, with the topic tree's rule: the one topic of an exact filter,
+every plan for a wildcard filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..protocol.errors import TopicFilterInvalid
+from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
+from ..protocol.topics import parse_shared_subscription, validate_topic_filter
+from .retained_feed import drop_feed
+from .subscription import SubOptions, refusal
+from .topic_tree import TopicTree
+
+if TYPE_CHECKING:
+    from ..auth.hooks import Authorise
+    from ..protocol.packets import Subscribe
+    from ..store.base import Store
+    from .backplane import Backplane
+    from .delivery import Plan
+    from .session import Session
+    from .settings import BrokerSettings
+    from .shared import SharedSubscriptions
+
+__all__ = ["Subscriptions"]
+
+
+class Subscriptions:
+    """Every subscription of this node's sessions (see the module docstring)."""
+
+    __slots__ = ("_settings", "_shared", "backplane", "plans", "store", "tree")
+
+    def __init__(self, settings: BrokerSettings, store: Store, shared: SharedSubscriptions) -> None:
+        self._settings = settings
+        self._shared = shared
+        #: Where persistent sessions' subscriptions are recorded (the cluster may wrap it).
+        self.store = store
+        #: The other nodes of a cluster, told of each filter's first and last subscription.
+        self.backplane: Backplane | None = None
+        #: Keys are sessions, values their options (`Broker.publish` matches on it).
+        self.tree: TopicTree[Session, SubOptions] = TopicTree()
+        #: Delivery plans by topic, with the match they were built from (`Broker.publish`).
+        self.plans: dict[str, tuple[Sequence[tuple[Session, SubOptions]], Plan]] = {}
+
+    def subscribe(
+        self, session: Session, packet: Subscribe, authorise: Authorise | None
+    ) -> tuple[list[int], list[tuple[str, SubOptions]]]:
+        """Apply a SUBSCRIBE; return its SUBACK codes and the (filter, options) whose
+        retained messages go out after the SUBACK (Retain Handling, 3.8.3.1)."""
+        settings = self._settings
+        v5 = session.protocol_level == 5
+        props = packet.properties
+        sub_id = (
+            props.subscription_identifier[0] if props and props.subscription_identifier else None
+        )
+        codes: list[int] = []
+        retained: list[tuple[str, SubOptions]] = []
+        for sub in packet.subscriptions:
+            topic_filter = sub.topic_filter
+            share, inner = parse_shared_subscription(topic_filter)
+            refused = refusal(settings, authorise, session, topic_filter, sub_id is not None)
+            if refused is not None:
+                codes.append(refused if v5 else SUBACK_FAILURE)
+                continue
+            qos = min(sub.qos, settings.maximum_qos)
+            options = SubOptions(
+                qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
+            )
+            if share is not None:
+                is_new = self._shared.subscribe(session, share, inner, options)
+            else:
+                is_new = self.tree.subscribe(topic_filter, session, options)
+                self._drop_plans(topic_filter)
+                if is_new and self.backplane is not None:
+                    self.backplane.interest_added(topic_filter)
+            session.subscriptions[topic_filter] = options
+            if session.persistent:
+                self.store.add_subscription(session.client_id, options.to_stored(topic_filter))
+            codes.append(qos)
+            # Shared subscriptions get no retained messages (5.0 4.8.2).
+            if share is None and (
+                sub.retain_handling == 0 or (sub.retain_handling == 1 and is_new)
+            ):
+                retained.append((topic_filter, options))
+        return codes, retained
+
+    def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
+        """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""
+        codes: list[int] = []
+        for topic_filter in topic_filters:
+            try:
+                share, _ = parse_shared_subscription(topic_filter)
+                if share is None:
+                    validate_topic_filter(topic_filter)
+            except TopicFilterInvalid:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
+                continue
+            if session.subscriptions.pop(topic_filter, None) is None:
+                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
+                continue
+            self.remove(session, topic_filter)
+            if session.persistent:
+                self.store.remove_subscription(session.client_id, topic_filter)
+            codes.append(ReasonCode.SUCCESS)
+        return codes
+
+    def restore(self, session: Session, topic_filter: str, options: SubOptions) -> None:
+        """Put a restored session's subscription into the trees (recovery.py); the store
+        has it already. A plan it alters is rebuilt by `publish`'s identity check."""
+        share, inner = parse_shared_subscription(topic_filter)
+        if share is not None:
+            self._shared.subscribe(session, share, inner, options)
+        elif self.tree.subscribe(topic_filter, session, options) and self.backplane is not None:
+            self.backplane.interest_added(topic_filter)
+
+    def remove(self, session: Session, topic_filter: str) -> None:
+        """Take the session's subscription on `topic_filter` out of the trees."""
+        share, inner = parse_shared_subscription(topic_filter)
+        if share is None:
+            drop_feed(session, topic_filter)
+            if self.tree.unsubscribe(topic_filter, session) and self.backplane is not None:
+                self.backplane.interest_removed(topic_filter)
+            self._drop_plans(topic_filter)
+        else:
+            self._shared.unsubscribe(session, share, inner)
+
+    def _drop_plans(self, topic_filter: str) -> None:
+        # The topic tree's rule (topic_tree.py): an exact filter can alter the plan of one
+        # topic, itself; a wildcard filter any plan. A stale plan would still be caught by
+        # the identity check in `publish`, but would keep an ended session alive.
+        if "+" in topic_filter or "#" in topic_filter:
+            self.plans.clear()
+        else:
+            self.plans.pop(topic_filter, None)
