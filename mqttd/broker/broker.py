@@ -41,7 +41,7 @@ from .dead_letter import DeadLetters, DropReason
 from .delivery import MATCHED, NONE, RECORDED, Plan, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
-from .outbound import PublisherAck
+from .outbound import PublisherAck, SharedDelivery
 from .recovery import (
     message_from_stored,
     record_restored,
@@ -702,10 +702,17 @@ class Broker:
         """
         return self.publish(message, None, True)
 
-    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
+    def deliver_shared_from_node(
+        self,
+        message: Message,
+        share: str,
+        topic_filter: str,
+        held: SharedDelivery | None = None,
+    ) -> int:
         """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
-        `message` (published on any node, this one included): deliver to one of them."""
-        self.shared.deliver_to_group(message, share, topic_filter, self.authorise)
+        `message` (published on any node, this one included): deliver to one of them.
+        `held` and the result: `SharedSubscriptions.deliver_to_group`."""
+        return self.shared.deliver_to_group(message, share, topic_filter, self.authorise, held)
 
     # -- retained messages ---------------------------------------------------------------
 

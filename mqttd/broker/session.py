@@ -46,7 +46,7 @@ from ..store.base import OutboundState, StoredOutbound
 from .context import SessionContext
 from .dead_letter import DropReason
 from .message import Message
-from .outbound import Outbound, SharedOutbound
+from .outbound import Outbound, SharedDelivery, SharedOutbound
 from .subscription import SubOptions
 from .topic_alias import TopicAliases
 
@@ -254,14 +254,22 @@ class Session:
         retain: bool,
         sub_ids: tuple[int, ...],
         group: SharedGroup,
+        held: SharedDelivery | None = None,
     ) -> bool:
         """`deliver` for a shared subscription's member (the entry remembers `group`).
 
         QoS 0 goes as any other delivery: at most once, never handed to another member.
+        `held`: a cluster's hold on the message (outbound.SharedDelivery), told when
+        this member acknowledges it.
         """
         if qos == 0:
             return self.deliver(message, 0, retain, sub_ids)
-        return self._deliver_entry(SharedOutbound(message, qos, retain, sub_ids, group))
+        entry = SharedOutbound(message, qos, retain, sub_ids, group)
+        if held is not None:
+            entry.ack = held
+            held.entry = entry
+            held.session = self
+        return self._deliver_entry(entry)
 
     def _deliver_entry(self, entry: Outbound) -> bool:
         """Send a QoS 1/2 entry now or queue it; True if it was recorded in the store."""
@@ -610,10 +618,10 @@ class Session:
         del self.inflight[packet_id]
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
-            ack = entry.ack
-            if ack is not None:
-                entry.ack = None
-                ack.delivered()
+        ack = entry.ack
+        if ack is not None:
+            entry.ack = None
+            ack.delivered()
         if self._queue:
             self.pump()
         return True
@@ -627,6 +635,11 @@ class Session:
         entry = self.inflight.get(packet_id)
         if entry is None or entry.qos != 2:
             return False
+        ack = entry.ack
+        if ack is not None:
+            # A cluster's shared delivery: the member has the message now [MQTT-4.8.2-5].
+            entry.ack = None
+            ack.delivered()
         if reason_code >= 0x80:
             del self.inflight[packet_id]
             if entry.seq:
