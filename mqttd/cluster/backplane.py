@@ -91,6 +91,7 @@ from .durable import DurableStore, SessionLog
 from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
 from .nodes import NodeLiveness
 from .sessions import SessionMover
+from .shares import SharedConsumers
 from .subjects import (
     filter_to_subjects,
     long_subject,
@@ -203,6 +204,8 @@ class NatsBackplane:
         self.sessions_move = config.durable_sessions
         self._durable_store: DurableStore | None = None
         self.mover: SessionMover | None = None
+        #: Shared groups' QoS 1/2 messages from JetStream (shares.py; durable sessions).
+        self.shares: SharedConsumers | None = None
         #: Heartbeats, self-fence and dead nodes' wills (nodes.py); set by `start`.
         self.liveness: NodeLiveness | None = None
         #: The last heartbeat's round trip to JetStream, seconds; -1 = not yet.
@@ -407,6 +410,16 @@ class NatsBackplane:
                 )
                 await log.open()
                 self._durable_store.log = log
+                self.shares = SharedConsumers(
+                    self._shared_nc,
+                    beat_js,
+                    log,
+                    lambda: self.host,
+                    self._message,
+                    self._routing,
+                    config.shared_ack_wait,
+                )
+                self.shares.start()
             self.mover = SessionMover(nc, log, self._takeover_prefix, config.request_timeout)
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
@@ -447,6 +460,8 @@ class NatsBackplane:
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(), _STOP_DRAIN)
+        if self.shares is not None:
+            await self.shares.stop()
         log = self._durable_store.log if self._durable_store is not None else None
         if log is not None:
             await log.flush(_STOP_DRAIN)  # the last records of sessions (disconnect times)
@@ -609,8 +624,14 @@ class NatsBackplane:
         key = (share, topic_filter)
         for sub in self._share_subs.pop(key, []):
             await sub.unsubscribe()
+        shares = self.shares
         if not join:
+            if shares is not None:
+                shares.leave(share, topic_filter)
             return
+        if shares is not None:
+            # QoS 1/2 messages come from JetStream (shares.py), QoS 0 ones as below.
+            await shares.join(share, topic_filter)
         nc = self._shared_nc
         assert nc is not None
         # One queue group per (share, filter) cluster-wide: NATS hands each message to one
@@ -635,6 +656,8 @@ class NatsBackplane:
                 return
             if not topic_matches(topic_filter, envelope.topic):
                 return  # a long topic, or a widened filter: not this group's
+            if envelope.qos and self.shares is not None and msg.subject != self._long:
+                return  # in the messages stream: the group's consumer delivers it
             self.stats.shared_in += 1
             self._routing(envelope)
             try:
@@ -910,7 +933,19 @@ class NatsBackplane:
             "takeovers_received_total": stats.takeovers_received,
             "retained_updates_in_total": stats.retained_updates_in,
             "shared_in_total": stats.shared_in,
+            **(self._share_figures()),
             **(liveness.figures() if liveness is not None else {}),
+        }
+
+    def _share_figures(self) -> dict[str, float]:
+        shares = self.shares
+        if shares is None:
+            return {}
+        return {
+            "shared_held": shares.holding,
+            "shared_taken_total": shares.taken,
+            "shared_redelivered_total": shares.redelivered,
+            "shared_passed_on_total": shares.passed_on,
         }
 
     def sys_figures(self) -> dict[str, str]:
