@@ -452,6 +452,8 @@ class NatsBackplane:
     def stop_inbound(self) -> None:
         """Ignore what other nodes send from now on (the core is stopping: its store closes)."""
         self._inbound = False
+        if self.shares is not None:
+            self.shares.accepting = False
 
     async def stop(self) -> None:
         """Finish the queued requests, leave, close NATS: about 3 s at most in all, so a

@@ -53,7 +53,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
 
 from ..broker.backplane import BackplaneHost
 from ..broker.message import Message
@@ -75,6 +74,8 @@ _BATCH = 100
 #: How long one pull waits for messages at most, seconds (a node that leaves a group
 #: stops pulling once its last pull ends).
 _PULL_WAIT = 2.0
+#: Least seconds a group's consumer outlives its last puller (`inactive_threshold`).
+INACTIVE_MIN = 60.0
 #: Message ids settled lately, remembered to recognise a redelivery.
 _SETTLED_WINDOW = 16_384
 
@@ -135,6 +136,8 @@ class SharedConsumers:
         self._acks: deque[tuple[str, bytes]] = deque()
         self._acks_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: False once the core is stopping: what comes is passed on to other nodes.
+        self.accepting = True
         #: Figures: messages taken from JetStream, redeliveries among them, NAKed.
         self.taken = 0
         self.redelivered = 0
@@ -186,7 +189,6 @@ class SharedConsumers:
             return
         group = self._groups[key] = _Group(share, topic_filter)
         group.room.set()
-        stream = self._log.messages
         for subject in filter_to_subjects(topic_filter, self._log.message_prefix):
             name = consumer_name(share, subject)
             config = ConsumerConfig(
@@ -200,17 +202,10 @@ class SharedConsumers:
                 max_ack_pending=-1,
                 # Deleted by JetStream once no node pulled for this long (the group is
                 # empty cluster-wide); well above a pull's wait.
-                inactive_threshold=max(60.0, 3 * self.ack_wait),
+                inactive_threshold=max(INACTIVE_MIN, 3 * self.ack_wait),
             )
-            try:
-                await self._js.add_consumer(stream, config)
-            except BadRequestError:
-                # Made before with other settings (another node's shared_ack_wait): use it.
-                await self._js.consumer_info(stream, name)
             group.tasks.append(
-                asyncio.create_task(
-                    self._pull(group, stream, name), name=f"mqttd-cluster-share-{name}"
-                )
+                asyncio.create_task(self._pull(group, config), name=f"mqttd-cluster-share-{name}")
             )
 
     def leave(self, share: str, topic_filter: str) -> None:
@@ -223,20 +218,28 @@ class SharedConsumers:
 
     # -- pulling ------------------------------------------------------------------------
 
-    async def _pull(self, group: _Group, stream: str, name: str) -> None:
+    async def _pull(self, group: _Group, config: ConsumerConfig) -> None:
         # Pull requests of our own, answered on an inbox whose callback takes each message
         # as it comes (nats-py's fetch holds a batch back until it is full or times out).
         nc = self._nc
+        stream = self._log.messages
+        name = config.durable_name
         inbox = nc.new_inbox()
         ended = asyncio.Event()  # the current request is over (all came, or it expired)
         asked = 0
+        made = False  # the consumer exists (made here, or found)
 
         async def on_msg(msg: Msg) -> None:
-            nonlocal asked
-            status = msg.headers.get("Status") if msg.headers else None
+            nonlocal asked, made
+            headers = msg.headers
+            status = headers.get("Status") if headers else None
             if status:
                 if status != "100":  # 404 none, 408 expired, 409 ...: the request is over
                     ended.set()
+                if status == "503" or (
+                    status == "409" and "deleted" in (headers or {}).get("Description", "")
+                ):
+                    made = False  # gone (nobody pulled for long, or deleted by hand)
                 return
             asked -= 1
             if asked <= 0:
@@ -252,10 +255,20 @@ class SharedConsumers:
         expires = int(_PULL_WAIT * 1e9)
         try:
             while group.wanted:
+                if not made:
+                    try:
+                        await self._js.add_consumer(stream, config)
+                        made = True
+                    except (TimeoutError, nats_errors.Error) as exc:
+                        # NATS or JetStream away: try again shortly.
+                        logger.warning("cluster: $share/%s not joined yet: %s", group.share, exc)
+                        await asyncio.sleep(0.5)
+                        continue
                 room = MAX_HELD - group.held
                 if room <= 0:
                     group.room.clear()
-                    await group.room.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(group.room.wait(), _PULL_WAIT)
                     continue
                 asked = min(room, _BATCH)
                 ended.clear()
@@ -275,6 +288,9 @@ class SharedConsumers:
     def _take(self, group: _Group, msg: Msg) -> None:
         reply = msg.reply
         self.taken += 1
+        if not self.accepting:
+            self._pass_on(reply)
+            return
         try:
             envelope = decode_envelope(msg.data)
         except EnvelopeError as exc:
