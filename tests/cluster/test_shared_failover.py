@@ -165,15 +165,14 @@ def test_a_message_handed_to_a_node_whose_last_member_left_goes_to_another_node(
     infos = []
 
     def publish() -> None:
-        # QoS 1, 20 in flight (paho's default): messages keep flowing while c's member leaves and comes
-        # back, so c's pulls are under way each time its group empties.
+        # QoS 1, 20 in flight (paho's default): messages keep flowing while c's member
+        # leaves and comes back, so c's pulls are under way each time its group empties.
         for payload in published:
             infos.append(publisher.client.publish("jobs/x", payload, 1))
 
     thread = threading.Thread(target=publish)
     thread.start()
-    got_c: list[bytes] = []
-    for _ in range(8):
+    for _ in range(12):
         time.sleep(0.15)
         member_c.unsubscribe(GROUP)
         time.sleep(0.15)
