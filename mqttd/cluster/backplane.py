@@ -88,7 +88,13 @@ from ..config import ClusterConfig
 from ..protocol.reason_codes import ReasonCode
 from ..store.base import Store
 from .durable import DurableStore, SessionLog
-from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
+from .envelope import (
+    Envelope,
+    EnvelopeError,
+    decode_envelope,
+    encode_envelope,
+    envelope_qos,
+)
 from .nodes import NodeLiveness
 from .sessions import SessionMover
 from .shares import SharedConsumers
@@ -651,6 +657,11 @@ class NatsBackplane:
         async def on_shared(msg: Msg) -> None:
             if not self._inbound:
                 return
+            if self.shares is not None and envelope_qos(msg.data) and msg.subject != self._long:
+                # QoS 1/2: the group's consumers deliver it from the messages stream
+                # (shares.py), except a long topic's (on the stream's catch-all subject,
+                # which they do not read): that one comes this way.
+                return
             try:
                 envelope = decode_envelope(msg.data)
             except EnvelopeError as exc:
@@ -658,8 +669,6 @@ class NatsBackplane:
                 return
             if not topic_matches(topic_filter, envelope.topic):
                 return  # a long topic, or a widened filter: not this group's
-            if envelope.qos and self.shares is not None and msg.subject != self._long:
-                return  # in the messages stream: the group's consumer delivers it
             self.stats.shared_in += 1
             self._routing(envelope)
             try:
