@@ -10,6 +10,11 @@ Shared subscriptions get no retained messages when they are made. When a member'
 session ends, what it left undelivered goes to other members: QoS 1 messages it did not
 acknowledge SHOULD, and queued ones were never sent; QoS 2 ones MUST NOT, and stay with
 the ended session (`undelivered_shared` leaves them out).
+
+In a cluster the backplane picks the node, then `deliver_to_group` one member here. A
+backplane that redelivers what is not acknowledged (the NATS one, for QoS 1/2) passes
+a `SharedDelivery` that rides on the member's entry, moves with it to another member
+(`hand_over`), and hears the member's PUBACK (or PUBREC) as `delivered`.
 """
 
 from __future__ import annotations

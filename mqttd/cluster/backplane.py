@@ -31,7 +31,9 @@ message to one node of the group; that node's core picks one of its members
 (`BackplaneHost.deliver_shared_from_node`). These subscriptions use a second connection
 without `no_echo`, so a node's own messages reach its own members through NATS too, and
 local members compete with remote ones. The core never picks shared members itself when
-a backplane is present.
+a backplane is present. With durable sessions the queue groups carry QoS 0 messages
+only: QoS 1/2 ones come from the group's JetStream consumers (shares.py), which give a
+dead node's unacknowledged messages to another member.
 
 Client ids live in the KV bucket `mqttd_<cluster>_clients`: a claim reads the key and
 writes it with compare-and-set on the revision it read (create when absent); the new
