@@ -12,9 +12,10 @@ node's core gives it to one local member (`BackplaneHost.deliver_shared_from_nod
 
 The node acknowledges a message to JetStream only once it is settled here:
 
-- the member acknowledged it (PUBACK; for QoS 2 its PUBREC, or at once when the PUBLISH
-  went out: from then on it MUST NOT go to another member [MQTT-4.8.2-5]), heard
-  through the `SharedDelivery` the core attached to the member's entry;
+- the member acknowledged it (PUBACK; for QoS 2 its PUBREC, or the PUBLISH sent: from
+  then on it MUST NOT go to another member [MQTT-4.8.2-5]; settled at once when it went
+  out at once, else at the PUBREC or the next renewal), heard through the
+  `SharedDelivery` the core attached to the member's entry;
 - or it went out at QoS 0, or the ACL refused it (as on one broker: not retried);
 - or it is recorded in a persistent member's session, whose log in JetStream carries it
   from then on (acknowledged once the log stored the record; 5.0 4.8.2 lets a server
@@ -379,8 +380,8 @@ class SharedConsumers:
                 logger.exception("cluster: renewing $share holds failed")
 
     def renew(self) -> None:
-        """Renew the hold on every message still with a member here; pass on (or settle,
-        a QoS 2 one already sent) those whose entry ended without an acknowledgement."""
+        """Renew the hold on every message still with a member here; settle the QoS 2
+        ones sent meanwhile; pass on those whose entry ended without an acknowledgement."""
         queued: dict[int, set[int]] = {}
         for message_id, holding in list(self._holding.items()):
             held = holding.held
@@ -396,13 +397,15 @@ class SharedConsumers:
                             id(e) for e in session.queue if type(e) is SharedOutbound
                         }
                     alive = id(entry) in ids
-            if alive:
+            sent_qos2 = self._sent_qos2(held)
+            if alive and not sent_qos2:
                 self._send(holding.reply, _PROGRESS)
                 continue
             del self._holding[message_id]
             held.done = True
             self._release(holding)
-            if self._sent_qos2(held):
+            if sent_qos2:
+                # Sent since (from the queue), PUBREC not in yet: it stays with its member.
                 self._remember(message_id)
                 self._send(holding.reply, _ACK)
             else:

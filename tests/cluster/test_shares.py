@@ -15,7 +15,7 @@ from mqttd.broker.message import Message
 from mqttd.cluster.durable import SessionLog
 from mqttd.cluster.envelope import Envelope, encode_envelope
 from mqttd.cluster.shares import SharedConsumers, _Group
-from mqttd.protocol import PubAck
+from mqttd.protocol import PubAck, PubComp, Publish, PubRec, PubRel
 
 ACK, NAK, PROGRESS = b"+ACK", b"-NAK", b"+WPI"
 
@@ -148,3 +148,24 @@ def test_a_stopping_node_passes_what_comes_on() -> None:
     reply = node.deliver(1)
     assert member.publishes() == []
     assert node.sent() == [(reply, NAK)]
+
+
+def test_a_queued_qos2_message_is_settled_by_the_renewal_after_it_went_out() -> None:
+    node = Node()
+    member = node.member("member", qos=2)
+    session = member.conn.session
+    assert session is not None
+    session.window = 1  # one QoS 2 PUBLISH in flight at most
+    first = node.deliver(1, qos=2)
+    second = node.deliver(2, qos=2)  # queued behind the first
+    assert node.sent() == [(first, ACK)]
+    node.shares.renew()
+    assert node.sent() == [(second, PROGRESS)]  # still queued: may still go elsewhere
+    (publish,) = member.publishes()
+    assert publish.packet_id is not None
+    member.send(PubRec(publish.packet_id))
+    member.send(PubComp(publish.packet_id))  # the window opens: the second goes out
+    assert [type(p) for p in member.packets()] == [PubRel, Publish]
+    node.shares.renew()
+    assert node.sent() == [(second, ACK)]  # sent: it stays with its member
+    assert node.shares.holding == 0
