@@ -105,9 +105,11 @@ class _Group:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-def consumer_name(share: str, subject: str) -> str:
-    """The durable consumer of `share` on one subject of its filter (the same on every node)."""
-    return "share_" + hashlib.sha256(f"{share}\0{subject}".encode()).hexdigest()[:40]
+def consumer_name(share: str, topic_filter: str, subject: str) -> str:
+    """The durable consumer of "$share/{share}/{topic_filter}" on one subject of its filter
+    (the same on every node). `a/#` and `a` both read subject `…a`, as two groups."""
+    key = f"{share}\0{topic_filter}\0{subject}"
+    return "share_" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 class SharedConsumers:
@@ -191,7 +193,7 @@ class SharedConsumers:
         group = self._groups[key] = _Group(share, topic_filter)
         group.room.set()
         for subject in filter_to_subjects(topic_filter, self._log.message_prefix):
-            name = consumer_name(share, subject)
+            name = consumer_name(share, topic_filter, subject)
             config = ConsumerConfig(
                 name=name,
                 durable_name=name,

@@ -205,3 +205,20 @@ def test_qos0_share_traffic_goes_to_one_member_across_nodes(
         got_c = drain(member_c, 0.2)
         assert sorted(got_b + got_c) == sorted(published), qos
         assert got_b and got_c, qos  # both nodes take turns
+
+
+def test_groups_whose_filters_share_a_subject_each_get_every_message(
+    two: tuple[MqttdProcess, MqttdProcess], paho_factory: PahoFactory
+) -> None:
+    b, c = two
+    wide = paho_factory(b.port, "wide", protocol=V5)
+    wide.subscribe("$share/g/jobs/#", 1)  # reads subjects …jobs and …jobs.>
+    narrow = paho_factory(c.port, "narrow", protocol=V5)
+    narrow.subscribe("$share/g/jobs", 1)  # another group, reading …jobs too
+    publisher = paho_factory(b.port, "publisher", protocol=V5)
+    routed(publisher, "jobs", wide, narrow)
+    published = [f"m{i}".encode() for i in range(20)]
+    for payload in published:
+        publisher.publish("jobs", payload, qos=1)
+    assert sorted(drain(wide, 1.5)) == sorted(published)
+    assert sorted(drain(narrow, 0.5)) == sorted(published)

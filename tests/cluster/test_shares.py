@@ -14,7 +14,7 @@ from mqttd.broker.backplane import InProcessBackplane, InProcessHub
 from mqttd.broker.message import Message
 from mqttd.cluster.durable import SessionLog
 from mqttd.cluster.envelope import Envelope, encode_envelope
-from mqttd.cluster.shares import SharedConsumers, _Group
+from mqttd.cluster.shares import SharedConsumers, _Group, consumer_name
 from mqttd.protocol import PubAck, PubComp, Publish, PubRec, PubRel
 
 ACK, NAK, PROGRESS = b"+ACK", b"-NAK", b"+WPI"
@@ -169,3 +169,15 @@ def test_a_queued_qos2_message_is_settled_by_the_renewal_after_it_went_out() -> 
     node.shares.renew()
     assert node.sent() == [(second, ACK)]  # sent: it stays with its member
     assert node.shares.holding == 0
+
+
+def test_each_group_and_subject_has_its_own_consumer() -> None:
+    names = {
+        consumer_name("g", "a/#", "mqttd.t.m.a"),
+        consumer_name("g", "a/#", "mqttd.t.m.a.>"),
+        consumer_name("g", "a", "mqttd.t.m.a"),  # another group, the same subject
+        consumer_name("h", "a", "mqttd.t.m.a"),
+    }
+    assert len(names) == 4
+    assert consumer_name("g", "a", "mqttd.t.m.a") == consumer_name("g", "a", "mqttd.t.m.a")
+    assert all(len(name) < 64 and name.isascii() and "." not in name for name in names)
