@@ -81,6 +81,7 @@ INACTIVE_MIN = 60.0
 _SETTLED_WINDOW = 16_384
 
 _ACK, _NAK, _PROGRESS = b"+ACK", b"-NAK", b"+WPI"
+_NAK_LATER = b'-NAK {"delay": 5000000000}'  # given again in 5 s
 _QUEUED = OutboundState.QUEUED
 
 
@@ -251,7 +252,7 @@ class SharedConsumers:
                 self._take(group, msg)
             except Exception:
                 logger.exception("cluster: a $share/%s message failed", group.share)
-                self._send(msg.reply, _NAK)
+                self._send(msg.reply, _NAK_LATER)  # not at once: it may fail again
 
         sub = await nc.subscribe(inbox, cb=on_msg)
         request = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
