@@ -25,7 +25,9 @@ A message the node cannot place (its last member here just left) is NAKed at onc
 JetStream gives it to another node. A message the node holds for a member is kept
 alive with "in progress" acknowledgements every third of `shared_ack_wait`; one whose
 entry ended without an acknowledgement (dropped, or its session ended with nobody here
-to take it over) is NAKed too, unless it was QoS 2 and already sent. A node that dies
+to take it over) is NAKed too, unless it was QoS 2 and already sent; one the core
+dropped for a member that is still connected (expired, too large for the client, its
+queue full) is settled, as one broker drops it. A node that dies
 sends nothing more: after `shared_ack_wait` JetStream redelivers what it held to a node
 that still pulls, with the same cluster message id, so a node that gets back a message
 it settled lately acknowledges it again without delivering it twice.
@@ -384,7 +386,8 @@ class SharedConsumers:
 
     def renew(self) -> None:
         """Renew the hold on every message still with a member here; settle the QoS 2
-        ones sent meanwhile; pass on those whose entry ended without an acknowledgement."""
+        ones sent meanwhile and those the core dropped; pass on those whose member's
+        session ended without acknowledging them."""
         queued: dict[int, set[int]] = {}
         for message_id, holding in list(self._holding.items()):
             held = holding.held
@@ -407,12 +410,14 @@ class SharedConsumers:
             del self._holding[message_id]
             held.done = True
             self._release(holding)
-            if sent_qos2:
+            if sent_qos2 or (session is not None and session.connection is not None):
                 # Sent since (from the queue), PUBREC not in yet: it stays with its member.
+                # Or its member is still here and the core dropped it (expired, too large
+                # for the client, queue full), as one broker would: settled too.
                 self._remember(message_id)
                 self._send(holding.reply, _ACK)
             else:
-                self._pass_on(holding.reply)
+                self._pass_on(holding.reply)  # its member's session ended
 
     # -- acknowledgements to JetStream ----------------------------------------------------
 

@@ -181,3 +181,17 @@ def test_each_group_and_subject_has_its_own_consumer() -> None:
     assert len(names) == 4
     assert consumer_name("g", "a", "mqttd.t.m.a") == consumer_name("g", "a", "mqttd.t.m.a")
     assert all(len(name) < 64 and name.isascii() and "." not in name for name in names)
+
+
+def test_a_message_the_core_dropped_for_a_connected_member_is_settled() -> None:
+    node = Node()
+    member = node.member("member")
+    session = member.conn.session
+    assert session is not None
+    session.window = 1
+    session.set_queue_limits(1, 0, "drop_new")
+    sent, queued, dropped = node.deliver(1), node.deliver(2), node.deliver(3)
+    assert len(member.publishes()) == 1
+    node.shares.renew()
+    # Dropped (queue full) as one broker drops it: not given to another member.
+    assert sorted(node.sent()) == sorted([(sent, PROGRESS), (queued, PROGRESS), (dropped, ACK)])
