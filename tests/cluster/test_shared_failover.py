@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 from integration.paho_client import V5, PahoClient
-from mqtt_raw import CONNACK, PUBLISH, SUBACK, RawClient, gen_connect, gen_subscribe, prop_u16
+from mqtt_raw import (
+    CONNACK,
+    PUBLISH,
+    SESSION_EXPIRY_INTERVAL,
+    SUBACK,
+    RawClient,
+    gen_connect,
+    gen_puback,
+    gen_subscribe,
+    prop_u16,
+    prop_u32,
+)
 
 from .conftest import NatsServer, NodeFactory, PahoFactory, routed
 
@@ -39,10 +50,15 @@ def two(cluster_node: NodeFactory) -> tuple[MqttdProcess, MqttdProcess]:
     return cluster_node("b", extra), cluster_node("c", extra)
 
 
-def silent_member(port: int, client_id: str, qos: int, receive_maximum: int) -> RawClient:
-    """A 5.0 member of GROUP that reads PUBLISHes and never acknowledges one."""
+def silent_member(
+    port: int, client_id: str, qos: int, receive_maximum: int, session_expiry: int = 0
+) -> RawClient:
+    """A 5.0 member of GROUP that reads PUBLISHes and never acknowledges one (its session
+    persistent when `session_expiry` > 0)."""
     raw = RawClient("127.0.0.1", port)
     props = prop_u16(RECEIVE_MAXIMUM, receive_maximum)
+    if session_expiry:
+        props += prop_u32(SESSION_EXPIRY_INTERVAL, session_expiry)
     raw.send(gen_connect(client_id, proto_ver=5, properties=props))
     assert raw.expect_type(CONNACK).reason_code() == 0
     raw.send(gen_subscribe(1, GROUP, qos, proto_ver=5))
@@ -149,6 +165,44 @@ def test_a_sent_qos2_message_stays_with_its_member_and_queued_ones_move(
     # [MQTT-4.8.2-5]; everything else reached b's member, once.
     assert not set(got_c) & set(got_b + late)
     assert sorted(got_b + late + got_c) == sorted(published)
+
+
+def test_a_persistent_members_messages_stay_in_its_session_and_follow_it(
+    two: tuple[MqttdProcess, MqttdProcess], paho_factory: PahoFactory
+) -> None:
+    b, c = two
+    member_b = paho_factory(b.port, "member-b", protocol=V5)
+    member_b.subscribe(GROUP, 1)
+    # A persistent member on c: what c takes for it is stored in its session's log.
+    member_c = silent_member(c.port, "member-c", 1, 3, session_expiry=300)
+    publisher = paho_factory(b.port, "publisher", protocol=V5)
+    published, got_b, got_c = publish_until_both_take(publisher, 1, member_b, member_c)
+    assert 1 <= len(got_c) <= 3
+
+    os.kill(c.pid, signal.SIGKILL)
+    member_c.close()
+    late = drain(member_b, ACK_WAIT + 4)
+    # Not given to another member (5.0 4.8.2 lets the server wait for it) ...
+    assert len(got_b) + len(late) < len(published)
+    # ... but kept for it: its client connects again, to node b, and gets the rest.
+    again = RawClient("127.0.0.1", b.port)
+    props = prop_u32(SESSION_EXPIRY_INTERVAL, 300)
+    again.send(gen_connect("member-c", clean_session=False, proto_ver=5, properties=props))
+    connack = again.expect_type(CONNACK)
+    assert connack.body[0] == 1  # session present
+    kept: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while len(got_b) + len(late) + len(set(kept)) < len(published):
+        assert time.monotonic() < deadline, "the persistent member's messages are missing"
+        packet = again.read_packet(deadline - time.monotonic())
+        assert packet is not None
+        if packet.type == PUBLISH:
+            view = packet.publish(5)
+            kept.append(view.payload)
+            again.send(gen_puback(view.mid, proto_ver=5))
+    again.close()
+    assert set(got_c) <= set(kept)
+    assert sorted(got_b + late + sorted(set(kept))) == sorted(published)
 
 
 def test_a_message_handed_to_a_node_whose_last_member_left_goes_to_another_node(
