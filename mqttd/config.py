@@ -692,6 +692,14 @@ class ClusterConfig:
         min=1,
         max=365 * 86_400,
     )
+    shared_ack_wait: float = setting(
+        10.0,
+        "seconds after which a QoS 1/2 message of a $share group that a node took and did "
+        "not settle goes to another member (durable_sessions): how soon a dead node's "
+        "unacknowledged share messages move; live nodes renew their hold every third of it",
+        min=0.5,
+        max=86_400,
+    )
 
 
 @dataclass(slots=True)

@@ -17,7 +17,9 @@ The core calls, on its own thread of control and never waiting for an answer:
   subscription group "$share/{share}/{filter}" or loses its last. Each message goes to
   one group cluster-wide: the backplane picks one node with members among all nodes,
   this one included, and that node's `BackplaneHost.deliver_shared_from_node` picks
-  one of its members. The core then never picks members in `publish` itself.
+  one of its members. The core then never picks members in `publish` itself. A
+  backplane that redelivers what is not acknowledged (the NATS one, for QoS 1/2) passes
+  a `SharedDelivery` along and hears from it when the member acknowledged the message.
 - `publish` for every message published on this node (clients, wills, bridges); the
   backplane carries it to the nodes with matching interest. A message that arrives
   from another node goes to `BackplaneHost.publish_from_node` and is delivered here
@@ -52,6 +54,7 @@ from typing import Protocol
 
 from ..store.base import Store, StoredState
 from .message import Message
+from .outbound import SharedDelivery
 from .topic_tree import TopicTree
 
 __all__ = [
@@ -70,8 +73,19 @@ class BackplaneHost(Protocol):
         """Deliver a message another node published to this node's subscriptions only."""
         ...
 
-    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
-        """Deliver `message` to one member here of "$share/{share}/{topic_filter}"."""
+    def deliver_shared_from_node(
+        self,
+        message: Message,
+        share: str,
+        topic_filter: str,
+        held: SharedDelivery | None = None,
+    ) -> int:
+        """Deliver `message` to one member here of "$share/{share}/{topic_filter}".
+
+        `held`: the cluster's hold on a message it redelivers unless acknowledged
+        (outbound.SharedDelivery), told when the member acknowledged it. Returns
+        shared.NO_MEMBER, SETTLED, STORED or HELD (`SharedSubscriptions.deliver_to_group`).
+        """
         ...
 
     def client_id_taken_elsewhere(self, client_id: str) -> None:

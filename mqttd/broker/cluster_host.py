@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .backplane import Backplane
     from .connection import Connection
     from .message import Message
+    from .outbound import SharedDelivery
     from .retained import RetainedMessages
     from .session import Session
     from .shared import SharedSubscriptions
@@ -108,11 +109,18 @@ class ClusterHost:
         """
         return self._core.publish(message, None, True)
 
-    def deliver_shared_from_node(self, message: Message, share: str, topic_filter: str) -> None:
+    def deliver_shared_from_node(
+        self,
+        message: Message,
+        share: str,
+        topic_filter: str,
+        held: SharedDelivery | None = None,
+    ) -> int:
         """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
-        `message` (published on any node, this one included): deliver to one of them."""
+        `message` (published on any node, this one included): deliver to one of them.
+        `held` and the result: `SharedSubscriptions.deliver_to_group`."""
         core = self._core
-        core.shared.deliver_to_group(message, share, topic_filter, core.authorise)
+        return core.shared.deliver_to_group(message, share, topic_filter, core.authorise, held)
 
     def retained_from_node(self, topic: str, message: Message | None) -> None:
         """Another node set (`message`) or cleared (None) the retained message of `topic`.

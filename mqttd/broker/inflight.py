@@ -119,10 +119,10 @@ class Inflight:
         del self.inflight[packet_id]
         if entry.seq:
             self._store.remove_outbound(self.client_id, entry.seq)
-            ack = entry.ack
-            if ack is not None:
-                entry.ack = None
-                ack.delivered()
+        ack = entry.ack
+        if ack is not None:
+            entry.ack = None
+            ack.delivered()
         if self._queue:
             self.pump()
         return True
@@ -136,6 +136,11 @@ class Inflight:
         entry = self.inflight.get(packet_id)
         if entry is None or entry.qos != 2:
             return False
+        ack = entry.ack
+        if ack is not None:
+            # A cluster's shared delivery: the member has the message now [MQTT-4.8.2-5].
+            entry.ack = None
+            ack.delivered()
         if reason_code >= 0x80:
             del self.inflight[packet_id]
             if entry.seq:

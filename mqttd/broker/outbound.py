@@ -1,5 +1,6 @@
-"""A message on its way to one session (queued, or inflight with its packet id), and the
-publisher's acknowledgement that may wait for those deliveries (`PublisherAck`)."""
+"""A message on its way to one session (queued, or inflight with its packet id), the
+publisher's acknowledgement that may wait for those deliveries (`PublisherAck`), and a
+cluster's hold on a shared-subscription message given to a member here (`SharedDelivery`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from ..store.base import OutboundState
 
 if TYPE_CHECKING:
     from .message import Message
+    from .session import Session
     from .shared import SharedGroup
 
-__all__ = ["Outbound", "PublisherAck", "SharedOutbound"]
+__all__ = ["Outbound", "PublisherAck", "SharedDelivery", "SharedOutbound"]
 
 _QUEUED = OutboundState.QUEUED
 
@@ -30,8 +32,10 @@ class Outbound:
         self.packet_id = 0
         self.state = _QUEUED
         self.seq = 0  # > 0 once recorded in the store
-        #: The publisher's PUBACK that this delivery holds back (`PublisherAck`).
-        self.ack: PublisherAck | None = None
+        #: The publisher's PUBACK that this delivery holds back (`PublisherAck`), or, for
+        #: a shared subscription's entry in a cluster, the cluster's hold on the message
+        #: (`SharedDelivery`): either hears `delivered()` when the client acknowledged it.
+        self.ack: PublisherAck | SharedDelivery | None = None
 
 
 class SharedOutbound(Outbound):
@@ -99,6 +103,35 @@ class PublisherAck:
         if not holders and not self.blocked and not self.ready:
             self.ready = True
             self.on_ready()
+
+
+class SharedDelivery:
+    """A cluster's hold on one shared-subscription message given to a member here.
+
+    In a cluster the messages of a "$share" group come from a queue that redelivers what
+    a node does not acknowledge in time (the NATS backplane: a JetStream consumer), so a
+    member's node that dies passes its unacknowledged messages to another member. The
+    core attaches this object to the member's entry (`entry`, of `session`) and calls
+    `delivered` once the member is done with the message: its PUBACK, or for QoS 2 its
+    PUBREC (from then on the message MUST NOT go to another member [MQTT-4.8.2-5]).
+    The entry moves with the message when the core hands it to another member
+    (shared.py), so `entry` and `session` are always the current holder. The
+    backplane watches for entries that end otherwise (dropped, session over).
+    """
+
+    __slots__ = ("done", "entry", "on_delivered", "session")
+
+    def __init__(self, on_delivered: Callable[[], None]) -> None:
+        self.on_delivered = on_delivered
+        self.entry: SharedOutbound | None = None
+        self.session: Session | None = None
+        self.done = False
+
+    def delivered(self) -> None:
+        """The member acknowledged the message (once; later calls do nothing)."""
+        if not self.done:
+            self.done = True
+            self.on_delivered()
 
 
 def _sent() -> None:

@@ -47,7 +47,7 @@ from .context import SessionContext
 from .dead_letter import DropReason
 from .inflight import Inflight
 from .message import Message
-from .outbound import Outbound, SharedOutbound
+from .outbound import Outbound, SharedDelivery, SharedOutbound
 from .retained_feed import drop_feeds, run_feeds
 from .subscription import SubOptions
 from .topic_alias import TopicAliases
@@ -252,14 +252,22 @@ class Session(Inflight):
         retain: bool,
         sub_ids: tuple[int, ...],
         group: SharedGroup,
+        held: SharedDelivery | None = None,
     ) -> bool:
         """`deliver` for a shared subscription's member (the entry remembers `group`).
 
         QoS 0 goes as any other delivery: at most once, never handed to another member.
+        `held`: a cluster's hold on the message (outbound.SharedDelivery), told when
+        this member acknowledges it.
         """
         if qos == 0:
             return self.deliver(message, 0, retain, sub_ids)
-        return self._deliver_entry(SharedOutbound(message, qos, retain, sub_ids, group))
+        entry = SharedOutbound(message, qos, retain, sub_ids, group)
+        if held is not None:
+            entry.ack = held
+            held.entry = entry
+            held.session = self
+        return self._deliver_entry(entry)
 
     def _deliver_entry(self, entry: Outbound) -> bool:
         """Send a QoS 1/2 entry now or queue it; True if it was recorded in the store."""

@@ -10,6 +10,11 @@ Shared subscriptions get no retained messages when they are made. When a member'
 session ends, what it left undelivered goes to other members: QoS 1 messages it did not
 acknowledge SHOULD, and queued ones were never sent; QoS 2 ones MUST NOT, and stay with
 the ended session (`undelivered_shared` leaves them out).
+
+In a cluster the backplane picks the node, then `deliver_to_group` one member here. A
+backplane that redelivers what is not acknowledged (the NATS one, for QoS 1/2) passes
+a `SharedDelivery` that rides on the member's entry, moves with it to another member
+(`hand_over`), and hears the member's PUBACK (or PUBREC) as `delivered`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .delivery import MATCHED, NONE, RECORDED
-from .outbound import SharedOutbound
+from .outbound import SharedDelivery, SharedOutbound
 from .subscription import SubOptions
 from .topic_tree import TopicTree
 
@@ -29,7 +34,19 @@ if TYPE_CHECKING:
     from .message import Message
     from .session import Session
 
-__all__ = ["SharedGroup", "SharedSubscriptions", "undelivered_shared"]
+__all__ = [
+    "HELD",
+    "NO_MEMBER",
+    "SETTLED",
+    "STORED",
+    "SharedGroup",
+    "SharedSubscriptions",
+    "undelivered_shared",
+]
+
+#: What `SharedSubscriptions.deliver_to_group` did with a message the cluster chose
+#: this node for (its caller acknowledges the message to the cluster accordingly).
+NO_MEMBER, SETTLED, STORED, HELD = 0, 1, 2, 3
 
 logger = logging.getLogger("mqttd.broker")
 
@@ -145,16 +162,45 @@ class SharedSubscriptions:
         return flags
 
     def deliver_to_group(
-        self, message: Message, share: str, topic_filter: str, authorise: Authorise | None
-    ) -> None:
+        self,
+        message: Message,
+        share: str,
+        topic_filter: str,
+        authorise: Authorise | None,
+        held: SharedDelivery | None = None,
+    ) -> int:
         """The cluster chose this node's members of "$share/{share}/{topic_filter}" for
-        `message`: give it to one of them (as `publish` does for one group)."""
+        `message`: give it to one of them (as `publish` does for one group).
+
+        `held`: the cluster's hold on the message, attached to a QoS 1/2 entry of a
+        member whose session ends with its connection (`SharedDelivery`). Returns what
+        became of the message: NO_MEMBER (none here any more: the cluster gives it to
+        another node), SETTLED (sent at QoS 0, or refused by the ACL: nothing more to
+        wait for), STORED (recorded for a persistent member: its session keeps it once
+        the store committed) or HELD (`held` hears when the member acknowledged it).
+        """
         group = self.groups.get((share, topic_filter))
         member = group.pick() if group is not None else None
         if group is None or member is None:
-            return  # the group's last member here left while the message was on its way
+            return NO_MEMBER  # the group's last member here left while it was on its way
         session, options = member
-        session.offer(message, options, authorise, group)
+        # `Session.offer`'s rules, with the hold passed on (offer is the hot path's).
+        if authorise is not None and not authorise(
+            session.client_id, session.username, "read", message.topic
+        ):
+            return SETTLED
+        qos = session.outgoing_qos(options.qos, message)
+        retain = message.retain and options.retain_as_published
+        if not qos:
+            session.deliver(message, 0, retain, options.sub_ids)
+            return SETTLED
+        persistent = session.persistent
+        recorded = session.deliver_shared(
+            message, qos, retain, options.sub_ids, group, None if persistent else held
+        )
+        if persistent:
+            return STORED if recorded else SETTLED
+        return HELD if held is not None else SETTLED
 
     def hand_over(
         self, ended: Session, entries: list[SharedOutbound], authorise: Authorise | None
@@ -182,7 +228,12 @@ class SharedSubscriptions:
                 continue
             qos = session.outgoing_qos(options.qos, message)
             retain = message.retain and options.retain_as_published
-            session.deliver_shared(message, qos, retain, options.sub_ids, group)
+            # A cluster's hold on the message goes with it to the new member.
+            held = entry.ack if isinstance(entry.ack, SharedDelivery) else None
+            entry.ack = None
+            session.deliver_shared(message, qos, retain, options.sub_ids, group, held)
+            if held is not None and not qos:
+                held.delivered()  # sent at QoS 0: nothing more to wait for
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "session %r ended: %d shared-subscription messages offered to other members",

@@ -31,7 +31,9 @@ message to one node of the group; that node's core picks one of its members
 (`BackplaneHost.deliver_shared_from_node`). These subscriptions use a second connection
 without `no_echo`, so a node's own messages reach its own members through NATS too, and
 local members compete with remote ones. The core never picks shared members itself when
-a backplane is present.
+a backplane is present. With durable sessions the queue groups carry QoS 0 messages
+only: QoS 1/2 ones come from the group's JetStream consumers (shares.py), which give a
+dead node's unacknowledged messages to another member.
 
 Client ids live in the KV bucket `mqttd_<cluster>_clients`: a claim reads the key and
 writes it with compare-and-set on the revision it read (create when absent); the new
@@ -88,9 +90,16 @@ from ..config import ClusterConfig
 from ..protocol.reason_codes import ReasonCode
 from ..store.base import Store
 from .durable import DurableStore, SessionLog
-from .envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
+from .envelope import (
+    Envelope,
+    EnvelopeError,
+    decode_envelope,
+    encode_envelope,
+    envelope_qos,
+)
 from .nodes import NodeLiveness
 from .sessions import SessionMover
+from .shares import SharedConsumers
 from .subjects import (
     filter_to_subjects,
     long_subject,
@@ -203,6 +212,8 @@ class NatsBackplane:
         self.sessions_move = config.durable_sessions
         self._durable_store: DurableStore | None = None
         self.mover: SessionMover | None = None
+        #: Shared groups' QoS 1/2 messages from JetStream (shares.py; durable sessions).
+        self.shares: SharedConsumers | None = None
         #: Heartbeats, self-fence and dead nodes' wills (nodes.py); set by `start`.
         self.liveness: NodeLiveness | None = None
         #: The last heartbeat's round trip to JetStream, seconds; -1 = not yet.
@@ -407,6 +418,16 @@ class NatsBackplane:
                 )
                 await log.open()
                 self._durable_store.log = log
+                self.shares = SharedConsumers(
+                    self._shared_nc,
+                    beat_js,
+                    log,
+                    lambda: self.host,
+                    self._message,
+                    self._routing,
+                    config.shared_ack_wait,
+                )
+                self.shares.start()
             self.mover = SessionMover(nc, log, self._takeover_prefix, config.request_timeout)
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
@@ -439,6 +460,8 @@ class NatsBackplane:
     def stop_inbound(self) -> None:
         """Ignore what other nodes send from now on (the core is stopping: its store closes)."""
         self._inbound = False
+        if self.shares is not None:
+            self.shares.accepting = False
 
     async def stop(self) -> None:
         """Finish the queued requests, leave, close NATS: about 3 s at most in all, so a
@@ -447,6 +470,8 @@ class NatsBackplane:
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(), _STOP_DRAIN)
+        if self.shares is not None:
+            await self.shares.stop()
         log = self._durable_store.log if self._durable_store is not None else None
         if log is not None:
             await log.flush(_STOP_DRAIN)  # the last records of sessions (disconnect times)
@@ -609,8 +634,14 @@ class NatsBackplane:
         key = (share, topic_filter)
         for sub in self._share_subs.pop(key, []):
             await sub.unsubscribe()
+        shares = self.shares
         if not join:
+            if shares is not None:
+                shares.leave(share, topic_filter)
             return
+        if shares is not None:
+            # QoS 1/2 messages come from JetStream (shares.py), QoS 0 ones as below.
+            await shares.join(share, topic_filter)
         nc = self._shared_nc
         assert nc is not None
         # One queue group per (share, filter) cluster-wide: NATS hands each message to one
@@ -627,6 +658,11 @@ class NatsBackplane:
     def _shared_callback(self, share: str, topic_filter: str) -> Callable[[Msg], Awaitable[None]]:
         async def on_shared(msg: Msg) -> None:
             if not self._inbound:
+                return
+            if self.shares is not None and envelope_qos(msg.data) and msg.subject != self._long:
+                # QoS 1/2: the group's consumers deliver it from the messages stream
+                # (shares.py), except a long topic's (on the stream's catch-all subject,
+                # which they do not read): that one comes this way.
                 return
             try:
                 envelope = decode_envelope(msg.data)
@@ -910,7 +946,19 @@ class NatsBackplane:
             "takeovers_received_total": stats.takeovers_received,
             "retained_updates_in_total": stats.retained_updates_in,
             "shared_in_total": stats.shared_in,
+            **(self._share_figures()),
             **(liveness.figures() if liveness is not None else {}),
+        }
+
+    def _share_figures(self) -> dict[str, float]:
+        shares = self.shares
+        if shares is None:
+            return {}
+        return {
+            "shared_held": shares.holding,
+            "shared_taken_total": shares.taken,
+            "shared_redelivered_total": shares.redelivered,
+            "shared_passed_on_total": shares.passed_on,
         }
 
     def sys_figures(self) -> dict[str, str]:

@@ -33,7 +33,13 @@ from ..protocol.errors import MQTTError
 from ..protocol.properties import Properties, PropertyContext
 from ..protocol.property_codec import decode_properties, encode_properties
 
-__all__ = ["Envelope", "EnvelopeError", "decode_envelope", "encode_envelope"]
+__all__ = [
+    "Envelope",
+    "EnvelopeError",
+    "decode_envelope",
+    "encode_envelope",
+    "envelope_qos",
+]
 
 VERSION = 1
 _HEAD = struct.Struct(">BBQQd")
@@ -86,6 +92,11 @@ def encode_envelope(envelope: Envelope) -> bytes:
     parts.append(encode_properties(envelope.properties, _PUBLISH))
     parts.append(envelope.payload)
     return b"".join(parts)
+
+
+def envelope_qos(data: bytes) -> int:
+    """The QoS of the envelope in `data`, read without decoding it (0 if too short)."""
+    return data[1] & 0x03 if len(data) > 1 else 0
 
 
 def decode_envelope(data: bytes) -> Envelope:

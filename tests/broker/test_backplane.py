@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from support.core import Harness
 
-from mqttd.broker.backplane import ClientIdClaims, InProcessBackplane, InProcessHub
+from mqttd.broker.backplane import (
+    BackplaneHost,
+    ClientIdClaims,
+    InProcessBackplane,
+    InProcessHub,
+)
 from mqttd.broker.message import Message
-from mqttd.protocol import Disconnect, Properties, Subscription, Will
+from mqttd.broker.outbound import SharedDelivery
+from mqttd.broker.shared import HELD, NO_MEMBER, SETTLED, STORED
+from mqttd.protocol import Disconnect, Properties, PubAck, PubRec, Subscription, Will
 from mqttd.protocol.reason_codes import ReasonCode
 
 
@@ -23,6 +30,13 @@ def cluster(n: int = 2) -> tuple[InProcessHub, list[Harness]]:
         harness.broker.use_backplane(InProcessBackplane(hub))
         nodes.append(harness)
     return hub, nodes
+
+
+def host(node: Harness) -> BackplaneHost:
+    """What the cluster sees of `node`'s core (its `ClusterHost`)."""
+    backplane = node.broker._backplane
+    assert isinstance(backplane, InProcessBackplane)
+    return backplane.host
 
 
 def test_a_single_node_keeps_no_backplane() -> None:
@@ -225,6 +239,101 @@ def test_a_node_whose_last_member_left_is_no_longer_picked() -> None:
     hub.pump()
     assert len(member_a.publishes()) == 3
     assert member_b.publishes() == []
+
+
+class Hold:
+    """A cluster's hold on one shared message, counting the core's `delivered` calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.delivery = SharedDelivery(self._delivered)
+
+    def _delivered(self) -> None:
+        self.calls += 1
+
+
+def test_a_held_shared_message_is_settled_by_the_members_puback_only() -> None:
+    _hub, (a, _b) = cluster()
+    member = a.connected("member")
+    member.subscribe("$share/g/t/#", qos=1)
+    hold = Hold()
+    outcome = host(a).deliver_shared_from_node(Message("t/1", b"m", 1), "g", "t/#", hold.delivery)
+    assert outcome == HELD
+    (publish,) = member.publishes()
+    assert hold.delivery.session is a.broker.sessions["member"]
+    assert hold.delivery.entry is not None and hold.delivery.entry.packet_id == publish.packet_id
+    assert hold.calls == 0  # sent, not acknowledged: the cluster keeps its hold
+    assert publish.packet_id is not None
+    member.send(PubAck(publish.packet_id))
+    assert hold.calls == 1
+    member.send(PubAck(publish.packet_id))  # unknown packet id now: nothing more
+    assert hold.calls == 1
+
+
+def test_a_held_qos2_shared_message_is_settled_by_the_pubrec() -> None:
+    _hub, (a, _b) = cluster()
+    member = a.connected("member", level=5)
+    member.subscribe("$share/g/t", qos=2)
+    hold = Hold()
+    assert host(a).deliver_shared_from_node(Message("t", b"m", 2), "g", "t", hold.delivery) == HELD
+    (publish,) = member.publishes()
+    assert publish.packet_id is not None
+    member.send(PubRec(publish.packet_id))
+    # The member has it: from now on it MUST NOT go to another one [MQTT-4.8.2-5].
+    assert hold.calls == 1
+
+
+def test_what_became_of_a_shared_message_the_cluster_chose_this_node_for() -> None:
+    _hub, (a, _b) = cluster()
+    assert host(a).deliver_shared_from_node(Message("t", b"m", 1), "g", "t", Hold().delivery) == (
+        NO_MEMBER
+    )
+    at_qos0 = a.connected("at-qos0")
+    at_qos0.subscribe("$share/q0/t", qos=0)
+    hold = Hold()
+    assert host(a).deliver_shared_from_node(Message("t", b"m", 1), "q0", "t", hold.delivery) == (
+        SETTLED
+    )
+    assert [p.qos for p in at_qos0.publishes()] == [0]
+    assert hold.delivery.entry is None
+    persistent = a.connected("persistent", clean_start=False)
+    persistent.subscribe("$share/p/t", qos=1)
+    hold = Hold()
+    assert host(a).deliver_shared_from_node(Message("t", b"m", 1), "p", "t", hold.delivery) == (
+        STORED
+    )
+    # In the member's session (and its log): no hold rides on its entry.
+    assert hold.delivery.entry is None
+    assert len(persistent.publishes()) == 1
+    at_qos0.unsubscribe("$share/q0/t")
+    assert host(a).deliver_shared_from_node(Message("t", b"m", 1), "q0", "t", Hold().delivery) == (
+        NO_MEMBER
+    )
+
+
+def test_a_held_message_moves_with_its_hold_when_the_member_ends() -> None:
+    _hub, (a, _b) = cluster()
+    first = a.connected("first")
+    first.subscribe("$share/g/t", qos=1)
+    second = a.connected("second")
+    second.subscribe("$share/g/t", qos=1)
+    holds = [Hold(), Hold()]
+    for hold in holds:
+        assert host(a).deliver_shared_from_node(Message("t", b"m", 1), "g", "t", hold.delivery) == (
+            HELD
+        )
+    taken_by_first = [h for h in holds if h.delivery.session is a.broker.sessions["first"]]
+    assert len(taken_by_first) == 1
+    first.publishes()
+    first.lose()  # its clean session ends: the unacknowledged message goes to "second"
+    moved = taken_by_first[0].delivery
+    assert moved.session is a.broker.sessions["second"]
+    publishes = second.publishes()
+    assert len(publishes) == 2
+    for publish in publishes:
+        assert publish.packet_id is not None
+        second.send(PubAck(publish.packet_id))
+    assert [h.calls for h in holds] == [1, 1]
 
 
 class RecordingBackplane(InProcessBackplane):
