@@ -33,7 +33,7 @@ import hashlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -403,6 +403,28 @@ class SessionLog:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         return found
+
+    async def follow(
+        self, subject: str, since: float, callback: Callable[[Msg], Awaitable[None]]
+    ) -> tuple[JetStreamContext.PushSubscription, bool]:
+        """Hand `callback` every QoS 1/2 message on `subject` (wildcards allowed) stored
+        since `since` (wall clock), then each one stored later, until the subscription
+        is ended; True with it when nothing was stored on `subject` since then."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=datetime.fromtimestamp(since, UTC),
+        )
+        sub = await self._js.subscribe(
+            subject, stream=self.messages, ordered_consumer=True, config=config, cb=callback
+        )
+        try:
+            info = await sub.consumer_info()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            raise
+        empty = not info.num_pending and not (info.delivered and info.delivered.consumer_seq)
+        return sub, empty
 
 
 class DurableStore:
