@@ -530,7 +530,7 @@ class NatsBackplane:
             catch_up = self.catch_up
             if catch_up is not None and not catch_up.running:
                 logger.warning("cluster: %s; catching up from the stream", exc)
-            self._gap(self.clock.wall())
+            self._gap(self.clock.wall(), reconnected=False)
             return
         logger.warning("cluster: NATS error: %s", exc)
 
@@ -557,12 +557,12 @@ class NatsBackplane:
     async def _on_shared_reconnected(self) -> None:
         logger.info("cluster: shared groups' connection to NATS is back")
 
-    def _gap(self, at: float) -> None:
+    def _gap(self, at: float, reconnected: bool = True) -> None:
         """What was stored since a margin before `at` may have been lost on its way here."""
         catch_up, store = self.catch_up, self._durable_store
         log = store.log if store is not None else None
         if catch_up is not None and log is not None and self._inbound:
-            catch_up.gap(at - log.replay_margin)
+            catch_up.gap(at - log.replay_margin, reconnected)
 
     # -- catching up (catchup.CatchUpHost) ----------------------------------------------
 

@@ -33,13 +33,13 @@ import hashlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -66,6 +66,8 @@ _RESEND_EVERY = 0.25
 _WINDOW = 4096
 #: A session's log is compacted (one snapshot record) after this many records.
 COMPACT_EVERY = 1000
+#: A replay's consumer is removed by the server after this long without a fetch, s.
+_REPLAY_IDLE = 30.0
 #: Largest snapshot written, bytes (NATS's default max_payload is 1 MiB).
 MAX_SNAPSHOT = 900 * 1024
 
@@ -404,27 +406,27 @@ class SessionLog:
                 await sub.unsubscribe()
         return found
 
-    async def follow(
-        self, subject: str, since: float, callback: Callable[[Msg], Awaitable[None]]
-    ) -> tuple[JetStreamContext.PushSubscription, bool]:
-        """Hand `callback` every QoS 1/2 message on `subject` (wildcards allowed) stored
-        since `since` (wall clock), then each one stored later, until the subscription
-        is ended; True with it when nothing was stored on `subject` since then."""
+    async def replay_from(
+        self, subject: str, since: float
+    ) -> tuple[JetStreamContext.PullSubscription, int]:
+        """A pull consumer of the QoS 1/2 messages on `subject` (wildcards allowed)
+        stored since `since` (wall clock), and how many it has now. The reader fetches
+        at its own pace, so a long replay cannot make NATS cut it off as a slow
+        consumer; the server forgets the consumer once nobody fetched for a while."""
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_TIME,
             opt_start_time=datetime.fromtimestamp(since, UTC),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=_REPLAY_IDLE,
         )
-        sub = await self._js.subscribe(
-            subject, stream=self.messages, ordered_consumer=True, config=config, cb=callback
-        )
+        sub = await self._js.pull_subscribe(subject, stream=self.messages, config=config)
         try:
             info = await sub.consumer_info()
         except BaseException:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             raise
-        empty = not info.num_pending and not (info.delivered and info.delivered.consumer_seq)
-        return sub, empty
+        return sub, info.num_pending or 0
 
 
 class DurableStore:

@@ -191,18 +191,23 @@ def test_nats_restarting_under_load_loses_nothing_acknowledged_on_either_node(
 
 
 def publish_for(
-    publisher: PahoClient, seconds: float, during: Callable[[], None], at: float = 1.0
+    publisher: PahoClient,
+    seconds: float,
+    during: Callable[[], object],
+    at: float = 1.0,
+    pad: int = 0,
 ) -> dict[int, list[bytes]]:
     """Publish QoS 1 on load/q1 and QoS 2 on load/q2 in turns for `seconds`, with many
     PUBLISHes in flight (paho keeps 20 unacknowledged); call `during` `at` seconds in.
-    Return the payloads by QoS, once every one was acknowledged."""
+    Payloads are a number and `pad` spaces. Return them by QoS, once every one was
+    acknowledged."""
     infos: list[tuple[int, bytes, mqtt.MQTTMessageInfo]] = []
     called = False
     started = time.monotonic()
     n = 0
     while time.monotonic() - started < seconds:
         qos = 1 + n % 2
-        payload = str(n).encode()
+        payload = str(n).encode() + b" " * pad
         infos.append((qos, payload, publisher.client.publish(f"load/q{qos}", payload, qos)))
         n += 1
         time.sleep(0.002)
@@ -223,7 +228,7 @@ def expect_all(client: PahoClient, sent: dict[int, list[bytes]]) -> None:
     for qos in (1, 2):
         payloads = [m.payload for m in got if m.topic == f"load/q{qos}"]
         assert sorted(payloads, key=int) == sent[qos], (qos, len(payloads), len(sent[qos]))
-        assert payloads == sent[qos], f"QoS {qos} out of order: {payloads}"
+        assert payloads == sent[qos], f"QoS {qos} out of order: {[int(p) for p in payloads]}"
 
 
 def test_a_node_cut_off_briefly_gets_what_was_published_meanwhile_from_the_stream(
@@ -254,6 +259,30 @@ def test_a_node_cut_off_briefly_gets_what_was_published_meanwhile_from_the_strea
     # NATS did not bring comes from the messages stream.
     expect_all(remote, sent)
     assert not remote.disconnected.is_set()
+
+
+def test_a_node_cut_off_as_a_slow_consumer_gets_what_it_missed_from_the_stream(
+    nats_factory: Callable[..., NatsServer],
+    mqttd_factory: MqttdFactory,
+    paho_factory: PahoFactory,
+) -> None:
+    # nats-server closes a connection that takes more than 0.5 s to take a write in.
+    nats = nats_factory(settings='write_deadline: "500ms"\n')
+    link = NatsLink(nats.port)
+    try:
+        a = mqttd_factory(config=node_toml(nats.url, "a"))
+        b = mqttd_factory(config=node_toml(link.url, "b"))
+        remote = paho_factory(b.port, "remote", protocol=V5)
+        remote.subscribe("load/#", 2)
+        publisher = paho_factory(a.port, "publisher", protocol=V5)
+        routed(publisher, "load/probe", remote)
+        # Node b takes nothing from NATS for 1.5 s (shorter than the fence): the server's
+        # write to it blocks longer than the deadline, and it is cut off as a slow consumer.
+        sent = publish_for(publisher, 3.5, lambda: link.stall(1.5), pad=30_000)
+        expect_all(remote, sent)
+        assert "Slow Consumer" in nats.log.read_text()  # it was cut off, not just late
+    finally:
+        link.close()
 
 
 def drain_messages(client: PahoClient) -> list[Received]:
