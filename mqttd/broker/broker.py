@@ -186,7 +186,11 @@ class Broker:
                 self, stored_session, messages, now, wall, self._restore_subscription, options
             )
             self._sessions[session.client_id] = session
-            if will_delay is not None:
+            if will_delay is not None and self.clustered:
+                # The cluster's wills bucket has it: the survivors, or this node once
+                # started, publish it from there, once (cluster/nodes.py).
+                session.pending_will = None
+            elif will_delay is not None:
                 session.will_timer = self.scheduler.call_later(
                     will_delay,
                     lambda s=session: self.wills.publish_pending(s),  # type: ignore[misc]
