@@ -16,6 +16,8 @@ drained by one task:
 Routing is interest-based on core NATS (at most once, like QoS 0 on a network). With
 durable sessions a QoS 1/2 message published here is also written to JetStream's
 messages stream, and its PUBACK waits for that (`publish` returns True; durable.py).
+When this node's link to NATS broke (or nats-py dropped messages), `catchup.CatchUp`
+routes what core NATS lost from that stream; `_seen` (seen.py) lets each id through once.
 A filter held here is counted
 (`interest_added`/`interest_removed`); its first holder subscribes its subjects
 (`subjects.filter_to_subjects`, counted per subject too), its last one unsubscribes.
