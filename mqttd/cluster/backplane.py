@@ -541,6 +541,11 @@ class NatsBackplane:
             logger.warning("cluster: disconnected from NATS; reconnecting")
         if self._broken_at is None:
             self._broken_at = self.clock.wall()
+        store = self._durable_store
+        if self._inbound and self.catch_up is not None and store and store.log is not None:
+            # From now on: nats-py routes what comes on the new connection before it
+            # tells us of it, and those messages must not overtake the catch-up.
+            self.hold()
 
     async def _on_reconnected(self) -> None:
         nc = self._nc
