@@ -180,7 +180,11 @@ class Broker:
         while stored_sessions:
             stored_session = stored_sessions.pop()
             session, will_delay = self.restore(stored_session, messages, now, wall, options)
-            if will_delay is not None:
+            if will_delay is not None and self.clustered:
+                # The cluster's wills bucket has it: the survivors, or this node once
+                # started, publish it from there, once (cluster/nodes.py).
+                session.pending_will = None
+            elif will_delay is not None:
                 session.will_timer = self.scheduler.call_later(
                     will_delay,
                     lambda s=session: self.wills.publish_pending(s),  # type: ignore[misc]

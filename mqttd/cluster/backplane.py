@@ -16,6 +16,8 @@ drained by one task:
 Routing is interest-based on core NATS (at most once, like QoS 0 on a network). With
 durable sessions a QoS 1/2 message published here is also written to JetStream's
 messages stream, and its PUBACK waits for that (`publish` returns True; durable.py).
+When this node's link to NATS broke (or nats-py dropped messages), `catchup.CatchUp`
+routes what core NATS lost from that stream; `_seen` (seen.py) lets each id through once.
 A filter held here is counted
 (`interest_added`/`interest_removed`); its first holder subscribes its subjects
 (`subjects.filter_to_subjects`, counted per subject too), its last one unsubscribes.
@@ -89,6 +91,7 @@ from ..broker.message import Message
 from ..config import ClusterConfig
 from ..protocol.reason_codes import ReasonCode
 from ..store.base import Store
+from .catchup import MAX_HELD, CatchUp
 from .durable import DurableStore, SessionLog
 from .envelope import (
     Envelope,
@@ -98,6 +101,7 @@ from .envelope import (
     envelope_qos,
 )
 from .nodes import NodeLiveness
+from .seen import SeenIds
 from .sessions import SessionMover
 from .shares import SharedConsumers
 from .subjects import (
@@ -114,8 +118,6 @@ logger = logging.getLogger("mqttd.cluster")
 
 #: Messages waiting for NATS at most; more are dropped (and counted) while NATS is away.
 MAX_OUTBOX = 100_000
-#: Message ids remembered to drop the second copy of overlapping subscriptions.
-_SEEN_WINDOW = 8192
 _CLAIM_ATTEMPTS = 16
 #: How long a JetStream request is tried again while NATS or JetStream is away, seconds.
 _RETRY_FOR = 30.0
@@ -184,8 +186,14 @@ class NatsBackplane:
         self._subs: dict[str, Subscription] = {}
         self._subjects: dict[str, str | None] = {}
         self._seq = 0
-        self._seen: set[tuple[int, int]] = set()
-        self._seen_order: deque[tuple[int, int]] = deque()
+        #: Ids of the messages routed here: the second copy (overlapping subscriptions,
+        #: a catch-up's replay) is dropped.
+        self._seen = SeenIds()
+        #: Live messages kept back while a catch-up replays what came before (catchup.py).
+        self._held: list[bytes] | None = None
+        #: When the link to NATS broke (wall clock), until the catch-up after it starts.
+        self._broken_at: float | None = None
+        self.catch_up: CatchUp | None = None
         self._outbox: deque[tuple[int, str, bytes]] = deque()
         #: Shared groups to join (True) or leave on NATS, in order: (join, share, filter).
         self._share_ops: deque[tuple[bool, str, str]] = deque()
@@ -378,7 +386,7 @@ class NatsBackplane:
             ) from exc
         nc = self._nc
         try:
-            options = self._connect_options()
+            options = self._connect_options(main=False)
             options["no_echo"] = False
             options["name"] += " (shared)"
             self._shared_nc = await asyncio.wait_for(
@@ -428,6 +436,7 @@ class NatsBackplane:
                     config.shared_ack_wait,
                 )
                 self.shares.start()
+                self.catch_up = CatchUp(log, self, 2 * config.request_timeout, log.replay_margin)
             self.mover = SessionMover(nc, log, self._takeover_prefix, config.request_timeout)
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
@@ -467,6 +476,8 @@ class NatsBackplane:
         """Finish the queued requests, leave, close NATS: about 3 s at most in all, so a
         SIGTERM stop stays well within its bounds even when NATS does not answer."""
         self._inbound = False
+        if self.catch_up is not None:
+            await self.catch_up.close()
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain(), _STOP_DRAIN)
@@ -503,7 +514,9 @@ class NatsBackplane:
             self._control_wake.set()
             await asyncio.sleep(0.01)
 
-    def _connect_options(self) -> dict[str, Any]:
+    def _connect_options(self, main: bool = True) -> dict[str, Any]:
+        """nats.connect's options; `main`: the connection of routing and JetStream (a
+        break in it may have lost messages: a catch-up follows)."""
         config = self.config
         options: dict[str, Any] = {
             "servers": list(config.urls),
@@ -514,9 +527,9 @@ class NatsBackplane:
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
-            "error_cb": self._on_error,
-            "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
+            "error_cb": self._on_error if main else self._on_shared_error,
+            "disconnected_cb": self._on_disconnected if main else self._on_shared_disconnected,
+            "reconnected_cb": self._on_reconnected if main else self._on_shared_reconnected,
         }
         if config.user:
             options["user"] = config.user
@@ -539,15 +552,74 @@ class NatsBackplane:
         return bucket
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats_errors.SlowConsumerError):
+            # nats-py dropped messages this node read too slowly: replay them.
+            catch_up = self.catch_up
+            if catch_up is not None and not catch_up.running:
+                logger.warning("cluster: %s; catching up from the stream", exc)
+            self._gap(self.clock.wall(), reconnected=False)
+            return
         logger.warning("cluster: NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
-        logger.warning("cluster: disconnected from NATS; reconnecting")
+        if self._inbound:
+            logger.warning("cluster: disconnected from NATS; reconnecting")
+        if self._broken_at is None:
+            self._broken_at = self.clock.wall()
+        store = self._durable_store
+        if self._inbound and self.catch_up is not None and store and store.log is not None:
+            # From now on: nats-py routes what comes on the new connection before it
+            # tells us of it, and those messages must not overtake the catch-up.
+            self.hold()
 
     async def _on_reconnected(self) -> None:
         nc = self._nc
         url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
         logger.info("cluster: reconnected to NATS at %s", url)
+        broken_at, self._broken_at = self._broken_at, None
+        self._gap(self.clock.wall() if broken_at is None else broken_at)
+
+    async def _on_shared_error(self, exc: Exception) -> None:
+        logger.warning("cluster: NATS error (shared groups' connection): %s", exc)
+
+    async def _on_shared_disconnected(self) -> None:
+        if self._inbound:
+            logger.warning("cluster: shared groups' connection to NATS lost; reconnecting")
+
+    async def _on_shared_reconnected(self) -> None:
+        logger.info("cluster: shared groups' connection to NATS is back")
+
+    def _gap(self, at: float, reconnected: bool = True) -> None:
+        """What was stored since a margin before `at` may have been lost on its way here."""
+        catch_up, store = self.catch_up, self._durable_store
+        log = store.log if store is not None else None
+        if catch_up is not None and log is not None and self._inbound:
+            catch_up.gap(at - log.replay_margin, reconnected)
+
+    # -- catching up (catchup.CatchUpHost) ----------------------------------------------
+
+    def catch_up_subjects(self, prefix: str, long: str) -> list[str]:
+        """The subjects under `prefix` of the filters this node holds, and `long`."""
+        subjects = {s for f in self.interest for s in filter_to_subjects(f, prefix)}
+        return [*sorted(subjects), long]
+
+    def hold(self) -> None:
+        """Keep live messages back from now on (a catch-up replays older ones first)."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Route the messages kept back, and the live ones from now on."""
+        held, self._held = self._held, None
+        for data in held or ():
+            self.route(data)
+
+    async def flush(self) -> None:
+        """Return once NATS has processed what this node sent so far."""
+        nc = self._nc
+        if nc is None:
+            raise nats_errors.ConnectionClosedError
+        await nc.flush(timeout=max(1, int(self.config.request_timeout)))
 
     # -- messages -----------------------------------------------------------------------
 
@@ -683,26 +755,34 @@ class NatsBackplane:
     async def _on_message(self, msg: Msg) -> None:
         if not self._inbound:
             return
+        held = self._held
+        if held is not None:  # a catch-up replays older messages first
+            held.append(msg.data)
+            if len(held) >= MAX_HELD:
+                self.release()
+            return
+        self.route(msg.data)
+
+    def route(self, data: bytes) -> bool:
+        """Route one envelope from another node through the core, unless its id was
+        routed here before (then False)."""
+        if not self._inbound:
+            return False
         try:
-            envelope = decode_envelope(msg.data)
+            envelope = decode_envelope(data)
         except EnvelopeError as exc:
-            logger.warning("cluster: dropping a message on %s: %s", msg.subject, exc)
-            return
-        key = (envelope.boot, envelope.seq)
-        if key in self._seen or envelope.boot == self.boot:
+            logger.warning("cluster: dropping a message from another node: %s", exc)
+            return False
+        if envelope.boot == self.boot or not self._seen.first(envelope.boot, envelope.seq):
             self.stats.duplicates += 1
-            return
-        seen_order = self._seen_order
-        self._seen.add(key)
-        seen_order.append(key)
-        if len(seen_order) > _SEEN_WINDOW:
-            self._seen.discard(seen_order.popleft())
+            return False
         self.stats.routed_in += 1
         self._routing(envelope)
         try:
             self.host.publish_from_node(self._message(envelope))
         except Exception:
             logger.exception("cluster: routing a message from node %r failed", envelope.node)
+        return True
 
     # -- client ids -----------------------------------------------------------------------
 
@@ -947,6 +1027,8 @@ class NatsBackplane:
             "retained_updates_in_total": stats.retained_updates_in,
             "shared_in_total": stats.shared_in,
             **(self._share_figures()),
+            "catch_ups_total": self.catch_up.runs if self.catch_up is not None else 0,
+            "recovered_total": self.catch_up.recovered if self.catch_up is not None else 0,
             **(liveness.figures() if liveness is not None else {}),
         }
 

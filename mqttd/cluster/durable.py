@@ -39,7 +39,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -66,6 +66,8 @@ _RESEND_EVERY = 0.25
 _WINDOW = 4096
 #: A session's log is compacted (one snapshot record) after this many records.
 COMPACT_EVERY = 1000
+#: A replay's consumer is removed by the server after this long without a fetch, s.
+_REPLAY_IDLE = 30.0
 #: Largest snapshot written, bytes (NATS's default max_payload is 1 MiB).
 MAX_SNAPSHOT = 900 * 1024
 
@@ -403,6 +405,28 @@ class SessionLog:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         return found
+
+    async def replay_from(
+        self, subject: str, since: float
+    ) -> tuple[JetStreamContext.PullSubscription, int]:
+        """A pull consumer of the QoS 1/2 messages on `subject` (wildcards allowed)
+        stored since `since` (wall clock), and how many it has now. The reader fetches
+        at its own pace, so a long replay cannot make NATS cut it off as a slow
+        consumer; the server forgets the consumer once nobody fetched for a while."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=datetime.fromtimestamp(since, UTC),
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=_REPLAY_IDLE,
+        )
+        sub = await self._js.pull_subscribe(subject, stream=self.messages, config=config)
+        try:
+            info = await sub.consumer_info()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            raise
+        return sub, info.num_pending or 0
 
 
 class DurableStore:

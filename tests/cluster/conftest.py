@@ -38,12 +38,16 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
 class NatsServer(ChildServer):
-    """One nats-server process, with JetStream (its store in `store`) unless told not to."""
+    """One nats-server process, with JetStream (its store in `store`) unless told not to,
+    and `settings` (nats-server's config file syntax) when given."""
 
-    def __init__(self, port: int, store: Path, log: Path, jetstream: bool = True) -> None:
+    def __init__(
+        self, port: int, store: Path, log: Path, jetstream: bool = True, settings: str = ""
+    ) -> None:
         super().__init__(port, log)
         self.store = store
         self.jetstream = jetstream
+        self.settings = settings
 
     @property
     def url(self) -> str:
@@ -53,6 +57,10 @@ class NatsServer(ChildServer):
         cmd = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)]
         if self.jetstream:
             cmd += ["-js", "-sd", str(self.store)]
+        if self.settings:
+            conf = self.store.with_suffix(".conf")
+            conf.write_text(self.settings)
+            cmd += ["-c", str(conf)]
         return cmd
 
     def start(self) -> NatsServer:
@@ -72,11 +80,12 @@ def nats_factory(tmp_path: Path) -> Iterator[Callable[..., NatsServer]]:
         pytest.skip("nats-server is not installed (scripts/test.sh installs it as root)")
     started: list[NatsServer] = []
 
-    def factory(jetstream: bool = True) -> NatsServer:
+    def factory(jetstream: bool = True, settings: str = "") -> NatsServer:
         n = len(started)
         store = tmp_path / f"nats-store-{n}"
         store.mkdir()
-        server = NatsServer(free_port(), store, tmp_path / f"nats-server-{n}.log", jetstream)
+        log = tmp_path / f"nats-server-{n}.log"
+        server = NatsServer(free_port(), store, log, jetstream, settings)
         started.append(server)
         return server.start()
 
@@ -162,7 +171,9 @@ class NatsLink:
     """A TCP forwarder between one node and nats-server that a test cuts and heals.
 
     Cut, it drops every forwarded connection and closes new ones at once: to the node,
-    NATS is unreachable while the other nodes still reach it (a partition).
+    NATS is unreachable while the other nodes still reach it (a partition). Stalled, it
+    forwards nothing to the node for a while, with small socket buffers on its side: to
+    nats-server the node reads too slowly (a slow consumer).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -173,6 +184,7 @@ class NatsLink:
         self._listener.settimeout(0.1)
         self.port = int(self._listener.getsockname()[1])
         self._open = True
+        self._stalled = threading.Event()
         self._stopped = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -194,20 +206,27 @@ class NatsLink:
                 conn.close()
                 continue
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+                upstream = socket.socket()
+                # Small, so that a stall backs up into nats-server soon.
+                upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                upstream.settimeout(2)
+                upstream.connect(("127.0.0.1", self.target_port))
             except OSError:
+                upstream.close()
                 conn.close()
                 continue
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [conn, upstream]
-            for src, dst in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, stalls in ((conn, upstream, False), (upstream, conn, True)):
+                args = (src, dst, stalls)
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, stalls: bool) -> None:
         try:
             while data := src.recv(65536):
+                while stalls and self._stalled.is_set():
+                    time.sleep(0.01)
                 dst.sendall(data)
         except OSError:
             pass
@@ -225,6 +244,11 @@ class NatsLink:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+    def stall(self, seconds: float) -> None:
+        """Forward nothing to the node for `seconds` (in the background)."""
+        self._stalled.set()
+        threading.Timer(seconds, self._stalled.clear).start()
 
     def heal(self) -> None:
         """Forward again."""
