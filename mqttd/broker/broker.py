@@ -159,6 +159,12 @@ class Broker:
         try:
             await self._load()
         finally:
+            # Everything loaded goes to the oldest generation at once (freeze, then
+            # unfreeze, moves it there without a walk). Left in the youngest, where the
+            # collector's counts put it, the first collection after enabling would walk
+            # every object loaded, and the next ones again as they aged.
+            gc.freeze()
+            gc.unfreeze()
             if collecting:
                 gc.enable()
 
