@@ -3,6 +3,7 @@
 
     python scripts/profile_memory.py                 # 3,000 idle connections, top 25 lines
     python scripts/profile_memory.py -n 10000 --top 40 --group filename
+    python scripts/profile_memory.py -n 19000 --bare --no-trace  # uvloop's own floor
 
 The broker runs in this process (uvloop, the `mqttd` command's GC settings, persistence
 off); loadgen (built as scripts/bench.py builds it) opens the connections and holds them.
@@ -10,6 +11,10 @@ Prints the process's RSS growth per connection next to what tracemalloc attribut
 each source line (Python objects and uvloop's PyMem allocations; the kernel's socket
 buffers are not in RSS at all). Python's own allocator keeps freed blocks in its arenas,
 so RSS per connection is a little above the traced bytes per connection.
+
+`--bare` serves a protocol that only answers CONNECT instead of the broker: what the event
+loop's transport costs by itself, the floor under any broker written on it. `--no-trace`
+measures RSS without tracemalloc (whose own bookkeeping inflates RSS).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,17 +46,52 @@ def rss_kb() -> int:
     return 0
 
 
-async def measure(n: int, top: int, group: str, frames: int) -> None:
+class _Bare(asyncio.Protocol):
+    """Answers a CONNECT with a CONNACK and does nothing else (`--bare`)."""
+
+    __slots__ = ("transport",)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if data[:1] == b"\x10":
+            self.transport.write(b"\x20\x02\x00\x00")
+
+
+class _BareServer:
+    """The `App` calls `measure` makes, for the bare protocol."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(_Bare, "127.0.0.1", 0, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def measure(n: int, top: int, group: str, frames: int, bare: bool, trace: bool) -> None:
     """Start a broker, let loadgen open and hold `n` connections, compare snapshots."""
     binary = build_loadgen()
-    config = ephemeral_config()
-    config.log.level = "warning"
-    app = App(config)
+    app: App | _BareServer
+    if bare:
+        app = _BareServer()
+    else:
+        config = ephemeral_config()
+        config.log.level = "warning"
+        app = App(config)
     await app.start()
     try:
         gc.collect()
-        tracemalloc.start(frames)
-        before, rss0 = tracemalloc.take_snapshot(), rss_kb()
+        if trace:
+            tracemalloc.start(frames)
+        before, rss0 = (tracemalloc.take_snapshot() if trace else None), rss_kb()
         hold = 3.0 + n / 2000
         proc = await asyncio.create_subprocess_exec(
             str(binary),
@@ -69,15 +110,23 @@ async def measure(n: int, top: int, group: str, frames: int) -> None:
         )
         await asyncio.sleep(hold / 2 + n / 4000)
         gc.collect()
-        after, rss1 = tracemalloc.take_snapshot(), rss_kb()
+        rss1 = rss_kb()
+        after = tracemalloc.take_snapshot() if trace else None
         _, err = await proc.communicate()
         print(err.decode().strip())
     finally:
         await app.stop()
+    what = "bare uvloop protocol" if bare else "broker"
+    if before is None or after is None:
+        print(f"\n{n} connections ({what}): RSS +{(rss1 - rss0) * 1024 / n:,.0f} B/conn")
+        return
     stats = after.compare_to(before, group)
     total = sum(s.size_diff for s in stats)
     rss_per_conn = (rss1 - rss0) * 1024 / n
-    print(f"\n{n} connections: RSS +{rss_per_conn:,.0f} B/conn (with tracemalloc's own overhead)")
+    print(
+        f"\n{n} connections ({what}): RSS +{rss_per_conn:,.0f} B/conn "
+        "(with tracemalloc's own overhead)"
+    )
     print(f"traced: +{total / n:,.0f} B/conn\n")
     for s in stats[:top]:
         if s.size_diff <= 0:
@@ -93,14 +142,17 @@ def main() -> int:
     p.add_argument("--top", type=int, default=25, help="lines to print (default 25)")
     p.add_argument("--group", choices=("lineno", "filename", "traceback"), default="lineno")
     p.add_argument("--frames", type=int, default=1, help="traceback depth (default 1)")
+    p.add_argument("--bare", action="store_true", help="a do-nothing protocol, not the broker")
+    p.add_argument("--no-trace", action="store_true", help="RSS only, without tracemalloc")
     args = p.parse_args()
     tune_gc()
+    run = measure(args.n, args.top, args.group, args.frames, args.bare, not args.no_trace)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
-        asyncio.run(measure(args.n, args.top, args.group, args.frames))
+        asyncio.run(run)
     else:
-        uvloop.run(measure(args.n, args.top, args.group, args.frames))
+        uvloop.run(run)
     return 0
 
 

@@ -121,6 +121,18 @@ def test_heap_is_compacted_when_most_timers_are_cancelled(sched: Scheduler) -> N
     assert sched.next_deadline() is None
 
 
+def test_a_connection_storm_keeps_few_cancelled_connect_timeouts(sched: Scheduler) -> None:
+    # Each connection: a connect timeout, cancelled by its CONNECT, then a keepalive.
+    # The cancelled ones (a Timer each, about 150 bytes) must not wait in their lane
+    # until their deadline: at most half as many as the live timers stay.
+    for _ in range(10_000):
+        connect = sched.call_later(10, lambda: None)
+        connect.cancel()
+        sched.call_later(90, lambda: None)
+    assert len(sched) == 10_000
+    assert entries(sched) <= 1.5 * len(sched)
+
+
 # --- postpone / reschedule ------------------------------------------------------------
 
 

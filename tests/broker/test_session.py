@@ -291,6 +291,22 @@ async def test_start_loads_with_the_garbage_collector_off_and_turns_it_back_on(
         gc.enable()
 
 
+async def test_start_leaves_what_it_loaded_in_the_oldest_generation() -> None:
+    # The first collections after start must not walk everything loaded (a million
+    # retained messages): it goes to the oldest generation at once.
+    store = MemoryStore()
+    first = Harness(store=store)
+    sub = first.connected("sub", clean_start=False)
+    sub.subscribe("t", qos=1)
+    await first.broker.stop()
+    second = Harness(store=store)
+    await second.broker.start()
+    session = second.broker.sessions["sub"]
+    assert gc.is_tracked(session)
+    assert any(o is session for o in gc.get_objects(generation=2))
+    assert not gc.get_freeze_count()  # moved, not frozen: cycles among them still collect
+
+
 async def test_restart_expires_sessions_whose_time_ran_out() -> None:
     store = MemoryStore()
     clock = FakeClock()
