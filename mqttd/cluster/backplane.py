@@ -68,7 +68,7 @@ import secrets
 import socket
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +100,7 @@ from .envelope import (
     encode_envelope,
     envelope_qos,
 )
+from .interest import InterestConfirmations
 from .nodes import NodeLiveness
 from .seen import SeenIds
 from .sessions import SessionMover
@@ -195,6 +196,10 @@ class NatsBackplane:
         self._broken_at: float | None = None
         self.catch_up: CatchUp | None = None
         self._outbox: deque[tuple[int, str, bytes]] = deque()
+        #: New NATS subscriptions until nats-server confirms them, and the SUBACKs
+        #: that wait for that (interest.py).
+        self._interest = InterestConfirmations(self._probe, config.request_timeout)
+        self._probe_subject = f"{self._takeover_prefix}{self.node}.probe"
         #: Shared groups to join (True) or leave on NATS, in order: (join, share, filter).
         self._share_ops: deque[tuple[bool, str, str]] = deque()
         self._share_subs: dict[tuple[str, str], list[Subscription]] = {}
@@ -250,6 +255,7 @@ class NatsBackplane:
             refs = self._subject_refs.get(subject, 0)
             self._subject_refs[subject] = refs + 1
             if not refs:
+                self._interest.subscribing(subject)
                 self._queue(_SUB, subject, b"")
 
     def interest_removed(self, topic_filter: str) -> None:
@@ -264,9 +270,28 @@ class NatsBackplane:
             refs = self._subject_refs.get(subject, 0)
             if refs <= 1:
                 self._subject_refs.pop(subject, None)
+                self._interest.unsubscribing(subject)
                 self._queue(_UNSUB, subject, b"")
             else:
                 self._subject_refs[subject] = refs - 1
+
+    def interest_pending(
+        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
+    ) -> bool:
+        """True while a subject of `topic_filters` waits for nats-server to confirm its
+        SUB (interest.py): `confirmed()` comes then, or after `request_timeout`."""
+        prefix = self._prefix
+        subjects = [s for f in topic_filters for s in filter_to_subjects(f, prefix)]
+        return self._interest.wait(subjects, confirmed)
+
+    async def _probe(self) -> None:
+        # One round trip after the SUBs sent so far, on their connection: nobody
+        # answers the probe subject, so nats-server says "no responders" at once.
+        nc = self._nc
+        if nc is None:
+            raise nats_errors.ConnectionClosedError
+        with contextlib.suppress(nats_errors.NoRespondersError):
+            await nc.request(self._probe_subject, b"", timeout=self.config.request_timeout)
 
     def share_added(self, share: str, topic_filter: str) -> None:
         """This node has members of the group: join its NATS queue group."""
@@ -476,6 +501,7 @@ class NatsBackplane:
         """Finish the queued requests, leave, close NATS: about 3 s at most in all, so a
         SIGTERM stop stays well within its bounds even when NATS does not answer."""
         self._inbound = False
+        await self._interest.close()
         if self.catch_up is not None:
             await self.catch_up.close()
         if self._tasks:
@@ -701,6 +727,9 @@ class NatsBackplane:
                     if kind == _PUB:
                         self.stats.dropped += 1
                     logger.warning("cluster: NATS refused %s: %s", subject, exc)
+                if kind == _SUB:
+                    self._interest.sent()
+            self._interest.kick()
 
     async def _change_share(self, join: bool, share: str, topic_filter: str) -> None:
         key = (share, topic_filter)
@@ -1016,6 +1045,8 @@ class NatsBackplane:
             "nats_rtt_seconds": self.rtt,
             "nats_connected": int(nc is not None and nc.is_connected),
             "nats_subscriptions": len(self._subject_refs),
+            "suback_waits_total": self._interest.waits,
+            "suback_waits_unconfirmed_total": self._interest.unconfirmed,
             "outbox": len(self._outbox),
             "routed_out_total": stats.routed_out,
             "routed_in_total": stats.routed_in,
