@@ -104,6 +104,17 @@ class BackplaneHost(Protocol):
         it replaces any copy this node has, records itself in the node's store only."""
         ...
 
+    def offline_sessions(self) -> list[str]:
+        """The client ids of the persistent sessions here with no connection (at start:
+        those the node restored from its own store)."""
+        ...
+
+    def drop_stale_session(self, client_id: str) -> bool:
+        """The cluster holds the offline session of `client_id` elsewhere, or ended it:
+        forget this node's copy (memory and store; no will). False if there was none
+        or it has a connection."""
+        ...
+
     def will_of(self, client_id: str) -> tuple[Message, int] | None:
         """The will of `client_id` connected here and the delay it would have, or None."""
         ...
@@ -225,6 +236,10 @@ class ClientIdClaims:
     def token(self, client_id: str) -> int | None:
         """Our token for `client_id`, or None when we hold no claim."""
         return self._tokens.get(client_id)
+
+    def unclaimed(self, client_id: str) -> bool:
+        """True when we neither hold nor are asking for a claim on `client_id`."""
+        return client_id not in self._tokens and client_id not in self._pending
 
     def claiming(self, client_id: str) -> None:
         """A claim on `client_id` was asked for; its answer will come to `claimed`."""

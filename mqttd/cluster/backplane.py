@@ -126,6 +126,8 @@ _RETRY_FOR = 30.0
 _STOP_DRAIN = 1.5
 _STOP_STEP = 0.5
 _SUBJECT_CACHE = 10_000
+#: Claims read at once when a node checks the sessions of its store at start.
+_STALE_BATCH = 64
 
 _PUB, _SUB, _UNSUB = 0, 1, 2
 
@@ -231,6 +233,8 @@ class NatsBackplane:
         self.liveness: NodeLiveness | None = None
         #: The last heartbeat's round trip to JetStream, seconds; -1 = not yet.
         self.rtt = -1.0
+        #: Sessions restored from the node's store that the cluster held elsewhere.
+        self.stale_sessions_dropped = 0
 
     # -- the Backplane interface (called by the core) ---------------------------------
 
@@ -463,6 +467,8 @@ class NatsBackplane:
                 self.shares.start()
                 self.catch_up = CatchUp(log, self, 2 * config.request_timeout, log.replay_margin)
             self.mover = SessionMover(nc, log, self._takeover_prefix, config.request_timeout)
+            if log is not None and self._host is not None:
+                await self._drop_stale_sessions(log)
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
             await self.liveness.start()
@@ -975,8 +981,66 @@ class NatsBackplane:
         if self.claims.superseded(client_id, token):
             logger.info("cluster: client %r connected to another node: closing it here", client_id)
             self.host.client_id_taken_elsewhere(client_id)
+        elif self.claims.unclaimed(client_id) and self.host.drop_stale_session(client_id):
+            # A copy this node kept from its store (its earlier life owned the session):
+            # the session goes to the other node from its log, not from here.
+            self.stale_sessions_dropped += 1
         if self.mover is not None:
             await self.mover.answer(msg)  # the new node waits for this
+
+    # -- sessions restored from the node's own store -------------------------------------
+
+    async def _drop_stale_sessions(self, log: SessionLog) -> None:
+        """At start, before the listeners open: forget the sessions restored from the
+        node's store (SQLite) that the cluster no longer gives this node (docs/cluster.md,
+        "Sessions in a node's SQLite file").
+
+        - claimed by another node: the session moved there (its log is the truth);
+        - claimed by nobody, and its log ends with the session's end: it ended in the
+          cluster (a clean start or its expiry elsewhere) after it left this node.
+
+        Each is dropped from memory, from the node's store and from NATS interest, and no
+        will is published for it (the wills bucket holds the wills). The sessions whose
+        claim still names this node (its earlier life) stay, subscribed, as on one broker
+        (a client that comes back gets the session from its log, `_claim`); so do those
+        the cluster never held (no claim, no log: a file from before the cluster).
+        """
+        host = self.host
+        kv = self._clients
+        assert kv is not None
+        client_ids = host.offline_sessions()
+        stale: list[str] = []
+
+        async def judge(client_id: str) -> None:
+            try:
+                entry = await kv.get(_kv_key(client_id))
+                owner = json.loads(entry.value or b"{}").get("node")
+            except KeyNotFoundError:
+                owner = None
+            except (ValueError, AttributeError):
+                return  # unreadable: keep the session as it is
+            if owner is None:
+                if await log.ended(client_id):
+                    stale.append(client_id)
+            elif owner != self.node:
+                stale.append(client_id)
+
+        try:
+            for i in range(0, len(client_ids), _STALE_BATCH):
+                batch = client_ids[i : i + _STALE_BATCH]
+                await asyncio.gather(*(judge(client_id) for client_id in batch))
+        except (TimeoutError, OSError, nats_errors.Error) as exc:
+            logger.warning("cluster: could not check the sessions of the node's store: %s", exc)
+        for client_id in stale:
+            if host.drop_stale_session(client_id):
+                self.stale_sessions_dropped += 1
+        if stale:
+            logger.info(
+                "cluster: %d of %d sessions from the node's store are held elsewhere or"
+                " ended in the cluster: dropped here",
+                len(stale),
+                len(client_ids),
+            )
 
     # -- retained messages ----------------------------------------------------------------
 
@@ -1047,6 +1111,7 @@ class NatsBackplane:
             "nats_subscriptions": len(self._subject_refs),
             "suback_waits_total": self._interest.waits,
             "suback_waits_unconfirmed_total": self._interest.unconfirmed,
+            "stale_sessions_dropped_total": self.stale_sessions_dropped,
             "outbox": len(self._outbox),
             "routed_out_total": stats.routed_out,
             "routed_in_total": stats.routed_in,
