@@ -252,3 +252,17 @@ def test_inside_the_core_only_the_connection_and_its_handshake_know_the_broker()
         and any(target.startswith("mqttd.broker.broker") for target, _ in _imports(path))
     )
     assert knows == ["mqttd.broker.connection", "mqttd.broker.handshake"]
+
+
+#: The core's files stay small enough to read whole: a file that grows past this is
+#: split by concern (as broker.py was into subscriptions, wills, recovery, cluster_host).
+MAX_CORE_LINES = 650
+
+
+def test_no_file_in_the_core_grows_past_its_limit() -> None:
+    sizes = {
+        path.name: len(path.read_text(encoding="utf-8").splitlines())
+        for path in (PACKAGE / "broker").glob("*.py")
+    }
+    assert "broker.py" in sizes and "connection.py" in sizes
+    assert {name: n for name, n in sizes.items() if n > MAX_CORE_LINES} == {}

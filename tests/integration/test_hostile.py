@@ -420,19 +420,14 @@ def test_a_packet_that_never_completes_is_ended_by_the_keepalive(hostile: Any) -
 def test_a_thousand_half_open_connections(hostile: Any) -> None:
     before = memory_kb(hostile.pid)
     sockets = []
+    served = ThreadPoolExecutor(max_workers=1)
     try:
         for _ in range(1000):
             sockets.append(raw_socket(hostile, timeout=10))
         opened = time.monotonic()
-        # Meanwhile the broker serves a real client as usual.
-        with PahoClient(hostile.host, hostile.port, "while-half-open") as good:
-            # The broker accepts the 1000 sockets first; on a busy 2-core machine that
-            # can take longer than paho's default 5 s wait, which is no fault of the broker.
-            good.connect(timeout=10)
-            good.subscribe("half-open/check", 1)
-            good.publish("half-open/check", b"fine", qos=1)
-            assert good.expect_message().payload == b"fine"
-        during = memory_kb(hostile.pid)
+        # Meanwhile the broker serves a real client as usual (in a thread, so that the
+        # time the half-open sockets take to close is measured on its own).
+        good = served.submit(_served_beside, hostile)
         # Every one of them is closed by the connect timeout.
         for sock in sockets:
             _, closed = read_until_closed(
@@ -440,7 +435,9 @@ def test_a_thousand_half_open_connections(hostile: Any) -> None:
             )
             assert closed
         closed_after = time.monotonic() - opened
+        during = good.result(timeout=60)
     finally:
+        served.shutdown(wait=True)
         for sock in sockets:
             sock.close()
     report(
@@ -451,6 +448,19 @@ def test_a_thousand_half_open_connections(hostile: Any) -> None:
     assert closed_after < CONNECT_TIMEOUT + 5
     assert during["VmRSS"] - before["VmRSS"] < 64 * 1024
     assert_healthy(hostile)
+
+
+def _served_beside(server: Any) -> dict[str, int]:
+    """A paho client served while the half-open sockets are open; the broker's memory then."""
+    with PahoClient(server.host, server.port, "while-half-open") as good:
+        # The broker accepts the 1000 sockets first; on a 2-core machine shared with
+        # other test runs that took over 10 s once (load average above 4), which is no
+        # fault of the broker: the bound here is that it serves, not how fast.
+        good.connect(timeout=30)
+        good.subscribe("half-open/check", 1)
+        good.publish("half-open/check", b"fine", qos=1)
+        assert good.expect_message().payload == b"fine"
+    return memory_kb(server.pid)
 
 
 # -- floods ----------------------------------------------------------------------------------------
