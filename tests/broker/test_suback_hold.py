@@ -34,9 +34,7 @@ class SlowNetwork(InProcessBackplane):
         self.waiting: list[Callable[[], None]] = []
         self.asked: list[list[str]] = []
 
-    def interest_pending(
-        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
-    ) -> bool:
+    def interest_pending(self, topic_filters: Sequence[str], confirmed: Callable[[], None]) -> bool:
         self.asked.append(list(topic_filters))
         if all(f in self.confirmed for f in topic_filters):
             return False
