@@ -332,6 +332,9 @@ class Connection:
                 self._handlers[type(packet)](self, packet)
         except MQTTError as exc:
             self.fail(exc.reason_code, str(exc))
+        except Exception:
+            logger.exception("internal error on %r", self)
+            self.fail(ReasonCode.UNSPECIFIED_ERROR, "internal error")
         if self._handlers is _HANDLERS[CONNECTED]:
             self.release_reading(HOLD_SUBACK)
 

@@ -4,8 +4,9 @@ Two real nodes on a real nats-server. A client on node b subscribes to a topic n
 held before, and as soon as its SUBACK arrives a client on node a publishes on it: the
 message must arrive, every time. Node b's SUBACK waits until nats-server has b's new
 subscription (cluster/interest.py). Once with both nodes next to nats-server, once with
-node b's traffic to nats-server delayed by a slow link, which would lose nearly every
-message if the SUBACK went out at once.
+node b's traffic to nats-server delayed by a slow link, which loses messages if the
+SUBACK goes out at once. With NATS away, the SUBACK waits no longer than
+`request_timeout`.
 """
 
 from __future__ import annotations
@@ -74,3 +75,32 @@ def test_the_suback_waits_for_a_slow_link_to_nats(
     subscribe_then_publish(sub, pub, "slow")
     # Each SUBACK waited for the round trip through the slow link.
     assert time.monotonic() - started >= ROUNDS * 0.05
+
+
+def test_with_nats_away_the_suback_goes_after_request_timeout(
+    nats_server: NatsServer,
+    nats_link: Callable[..., NatsLink],
+    mqttd_factory: MqttdFactory,
+    paho_factory: PahoFactory,
+) -> None:
+    link = nats_link()
+    a = mqttd_factory(config=node_toml(nats_server.url, "a"))
+    b = mqttd_factory(config=node_toml(link.url, "b", "request_timeout = 0.5"))
+    sub = paho_factory(b.port, "sub-on-b")
+    link.cut()  # node b loses NATS (it fences itself only after 3.75 s)
+    started = time.monotonic()
+    assert sub.subscribe("away/#", 1) == [1]
+    waited = time.monotonic() - started
+    assert 0.4 <= waited < 2.0, waited  # held, but not longer than request_timeout
+    link.heal()
+    # Once b is back on NATS its subscription is there (nats-py subscribes again).
+    pub = paho_factory(a.port, "pub-on-a")
+    deadline = time.monotonic() + 10
+    while True:
+        pub.publish("away/x", b"back", qos=1)
+        try:
+            assert sub.expect_message(0.3).payload == b"back"
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "b never got its subscription back"
+    assert "SUBACK sent without it" in b.stderr
