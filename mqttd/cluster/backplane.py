@@ -21,6 +21,8 @@ routes what core NATS lost from that stream; `_seen` (seen.py) lets each id thro
 A filter held here is counted
 (`interest_added`/`interest_removed`); its first holder subscribes its subjects
 (`subjects.filter_to_subjects`, counted per subject too), its last one unsubscribes.
+A SUBSCRIBE whose subjects are new waits for nats-server to confirm them: a probe
+request after the SUBs, on their connection (`interest_pending`, interest.py).
 Every message published here goes to its topic's subject; NATS forwards it only to nodes
 subscribed to a matching subject, and never back to this connection (`no_echo`). A node
 whose subscriptions overlap (`a/#` and `a/+`) gets one copy per matching NATS
@@ -51,6 +53,10 @@ Retained messages live in the KV bucket `mqttd_<cluster>_retained`, one key per 
 envelope, so a node that was away learns of clears too. Every node watches the bucket
 and keeps its own retained tree in step (`BackplaneHost.retained_from_node`), skipping
 its own changes; start-up waits for the bucket's current contents before listeners open.
+
+With durable sessions, a node that starts on its own store (SQLite) first drops the
+sessions the cluster holds elsewhere or ended (`_drop_stale_sessions`), and later a
+copy it kept, when another node takes its client id (`_on_notice`).
 
 Liveness, the self-fence and the wills of dead nodes are `nodes.NodeLiveness`'s: this
 module writes a client's will to the bucket `mqttd_<cluster>_wills` right after its
