@@ -17,70 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+from cluster_bench import ROOT, Packets, open_client, packet, publish_qos1, string, two_nodes
+
 GROUP = "$share/bench/bench/#"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def packet(first: int, body: bytes) -> bytes:
-    out = bytearray([first])
-    n = len(body)
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out) + body
-
-
-def string(s: str) -> bytes:
-    data = s.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def connect(client_id: str) -> bytes:
-    return packet(
-        0x10, string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + string(client_id)
-    )
-
-
-async def read_packets(reader: asyncio.StreamReader):  # type: ignore[no-untyped-def]
-    while True:
-        first = (await reader.readexactly(1))[0]
-        n, shift = 0, 0
-        while True:
-            byte = (await reader.readexactly(1))[0]
-            n |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        yield first, await reader.readexactly(n)
-
-
-async def open_client(port: int, client_id: str):  # type: ignore[no-untyped-def]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(connect(client_id))
-    packets = read_packets(reader)
-    first, _ = await packets.__anext__()
-    assert first >> 4 == 2, "no CONNACK"
-    return writer, packets
 
 
 async def run(
@@ -101,7 +46,7 @@ async def run(
     per_node: Counter[str] = Counter()
     done = asyncio.Event()
 
-    async def member(name: str, writer: asyncio.StreamWriter, packets) -> None:  # type: ignore[no-untyped-def]
+    async def member(name: str, writer: asyncio.StreamWriter, packets: Packets) -> None:
         async for first, body in packets:
             if first >> 4 != 3:
                 continue
@@ -116,28 +61,14 @@ async def run(
             if len(seen) >= messages:
                 done.set()
 
-    async def publisher(index: int, count: int) -> None:
-        writer, packets = await open_client(b, f"bench-pub-{index}")
-        free = asyncio.Semaphore(window)
-
-        async def acks() -> None:
-            async for first, _ in packets:
-                if first >> 4 == 4:
-                    free.release()
-
-        ack_task = asyncio.create_task(acks())
-        for i in range(count):
-            await free.acquire()
-            pid = i % 65535 + 1
-            body = struct.pack("!II", index, i) + b"x" * 56
-            writer.write(packet(0x32, string(f"bench/{index}") + struct.pack("!H", pid) + body))
-        await done.wait()
-        ack_task.cancel()
-        writer.close()
+    def payload(index: int) -> Callable[[int], bytes]:
+        return lambda i: struct.pack("!II", index, i) + b"x" * 56
 
     tasks = [asyncio.create_task(member(*m)) for m in members]
     started = time.perf_counter()
-    await asyncio.gather(*(publisher(i, each) for i in range(publishers)))
+    await asyncio.gather(
+        *(publish_qos1(b, i, each, window, payload(i), done) for i in range(publishers))
+    )
     await asyncio.wait_for(done.wait(), 120)
     elapsed = time.perf_counter() - started
     await asyncio.sleep(0.5)  # duplicates still on their way
@@ -149,66 +80,9 @@ async def run(
     return messages / elapsed, per_node, messages - len(seen), twice
 
 
-def start_node(
-    tmp: Path, nats_port: int, name: str, tree: Path
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    config = tmp / f"{name}.toml"
-    config.write_text(
-        f"""
-[persistence]
-enabled = false
-[limits]
-max_queued_messages = 0
-[[listeners]]
-name = "mqtt"
-port = {port}
-[cluster]
-enabled = true
-name = "bench"
-node = "{name}"
-urls = ["nats://127.0.0.1:{nats_port}"]
-"""
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mqttd", "-c", str(config)],
-        cwd=tree,
-        env={**os.environ, "PYTHONPATH": str(tree)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"node {name} did not start")
-
-
 def measure(args: argparse.Namespace) -> tuple[float, Counter[str], int, int]:
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        nats_port = free_port()
-        nats = subprocess.Popen(
-            [NATS, "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(tmp / "js")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        procs = [nats]
-        try:
-            time.sleep(0.5)
-            node_a, a = start_node(tmp, nats_port, "a", args.tree)
-            node_b, b = start_node(tmp, nats_port, "b", args.tree)
-            procs += [node_a, node_b]
-            return asyncio.run(run(a, b, args.messages, args.publishers, args.window))
-        finally:
-            for proc in procs:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with two_nodes(args.tree) as (a, b):
+        return asyncio.run(run(a, b, args.messages, args.publishers, args.window))
 
 
 def main() -> None:

@@ -68,15 +68,18 @@ function since(iso) {
   return `${(seconds / 86400).toFixed(1)} d`;
 }
 
-/** Say why the admin pages are not available (or hide the message). */
-export function adminNotice(text) {
+/**
+ * Say why the admin pages are not available (or hide the message). `state` goes to
+ * body[data-admin]: "yes", "no", or "pending" while the API has not answered yet.
+ */
+export function adminNotice(text, state = text ? "no" : "yes") {
   for (const p of document.querySelectorAll(".admin-notice")) {
     p.textContent = text;
     p.hidden = !text;
   }
   for (const section of document.querySelectorAll(".admin-only")) section.hidden = Boolean(text);
   if (text) $("client-detail").hidden = true; // shown again when a client is picked
-  document.body.dataset.admin = text ? "no" : "yes";
+  document.body.dataset.admin = state;
 }
 
 export class ClientsPage {

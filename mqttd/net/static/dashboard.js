@@ -316,6 +316,8 @@ function hideLogin() {
   document.body.dataset.login = credentials ? "done" : "none";
 }
 
+const ADMIN_CONNECTING = "Admin pages: connecting…";
+
 function adminError(error) {
   if (error.status === 401) {
     return credentials
@@ -358,6 +360,7 @@ function stopAdminPolling() {
 
 async function startAdmin() {
   stopAdminPolling();
+  adminNotice(ADMIN_CONNECTING, "pending");
   api.login(credentials?.username, credentials?.password);
   if (await pollAdmin()) {
     adminNotice("");
@@ -543,7 +546,8 @@ function init() {
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => showPage(tab.dataset.page));
   }
-  adminNotice(api.base ? "Admin pages: connecting…" : "The admin API is not enabled on this broker ([admin] enabled = true).");
+  if (api.base) adminNotice(ADMIN_CONNECTING, "pending");
+  else adminNotice("The admin API is not enabled on this broker ([admin] enabled = true).");
   showPage("overview");
   connect();
 }
