@@ -12,7 +12,10 @@ The core calls, on its own thread of control and never waiting for an answer:
 
 - `interest_added` / `interest_removed` once per subscription that starts or ends on
   this node. The backplane counts them per filter and asks the network only for topics
-  someone here wants.
+  someone here wants. A SUBSCRIBE announces its new filters first, then asks
+  `interest_pending`: while the network has not confirmed this node's interest in
+  them, its SUBACK waits for `confirmed()` (subscribe.py), so that a message published
+  on any node after the SUBACK reaches the new subscription, as on one broker.
 - `share_added` / `share_removed` when this node gets its first member of a shared
   subscription group "$share/{share}/{filter}" or loses its last. Each message goes to
   one group cluster-wide: the backplane picks one node with members among all nodes,
@@ -49,7 +52,7 @@ distributed one), so its hot path pays one `is None` test per publish.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..store.base import Store, StoredState
@@ -101,6 +104,17 @@ class BackplaneHost(Protocol):
         it replaces any copy this node has, records itself in the node's store only."""
         ...
 
+    def offline_sessions(self) -> list[str]:
+        """The client ids of the persistent sessions here with no connection (at start:
+        those the node restored from its own store)."""
+        ...
+
+    def drop_stale_session(self, client_id: str) -> bool:
+        """The cluster holds the offline session of `client_id` elsewhere, or ended it:
+        forget this node's copy (memory and store; no will). False if there was none
+        or it has a connection."""
+        ...
+
     def will_of(self, client_id: str) -> tuple[Message, int] | None:
         """The will of `client_id` connected here and the delay it would have, or None."""
         ...
@@ -138,6 +152,15 @@ class Backplane(Protocol):
 
     def interest_removed(self, topic_filter: str) -> None:
         """One subscription fewer on `topic_filter` on this node."""
+        ...
+
+    def interest_pending(
+        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
+    ) -> bool:
+        """False when the other nodes already route every topic of `topic_filters` here
+        (announced with `interest_added`): the SUBACK goes at once. True when they may
+        not yet: `confirmed()` comes once they do, or after a bounded wait (logged) if
+        the network does not answer; never from inside this call."""
         ...
 
     def share_added(self, share: str, topic_filter: str) -> None:
@@ -213,6 +236,10 @@ class ClientIdClaims:
     def token(self, client_id: str) -> int | None:
         """Our token for `client_id`, or None when we hold no claim."""
         return self._tokens.get(client_id)
+
+    def unclaimed(self, client_id: str) -> bool:
+        """True when we neither hold nor are asking for a claim on `client_id`."""
+        return client_id not in self._tokens and client_id not in self._pending
 
     def claiming(self, client_id: str) -> None:
         """A claim on `client_id` was asked for; its answer will come to `claimed`."""
@@ -389,6 +416,12 @@ class InProcessBackplane:
                 self._tree.unsubscribe(topic_filter, topic_filter)
         else:
             self.interest[topic_filter] = count - 1
+
+    def interest_pending(
+        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
+    ) -> bool:
+        """Never: the hub routes by each node's interest as it is at the time."""
+        return False
 
     def shares_matching(self, topic: str) -> list[tuple[str, str]]:
         """The shared groups with members on this node whose filter matches `topic`."""

@@ -174,6 +174,25 @@ class ClusterHost:
         if session.expiry_interval != _NEVER_EXPIRES:
             core.expire_later(session, session.expiry_interval)
 
+    def offline_sessions(self) -> list[str]:
+        """The client ids of the persistent sessions here without a connection."""
+        return [
+            client_id
+            for client_id, session in self._core.sessions.items()
+            if session.connection is None and session.persistent
+        ]
+
+    def drop_stale_session(self, client_id: str) -> bool:
+        """A copy of a session this node holds without a claim (restored from its store)
+        that the cluster gave to another node, or ended: forget it here, its pending
+        will unpublished (the wills bucket has it) and nothing dropped as undelivered:
+        its messages are where the cluster holds the session, or were for it to end."""
+        session = self._core.sessions.get(client_id)
+        if session is None or session.connection is not None:
+            return False
+        self._core.forget_session(session)
+        return True
+
     def will_of(self, client_id: str) -> tuple[Message, int] | None:
         """The will of `client_id` connected here, and its delay as `Wills` would apply it."""
         session = self._core.sessions.get(client_id)

@@ -21,6 +21,8 @@ States (`State`), and every transition in one table, as h11 keeps its own
   [MQTT-3.1.2-30]; a second CONNECT, or anything else, is a protocol error (0x82).
 - CLAIMING (a cluster only): the cluster claims the client id before the CONNACK
   (`Broker.claim_before_connack`); packets after the CONNECT wait until CONNECTED.
+  A CONNECTED connection whose SUBSCRIBE waits for the cluster (subscribe.py) holds
+  its later packets the same way (CLAIMING's row of the table) until its SUBACK.
 - CONNECTED: every client packet; a second CONNECT is a protocol error
   [MQTT-3.1.0-2], and so is a packet only servers send. AUTH re-authenticates.
 - CLOSING: the sink was told to close (it flushes what was written); input is ignored.
@@ -69,7 +71,7 @@ from ..protocol.packets import (
 )
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
-from .flow import HOLD_CLAIM
+from .flow import HOLD_CLAIM, HOLD_SUBACK
 from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
 from .inbound import on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
 from .message import Message
@@ -310,6 +312,31 @@ class Connection:
         if self._held is None:
             self._held = []
         self._held.append(packet)
+
+    # -- for a SUBSCRIBE that waits for the cluster (subscribe.py) ---------------------
+
+    def hold_packets(self) -> None:
+        """Hold the client's next packets, unread and unhandled, until `release_packets`
+        (a SUBACK waits for the cluster): they keep their order, acks included."""
+        self._handlers = _HANDLERS[CLAIMING]
+        self.hold_reading(HOLD_SUBACK)
+
+    def release_packets(self) -> None:
+        """Handle the packets held since `hold_packets` (the first may hold again)."""
+        if self._state is not CONNECTED:
+            return
+        self._handlers = _HANDLERS[CONNECTED]
+        held, self._held = self._held, None
+        try:
+            for packet in held or ():
+                self._handlers[type(packet)](self, packet)
+        except MQTTError as exc:
+            self.fail(exc.reason_code, str(exc))
+        except Exception:
+            logger.exception("internal error on %r", self)
+            self.fail(ReasonCode.UNSPECIFIED_ERROR, "internal error")
+        if self._handlers is _HANDLERS[CONNECTED]:
+            self.release_reading(HOLD_SUBACK)
 
     def established(self, keep_alive: int) -> None:
         """The CONNACK accepting the client went out: lift the pre-CONNECT size bound,

@@ -66,6 +66,7 @@ __all__ = [
     "HIGH_WATER_CAP",
     "HOLD_CLAIM",
     "HOLD_FLOW",
+    "HOLD_SUBACK",
     "HOLD_THROTTLE",
     "FlowControl",
     "throttle",
@@ -84,6 +85,8 @@ HOLD_THROTTLE = 1
 HOLD_FLOW = 2
 #: HOLD_CLAIM: a CONNECT waits for the cluster's claim on its client id (connection.py).
 HOLD_CLAIM = 4
+#: HOLD_SUBACK: a SUBACK waits for the cluster's interest in its filters (subscribe.py).
+HOLD_SUBACK = 8
 
 #: `Session.waiting_publishers` of a session that stopped pausing publishers
 #: (`max_publisher_pause` passed without progress) until it drains. Never added to.

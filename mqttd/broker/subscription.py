@@ -8,6 +8,7 @@ filter, session), and what the store records for a persistent session.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from ..protocol.errors import TopicFilterInvalid
@@ -29,6 +30,7 @@ def refusal(
     session: Session,
     topic_filter: str,
     has_subscription_id: bool,
+    adding: Collection[str] = (),
 ) -> int | None:
     """The 5.0 SUBACK reason code `topic_filter` is refused with, or None if granted.
 
@@ -37,6 +39,8 @@ def refusal(
     wildcards 0xA2, subscription identifiers 0xA1), the ACL (0x87), and
     `max_subscriptions_per_client` (0x97; a filter the session has already is a
     replacement, never over the quota). 3.x clients get 0x80 for any of them.
+    `adding`: the filters new to the session that the same SUBSCRIBE granted before
+    this one (not in `session.subscriptions` yet), counted in the quota.
     """
     share, inner = parse_shared_subscription(topic_filter)
     try:
@@ -60,7 +64,12 @@ def refusal(
         return ReasonCode.NOT_AUTHORIZED
     limit = settings.max_subscriptions_per_client
     subscriptions = session.subscriptions
-    if limit and topic_filter not in subscriptions and len(subscriptions) >= limit:
+    if (
+        limit
+        and topic_filter not in subscriptions
+        and topic_filter not in adding
+        and len(subscriptions) + len(adding) >= limit
+    ):
         return ReasonCode.QUOTA_EXCEEDED
     return None
 

@@ -7,6 +7,12 @@ session, the store. `Subscriptions` keeps the three in step, and tells the clust
 (backplane.py) when a filter gets its first subscription on this node or loses its last.
 Whether one filter may be subscribed at all is subscription.py's `refusal`.
 
+A SUBSCRIBE goes in three steps: `check` (the SUBACK codes; nothing changes),
+`announce` (the cluster hears of the filters new to the session, so that a node can
+wait until its NATS interest is in place before the SUBACK: subscribe.py) and `apply`
+(the subscriptions take effect, with the SUBACK). On one node the three run at once
+(`subscribe`); a SUBSCRIBE whose connection ends in between is `withdraw`n.
+
 The tree and the delivery-plan cache are the ones `Broker.publish` reads (it holds the
 same objects, so routing pays no call here). A plan holds sessions, so a change drops
 the plans it can alter, with the topic tree's rule: the one topic of an exact filter,
@@ -35,7 +41,11 @@ if TYPE_CHECKING:
     from .settings import BrokerSettings
     from .shared import SharedSubscriptions
 
-__all__ = ["Subscriptions"]
+__all__ = ["Granted", "Subscriptions"]
+
+#: A subscription a SUBSCRIBE may have: (filter, share name or None, filter without
+#: "$share/{share}/", options).
+Granted = tuple[str, "str | None", str, SubOptions]
 
 
 class Subscriptions:
@@ -58,8 +68,15 @@ class Subscriptions:
     def subscribe(
         self, session: Session, packet: Subscribe, authorise: Authorise | None
     ) -> tuple[list[int], list[tuple[str, SubOptions]]]:
-        """Apply a SUBSCRIBE; return its SUBACK codes and the (filter, options) whose
-        retained messages go out after the SUBACK (Retain Handling, 3.8.3.1)."""
+        """Apply a SUBSCRIBE at once; return its SUBACK codes and the (filter, options)
+        whose retained messages go out after the SUBACK (Retain Handling, 3.8.3.1)."""
+        codes, granted = self.check(session, packet, authorise)
+        return codes, self.apply(session, granted, self.announce(session, granted))
+
+    def check(
+        self, session: Session, packet: Subscribe, authorise: Authorise | None
+    ) -> tuple[list[int], list[Granted]]:
+        """A SUBSCRIBE's SUBACK codes and what it grants, changing nothing yet."""
         settings = self._settings
         v5 = session.protocol_level == 5
         props = packet.properties
@@ -67,11 +84,14 @@ class Subscriptions:
             props.subscription_identifier[0] if props and props.subscription_identifier else None
         )
         codes: list[int] = []
-        retained: list[tuple[str, SubOptions]] = []
+        granted: list[Granted] = []
+        adding: set[str] = set()  # granted here, new to the session: the quota counts them
         for sub in packet.subscriptions:
             topic_filter = sub.topic_filter
             share, inner = parse_shared_subscription(topic_filter)
-            refused = refusal(settings, authorise, session, topic_filter, sub_id is not None)
+            refused = refusal(
+                settings, authorise, session, topic_filter, sub_id is not None, adding
+            )
             if refused is not None:
                 codes.append(refused if v5 else SUBACK_FAILURE)
                 continue
@@ -79,23 +99,61 @@ class Subscriptions:
             options = SubOptions(
                 qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
             )
+            granted.append((topic_filter, share, inner, options))
+            if topic_filter not in session.subscriptions:
+                adding.add(topic_filter)
+            codes.append(qos)
+        return codes, granted
+
+    def announce(self, session: Session, granted: list[Granted]) -> list[str]:
+        """Tell the cluster of the granted filters that are new to `session` (`$share`
+        ones aside: their groups are told in `apply`), before they apply: the node's
+        NATS interest can then be in place by the SUBACK. Returns them ([] on a single
+        node); `apply` or `withdraw` must follow."""
+        backplane = self.backplane
+        if backplane is None:
+            return []
+        announced: list[str] = []
+        for topic_filter, share, _, _ in granted:
+            if (
+                share is None
+                and topic_filter not in session.subscriptions
+                and topic_filter not in announced
+            ):
+                backplane.interest_added(topic_filter)
+                announced.append(topic_filter)
+        return announced
+
+    def withdraw(self, announced: list[str]) -> None:
+        """Take back what `announce` told the cluster, for a SUBSCRIBE never applied."""
+        backplane = self.backplane
+        if backplane is not None:
+            for topic_filter in announced:
+                backplane.interest_removed(topic_filter)
+
+    def apply(
+        self, session: Session, granted: list[Granted], announced: list[str]
+    ) -> list[tuple[str, SubOptions]]:
+        """Put what `check` granted in place (the cluster was told of `announced`
+        already); return the (filter, options) whose retained messages follow."""
+        backplane = self.backplane
+        retained: list[tuple[str, SubOptions]] = []
+        for topic_filter, share, inner, options in granted:
             if share is not None:
                 is_new = self._shared.subscribe(session, share, inner, options)
             else:
                 is_new = self.tree.subscribe(topic_filter, session, options)
                 self._drop_plans(topic_filter)
-                if is_new and self.backplane is not None:
-                    self.backplane.interest_added(topic_filter)
+                if is_new and backplane is not None and topic_filter not in announced:
+                    backplane.interest_added(topic_filter)
             session.subscriptions[topic_filter] = options
             if session.persistent:
                 self.store.add_subscription(session.client_id, options.to_stored(topic_filter))
-            codes.append(qos)
             # Shared subscriptions get no retained messages (5.0 4.8.2).
-            if share is None and (
-                sub.retain_handling == 0 or (sub.retain_handling == 1 and is_new)
-            ):
+            handling = options.retain_handling
+            if share is None and (handling == 0 or (handling == 1 and is_new)):
                 retained.append((topic_filter, options))
-        return codes, retained
+        return retained
 
     def unsubscribe(self, session: Session, topic_filters: list[str]) -> list[int]:
         """Apply an UNSUBSCRIBE; return the 5.0 UNSUBACK reason codes (3.11.3)."""

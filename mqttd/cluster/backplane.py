@@ -21,6 +21,8 @@ routes what core NATS lost from that stream; `_seen` (seen.py) lets each id thro
 A filter held here is counted
 (`interest_added`/`interest_removed`); its first holder subscribes its subjects
 (`subjects.filter_to_subjects`, counted per subject too), its last one unsubscribes.
+A SUBSCRIBE whose subjects are new waits for nats-server to confirm them: a probe
+request after the SUBs, on their connection (`interest_pending`, interest.py).
 Every message published here goes to its topic's subject; NATS forwards it only to nodes
 subscribed to a matching subject, and never back to this connection (`no_echo`). A node
 whose subscriptions overlap (`a/#` and `a/+`) gets one copy per matching NATS
@@ -52,6 +54,10 @@ envelope, so a node that was away learns of clears too. Every node watches the b
 and keeps its own retained tree in step (`BackplaneHost.retained_from_node`), skipping
 its own changes; start-up waits for the bucket's current contents before listeners open.
 
+With durable sessions, a node that starts on its own store (SQLite) first drops the
+sessions the cluster holds elsewhere or ended (`_drop_stale_sessions`), and later a
+copy it kept, when another node takes its client id (`_on_notice`).
+
 Liveness, the self-fence and the wills of dead nodes are `nodes.NodeLiveness`'s: this
 module writes a client's will to the bucket `mqttd_<cluster>_wills` right after its
 claim (same ordered queue), and drops it when the core says the will is settled.
@@ -68,7 +74,7 @@ import secrets
 import socket
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +106,7 @@ from .envelope import (
     encode_envelope,
     envelope_qos,
 )
+from .interest import InterestConfirmations
 from .nodes import NodeLiveness
 from .seen import SeenIds
 from .sessions import SessionMover
@@ -125,6 +132,8 @@ _RETRY_FOR = 30.0
 _STOP_DRAIN = 1.5
 _STOP_STEP = 0.5
 _SUBJECT_CACHE = 10_000
+#: Claims read at once when a node checks the sessions of its store at start.
+_STALE_BATCH = 64
 
 _PUB, _SUB, _UNSUB = 0, 1, 2
 
@@ -195,6 +204,10 @@ class NatsBackplane:
         self._broken_at: float | None = None
         self.catch_up: CatchUp | None = None
         self._outbox: deque[tuple[int, str, bytes]] = deque()
+        #: New NATS subscriptions until nats-server confirms them, and the SUBACKs
+        #: that wait for that (interest.py).
+        self._interest = InterestConfirmations(self._probe, config.request_timeout)
+        self._probe_subject = f"{self._takeover_prefix}{self.node}.probe"
         #: Shared groups to join (True) or leave on NATS, in order: (join, share, filter).
         self._share_ops: deque[tuple[bool, str, str]] = deque()
         self._share_subs: dict[tuple[str, str], list[Subscription]] = {}
@@ -226,6 +239,8 @@ class NatsBackplane:
         self.liveness: NodeLiveness | None = None
         #: The last heartbeat's round trip to JetStream, seconds; -1 = not yet.
         self.rtt = -1.0
+        #: Sessions restored from the node's store that the cluster held elsewhere.
+        self.stale_sessions_dropped = 0
 
     # -- the Backplane interface (called by the core) ---------------------------------
 
@@ -250,6 +265,7 @@ class NatsBackplane:
             refs = self._subject_refs.get(subject, 0)
             self._subject_refs[subject] = refs + 1
             if not refs:
+                self._interest.subscribing(subject)
                 self._queue(_SUB, subject, b"")
 
     def interest_removed(self, topic_filter: str) -> None:
@@ -264,9 +280,28 @@ class NatsBackplane:
             refs = self._subject_refs.get(subject, 0)
             if refs <= 1:
                 self._subject_refs.pop(subject, None)
+                self._interest.unsubscribing(subject)
                 self._queue(_UNSUB, subject, b"")
             else:
                 self._subject_refs[subject] = refs - 1
+
+    def interest_pending(
+        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
+    ) -> bool:
+        """True while a subject of `topic_filters` waits for nats-server to confirm its
+        SUB (interest.py): `confirmed()` comes then, or after `request_timeout`."""
+        prefix = self._prefix
+        subjects = [s for f in topic_filters for s in filter_to_subjects(f, prefix)]
+        return self._interest.wait(subjects, confirmed)
+
+    async def _probe(self) -> None:
+        # One round trip after the SUBs sent so far, on their connection: nobody
+        # answers the probe subject, so nats-server says "no responders" at once.
+        nc = self._nc
+        if nc is None:
+            raise nats_errors.ConnectionClosedError
+        with contextlib.suppress(nats_errors.NoRespondersError):
+            await nc.request(self._probe_subject, b"", timeout=self.config.request_timeout)
 
     def share_added(self, share: str, topic_filter: str) -> None:
         """This node has members of the group: join its NATS queue group."""
@@ -438,6 +473,8 @@ class NatsBackplane:
                 self.shares.start()
                 self.catch_up = CatchUp(log, self, 2 * config.request_timeout, log.replay_margin)
             self.mover = SessionMover(nc, log, self._takeover_prefix, config.request_timeout)
+            if log is not None and self._host is not None:
+                await self._drop_stale_sessions(log)
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
             await self.liveness.start()
@@ -476,6 +513,7 @@ class NatsBackplane:
         """Finish the queued requests, leave, close NATS: about 3 s at most in all, so a
         SIGTERM stop stays well within its bounds even when NATS does not answer."""
         self._inbound = False
+        await self._interest.close()
         if self.catch_up is not None:
             await self.catch_up.close()
         if self._tasks:
@@ -701,6 +739,9 @@ class NatsBackplane:
                     if kind == _PUB:
                         self.stats.dropped += 1
                     logger.warning("cluster: NATS refused %s: %s", subject, exc)
+                if kind == _SUB:
+                    self._interest.sent()
+            self._interest.kick()
 
     async def _change_share(self, join: bool, share: str, topic_filter: str) -> None:
         key = (share, topic_filter)
@@ -946,8 +987,66 @@ class NatsBackplane:
         if self.claims.superseded(client_id, token):
             logger.info("cluster: client %r connected to another node: closing it here", client_id)
             self.host.client_id_taken_elsewhere(client_id)
+        elif self.claims.unclaimed(client_id) and self.host.drop_stale_session(client_id):
+            # A copy this node kept from its store (its earlier life owned the session):
+            # the session goes to the other node from its log, not from here.
+            self.stale_sessions_dropped += 1
         if self.mover is not None:
             await self.mover.answer(msg)  # the new node waits for this
+
+    # -- sessions restored from the node's own store -------------------------------------
+
+    async def _drop_stale_sessions(self, log: SessionLog) -> None:
+        """At start, before the listeners open: forget the sessions restored from the
+        node's store (SQLite) that the cluster no longer gives this node (docs/cluster.md,
+        "Sessions in a node's SQLite file").
+
+        - claimed by another node: the session moved there (its log is the truth);
+        - claimed by nobody, and its log ends with the session's end: it ended in the
+          cluster (a clean start or its expiry elsewhere) after it left this node.
+
+        Each is dropped from memory, from the node's store and from NATS interest, and no
+        will is published for it (the wills bucket holds the wills). The sessions whose
+        claim still names this node (its earlier life) stay, subscribed, as on one broker
+        (a client that comes back gets the session from its log, `_claim`); so do those
+        the cluster never held (no claim, no log: a file from before the cluster).
+        """
+        host = self.host
+        kv = self._clients
+        assert kv is not None
+        client_ids = host.offline_sessions()
+        stale: list[str] = []
+
+        async def judge(client_id: str) -> None:
+            try:
+                entry = await kv.get(_kv_key(client_id))
+                owner = json.loads(entry.value or b"{}").get("node")
+            except KeyNotFoundError:
+                owner = None
+            except (ValueError, AttributeError):
+                return  # unreadable: keep the session as it is
+            if owner is None:
+                if await log.ended(client_id):
+                    stale.append(client_id)
+            elif owner != self.node:
+                stale.append(client_id)
+
+        try:
+            for i in range(0, len(client_ids), _STALE_BATCH):
+                batch = client_ids[i : i + _STALE_BATCH]
+                await asyncio.gather(*(judge(client_id) for client_id in batch))
+        except (TimeoutError, OSError, nats_errors.Error) as exc:
+            logger.warning("cluster: could not check the sessions of the node's store: %s", exc)
+        for client_id in stale:
+            if host.drop_stale_session(client_id):
+                self.stale_sessions_dropped += 1
+        if stale:
+            logger.info(
+                "cluster: %d of %d sessions from the node's store are held elsewhere or"
+                " ended in the cluster: dropped here",
+                len(stale),
+                len(client_ids),
+            )
 
     # -- retained messages ----------------------------------------------------------------
 
@@ -1016,6 +1115,9 @@ class NatsBackplane:
             "nats_rtt_seconds": self.rtt,
             "nats_connected": int(nc is not None and nc.is_connected),
             "nats_subscriptions": len(self._subject_refs),
+            "suback_waits_total": self._interest.waits,
+            "suback_waits_unconfirmed_total": self._interest.unconfirmed,
+            "stale_sessions_dropped_total": self.stale_sessions_dropped,
             "outbox": len(self._outbox),
             "routed_out_total": stats.routed_out,
             "routed_in_total": stats.routed_in,

@@ -354,6 +354,16 @@ class SessionLog:
         found, times = await self._read(client_id)
         return found, times[-1] if times else 0.0
 
+    async def ended(self, client_id: str) -> bool | None:
+        """Whether `client_id`'s log ends with the session's end (a `delete_session`
+        record, which stays after the purge it causes); None when it has no record at
+        all (a session the cluster never held)."""
+        try:
+            last = await self._js.get_last_msg(self.stream, self.subject(client_id))
+        except NotFoundError:
+            return None
+        return (last.data or b"")[:1] == r.DELETE_SESSION
+
     async def _read(self, client_id: str) -> tuple[list[tuple[int, bytes]], list[float]]:
         subject = self.subject(client_id)
         try:

@@ -173,11 +173,13 @@ class NatsLink:
     Cut, it drops every forwarded connection and closes new ones at once: to the node,
     NATS is unreachable while the other nodes still reach it (a partition). Stalled, it
     forwards nothing to the node for a while, with small socket buffers on its side: to
-    nats-server the node reads too slowly (a slow consumer).
+    nats-server the node reads too slowly (a slow consumer). With `delay`, what the node
+    sends reaches nats-server `delay` seconds late (a slow link).
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
         self._listener = socket.socket()
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(16)
@@ -227,6 +229,8 @@ class NatsLink:
             while data := src.recv(65536):
                 while stalls and self._stalled.is_set():
                     time.sleep(0.01)
+                if self.delay and not stalls:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
@@ -261,12 +265,12 @@ class NatsLink:
 
 
 @pytest.fixture
-def nats_link(nats_server: NatsServer) -> Iterator[Callable[[], NatsLink]]:
+def nats_link(nats_server: NatsServer) -> Iterator[Callable[..., NatsLink]]:
     """Forwarders to the test's nats-server (`NatsLink`), closed at teardown."""
     links: list[NatsLink] = []
 
-    def factory() -> NatsLink:
-        link = NatsLink(nats_server.port)
+    def factory(delay: float = 0.0) -> NatsLink:
+        link = NatsLink(nats_server.port, delay)
         links.append(link)
         return link
 

@@ -4,12 +4,16 @@ A persistent session and retained messages live both in each node's SQLite file 
 the cluster (JetStream). A node killed with -9 and started again on its file must not
 bring back what the cluster has moved on from: a client that reconnects to it gets the
 session as the cluster knows it (nothing acknowledged lost, nothing acknowledged again),
-and the retained messages as they are now. Neither node logs an error.
+and the retained messages as they are now. Neither node logs an error. Nor does it keep,
+subscribed on NATS, a copy of a session that the cluster holds on another node.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +23,7 @@ from mqtt_raw import SUBACK, gen_subscribe
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .conftest import NatsServer, PahoFactory, node_toml, routed
+from .conftest import NatsServer, PahoFactory, free_port, node_toml, routed
 from .test_durable_sessions import kill_under_load, raw_connect, receive_all
 
 if TYPE_CHECKING:
@@ -190,3 +194,102 @@ def test_a_delayed_will_pending_in_a_killed_nodes_file_is_published_once(
     assert [(m.topic, m.payload) for m in got] == [("will/x", b"gone")]
     for n in (a, b):
         assert errors_in(n) == [], n.stderr
+
+
+def persistent(port: int, client_id: str, clients: list[PahoClient]) -> tuple[PahoClient, bool]:
+    """The persistent 3.1.1 client `client_id`, connected, and its session present flag."""
+    client = PahoClient("127.0.0.1", port, client_id, protocol=V311, clean=False)
+    clients.append(client)
+    return client, client.connect().session_present
+
+
+def nats_subjects(monitor: int, node: str) -> list[str]:
+    """What node `node`'s routing connection subscribes, from nats-server's /connz."""
+    url = f"http://127.0.0.1:{monitor}/connz?subs=1&limit=1024"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        connz = json.load(response)
+    return [
+        subject
+        for conn in connz.get("connections") or ()
+        if conn.get("name") == f"mqttd t/{node}"
+        for subject in conn.get("subscriptions_list") or ()
+    ]
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+def test_a_restarted_node_keeps_no_copy_of_a_session_the_cluster_holds_elsewhere(
+    nats_factory: Callable[..., NatsServer],
+    mqttd_factory: MqttdFactory,
+    paho_factory: PahoFactory,
+    tmp_path: Path,
+) -> None:
+    monitor = free_port()
+    nats = nats_factory(settings=f"http_port: {monitor}")
+    a = persistent_node(mqttd_factory, nats, "a", tmp_path / "a.db")
+    b = persistent_node(mqttd_factory, nats, "b", tmp_path / "b.db")
+    publisher = paho_factory(b.port, "publisher")
+    clients: list[PahoClient] = []
+    # Persistent sessions on a: one will move to b while a is down, one will end on b,
+    # two stay a's.
+    for name in ("moved", "ended", "home", "kept"):
+        client, _ = persistent(a.port, name, clients)
+        client.subscribe(f"{name}/#", 1)
+        routed(publisher, f"{name}/probe", client)
+        client.disconnect()
+    for i in range(10):
+        publisher.publish(f"moved/{i}", str(i).encode(), qos=1)
+    a.kill()
+
+    moved, present = persistent(b.port, "moved", clients)
+    assert present
+    assert [int(m.payload) for m in moved.expect_messages(10)] == list(range(10))
+    moved.disconnect()
+    ended = PahoClient("127.0.0.1", b.port, "ended", protocol=V311, clean=True)
+    clients.append(ended)
+    ended.connect()  # a clean session: the session a's file holds ends in the cluster
+    ended.disconnect()
+    for i in range(10, 20):
+        publisher.publish(f"moved/{i}", str(i).encode(), qos=1)  # queued on b
+
+    a = persistent_node(mqttd_factory, nats, "a", tmp_path / "a.db", cwd=a.cwd)
+    # a subscribes on NATS for the session it still owns, not for the two others.
+    wait_for(lambda: any("home" in s for s in nats_subjects(monitor, "a")), "a subscribes home/#")
+    subjects = nats_subjects(monitor, "a")
+    assert not [s for s in subjects if "moved" in s or "ended" in s], subjects
+    for i in range(5):
+        publisher.publish(f"home/{i}", str(i).encode(), qos=1)
+        publisher.publish(f"kept/{i}", str(i).encode(), qos=1)
+        publisher.publish(f"ended/{i}", str(i).encode(), qos=1)  # nobody subscribes now
+
+    # Nothing acknowledged is lost, nothing comes twice.
+    moved, present = persistent(b.port, "moved", clients)
+    assert present
+    assert [int(m.payload) for m in drain(moved)] == list(range(10, 20))
+    moved.disconnect()
+    home, present = persistent(a.port, "home", clients)
+    assert present
+    assert [int(m.payload) for m in drain(home)] == list(range(5))
+    home.disconnect()
+
+    # A session a kept from its file (its earlier life's) and never served since goes
+    # to b with what was published meanwhile, and a forgets its copy.
+    kept, present = persistent(b.port, "kept", clients)
+    assert present
+    assert [int(m.payload) for m in drain(kept)] == list(range(5))
+    wait_for(
+        lambda: not any("kept" in s for s in nats_subjects(monitor, "a")),
+        "a unsubscribes kept/# once b has the session",
+    )
+    assert any("home" in s for s in nats_subjects(monitor, "a"))
+    kept.disconnect()
+    for client in clients:
+        client.close()
+    for node in (a, b):
+        assert errors_in(node) == [], node.stderr
