@@ -154,9 +154,7 @@ class Backplane(Protocol):
         """One subscription fewer on `topic_filter` on this node."""
         ...
 
-    def interest_pending(
-        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
-    ) -> bool:
+    def interest_pending(self, topic_filters: Sequence[str], confirmed: Callable[[], None]) -> bool:
         """False when the other nodes already route every topic of `topic_filters` here
         (announced with `interest_added`): the SUBACK goes at once. True when they may
         not yet: `confirmed()` comes once they do, or after a bounded wait (logged) if
@@ -417,9 +415,7 @@ class InProcessBackplane:
         else:
             self.interest[topic_filter] = count - 1
 
-    def interest_pending(
-        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
-    ) -> bool:
+    def interest_pending(self, topic_filters: Sequence[str], confirmed: Callable[[], None]) -> bool:
         """Never: the hub routes by each node's interest as it is at the time."""
         return False
 

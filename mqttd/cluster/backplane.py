@@ -285,9 +285,7 @@ class NatsBackplane:
             else:
                 self._subject_refs[subject] = refs - 1
 
-    def interest_pending(
-        self, topic_filters: Sequence[str], confirmed: Callable[[], None]
-    ) -> bool:
+    def interest_pending(self, topic_filters: Sequence[str], confirmed: Callable[[], None]) -> bool:
         """True while a subject of `topic_filters` waits for nats-server to confirm its
         SUB (interest.py): `confirmed()` comes then, or after `request_timeout`."""
         prefix = self._prefix
