@@ -28,7 +28,7 @@ rows into the tree's records.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..protocol.errors import TopicNameInvalid
 from .message import Message
@@ -41,7 +41,7 @@ from .trie import LevelNode
 
 if TYPE_CHECKING:
     from ..auth.hooks import Authorise
-    from ..store.base import RetainedRow, Store
+    from ..store.base import RetainedRow, Store, WholeRetainedRow
     from .backplane import Backplane
     from .clock import Clock
     from .dead_letter import DeadLetters
@@ -418,14 +418,27 @@ class RetainedMessages:
         now: float,
         wall: float,
         heads: dict[tuple[str | None, int, int], bytes],
-    ) -> Iterator[tuple[str, RetainedRecord]]:
+    ) -> Iterable[tuple[str, RetainedRecord]]:
         """(topic, record) of each stored retained row, as the retained tree keeps it
         (retained_record.py), for `RetainedTree.load` at start; expired ones are dropped.
 
-        Most rows have neither properties nor an expiry: their record is the head
-        (flags and publisher id, the same for a publisher's every message) and the
-        payload, one concatenation per row with the head from `heads`.
+        A chunk of packed rows (`store.base.RetainedRow`: most messages have neither
+        properties nor an expiry) is already that: it is handed on as it is. Whole rows
+        without properties or expiry (a store that does not pack them) get their record
+        as the head (flags and publisher id, the same for a publisher's every message,
+        kept in `heads`) and the payload.
         """
+        if all(len(row) == 2 for row in rows):
+            return cast(list[tuple[str, RetainedRecord]], rows)
+        return self._from_whole_rows(cast(list[WholeRetainedRow], rows), now, wall, heads)
+
+    def _from_whole_rows(
+        self,
+        rows: list[WholeRetainedRow],
+        now: float,
+        wall: float,
+        heads: dict[tuple[str | None, int, int], bytes],
+    ) -> Iterator[tuple[str, RetainedRecord]]:
         for topic, payload, qos, retain, properties, expiry_at, origin in rows:
             if properties is None and expiry_at is None:
                 key = (origin, qos, retain)
