@@ -192,9 +192,13 @@ class RetainedTree(Generic[V]):
         """
         root = self._root
         index = self._index
+        node_class = type(root)
         path: list[_Node[V]] = []  # the previous topic's parent path, from the root's child
+        # Inlined (no call per message, 1,000,000 at start): the topic check, and the
+        # leaf's `add_child` when its parent has no child yet (a new inner node).
         for topic, value in entries:
-            _check_topic_name(topic)
+            if not topic or "+" in topic or "#" in topic:
+                _check_topic_name(topic)  # raises
             cut = topic.rfind("/")
             if cut < 0:
                 node = root.add_child(topic)
@@ -220,7 +224,11 @@ class RetainedTree(Generic[V]):
                         if at < 0:
                             break
                         at = parent_key.find("/", at + 1)
-                node = path[-1].add_child(topic)
+                parent = path[-1]
+                if parent.children is None:
+                    node = parent.children = node_class(topic)
+                else:
+                    node = parent.add_child(topic)
             if node.topic is None:
                 node.topic = node.level
                 index[node.level] = node
