@@ -438,7 +438,7 @@ class RetainedMessages:
         """
         if all(len(row) == 2 for row in rows):
             return cast(list[tuple[str, RetainedRecord]], rows)
-        return self._from_whole_rows(cast(list[WholeRetainedRow], rows), now, wall, heads)
+        return self._from_whole_rows(cast("list[WholeRetainedRow]", rows), now, wall, heads)
 
     def _from_whole_rows(
         self,

@@ -817,6 +817,45 @@ async def test_a_broker_restart_on_the_file_restores_sessions_queues_and_retaine
         await second.broker.stop()
 
 
+async def test_retained_messages_packed_and_whole_come_back_after_a_restart(
+    db_path: Path,
+) -> None:
+    from support.core import Harness
+
+    clock = FakeClock()
+    user = Properties(user_property=(("k", "v"),))
+    store = SqliteStore(db_path, commit_interval=0)
+    first = Harness(store=store, clock=clock)
+    await first.broker.start()
+    pub = first.client(5)
+    pub.connect("pub\u00e9")
+    pub.publish("r/plain", b"\x00\xffp", qos=1, retain=True, packet_id=1)
+    pub.publish("r/props", b"q", qos=2, retain=True, packet_id=2, properties=user)
+    await store.flush()
+    await first.broker.stop()
+
+    second = Harness(store=SqliteStore(db_path, commit_interval=0), clock=clock)
+    await second.broker.start()
+    try:
+        plain = second.broker.retained.get("r/plain")
+        props = second.broker.retained.get("r/props")
+        assert plain is not None and props is not None
+        assert (plain.payload, plain.qos, plain.origin, plain.properties) == (
+            b"\x00\xffp",
+            1,
+            "pub\u00e9",
+            None,
+        )
+        assert (props.payload, props.qos, props.origin, props.properties) == (
+            b"q",
+            2,
+            "pub\u00e9",
+            user,
+        )
+    finally:
+        await second.broker.stop()
+
+
 async def test_a_batch_only_patient_callbacks_wait_for_stays_open_until_an_urgent_one(
     db_path: Path,
 ) -> None:
