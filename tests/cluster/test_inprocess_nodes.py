@@ -123,7 +123,7 @@ async def test_a_released_client_id_leaves_the_bucket(nats_server: NatsServer) -
         assert len(keys) == 1
         await client.disconnect()
         await until(lambda: cluster.claims.token("short-lived") is None)
-        await until(lambda: not cluster._control and cluster._control_idle.is_set())
+        await until(lambda: not cluster.requests.busy)
         from nats.js.errors import NoKeysError
 
         with pytest.raises(NoKeysError):
