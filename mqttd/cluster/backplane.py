@@ -227,6 +227,8 @@ class NatsBackplane:
         self._share_subs: dict[tuple[str, str], list[Subscription]] = {}
         #: JetStream requests: in order per client id or retained topic, else concurrent.
         self.requests = KeyedRequests()
+        #: Takeover answers on their way (each waits for the session's records stored).
+        self._answers: set[asyncio.Task[None]] = set()
         self._outbox_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._host: BackplaneHost | None = None
@@ -540,6 +542,8 @@ class NatsBackplane:
             await log.flush(_STOP_DRAIN)  # the last records of sessions (disconnect times)
             await log.close()
         await self.requests.close(_STOP_STEP)
+        for answer in self._answers:
+            answer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -1000,7 +1004,12 @@ class NatsBackplane:
             # the session goes to the other node from its log, not from here.
             self.stale_sessions_dropped += 1
         if self.mover is not None:
-            await self.mover.answer(msg)  # the new node waits for this
+            # The new node waits for this, once our records of the session are stored:
+            # answered beside the next notices (nats-py hands them over one at a time),
+            # so sessions leaving this node all at once each wait one flush, not all.
+            task = asyncio.create_task(self.mover.answer(msg))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
 
     # -- sessions restored from the node's own store -------------------------------------
 
