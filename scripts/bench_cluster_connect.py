@@ -13,7 +13,8 @@ durable sessions on: the cluster's default), then in turn:
   its session over from the dead node (claim, hand-over, the session's log read and
   replayed).
 
-Prints connects per second for each, and the load average. `--before DIR` runs every
+Prints connects per second for each, the CPU time node a and nats-server spent per
+connect meanwhile, and the load average. `--before DIR` runs every
 round twice, first with the nodes from the checkout DIR (the version to compare with),
 then from this one, interleaved, and prints the medians of both.
 
@@ -43,8 +44,9 @@ SCENARIOS = ("clean", "persistent")
 
 
 @contextlib.contextmanager
-def cluster(tree: Path) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
-    """nats-server and nodes a and b run from `tree`: a's port, b's port, b's process."""
+def cluster(tree: Path) -> Iterator[tuple[int, int, dict[str, subprocess.Popen[bytes]]]]:
+    """nats-server and nodes a and b run from `tree`: a's port, b's port, the processes
+    by name ("nats", "a", "b")."""
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         nats_port = free_port()
@@ -61,12 +63,18 @@ def cluster(tree: Path) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
             procs.append(node_a)
             node_b, b = start_node(tmp, nats_port, "b", tree, "")
             procs.append(node_b)
-            yield a, b, node_b
+            yield a, b, {"nats": nats, "a": node_a, "b": node_b}
         finally:
             for proc in procs:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) a process used so far."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def storm(
@@ -108,32 +116,46 @@ async def close_all(writers: list[asyncio.StreamWriter]) -> None:
 
 
 async def round_on(
-    a: int, b: int, node_b: subprocess.Popen[bytes], clients: int, concurrency: int
+    a: int, b: int, procs: dict[str, subprocess.Popen[bytes]], clients: int, concurrency: int
 ) -> dict[str, float]:
+    """Connects per second of each scenario, and the CPU per connect (µs) of node a
+    ("<scenario> a") and of nats-server ("<scenario> nats")."""
     rates: dict[str, float] = {}
+
+    def cpu() -> tuple[float, float]:
+        return cpu_seconds(procs["a"]), cpu_seconds(procs["nats"])
+
+    def count(scenario: str, before: tuple[float, float], elapsed: float) -> None:
+        after = cpu()
+        rates[scenario] = clients / elapsed
+        rates[f"{scenario} a"] = (after[0] - before[0]) / clients * 1e6
+        rates[f"{scenario} nats"] = (after[1] - before[1]) / clients * 1e6
+
     ids = [f"clean-{i}" for i in range(clients)]
+    used = cpu()
     elapsed, refused, writers = await storm(a, ids, True, concurrency)
     assert not refused, f"{refused} CONNECTs refused"
-    rates["clean"] = clients / elapsed
+    count("clean", used, elapsed)
     await close_all(writers)
     ids = [f"dev-{i}" for i in range(clients)]
     _, refused, writers = await storm(b, ids, False, concurrency, subscribe=True)
     assert not refused, f"{refused} CONNECTs refused on node b"
     await asyncio.sleep(1.0)  # the sessions' records stored in JetStream
-    os.killpg(node_b.pid, signal.SIGKILL)
-    node_b.wait()
+    os.killpg(procs["b"].pid, signal.SIGKILL)
+    procs["b"].wait()
     for writer in writers:
         writer.close()
+    used = cpu()
     elapsed, refused, writers = await storm(a, ids, False, concurrency)
     assert not refused, f"{refused} CONNECTs refused"
-    rates["persistent"] = clients / elapsed
+    count("persistent", used, elapsed)
     await close_all(writers)
     return rates
 
 
 def measure(tree: Path, clients: int, concurrency: int) -> dict[str, float]:
-    with cluster(tree) as (a, b, node_b):
-        return asyncio.run(round_on(a, b, node_b, clients, concurrency))
+    with cluster(tree) as (a, b, procs):
+        return asyncio.run(round_on(a, b, procs, clients, concurrency))
 
 
 def main() -> None:
@@ -148,16 +170,20 @@ def main() -> None:
     trees = {"this tree": ROOT}
     if args.before is not None:
         trees = {"before": args.before.resolve(), "after": ROOT}
-    results: dict[str, dict[str, list[float]]] = {t: {s: [] for s in SCENARIOS} for t in trees}
+    results: dict[str, dict[str, list[float]]] = {t: {} for t in trees}
     loads = []
     for n in range(args.rounds):
         for name, tree in trees.items():
             rates = measure(tree, args.clients, args.concurrency)
             load = os.getloadavg()[0]
             loads.append(load)
-            for scenario in SCENARIOS:
-                results[name][scenario].append(rates[scenario])
-            figures = ", ".join(f"{s} {rates[s]:,.0f}/s" for s in SCENARIOS)
+            for key, value in rates.items():
+                results[name].setdefault(key, []).append(value)
+            figures = ", ".join(
+                f"{s} {rates[s]:,.0f}/s (CPU µs per connect: node a {rates[s + ' a']:,.0f},"
+                f" nats-server {rates[s + ' nats']:,.0f})"
+                for s in SCENARIOS
+            )
             print(f"round {n + 1} {name}: {figures}  (load average {load:.2f})", flush=True)
     print(
         f"{args.clients} clients, {args.concurrency} at a time, to one of 2 nodes; "
@@ -167,9 +193,12 @@ def main() -> None:
         for name in trees:
             runs = results[name][scenario]
             listed = " / ".join(f"{r:,.0f}" for r in sorted(runs))
+            node_a = statistics.median(results[name][scenario + " a"])
+            nats = statistics.median(results[name][scenario + " nats"])
             print(
                 f"  {scenario:<10} {name:<9} median {statistics.median(runs):,.0f} connects/s"
-                f"  (runs: {listed})"
+                f"  (runs: {listed}); CPU µs per connect: node a {node_a:,.0f},"
+                f" nats-server {nats:,.0f}"
             )
 
 
