@@ -1136,6 +1136,7 @@ class NatsBackplane:
             "suback_waits_unconfirmed_total": self._interest.unconfirmed,
             "stale_sessions_dropped_total": self.stale_sessions_dropped,
             "outbox": len(self._outbox),
+            "jetstream_requests": self.requests.waiting,
             "routed_out_total": stats.routed_out,
             "routed_in_total": stats.routed_in,
             "duplicates_total": stats.duplicates,

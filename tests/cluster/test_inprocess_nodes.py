@@ -202,6 +202,7 @@ async def test_a_slow_takeover_does_not_delay_other_clients_connacks(
             )
             others_done = time.monotonic() - started
             assert not stuck.done()
+            assert cluster_of(a).figures()["jetstream_requests"] == 1  # the stuck claim
             client = await stuck
             stuck_done = time.monotonic() - started
             # One queue for every claim made the 20 wait the full 3 s behind "stuck".
