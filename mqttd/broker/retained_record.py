@@ -4,20 +4,22 @@ A million retained messages is a real case (docs/benchmarks.md, start-up), and m
 them are only ever read when a subscription matches them. A `Message` per retained
 message costs its object (120 bytes), its payload's `bytes` (33 bytes of header) and
 its publisher's id as a string of its own (49 bytes of header): a message without
-properties and without an expiry is kept instead as ONE `bytes` object::
-
-    byte 0     flags: bits 0-1 QoS, bit 2 retain, bit 3 an origin (publisher id) follows
-    bytes 1-2  the origin's length in UTF-8 (big endian; 0 without one)
-    ...        the origin in UTF-8, then the payload
-
-and a `Message` is made from it only when the message is read (a delivery, the admin
-API). A message with properties or an expiry (rare, and not worth a format) is kept as a
-`Message` of its own, unchanged; `message_of` hands out a copy of it, so the record
-kept in the tree never carries a delivery's encoding or store id.
+properties and without an expiry is kept instead as ONE `bytes` object, the store's
+packed record (`mqttd.store.base.pack_retained`, whose comment gives the layout): the
+SQLite store has SQLite make it at start-up, so a million of them cost no Python object
+per column and no concatenation in Python. A `Message` is made from it only when the
+message is read (a delivery, the admin API). A message with properties or an expiry
+(rare, and not worth a format) is kept as a `Message` of its own, unchanged;
+`message_of` hands out a copy of it, so the record kept in the tree never carries a
+delivery's encoding or store id.
 """
 
 from __future__ import annotations
 
+from ..store.base import RETAINED_HEAD as _HEAD
+from ..store.base import RETAINED_ORIGIN as _ORIGIN
+from ..store.base import RETAINED_RETAIN as _RETAIN
+from ..store.base import pack_retained
 from .message import Message
 
 __all__ = ["RetainedRecord", "message_of", "pack", "pack_fields"]
@@ -25,18 +27,8 @@ __all__ = ["RetainedRecord", "message_of", "pack", "pack_fields"]
 #: A retained message as the retained tree keeps it (see the module docstring).
 RetainedRecord = bytes | Message
 
-_ORIGIN = 8
-_RETAIN = 4
-
-
-def pack_fields(qos: int, retain: bool, origin: str | None, payload: bytes) -> bytes:
-    """The compact record of a message without properties and without expiry."""
-    if origin is None:
-        return bytes((qos | (_RETAIN if retain else 0), 0, 0)) + payload
-    raw = origin.encode()
-    n = len(raw)
-    # Client ids are at most 65,535 bytes of UTF-8 (MQTT strings' length prefix).
-    return bytes((qos | (_RETAIN if retain else 0) | _ORIGIN, n >> 8, n & 255)) + raw + payload
+#: The compact record of a message without properties and without expiry.
+pack_fields = pack_retained
 
 
 def pack(message: Message) -> RetainedRecord:
@@ -52,10 +44,10 @@ def message_of(topic: str, record: RetainedRecord) -> Message:
     if type(record) is bytes:
         flags = record[0]
         if flags & _ORIGIN:
-            end = 3 + ((record[1] << 8) | record[2])
-            origin: str | None = record[3:end].decode()
+            end = _HEAD + ((record[1] << 14) | (record[2] << 7) | record[3])
+            origin: str | None = record[_HEAD:end].decode()
         else:
-            end = 3
+            end = _HEAD
             origin = None
         return Message(topic, record[end:], flags & 3, bool(flags & _RETAIN), None, None, origin)
     assert isinstance(record, Message)

@@ -37,7 +37,11 @@ from typing import Protocol
 from ..protocol.properties import Properties
 
 __all__ = [
+    "RETAINED_HEAD",
+    "RETAINED_ORIGIN",
+    "RETAINED_RETAIN",
     "OutboundState",
+    "PackedRetainedRow",
     "RetainedRow",
     "Store",
     "StoredMessage",
@@ -46,6 +50,8 @@ __all__ = [
     "StoredState",
     "StoredSubscription",
     "StoredWill",
+    "WholeRetainedRow",
+    "pack_retained",
 ]
 
 
@@ -71,9 +77,36 @@ class StoredMessage:
 
 
 #: A retained message as `Store.retained_rows` hands it back, a plain tuple (a million
-#: of them is a real case: no object per row): topic, payload, qos, retain (0/1),
-#: properties, expiry_at (wall clock, None = never), origin.
-RetainedRow = tuple[str, bytes, int, int, Properties | None, float | None, str | None]
+#: of them is a real case: no object per row). A message without properties and without
+#: an expiry comes PACKED, as (topic, record): `record` is `pack_retained`'s bytes, the
+#: form the broker keeps it in (broker/retained_record.py), made by the store (the SQLite
+#: store has SQLite build it, no Python object per column). Any other comes WHOLE: topic,
+#: payload, qos, retain (0/1), properties, expiry_at (wall clock, None = never), origin.
+#: A chunk of `retained_rows` holds rows of one kind only.
+PackedRetainedRow = tuple[str, bytes]
+WholeRetainedRow = tuple[str, bytes, int, int, Properties | None, float | None, str | None]
+RetainedRow = PackedRetainedRow | WholeRetainedRow
+
+# The packed record of a retained message (`pack_retained`):
+#
+#     byte 0     flags: bits 0-1 QoS, bit 2 retain, bit 3 an origin (publisher id) follows
+#     bytes 1-3  the origin's length in UTF-8, in three 7-bit groups, high group first
+#                (0 without one); 7-bit groups so that SQLite's char() can make them
+#     ...        the origin in UTF-8, then the payload
+RETAINED_ORIGIN = 8
+RETAINED_RETAIN = 4
+RETAINED_HEAD = 4  # bytes before the origin
+
+
+def pack_retained(qos: int, retain: bool, origin: str | None, payload: bytes) -> bytes:
+    """The packed record of a retained message without properties and expiry (above)."""
+    if origin is None:
+        return bytes((qos | (RETAINED_RETAIN if retain else 0), 0, 0, 0)) + payload
+    raw = origin.encode()
+    n = len(raw)
+    # Client ids are at most 65,535 bytes of UTF-8 (MQTT strings' length prefix).
+    flags = qos | (RETAINED_RETAIN if retain else 0) | RETAINED_ORIGIN
+    return bytes((flags, n >> 14, (n >> 7) & 127, n & 127)) + raw + payload
 
 
 @dataclass(slots=True)
@@ -153,7 +186,8 @@ class Store(Protocol):
         ...
 
     def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
-        """The retained messages, in lists of up to `chunk` rows (start-up loading)."""
+        """The retained messages, in lists of up to `chunk` rows (start-up loading), each
+        list packed rows only or whole rows only (`RetainedRow`)."""
         ...
 
     def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:

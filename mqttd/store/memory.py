@@ -20,6 +20,7 @@ from .base import (
     StoredState,
     StoredSubscription,
     StoredWill,
+    pack_retained,
 )
 
 __all__ = ["MemoryStore"]
@@ -91,13 +92,22 @@ class MemoryStore:
         return state
 
     async def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
-        """The retained messages as rows, `chunk` at a time."""
-        rows: list[RetainedRow] = [
-            (m.topic, m.payload, m.qos, int(m.retain), m.properties, m.expiry_at, m.origin)
-            for m in list(self._retained.values())
+        """The retained messages as rows, `chunk` at a time: packed first, then whole
+        (`RetainedRow`), as the SQLite store hands them."""
+        kept = list(self._retained.values())
+        packed: list[RetainedRow] = [
+            (m.topic, pack_retained(m.qos, m.retain, m.origin, m.payload))
+            for m in kept
+            if m.properties is None and m.expiry_at is None
         ]
-        for start in range(0, len(rows), chunk):
-            yield rows[start : start + chunk]
+        whole: list[RetainedRow] = [
+            (m.topic, m.payload, m.qos, int(m.retain), m.properties, m.expiry_at, m.origin)
+            for m in kept
+            if m.properties is not None or m.expiry_at is not None
+        ]
+        for rows in (packed, whole):
+            for start in range(0, len(rows), chunk):
+                yield rows[start : start + chunk]
 
     def after_commit(self, callback: Callable[[], None], patient: bool = False) -> None:
         """Everything is durable as soon as it is recorded: run `callback` now."""

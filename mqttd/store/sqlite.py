@@ -561,6 +561,22 @@ def _error_code(exc: BaseException) -> int | None:
 # -- the store --------------------------------------------------------------------------------
 
 
+# Retained messages without properties and expiry, as (topic, record): SQLite makes
+# `base.pack_retained`'s record itself. char() makes the flags and the origin's length
+# in 7-bit groups (one byte each in UTF-8); `||` joins them, the origin and the payload
+# byte for byte (text and blobs alike, embedded NULs included), and the whole is cast
+# back to a blob. Byte-for-byte the same as pack_retained: tests/store/test_sqlite.py.
+_ORIGIN_BYTES = "length(CAST(coalesce(origin, '') AS BLOB))"
+_PACKED_RETAINED = (
+    "SELECT topic, CAST(char("
+    f"(qos & 3) | ((retain != 0) << 2) | ((origin IS NOT NULL) << 3), "
+    f"{_ORIGIN_BYTES} >> 14, ({_ORIGIN_BYTES} >> 7) & 127, {_ORIGIN_BYTES} & 127"
+    ") || coalesce(origin, '') || payload AS BLOB) FROM retained"
+    " WHERE properties IS NULL AND expiry_at IS NULL"
+)
+_NOT_PACKED = " WHERE properties IS NOT NULL OR expiry_at IS NOT NULL"
+
+
 class SqliteStore:
     """`Store` in one SQLite file (see the module docstring).
 
@@ -887,18 +903,32 @@ class SqliteStore:
             raise self._unusable(exc) from exc
 
     async def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
-        """The committed retained messages, `chunk` rows at a time.
+        """The committed retained messages, `chunk` rows at a time: first the packed
+        rows (no properties, no expiry: `_PACKED_RETAINED` has SQLite make the broker's
+        record), then the whole ones (`RetainedRow`).
 
-        One cursor, read on aiosqlite's thread a chunk at a time: a million retained
-        messages never sit in memory twice (as rows and as the broker's messages), and
-        the rows are the tuples sqlite3 makes anyway (properties decoded where present).
+        One cursor at a time, read on aiosqlite's thread a chunk at a time: a million
+        retained messages never sit in memory twice (as rows and as the broker's
+        messages). A packed row is two objects (its topic and its record) where a whole
+        one is five or more, and no Python code runs per packed row here or in the
+        broker's `from_rows` (docs/benchmarks.md, start-up, fourth round).
         """
         db = self._require_open()
         await self.flush()
         decode = _decode_properties
         try:
+            async with db.execute("PRAGMA encoding") as cursor:
+                encoding = await cursor.fetchone()
+            # The record's origin and payload are the text's bytes: UTF-8 only (the
+            # default, and what `open` creates); another encoding gets whole rows.
+            packed = encoding is not None and encoding[0] == "UTF-8"
+            if packed:
+                async with db.execute(_PACKED_RETAINED) as cursor:
+                    while rows := await cursor.fetchmany(chunk):
+                        yield cast(list[RetainedRow], rows)
             async with db.execute(
                 "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
+                + (_NOT_PACKED if packed else "")
             ) as cursor:
                 while rows := await cursor.fetchmany(chunk):
                     # Tuples (no row factory); rows with properties get them decoded.

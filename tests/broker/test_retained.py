@@ -151,6 +151,14 @@ def test_set_refuses_non_topic_names(bad: str) -> None:
     assert len(tree) == 0
 
 
+@pytest.mark.parametrize("bad", ["", "a/+", "a/#", "+", "a/b#"])
+def test_load_refuses_non_topic_names(bad: str) -> None:
+    tree: RetainedTree[str] = RetainedTree()
+    with pytest.raises(TopicNameInvalid):
+        tree.load([("ok/1", "x"), (bad, "y")])
+    assert tree.get("ok/1") == "x" and tree.get(bad) is None
+
+
 def test_match_refuses_invalid_filters() -> None:
     with pytest.raises(TopicFilterInvalid):
         retained("a").match("a/#/b")

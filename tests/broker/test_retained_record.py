@@ -34,7 +34,7 @@ def test_a_message_without_properties_or_expiry_round_trips_through_one_bytes_re
     assert _fields(message_of(topic, record)) == _fields(message)
 
 
-def test_a_long_client_id_keeps_its_length_in_two_bytes() -> None:
+def test_a_long_client_id_keeps_its_length_in_three_7_bit_groups() -> None:
     origin = "é" * 30_000  # 60,000 bytes of UTF-8
     record = pack_fields(1, True, origin, b"\x00payload")
     back = message_of("t", record)

@@ -27,6 +27,7 @@ from mqttd.store import (
     StoredWill,
 )
 from mqttd.store import sqlite as sqlite_module
+from mqttd.store.base import pack_retained
 from mqttd.store.sqlite import SCHEMA_VERSION, DatabaseUnusable, SqliteStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -118,6 +119,72 @@ async def test_retained_messages_are_saved_replaced_deleted_with_properties(
     assert sorted((m.topic, m.payload) for m in state.retained) == [("a", b"2"), ("c", b"4")]
     (a,) = [m for m in state.retained if m.topic == "a"]
     assert a == StoredMessage("a", b"2", 1, True, PROPS, 99.5, "origin")
+
+
+# Origins across the 7-bit groups of the packed record's length (128 and 16,384 bytes),
+# empty, absent and beyond the BMP; payloads with NULs, invalid UTF-8 and every byte.
+_PACKED_CASES = [
+    (origin, payload, qos, retain)
+    for origin, payload in [
+        (None, b"p"),
+        ("", b""),
+        ("pub", b"\x00"),
+        ("é" * 64, b"\xff\xfe\x00\x80"),  # 128 bytes of UTF-8
+        ("x" * 127, bytes(range(256))),
+        ("é" * 8_192, b"\x00" * 70_000),  # 16,384 bytes
+        ("\U0001f600" * 16_383, random.Random(3).randbytes(1_000)),  # 65,532 bytes
+    ]
+    for qos, retain in [(0, True), (1, False), (2, True)]
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_retained_rows_come_packed_byte_for_byte_and_whole_when_they_must(
+    db_path: Path, kind: str
+) -> None:
+    messages = [
+        StoredMessage(f"t/{i}", payload, qos, retain, None, None, origin)
+        for i, (origin, payload, qos, retain) in enumerate(_PACKED_CASES)
+    ]
+    messages.append(StoredMessage("w/props", b"1", 1, True, PROPS, None, "o"))
+    messages.append(StoredMessage("w/expiry", b"2", 0, True, None, 99.5, None))
+    store: SqliteStore | MemoryStore = SqliteStore(db_path) if kind == "sqlite" else MemoryStore()
+    await store.open()
+    try:
+        for message in messages:
+            store.save_retained(message)
+        chunks = [rows async for rows in store.retained_rows(chunk=4)]
+    finally:
+        await store.close()
+    # A chunk is packed rows only or whole rows only; the packed ones come first.
+    kinds = [{len(row) for row in rows} for rows in chunks]
+    assert all(len(k) == 1 for k in kinds)
+    assert [k.pop() for k in kinds] == [2] * 6 + [7]
+    rows = [row for rows in chunks for row in rows]
+    packed = {row[0]: row[1] for row in rows if len(row) == 2}
+    assert packed == {
+        m.topic: pack_retained(m.qos, m.retain, m.origin, m.payload) for m in messages[:-2]
+    }
+    whole = sorted((row for row in rows if len(row) == 7), key=lambda row: row[0])
+    assert whole == [
+        ("w/expiry", b"2", 0, 1, None, 99.5, None),
+        ("w/props", b"1", 1, 1, PROPS, None, "o"),
+    ]
+
+
+async def test_a_database_in_utf16_hands_retained_rows_whole(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    con = sqlite3.connect(db_path)
+    con.execute("PRAGMA encoding = 'UTF-16le'")
+    con.execute("CREATE TABLE x (y)")  # the encoding is fixed by the first table
+    con.execute("DROP TABLE x")
+    con.commit()
+    con.close()
+    async with opened(db_path) as store:
+        store.save_retained(StoredMessage("a/b", b"\x00p", 1, True, None, None, "pub"))
+        await store.flush()
+        rows = [row async for chunk in store.retained_rows() for row in chunk]
+    assert rows == [("a/b", b"\x00p", 1, 1, None, None, "pub")]
 
 
 async def test_session_with_all_its_contents_round_trips(db_path: Path) -> None:
@@ -746,6 +813,45 @@ async def test_a_broker_restart_on_the_file_restores_sessions_queues_and_retaine
         back = second.client(4)
         assert back.connect("sub", clean_start=False).session_present
         assert [p.payload for p in back.publishes()] == [b"one"]
+    finally:
+        await second.broker.stop()
+
+
+async def test_retained_messages_packed_and_whole_come_back_after_a_restart(
+    db_path: Path,
+) -> None:
+    from support.core import Harness
+
+    clock = FakeClock()
+    user = Properties(user_property=(("k", "v"),))
+    store = SqliteStore(db_path, commit_interval=0)
+    first = Harness(store=store, clock=clock)
+    await first.broker.start()
+    pub = first.client(5)
+    pub.connect("pub\u00e9")
+    pub.publish("r/plain", b"\x00\xffp", qos=1, retain=True, packet_id=1)
+    pub.publish("r/props", b"q", qos=2, retain=True, packet_id=2, properties=user)
+    await store.flush()
+    await first.broker.stop()
+
+    second = Harness(store=SqliteStore(db_path, commit_interval=0), clock=clock)
+    await second.broker.start()
+    try:
+        plain = second.broker.retained.get("r/plain")
+        props = second.broker.retained.get("r/props")
+        assert plain is not None and props is not None
+        assert (plain.payload, plain.qos, plain.origin, plain.properties) == (
+            b"\x00\xffp",
+            1,
+            "pub\u00e9",
+            None,
+        )
+        assert (props.payload, props.qos, props.origin, props.properties) == (
+            b"q",
+            2,
+            "pub\u00e9",
+            user,
+        )
     finally:
         await second.broker.stop()
 
