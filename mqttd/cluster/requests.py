@@ -104,6 +104,15 @@ class KeyedRequests:
             task.add_done_callback(self._workers.discard)
 
     async def _work(self) -> None:
+        try:
+            await self._take_turns()
+        finally:
+            # Out of the pool at once, not when the task's done callback runs: a request
+            # submitted in between must find room to start a worker, or it would wait
+            # for nobody (found by the order test with limit 1).
+            self._workers.discard(asyncio.current_task())
+
+    async def _take_turns(self) -> None:
         ready, chains = self._ready, self._chains
         while ready:
             key = ready.popleft()

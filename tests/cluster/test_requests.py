@@ -326,6 +326,28 @@ async def test_requests_of_different_keys_run_at_once_up_to_the_limit() -> None:
     assert requests.max_running == 4
 
 
+async def test_a_request_submitted_as_the_last_worker_ends_still_runs() -> None:
+    requests = KeyedRequests(limit=1)
+    requests.start()
+    ran: list[str] = []
+
+    def request(name: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            ran.append(name)
+
+        return run
+
+    requests.submit("a", request("a"))
+    (worker,) = requests._workers
+    while not worker.done():
+        await asyncio.sleep(0)
+    # The worker has ended; its task's done callback may not have run yet. A request
+    # now must still get a worker.
+    requests.submit("b", request("b"))
+    await until(lambda: not requests.busy)
+    assert ran == ["a", "b"]
+
+
 async def test_close_cancels_what_runs_and_drops_what_waits() -> None:
     requests = KeyedRequests(limit=2)
     requests.start()
