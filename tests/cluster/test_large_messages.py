@@ -55,13 +55,18 @@ def nodes(small_nats: NatsServer, mqttd_factory: MqttdFactory) -> tuple[MqttdPro
     return a, b
 
 
-def publish_of_size(size: int, topic: str, qos: int, proto_ver: int, **kw: object) -> bytes:
+def publish_of_size(size: int, topic: str, qos: int, proto_ver: int, retain: bool = False) -> bytes:
     """A PUBLISH packet of exactly `size` bytes on `topic` (its payload fills it)."""
     n = size
     while True:
         packet = gen_publish(
-            topic, qos=qos, mid=1 if qos else 0, payload=b"x" * n, proto_ver=proto_ver, **kw
-        )  # type: ignore[arg-type]
+            topic,
+            qos=qos,
+            mid=1 if qos else 0,
+            payload=b"x" * n,
+            proto_ver=proto_ver,
+            retain=retain,
+        )
         if len(packet) == size:
             return packet
         n -= len(packet) - size
