@@ -24,10 +24,12 @@ from mqtt_raw import (
     PUBLISH,
     PUBREC,
     SUBACK,
+    TOPIC_ALIAS,
     RawClient,
     gen_connect,
     gen_publish,
     gen_subscribe,
+    prop_u16,
 )
 
 from mqttd.cluster.limits import CLIENT_ID_ROOM, packet_limit
@@ -243,3 +245,36 @@ def test_a_will_at_the_limit_is_kept_for_the_survivors_and_crosses(
     got = on_b.expect_message()
     assert got.topic == "will/x" and got.payload == b"w" * size
     assert "too large" not in a.stderr
+
+
+def test_a_topic_alias_standing_for_a_long_topic_cannot_slip_a_message_past_nats(
+    nodes: tuple[MqttdProcess, MqttdProcess], paho_factory: PahoFactory
+) -> None:
+    """A PUBLISH within the limit that names its topic by an alias: the message carries
+    the whole topic across the cluster. When that no longer fits NATS, the node refuses
+    it as too large (0x95) rather than acknowledge it."""
+    a, b = nodes
+    long_topic = "alias/" + "t" * 4000
+    on_b = paho_factory(b.port, "on-b")
+    on_b.subscribe("alias/#", 1)
+    probe = paho_factory(a.port, "probe")
+    routed(probe, "alias/probe", on_b)
+    publisher = RawClient("127.0.0.1", a.port)
+    publisher.send(gen_connect("aliased", proto_ver=5))
+    assert publisher.expect_type(CONNACK).reason_code() == 0
+    alias = prop_u16(TOPIC_ALIAS, 1)
+    publisher.send(
+        gen_publish(long_topic, qos=1, mid=1, payload=b"s", proto_ver=5, properties=alias)
+    )
+    assert publisher.expect_type(PUBACK).mid() == 1
+    assert on_b.expect_message().topic == long_topic  # the alias works across nodes
+    limit = packet_limit(MAX_PAYLOAD, "a")
+    n = limit
+    while True:
+        packet = gen_publish("", qos=1, mid=2, payload=b"x" * n, proto_ver=5, properties=alias)
+        if len(packet) <= limit:
+            break
+        n -= len(packet) - limit
+    publisher.send(packet)  # within the limit as sent, 4 KB more as it crosses
+    publisher.expect_disconnect(0x95)
+    on_b.expect_no_message(0.5)
