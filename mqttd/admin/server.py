@@ -328,9 +328,7 @@ class AdminServer:
         flags = self.broker.publish(Message(topic, payload, qos, retain), None)
         if flags & REFUSED:
             # In a cluster: larger than NATS carries (docs/cluster.md, "Large messages").
-            raise ApiError(
-                413, "TOO_LARGE", "larger than the cluster carries (NATS max_payload)"
-            )
+            raise ApiError(413, "TOO_LARGE", "larger than the cluster carries (NATS max_payload)")
         self.audit(request, "publish", topic=topic, qos=qos, retain=retain, size=len(payload))
         return web.json_response({"topic": topic, "matched": bool(flags & 1)})
 
