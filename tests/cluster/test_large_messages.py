@@ -121,6 +121,8 @@ def test_a_publish_above_the_limit_is_refused_as_too_large_and_never_acknowledge
     else:
         assert publisher.expect_closed() == []  # 3.1.1: closed, nothing acknowledged
     on_b.expect_no_message(0.5)
+    # The node's log says which limit it was.
+    assert "in a cluster: limits.max_packet_size or what NATS's max_payload carries" in a.stderr
     # The node goes on: a message within the limit still crosses.
     probe.publish("big/after", b"small", qos=1)
     assert on_b.expect_message().payload == b"small"
