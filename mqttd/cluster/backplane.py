@@ -1,17 +1,19 @@
 """The Backplane on NATS with JetStream: one node's link to the others (docs/cluster.md).
 
 Theory of operation. The core calls this object synchronously (`mqttd.broker.backplane`
-says when); nothing here blocks it. Work for NATS goes into two ordered queues, each
-drained by one task:
+says when); nothing here blocks it. Work for NATS goes into two queues:
 
 - the *outbox* (`_send_loop`): messages to publish and NATS SUB/UNSUB changes, in the
   order the core made them, so a subscription is asked for before any later message.
   nats-py buffers these writes and flushes them in batches; no task per message.
-- the *control* queue (`_control_loop`): JetStream requests, which take a round trip
-  each: client-id claims and releases, retained sets and clears. One at a time, in
-  order, so a claim is answered before the release that follows it. A request that
-  fails because NATS or JetStream is away (or still recovering after a restart) is
-  tried again in place for up to 30 s, so the order holds.
+- the *requests* (`requests.KeyedRequests`): JetStream requests, which take a round
+  trip or more each: client-id claims and releases, will entries, retained sets and
+  clears. Those of one client id (or one retained topic) run one at a time, in order,
+  so a claim is answered before the release that follows it; those of different keys
+  run at the same time (up to `MAX_IN_FLIGHT`), so a storm of CONNECTs is not served
+  one round trip at a time and a slow takeover holds up its own client id only. A
+  request that fails because NATS or JetStream is away (or still recovering after a
+  restart) is tried again in place for up to 30 s, so its key's order holds.
 
 Routing is interest-based on core NATS (at most once, like QoS 0 on a network). With
 durable sessions a QoS 1/2 message published here is also written to JetStream's
@@ -60,7 +62,8 @@ copy it kept, when another node takes its client id (`_on_notice`).
 
 Liveness, the self-fence and the wills of dead nodes are `nodes.NodeLiveness`'s: this
 module writes a client's will to the bucket `mqttd_<cluster>_wills` right after its
-claim (same ordered queue), and drops it when the core says the will is settled.
+claim (the same request, so in the client id's order), and drops it when the core says
+the will is settled (the client id's order too).
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ from ..broker.clock import Clock
 from ..broker.message import Message
 from ..config import ClusterConfig
 from ..protocol.reason_codes import ReasonCode
-from ..store.base import Store
+from ..store.base import Store, StoredState
 from .catchup import MAX_HELD, CatchUp
 from .durable import DurableStore, SessionLog
 from .envelope import (
@@ -109,6 +112,7 @@ from .envelope import (
 from .interest import InterestConfirmations
 from .limits import fits, packet_limit
 from .nodes import NodeLiveness
+from .requests import KeyedRequests
 from .seen import SeenIds
 from .sessions import SessionMover
 from .shares import SharedConsumers
@@ -166,6 +170,16 @@ def default_node_name() -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "-" for c in name)
 
 
+def _client_key(client_id: str) -> str:
+    # The order key of a client id's requests (claim, release, will entry).
+    return "c" + client_id
+
+
+def _retained_key(topic: str) -> str:
+    # The order key of a retained topic's writes.
+    return "r" + topic
+
+
 def _kv_key(name: str) -> str:
     # KV keys allow few characters and NATS lines are bounded: a fixed-size digest.
     return hashlib.sha256(name.encode()).hexdigest()
@@ -214,13 +228,11 @@ class NatsBackplane:
         #: Shared groups to join (True) or leave on NATS, in order: (join, share, filter).
         self._share_ops: deque[tuple[bool, str, str]] = deque()
         self._share_subs: dict[tuple[str, str], list[Subscription]] = {}
-        self._control: deque[tuple[Callable[[], Awaitable[None]], Callable[[], None] | None]] = (
-            deque()
-        )
+        #: JetStream requests: in order per client id or retained topic, else concurrent.
+        self.requests = KeyedRequests()
+        #: Takeover answers on their way (each waits for the session's records stored).
+        self._answers: set[asyncio.Task[None]] = set()
         self._outbox_wake = asyncio.Event()
-        self._control_wake = asyncio.Event()
-        self._control_idle = asyncio.Event()
-        self._control_idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._host: BackplaneHost | None = None
         #: False once the node is stopping: what other nodes send is ignored from then on.
@@ -395,19 +407,24 @@ class NatsBackplane:
             return
         self.claims.claiming(client_id)
         self._submit(
+            _client_key(client_id),
             lambda: self._claim(client_id, clean_start, answered),
             lambda: self._claim_given_up(client_id, answered),
         )
 
     def release_client_id(self, client_id: str) -> None:
         """The session of `client_id` ended here: delete its key if our claim holds it."""
-        self._submit(lambda: self._release(client_id), lambda: self._forget(client_id))
+        self._submit(
+            _client_key(client_id),
+            lambda: self._release(client_id),
+            lambda: self._forget(client_id),
+        )
 
     def will_settled(self, client_id: str) -> None:
         """The will of `client_id` is no longer due: drop it from the wills bucket."""
         liveness = self.liveness
         if liveness is not None:
-            self._submit(lambda: liveness.drop_will(client_id))
+            self._submit(_client_key(client_id), lambda: liveness.drop_will(client_id))
 
     def retained_set(self, message: Message) -> None:
         """Record the new retained message of its topic in the bucket."""
@@ -415,7 +432,8 @@ class NatsBackplane:
             return
         data = self._encode(message)
         if data is not None:
-            self._submit(lambda: self._put_retained(message.topic, data))
+            topic = message.topic
+            self._submit(_retained_key(topic), lambda: self._put_retained(topic, data))
 
     def retained_clear(self, topic: str) -> None:
         """Record in the bucket that `topic` has no retained message any more."""
@@ -424,7 +442,7 @@ class NatsBackplane:
         envelope = Envelope(topic, b"", 0, True, None, None, self.node, self.boot, 0)
         envelope.cleared = True
         data = encode_envelope(envelope)
-        self._submit(lambda: self._put_retained(topic, data))
+        self._submit(_retained_key(topic), lambda: self._put_retained(topic, data))
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -504,11 +522,11 @@ class NatsBackplane:
             await nc.subscribe(self._takeover_prefix + self.node + ".takeover", cb=self._on_notice)
             await nc.subscribe(self._long, cb=self._on_message)
             await self.liveness.start()
+            self.requests.start()
             loaded = asyncio.get_running_loop().create_future()
             self._tasks = [
                 asyncio.create_task(self._watch_retained(loaded), name="mqttd-cluster-retained"),
                 asyncio.create_task(self._send_loop(), name="mqttd-cluster-send"),
-                asyncio.create_task(self._control_loop(), name="mqttd-cluster-control"),
                 asyncio.create_task(self._heartbeat_loop(), name="mqttd-cluster-heartbeat"),
                 asyncio.create_task(self.liveness.watchdog(), name="mqttd-cluster-fence"),
                 asyncio.create_task(self.liveness.survey_loop(), name="mqttd-cluster-survey"),
@@ -551,6 +569,9 @@ class NatsBackplane:
         if log is not None:
             await log.flush(_STOP_DRAIN)  # the last records of sessions (disconnect times)
             await log.close()
+        await self.requests.close(_STOP_STEP)
+        for answer in self._answers:
+            answer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -573,9 +594,8 @@ class NatsBackplane:
         self._nc = self._shared_nc = None
 
     async def _drain(self) -> None:
-        while self._outbox or self._share_ops or self._control or not self._control_idle.is_set():
+        while self._outbox or self._share_ops or self.requests.busy:
             self._outbox_wake.set()
-            self._control_wake.set()
             await asyncio.sleep(0.01)
 
     def _connect_options(self, main: bool = True) -> dict[str, Any]:
@@ -854,29 +874,22 @@ class NatsBackplane:
     # -- client ids -----------------------------------------------------------------------
 
     def _submit(
-        self, op: Callable[[], Awaitable[None]], give_up: Callable[[], None] | None = None
+        self,
+        key: str,
+        op: Callable[[], Awaitable[None]],
+        give_up: Callable[[], None] | None = None,
     ) -> None:
-        self._control.append((op, give_up))
-        self._control_wake.set()
-
-    async def _control_loop(self) -> None:
-        control = self._control
-        while True:
-            await self._control_wake.wait()
-            self._control_wake.clear()
-            while control:
-                op, give_up = control.popleft()
-                self._control_idle.clear()
-                try:
-                    await self._with_retries(op, give_up)
-                finally:
-                    self._control_idle.set()
+        """Run `op` after the requests submitted before on `key` (its client id or
+        retained topic), beside those of other keys; `give_up` runs when JetStream
+        stayed away for `_RETRY_FOR` seconds."""
+        self.requests.submit(key, lambda: self._with_retries(op, give_up))
 
     async def _with_retries(
         self, op: Callable[[], Awaitable[None]], give_up: Callable[[], None] | None
     ) -> None:
         # JetStream away or still recovering (after a NATS restart): try again, in place,
-        # so the requests after this one keep their order. Each op can run again safely.
+        # so the requests after this one on its key keep their order. Each op can run
+        # again safely.
         deadline = asyncio.get_running_loop().time() + _RETRY_FOR
         delay = 0.1
         while True:
@@ -950,11 +963,12 @@ class NatsBackplane:
         if owner is not None and owner != self.node:
             self.stats.takeovers_sent += 1
             await mover.hand_over(owner, client_id, token)
-        state = None
+        state: StoredState | None = None
+        replayed: list[bytes] = []
         if owner is not None and (owner != self.node or owner_boot != self.boot):
             # The session was held elsewhere (or by this node's earlier life): its log
             # in the cluster is the truth.
-            state = await mover.bring_over(client_id, clean_start)
+            state, replayed = await mover.bring_over(client_id, clean_start)
         if self.claims.token(client_id) != token:
             # Another node's claim came while this one was under way.
             answered(ReasonCode.SERVER_UNAVAILABLE)
@@ -962,7 +976,7 @@ class NatsBackplane:
         if state is not None:
             log = mover.log
             assert log is not None
-            for record in mover.replayed_records:
+            for record in replayed:
                 log.write(client_id, record)  # ours now: the replayed messages join its log
             with log.muted(client_id):
                 self.host.session_from_node(state)
@@ -1018,7 +1032,12 @@ class NatsBackplane:
             # the session goes to the other node from its log, not from here.
             self.stale_sessions_dropped += 1
         if self.mover is not None:
-            await self.mover.answer(msg)  # the new node waits for this
+            # The new node waits for this, once our records of the session are stored:
+            # answered beside the next notices (nats-py hands them over one at a time),
+            # so sessions leaving this node all at once each wait one flush, not all.
+            task = asyncio.create_task(self.mover.answer(msg))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
 
     # -- sessions restored from the node's own store -------------------------------------
 
@@ -1149,6 +1168,7 @@ class NatsBackplane:
             "suback_waits_unconfirmed_total": self._interest.unconfirmed,
             "stale_sessions_dropped_total": self.stale_sessions_dropped,
             "outbox": len(self._outbox),
+            "jetstream_requests": self.requests.waiting,
             "routed_out_total": stats.routed_out,
             "routed_in_total": stats.routed_in,
             "duplicates_total": stats.duplicates,

@@ -45,9 +45,8 @@ class SessionMover:
         self._timeout = timeout
         #: Sessions read from the cluster's log and taken in here (figures).
         self.moved_in = 0
-        #: Messages a replay queued (figures), and the records of the last replay.
+        #: Messages replays queued (figures).
         self.replayed = 0
-        self.replayed_records: list[bytes] = []
 
     async def hand_over(self, owner: str, client_id: str, token: int) -> None:
         """Ask node `owner` to let `client_id` go; return once it did, is dead, or is late."""
@@ -79,37 +78,39 @@ class SessionMover:
         except nats_errors.Error as exc:
             logger.debug("cluster: takeover answer not sent: %s", exc)
 
-    async def bring_over(self, client_id: str, clean_start: bool) -> StoredState | None:
+    async def bring_over(
+        self, client_id: str, clean_start: bool
+    ) -> tuple[StoredState | None, list[bytes]]:
         """The session of `client_id` from its log, or None (none, or a clean start: the
-        log then ends with a delete, as the session does)."""
+        log then ends with a delete, as the session does); and the records of the
+        messages its replay queued (the caller writes them once it owns the session).
+        Several client ids may be brought over at once: nothing here is shared."""
         log = self.log
         if log is None:
-            return None
+            return None, []
         if clean_start:
             log.write(client_id, records.encode_record(records.DELETE_SESSION, []))
-            return None
-        self.replayed_records = []
+            return None, []
         found, stored_at = await log.read(client_id)
         try:
             folded = records.fold(client_id, found)
         except records.RecordError as exc:
             logger.error("cluster: the log of %r is unreadable: %s", client_id, exc)
-            return None
+            return None, []
         state = folded.state
         if not state.sessions:
-            return None
-        await self._replay(client_id, state, folded.seen, stored_at - log.replay_margin)
+            return None, []
+        replayed = await self._replay(client_id, state, folded.seen, stored_at - log.replay_margin)
         self.moved_in += 1
-        return state
+        return state, replayed
 
     async def _replay(
         self, client_id: str, state: StoredState, known: set[str], since: float
-    ) -> None:
+    ) -> list[bytes]:
         """Queue the QoS 1/2 messages for the session's subscriptions that the messages
         stream holds since `since` and its log never had: what its old node may have
-        received and died before recording, or what came while nobody held it. The
-        records of them are `replayed_records` (the caller writes them once it owns the
-        session)."""
+        received and died before recording, or what came while nobody held it. Returns
+        the records of them."""
         log = self.log
         assert log is not None
         session = state.sessions[0]
@@ -133,6 +134,7 @@ class SessionMover:
                         continue
                     message = records.stored_message(envelope)
                     picked[message_id] = (stream_seq, message, sub)
+        replayed: list[bytes] = []
         seq = max((out.seq for out in session.outbound), default=0) + 1
         mid = max(state.messages, default=0) + 1
         for message_id, (_, message, sub) in sorted(picked.items(), key=lambda kv: kv[1][0]):
@@ -144,9 +146,10 @@ class SessionMover:
             state.messages[mid] = message
             session.outbound.append(StoredOutbound(seq, mid, qos, retain, sub_ids))
             args = [seq, qos, retain, list(sub_ids), None, 0, message_id]
-            self.replayed_records.append(records.encode_record(records.ADD_OUTBOUND, args, message))
+            replayed.append(records.encode_record(records.ADD_OUTBOUND, args, message))
             seq += 1
             mid += 1
         if picked:
             self.replayed += len(picked)
             logger.info("cluster: %d messages replayed to session %r", len(picked), client_id)
+        return replayed

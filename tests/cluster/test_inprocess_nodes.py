@@ -7,14 +7,16 @@ subscriptions, the heartbeat bucket, and the node's /metrics.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
+import nats
 import pytest
 from ops.netclient import NetClient, http_get
 
 from mqttd.app import App, ephemeral_config, running
-from mqttd.cluster.backplane import NatsBackplane
+from mqttd.cluster.backplane import NatsBackplane, _kv_key
 from mqttd.config import Config
 from mqttd.protocol import Publish
 
@@ -123,7 +125,7 @@ async def test_a_released_client_id_leaves_the_bucket(nats_server: NatsServer) -
         assert len(keys) == 1
         await client.disconnect()
         await until(lambda: cluster.claims.token("short-lived") is None)
-        await until(lambda: not cluster._control and cluster._control_idle.is_set())
+        await until(lambda: not cluster.requests.busy)
         from nats.js.errors import NoKeysError
 
         with pytest.raises(NoKeysError):
@@ -171,3 +173,42 @@ async def test_sys_shows_the_nodes_cluster_figures(nats_server: NatsServer) -> N
         assert figures["$SYS/broker/cluster/routed/in"] == b"0"
         # -1 until the first heartbeat has measured it.
         assert float(figures["$SYS/broker/cluster/nats/rtt_seconds"]) != 0
+
+
+async def test_a_slow_takeover_does_not_delay_other_clients_connacks(
+    nats_server: NatsServer,
+) -> None:
+    # Node "ghost" holds client id "stuck" and never answers its takeover request (alive
+    # but stuck): the claim of "stuck" waits `request_timeout` for it. The CONNECTs of
+    # other clients to the same node meanwhile are answered at once.
+    config = node_config(nats_server, "a")
+    config.cluster.request_timeout = 3.0
+    ghost = await nats.connect(nats_server.url)
+    try:
+        asked = asyncio.Event()
+
+        async def never_answer(msg: object) -> None:
+            asked.set()
+
+        await ghost.subscribe("mqttd.t.node.ghost.takeover", cb=never_answer)
+        async with running(config) as a:
+            kv = await ghost.jetstream().key_value("mqttd_t_clients")
+            await kv.put(_kv_key("stuck"), json.dumps({"node": "ghost", "boot": 1}).encode())
+            started = time.monotonic()
+            stuck = asyncio.create_task(NetClient.connect(("127.0.0.1", a.port), "stuck"))
+            await asyncio.wait_for(asked.wait(), 2.0)
+            others = await asyncio.gather(
+                *(NetClient.connect(("127.0.0.1", a.port), f"other-{i}") for i in range(20))
+            )
+            others_done = time.monotonic() - started
+            assert not stuck.done()
+            assert cluster_of(a).figures()["jetstream_requests"] == 1  # the stuck claim
+            client = await stuck
+            stuck_done = time.monotonic() - started
+            # One queue for every claim made the 20 wait the full 3 s behind "stuck".
+            assert others_done < 1.5, others_done
+            assert stuck_done >= 2.9, stuck_done
+            for other in (client, *others):
+                await other.disconnect()
+    finally:
+        await ghost.close()
