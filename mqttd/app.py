@@ -393,6 +393,7 @@ class App:
                     await self.cluster.start()
                 except BackplaneError as exc:
                     raise StartupError(str(exc)) from exc
+                self._bound_packets_by_cluster(self.cluster)
             self.broker.scheduler.on_earliest = self._on_earliest
             self._timer_task = asyncio.create_task(self._drive_timers(), name="mqttd-timers")
             self.loop_lag.start()
@@ -431,6 +432,37 @@ class App:
         tls = cluster_ssl_context(self.config.cluster)  # ConfigError: unusable TLS files
         self.cluster = NatsBackplane(self.config.cluster, self.clock, tls)
         self.broker.use_backplane(self.cluster)
+
+    def _bound_packets_by_cluster(self, cluster: NatsBackplane) -> None:
+        """A message crosses the cluster as NATS messages, which NATS bounds by its
+        `max_payload`: the broker's largest packet becomes what fits (before the
+        listeners open, so every CONNACK says it; docs/cluster.md, "Large messages")."""
+        settings = self.broker.settings
+        configured = settings.max_packet_size
+        limit = cluster.packet_limit
+        if limit < 512:
+            raise StartupError(
+                f"cluster: NATS's max_payload of {cluster.max_payload} bytes leaves"
+                f" {limit} bytes for an MQTT packet: raise max_payload in nats-server"
+            )
+        if limit < configured:
+            settings.max_packet_size = limit
+            logger.info(
+                "cluster: largest MQTT packet %d bytes (limits.max_packet_size is %d):"
+                " NATS's max_payload of %d bytes, less what the envelope, JetStream"
+                " headers and session records add",
+                limit,
+                configured,
+                cluster.max_payload,
+            )
+        else:
+            logger.info(
+                "cluster: largest MQTT packet %d bytes (limits.max_packet_size; NATS's"
+                " max_payload of %d bytes would allow %d)",
+                configured,
+                cluster.max_payload,
+                limit,
+            )
 
     def _start_sys_tree(self) -> None:
         interval = self.config.sys.interval

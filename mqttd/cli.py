@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_errors(ConfigError(lines))
             return 2
         print(f"{args.file}: OK")
+        if checked is not None and checked.cluster.enabled:
+            print(_cluster_packet_note(checked))
         return 0
     try:
         config, notes = _load(args.config, overrides)
@@ -222,6 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     # SIGHUP loads the same file with the same command-line overrides again.
     path = args.config
     return run(config, reload=(lambda: _load(path, overrides)[0]) if path else None)
+
+
+def _cluster_packet_note(config: Config) -> str:
+    """What bounds a cluster node's packets: NATS's max_payload is known only once the
+    node connects, so say the rule and the figure for nats-server's default."""
+    import socket
+
+    from .cluster.limits import packet_limit
+
+    configured = config.limits.max_packet_size
+    limit = packet_limit(1024 * 1024, config.cluster.node or socket.gethostname())
+    return (
+        "note: [cluster] is on: the largest MQTT packet is limits.max_packet_size"
+        f" ({configured} bytes) or what fits NATS's max_payload, whichever is smaller;"
+        f" with nats-server's default max_payload of 1 MiB that is {min(configured, limit)}"
+        " bytes (the node logs its limit when it joins the cluster)"
+    )
 
 
 def _load(path: str | None, overrides: Overrides) -> tuple[Config, list[str]]:

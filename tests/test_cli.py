@@ -228,6 +228,18 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{EXAMPLE}: OK\n", "")
 
 
+def test_check_config_says_what_bounds_a_cluster_nodes_packets(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('[cluster]\nenabled = true\nnode = "a"\n[limits]\nmax_packet_size = 2000000\n')
+    result = mqttd("check-config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ok, note = result.stdout.splitlines()
+    assert ok == f"{path}: OK"
+    # NATS's max_payload is known once the node connects: the rule, and the default's figure.
+    assert "limits.max_packet_size (2000000 bytes) or what fits NATS's max_payload" in note
+    assert "default max_payload of 1 MiB that is 1047517 bytes" in note
+
+
 def test_check_config_prints_one_line_per_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(

@@ -197,6 +197,11 @@ def openapi_document() -> dict[str, Any]:
                     "publish a message as the broker",
                     [],
                     _ok("published", "Object"),
+                    responses={
+                        "200": _ok("published", "Object"),
+                        "413": _ok("larger than the cluster carries (NATS max_payload)", "Error"),
+                        **_ERRORS,
+                    },
                     requestBody={
                         "required": True,
                         "content": {

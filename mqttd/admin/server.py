@@ -26,6 +26,7 @@ from aiohttp import web
 
 from ..broker.broker import Broker
 from ..broker.dead_letter import dropped_by_reason, dropped_total
+from ..broker.delivery import REFUSED
 from ..broker.message import Message
 from ..protocol.errors import MQTTError
 from ..protocol.topics import validate_topic_filter, validate_topic_name
@@ -325,6 +326,9 @@ class AdminServer:
             raise ApiError(400, "BAD_REQUEST", "retain: true or false")
         payload = _payload(body)
         flags = self.broker.publish(Message(topic, payload, qos, retain), None)
+        if flags & REFUSED:
+            # In a cluster: larger than NATS carries (docs/cluster.md, "Large messages").
+            raise ApiError(413, "TOO_LARGE", "larger than the cluster carries (NATS max_payload)")
         self.audit(request, "publish", topic=topic, qos=qos, retain=retain, size=len(payload))
         return web.json_response({"topic": topic, "matched": bool(flags & 1)})
 

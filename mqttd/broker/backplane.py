@@ -169,11 +169,13 @@ class Backplane(Protocol):
         """This node's last member of "$share/{share}/{topic_filter}" left."""
         ...
 
-    def publish(self, message: Message) -> bool:
+    def publish(self, message: Message) -> bool | None:
         """A message published on this node: carry it to the other nodes that want it.
 
         True when the backplane recorded it durably: the publisher's PUBACK/PUBREC then
-        waits for `store.after_commit` (of the store `wrap_store` gave).
+        waits for `store.after_commit` (of the store `wrap_store` gave). None when the
+        message cannot cross (larger than the cluster carries): the core then refuses
+        it, here too, as a packet too large (docs/cluster.md, "Large messages").
         """
         ...
 
@@ -372,6 +374,9 @@ class InProcessBackplane:
         self.hub = hub
         self.distributed = hub is not None
         self.sessions_move = False
+        #: Largest payload that crosses (None: any), as NATS's `max_payload` bounds a
+        #: real cluster's messages: for tests of the refusal.
+        self.max_payload: int | None = None
         self.claims = ClientIdClaims()
         self.interest: dict[str, int] = {}
         self.shares: set[tuple[str, str]] = set()
@@ -437,8 +442,11 @@ class InProcessBackplane:
             self.shares.discard(key)
             self._share_tree.unsubscribe(topic_filter, key)
 
-    def publish(self, message: Message) -> bool:
-        """Hand `message` to the hub for the nodes whose interest matches."""
+    def publish(self, message: Message) -> bool | None:
+        """Hand `message` to the hub for the nodes whose interest matches; None when
+        its payload is above `max_payload` (the model of NATS's own limit)."""
+        if self.max_payload is not None and len(message.payload) > self.max_payload:
+            return None
         if self.hub is not None:
             self.hub._publish(self, message)
         return False

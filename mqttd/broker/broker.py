@@ -37,7 +37,7 @@ from .clock import Clock
 from .cluster_host import ClusterHost
 from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
-from .delivery import MATCHED, NONE, RECORDED, aggregate, build_plan
+from .delivery import MATCHED, NONE, RECORDED, REFUSED, aggregate, build_plan
 from .flow import FlowControl
 from .message import Message
 from .outbound import PublisherAck
@@ -576,13 +576,18 @@ class Broker:
         flow = self.flow
         flow.publisher = origin.connection if origin is not None else None
         flags = NONE
-        if message.retain and not from_node and self.retained_messages.retain(message):
-            flags = RECORDED
         if self._backplane is not None and not from_node:
-            # Other nodes may hold matching subscriptions: never "no subscribers" (0x10).
-            if self._backplane.publish(message):
-                flags |= RECORDED  # stored in the cluster: the ack waits for it too
-            flags |= MATCHED
+            # First, so that a message the cluster cannot carry goes nowhere.
+            carried = self._backplane.publish(message)
+            if carried is None:
+                flow.publisher = None
+                self._refuse_too_large(origin)
+                return REFUSED
+            # Other nodes may hold matching subscriptions: never "no subscribers" (0x10);
+            # stored in the cluster (True): the ack waits for it too.
+            flags = MATCHED | RECORDED if carried else MATCHED
+        if message.retain and not from_node and self.retained_messages.retain(message):
+            flags |= RECORDED
         topic = message.topic
         matches = self._tree.match(topic)
         # The ACL's read right, per receiver and topic (cached by the hook); None = no ACL.
@@ -612,6 +617,17 @@ class Broker:
             flags |= self.shared.publish(message, authorise)
         flow.publisher = None
         return flags
+
+    @staticmethod
+    def _refuse_too_large(origin: Session | None) -> None:
+        """The backplane refused a message larger than the cluster carries (it logged
+        why): its publisher is disconnected as for a packet above the Maximum Packet
+        Size, 0x95 for 5.0, the socket closed for 3.x (docs/cluster.md, "Large messages")."""
+        connection = origin.connection if origin is not None else None
+        if connection is not None:
+            connection.disconnect(
+                ReasonCode.PACKET_TOO_LARGE, reason="message larger than the cluster carries"
+            )
 
     # -- retained messages ---------------------------------------------------------------
 

@@ -429,6 +429,9 @@ class Connection:
         if self._state is CLOSING:
             return
         self.stats.protocol_errors += 1
+        if reason_code == ReasonCode.PACKET_TOO_LARGE and self.broker.clustered:
+            # Said where it is decided (docs/cluster.md, "Large messages").
+            why += " (in a cluster: limits.max_packet_size or what NATS's max_payload carries)"
         self.close_reason = f"{why} (0x{reason_code:02X})"
         if logger.isEnabledFor(logging.INFO):
             logger.info("%r: closing: %s (0x%02X)", self, why, reason_code)

@@ -20,6 +20,7 @@ __all__ = [
     "MATCHED",
     "NONE",
     "RECORDED",
+    "REFUSED",
     "Delivery",
     "Plan",
     "aggregate",
@@ -34,6 +35,10 @@ MATCHED: Final = 1
 #: Something was recorded in the store: the publisher's PUBACK/PUBREC waits for the
 #: commit (`Store.after_commit`).
 RECORDED: Final = 2
+#: Refused: larger than the cluster can carry to its other nodes (never MATCHED). The
+#: message went nowhere and its publisher was disconnected with 0x95, as one broker
+#: does for a packet above its Maximum Packet Size: no acknowledgement follows.
+REFUSED: Final = 4
 
 
 #: A topic's delivery plan: its matches grouped by session, the sessions matched through
@@ -50,6 +55,7 @@ class Delivery:
     NONE: Final = NONE
     MATCHED: Final = MATCHED
     RECORDED: Final = RECORDED
+    REFUSED: Final = REFUSED
 
 
 def build_plan(matches: Sequence[tuple[Session, SubOptions]]) -> Plan:

@@ -39,7 +39,7 @@ from ..protocol.reason_codes import ReasonCode
 from ..protocol.topics import is_topic_name, is_utf8
 from ..store.base import OutboundState
 from .dead_letter import DropReason
-from .delivery import MATCHED, RECORDED
+from .delivery import MATCHED, RECORDED, REFUSED
 from .flow import throttle
 from .message import Message
 from .outbound import PublisherAck
@@ -171,8 +171,11 @@ def on_publish(conn: Connection, packet: Publish) -> None:
     else:
         pending = None
         flags = broker.publish(message, session)
-    if not flags & MATCHED and not retain:  # nobody got it (a retained one is kept)
-        broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
+    if not flags & MATCHED:
+        if flags & REFUSED:
+            return  # too large for the cluster: disconnected (0x95), never acknowledged
+        if not retain:  # nobody got it (a retained one is kept)
+            broker.dead_letters.drop(DropReason.NO_SUBSCRIBERS, message)
     recorded = (flags & RECORDED) != 0
     code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
     if qos == 1:

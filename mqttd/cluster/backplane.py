@@ -110,6 +110,7 @@ from .envelope import (
     envelope_qos,
 )
 from .interest import InterestConfirmations
+from .limits import fits, packet_limit
 from .nodes import NodeLiveness
 from .requests import KeyedRequests
 from .seen import SeenIds
@@ -159,6 +160,8 @@ class ClusterStats:
     takeovers_received: int = 0
     retained_updates_in: int = 0
     shared_in: int = 0
+    #: Messages refused as larger than NATS carries (their publishers disconnected).
+    too_large: int = 0
 
 
 def default_node_name() -> str:
@@ -253,6 +256,11 @@ class NatsBackplane:
         self.rtt = -1.0
         #: Sessions restored from the node's store that the cluster held elsewhere.
         self.stale_sessions_dropped = 0
+        #: NATS's max_payload as the server said when this node connected (bytes; 0
+        #: before), and the largest MQTT packet that fits it (limits.py): the broker's
+        #: effective max_packet_size in a cluster.
+        self.max_payload = 0
+        self.packet_limit = 0
 
     # -- the Backplane interface (called by the core) ---------------------------------
 
@@ -323,9 +331,10 @@ class NatsBackplane:
         self._share_ops.append((False, share, topic_filter))
         self._outbox_wake.set()
 
-    def publish(self, message: Message) -> bool:
+    def publish(self, message: Message) -> bool | None:
         """Send a message published here to the nodes subscribed to its subject; True
-        when a QoS 1/2 copy goes to JetStream too (durable sessions: the ack waits)."""
+        when a QoS 1/2 copy goes to JetStream too (durable sessions: the ack waits);
+        None when it is too large for NATS (limits.py): the core refuses it."""
         topic = message.topic
         if topic.startswith("$SYS/"):
             return False  # each node's own figures
@@ -338,6 +347,10 @@ class NatsBackplane:
         data = self._encode(message)
         if data is None:
             return False
+        nc = self._nc
+        if nc is not None and not fits(len(data), nc.max_payload, self.node):
+            self._too_large(message, len(data), nc.max_payload)
+            return None
         if len(self._outbox) >= MAX_OUTBOX:
             self.stats.dropped += 1
             return False
@@ -354,6 +367,19 @@ class NatsBackplane:
             log.write_message(stream_subject, data, message_id)
             return True
         return False
+
+    def _too_large(self, message: Message, size: int, max_payload: int) -> None:
+        self.stats.too_large += 1
+        logger.warning(
+            "cluster: a message on %r from client %r refused, its client disconnected"
+            " (0x95): its envelope of %d bytes and its copies do not fit NATS's"
+            " max_payload of %d bytes (the cluster's largest packet is %d bytes)",
+            message.topic,
+            message.origin,
+            size,
+            max_payload,
+            self.packet_limit,
+        )
 
     def wrap_store(self, store: Store) -> Store:
         """With durable sessions, the store that also writes sessions to JetStream."""
@@ -436,6 +462,8 @@ class NatsBackplane:
                 f"cannot reach NATS at {', '.join(config.urls)}: {exc or type(exc).__name__}"
             ) from exc
         nc = self._nc
+        self.max_payload = nc.max_payload
+        self.packet_limit = packet_limit(nc.max_payload, self.node)
         try:
             options = self._connect_options(main=False)
             options["no_echo"] = False
@@ -1070,7 +1098,11 @@ class NatsBackplane:
     async def _put_retained(self, topic: str, data: bytes) -> None:
         kv = self._retained
         assert kv is not None
-        await kv.put(_kv_key(topic), data)
+        try:
+            await kv.put(_kv_key(topic), data)
+        except nats_errors.MaxPayloadError:
+            # Not seen: `publish` refused such a message first. Never tried again.
+            logger.warning("cluster: the retained message of %r is too large for NATS", topic)
 
     async def _watch_retained(self, loaded: asyncio.Future[None]) -> None:
         kv = self._retained
@@ -1141,6 +1173,14 @@ class NatsBackplane:
             "routed_in_total": stats.routed_in,
             "duplicates_total": stats.duplicates,
             "dropped_total": stats.dropped,
+            "too_large_total": stats.too_large,
+            "max_payload_bytes": self.max_payload,
+            "packet_limit_bytes": self.packet_limit,
+            "records_too_large_total": (
+                log.too_large
+                if self._durable_store is not None and (log := self._durable_store.log)
+                else 0
+            ),
             "claims_total": stats.claims,
             "takeovers_sent_total": stats.takeovers_sent,
             "takeovers_received_total": stats.takeovers_received,

@@ -54,6 +54,7 @@ from ..store.base import (
     StoredWill,
 )
 from . import records as r
+from .limits import header_size
 from .subjects import message_prefix
 
 __all__ = ["DurableStore", "SessionLog"]
@@ -68,7 +69,7 @@ _WINDOW = 4096
 COMPACT_EVERY = 1000
 #: A replay's consumer is removed by the server after this long without a fetch, s.
 _REPLAY_IDLE = 30.0
-#: Largest snapshot written, bytes (NATS's default max_payload is 1 MiB).
+#: Largest snapshot written, bytes (and never more than NATS's max_payload allows).
 MAX_SNAPSHOT = 900 * 1024
 
 
@@ -123,6 +124,8 @@ class SessionLog:
         #: Records stored, and sent again, since start (figures).
         self.stored = 0
         self.resent = 0
+        #: Records too large for NATS, left out of their log (figures).
+        self.too_large = 0
 
     async def open(self) -> None:
         """Create (or find) the stream, subscribe the ack inbox, start the sender."""
@@ -181,8 +184,26 @@ class SessionLog:
         finally:
             self._muted.discard(client_id)
 
+    def fits(self, record: bytes, message_id: str) -> bool:
+        """True when `record` with its `Nats-Msg-Id` header fits NATS's max_payload
+        (nats-server counts headers too, and cuts off a client that sends more)."""
+        return len(record) + header_size(message_id) <= self._nc.max_payload
+
     def write(self, client_id: str, record: bytes) -> None:
-        """Queue `record` for `client_id`'s log."""
+        """Queue `record` for `client_id`'s log (one too large for NATS is left out:
+        said and counted, never tried again, so the records after it are stored)."""
+        msg_id = self._id_prefix + str(self._next)
+        if not self.fits(record, msg_id):
+            self.too_large += 1
+            logger.warning(
+                "cluster: a record of %d bytes (%r) of the session of %r is too large for"
+                " NATS (max_payload %d bytes): left out of its log",
+                len(record),
+                record[:1].decode(errors="replace"),
+                client_id,
+                self._nc.max_payload,
+            )
+            return
         n = self._next
         self._next = n + 1
         subject = self.subject(client_id)
@@ -212,7 +233,11 @@ class SessionLog:
             since = times[-1] - 2 * self.replay_margin
             recent = [data for (_, data), at in zip(found, times, strict=True) if at >= since]
             snapshot = r.encode_snapshot(upto, r.fold(client_id, found), r.message_ids(recent))
-            if snapshot is None or len(snapshot) > MAX_SNAPSHOT:
+            if (
+                snapshot is None
+                or len(snapshot) > MAX_SNAPSHOT
+                or not self.fits(snapshot, self._id_prefix + str(self._next))
+            ):
                 return  # no session, or too big for one NATS message: the log stays
             if not self._owns(client_id):
                 return
@@ -230,7 +255,8 @@ class SessionLog:
             self._compacting.discard(client_id)
 
     def write_message(self, subject: str, envelope: bytes, message_id: str) -> None:
-        """Queue a QoS 1/2 message's envelope for the messages stream."""
+        """Queue a QoS 1/2 message's envelope for the messages stream (the backplane
+        refused one too large for NATS before: limits.fits)."""
         n = self._next
         self._next = n + 1
         self._queue.append((n, subject, envelope, message_id))

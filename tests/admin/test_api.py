@@ -19,6 +19,7 @@ from mqtt_raw import gen_connect, gen_publish, gen_subscribe
 from mqttd.admin.auth import keygen
 from mqttd.app import App, ephemeral_config, running
 from mqttd.auth.password_file import PasswordFile
+from mqttd.broker.backplane import InProcessBackplane, InProcessHub
 from mqttd.broker.message import Message
 from mqttd.config import Config
 
@@ -366,3 +367,22 @@ async def test_reload_applies_the_file_and_lists_what_changed(
         ]
         assert app.config.dead_letter.max_rate == 5.0
         assert any("admin: reload by anonymous@loopback" in r.getMessage() for r in caplog.records)
+
+
+async def test_publish_of_a_message_the_cluster_cannot_carry_is_refused() -> None:
+    """In a cluster a message larger than NATS carries goes nowhere: 413, not "matched"."""
+    app = App(admin_config())
+    backplane = InProcessBackplane(InProcessHub())
+    backplane.max_payload = 4
+    app.broker.use_backplane(backplane)
+    await app.start()
+    try:
+        assert app.admin is not None
+        async with aiohttp.ClientSession(base_url=app.admin.url) as http:
+            async with http.post("/api/v1/publish", json={"topic": "t", "payload": "12345"}) as r:
+                assert r.status == 413
+                assert (await r.json())["code"] == "TOO_LARGE"
+            async with http.post("/api/v1/publish", json={"topic": "t", "payload": "1234"}) as r:
+                assert r.status == 200
+    finally:
+        await app.stop()

@@ -431,3 +431,38 @@ def test_a_will_left_by_a_dead_node_is_published_here_and_routed() -> None:
     assert [p.payload for p in sub.publishes()] == [b"gone"]
     assert backplane.published == ["w/dead"]
     assert harness.broker.retained.get("w/dead") is not None
+
+
+def test_a_message_too_large_for_the_cluster_goes_nowhere_and_is_never_acknowledged() -> None:
+    """The backplane refuses it (None): no node gets it, the local subscriber neither, no
+    retained copy is kept, and the publisher is disconnected as for a packet above its
+    Maximum Packet Size (5.0: 0x95; 3.1.1: closed), with no PUBACK/PUBREC."""
+    hub, (a, b) = cluster()
+    for backplane in hub.nodes:
+        backplane.max_payload = 100
+    local, remote = a.connected("local"), b.connected("remote")
+    local.subscribe("big/#", qos=1)
+    remote.subscribe("big/#", qos=1)
+    for level, qos, retain in ((5, 1, False), (5, 2, True), (5, 0, False), (4, 1, True)):
+        publisher = a.connected(f"pub-{level}-{qos}", level=level)
+        publisher.publish("big/x", b"y" * 101, qos=qos, retain=retain)
+        got = publisher.packets()
+        if level == 5:
+            assert len(got) == 1 and isinstance(got[0], Disconnect)
+            assert got[0].reason_code == ReasonCode.PACKET_TOO_LARGE
+        else:
+            assert got == []
+        assert publisher.closed
+    assert hub.pump() == 0
+    assert local.publishes() == [] and remote.publishes() == []
+    assert hub.retained == {}
+    late = b.connected("late")
+    late.subscribe("big/#")
+    assert late.publishes() == []  # nothing retained on either node
+    # Within the bound the same message crosses, and is acknowledged.
+    publisher = a.connected("small", level=5)
+    publisher.publish("big/x", b"y" * 100, qos=1)
+    assert publisher.expect(PubAck).reason_code == 0
+    hub.pump()
+    assert [p.payload for p in remote.publishes()] == [b"y" * 100]
+    assert [p.payload for p in local.publishes()] == [b"y" * 100]
