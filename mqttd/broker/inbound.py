@@ -134,12 +134,13 @@ def on_publish(conn: Connection, packet: Publish) -> None:
             Message(topic, packet.payload, qos, retain, props, expiry_at, conn.client_id),
         )
         return
-    message = Message(topic, packet.payload, qos, retain, props, expiry_at, conn.client_id)
-    raw = packet.raw
-    if raw is not None and not packet.dup and topic is packet.topic:
-        # The bytes as received are this message's PUBLISH for receivers at our
-        # level (3.x only: no properties to differ); DUP is the sender's hop only.
-        message.reuse(conn.protocol_level, raw)
+    # The bytes as received are this message's PUBLISH for receivers at our level
+    # (`raw`: 3.x only, no properties to differ); DUP is the sender's hop only.
+    raw = packet.raw if not packet.dup and topic is packet.topic else None
+    origin = conn.client_id
+    message = Message(
+        topic, packet.payload, qos, retain, props, expiry_at, origin, raw, conn.protocol_level
+    )
     if not qos:
         broker.publish(message, session)
         return
