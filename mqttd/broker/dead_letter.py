@@ -136,6 +136,7 @@ class DeadLetters:
         "_stats",
         "_suppressing",
         "_timer",
+        "owned_first_chars",
         "settings",
     )
 
@@ -175,6 +176,11 @@ class DeadLetters:
                 logger.info("dead letters: off (drops are still counted)")
         self.settings = settings
         self._prefix_slash = settings.prefix + "/"
+        #: The first characters a topic of `broker_owned` can start with ("$" for $SYS):
+        #: `inbound.on_publish` tests one character before calling `closed_to_clients`,
+        #: since almost no client topic starts with one of them (two calls saved per
+        #: PUBLISH, measured on fan-in QoS 0).
+        self.owned_first_chars = frozenset(("$", settings.prefix[:1]))
         self._bucket = TokenBucket(settings.max_rate, settings.burst, self._clock.now())
 
     def broker_owned(self, topic: str) -> bool:

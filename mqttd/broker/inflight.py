@@ -85,7 +85,9 @@ class Inflight:
         recorded by `record`); False if it had to be dropped."""
         inflight = self.inflight
         if not pid:
-            pid = self._free_packet_id()
+            pid = self.next_packet_id
+            if pid in inflight:  # else it is free: `_free_packet_id` only when it is not
+                pid = self._free_packet_id()
             if entry.seq:
                 # Recorded before the PUBLISH is written, which for QoS 2 waits for the commit.
                 self._store.set_outbound_state(self.client_id, entry.seq, pid, _PUBLISH_SENT)

@@ -367,7 +367,13 @@ class Session(Inflight):
         # Exactly once across a crash: the client must not hold a QoS 2 packet id before
         # the store does, or after a restart the message would go out again under
         # another id (a duplicate) or another message under this one (swallowed).
-        self._send(data, qos == 2 and self.persistent)
+        if self._deferred or (qos == 2 and self.persistent):
+            self._send(data, True)
+        else:
+            # `_send`'s usual case inline: one call less per delivery.
+            sink = self.sink
+            assert sink is not None
+            sink.write(data)
         stats = self._stats
         if message.origin is None and message.topic[:5] == "$SYS/":
             # The broker's own figures are not client traffic (a dashboard reading $SYS

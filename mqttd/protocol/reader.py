@@ -305,7 +305,7 @@ class PacketReader:
                         packet_id,
                         properties,
                         # 3.x PUBLISH bytes carry nothing but the message: a receiver at
-                        # the same level and QoS gets them as they are (Message.reuse).
+                        # the same level and QoS gets them as they are (Message, `raw`).
                         data[pos:end] if level != 5 else None,
                     )
                 )

@@ -1,4 +1,4 @@
-"""A 3.x PUBLISH is passed on as received (Message.reuse): the bytes a subscriber gets
+"""A 3.x PUBLISH is passed on as received (Message's `raw`): the bytes a subscriber gets
 must be exactly those of a fresh encoding, with the subscriber's own packet id."""
 
 from __future__ import annotations
