@@ -219,7 +219,15 @@ class RetainedTree(Generic[V]):
                     parent = path[-1] if path else root
                     at = parent_key.find("/", len(parent.level) + 1 if path else 0)
                     while not path or path[-1].level != parent_key:
-                        parent = parent.add_child(parent_key if at < 0 else parent_key[:at])
+                        key = parent_key if at < 0 else parent_key[:at]
+                        children = parent.children
+                        if type(children) is dict:  # `add_child` inlined: one per topic here
+                            found = children.get(key)
+                            if found is None:
+                                found = children[key] = node_class(key)
+                            parent = found
+                        else:
+                            parent = parent.add_child(key)
                         path.append(parent)
                         if at < 0:
                             break
