@@ -31,10 +31,10 @@ Any `MQTTError` raised while decoding or handling ends the connection with that
 error's reason code: a 5.0 client gets DISCONNECT (or CONNACK before the session
 starts), a 3.x client just sees the socket close (3.x has no way to say why).
 
-Every packet from the client moves the keepalive deadline (`Timer.postpone`, O(1)): a
-client silent for 1.5 x Keep Alive is disconnected [MQTT-3.1.2-24] (5.0: DISCONNECT
-0x8D first). Reading stops while the client is over `max_publish_rate` or its
-receivers are saturated (flow.py).
+Every packet from the client moves its connection to the tail of its keepalive lane
+(keepalive.py, O(1), no timer of its own): a client silent for 1.5 x Keep Alive is
+disconnected [MQTT-3.1.2-24] (5.0: DISCONNECT 0x8D first). Reading stops while the
+client is over `max_publish_rate` or its receivers are saturated (flow.py).
 
 Acknowledgements of the client's PUBLISH flows leave in the order the PUBLISH packets
 came, some after a store commit (inbound.py's `send_ack`; `send_ready_acks` here).
@@ -82,6 +82,7 @@ from .subscribe import on_subscribe, on_unsubscribe
 if TYPE_CHECKING:
     from ..auth.limits import TokenBucket
     from .broker import Broker
+    from .keepalive import KeepaliveLane, Keeper
     from .scheduler import Scheduler, Timer
     from .session import Session
 
@@ -164,8 +165,10 @@ class Connection:
         "handshake",
         "identity",
         "keep_alive",
-        "keepalive_grace",
-        "keepalive_timer",
+        "keepalive_deadline",
+        "keepalive_lane",
+        "keepalive_next",
+        "keepalive_prev",
         "listener",
         "max_topic_length",
         "max_topic_levels",
@@ -237,8 +240,12 @@ class Connection:
         self.blocked_on: set[Session] | None = None
         self.session: Session | None = None
         self.keep_alive = 0
-        self.keepalive_grace = 0.0
-        self.keepalive_timer: Timer | None = None
+        #: The keepalive (keepalive.py): this client's lane, None with Keep Alive 0; its
+        #: deadline and neighbours there, set when it joins.
+        self.keepalive_lane: KeepaliveLane | None = None
+        self.keepalive_deadline = 0.0
+        self.keepalive_prev: Keeper | None = None
+        self.keepalive_next: Keeper | None = None
         #: The will (3.1.2.5) while connected; None once the client said DISCONNECT.
         self.will: Message | None = None
         # Why the connection ended, for the disconnect log line.
@@ -347,10 +354,7 @@ class Connection:
         stats.clients_connected += 1
         stats.clients_total += 1
         if keep_alive:
-            self.keepalive_grace = keep_alive * 1.5
-            self.keepalive_timer = self.broker.scheduler.call_later(
-                self.keepalive_grace, self._on_keepalive_expired
-            )
+            self.broker.keepalive.join(self, keep_alive)
 
     # -- input from the shell ----------------------------------------------------------
 
@@ -378,9 +382,9 @@ class Connection:
         if not packets:
             return
         stats.packets_received += len(packets)
-        timer = self.keepalive_timer
-        if timer is not None:
-            timer.postpone(self.broker.clock.now() + self.keepalive_grace)
+        lane = self.keepalive_lane
+        if lane is not None:
+            lane.touch(self, self.broker.clock.now())
         try:
             for packet in packets:
                 # The transition table: this state's handler for this packet's class.
@@ -450,9 +454,8 @@ class Connection:
         self._enter(CLOSING)
         if self.handshake is not None:
             self.handshake.cancel_timer()
-        if self.keepalive_timer is not None:
-            self.keepalive_timer.cancel()
-            self.keepalive_timer = None
+        if self.keepalive_lane is not None:
+            self.keepalive_lane.remove(self)
         if self.throttle_timer is not None:
             self.throttle_timer.cancel()
             self.throttle_timer = None
@@ -461,15 +464,13 @@ class Connection:
         self.sink.close()
         self.broker.connection_closed(self, was_connected, publish_will)
 
-    def _on_keepalive_expired(self) -> None:
-        self.keepalive_timer = None
+    def keepalive_expired(self, now: float) -> None:
+        """Nothing came for 1.5 x Keep Alive (its lane says so, keepalive.py)."""
         if self._state is not CONNECTED:
-            return
-        if self._reading_held:
+            return  # its lane drops it
+        if self._reading_held and self.keepalive_lane is not None:
             # We are not reading: the client's packets wait in our socket, unseen.
-            self.keepalive_timer = self.broker.scheduler.call_later(
-                self.keepalive_grace, self._on_keepalive_expired
-            )
+            self.keepalive_lane.touch(self, now)
             return
         self.stats.keepalive_timeouts += 1
         if logger.isEnabledFor(logging.INFO):
@@ -524,10 +525,10 @@ class Connection:
         held = self._reading_held = held & ~why
         if not held and self._state is CONNECTED:
             self.sink.resume_reading()
-            timer = self.keepalive_timer
-            if timer is not None:
+            lane = self.keepalive_lane
+            if lane is not None:
                 # What the client sent meanwhile is read only now: not its silence.
-                timer.postpone(self.broker.clock.now() + self.keepalive_grace)
+                lane.touch(self, self.broker.clock.now())
 
     # -- the other packets -------------------------------------------------------------
 
