@@ -72,10 +72,10 @@ from ..protocol.packets import (
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
 from .flow import HOLD_CLAIM, HOLD_SUBACK
-from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
+from .handshake import Handshake, refuse_protocol_version
 from .inbound import on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
-from .message import Message
 from .outbound import PublisherAck
+from .rare import RareFields
 from .reason_strings import reason_properties
 from .subscribe import on_subscribe, on_unsubscribe
 
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from ..auth.limits import TokenBucket
     from .broker import Broker
     from .keepalive import KeepaliveLane, Keeper
-    from .scheduler import Scheduler, Timer
+    from .scheduler import Scheduler
     from .session import Session
 
 __all__ = ["TRANSITIONS", "Connection", "Sink", "State"]
@@ -138,7 +138,7 @@ class Sink(Protocol):
         ...
 
 
-class Connection:
+class Connection(RareFields):
     """One client connection: packets in, packets out (see the module docstring).
 
     Its public fields are also what handshake.py (the CONNECT), inbound.py (PUBLISH
@@ -154,16 +154,11 @@ class Connection:
         "_reading_held",
         "_state",
         "acks",
-        "alias_max",
-        "aliases",
-        "blocked_on",
-        "bridge",
         "broker",
         "client_id",
         "close_reason",
         "connected_at",
         "handshake",
-        "identity",
         "keep_alive",
         "keepalive_deadline",
         "keepalive_lane",
@@ -174,21 +169,15 @@ class Connection:
         "max_topic_levels",
         "maximum_qos",
         "peer",
-        "peer_max_packet",
-        "problem_info",
         "protocol_level",
         "publish_bucket",
         "qos1_unacked",
-        "requested_expiry",
         "retain_available",
         "session",
         "settings",
         "sink",
         "stats",
-        "throttle_timer",
         "username",
-        "will",
-        "will_delay",
     )
 
     def __init__(
@@ -199,6 +188,9 @@ class Connection:
         listener: str = "tcp",
         identity: str | None = None,
     ) -> None:
+        # The rarely set fields (the will, topic aliases, the throttle, 5.0's CONNECT
+        # properties...) are properties of RareFields (rare.py): no slot of their own.
+        self._rare = None
         self.broker = broker
         self.settings = settings = broker.settings
         self.stats = broker.stats
@@ -219,11 +211,9 @@ class Connection:
         self._state = AWAIT_CONNECT
         self._handlers = _HANDLERS[AWAIT_CONNECT]
         self.protocol_level = 4
-        #: The client is a Mosquitto-style bridge (bridge bit in CONNECT's level byte).
-        self.bridge = False
         self.client_id: str | None = None
-        #: Common Name of the verified TLS client certificate (None without one).
-        self.identity = identity
+        if identity is not None:
+            self.identity = identity
         #: The user name this client acts as once accepted (for ACLs, session ownership).
         self.username: str | None = None
         #: The CONNECT and AUTH exchange (handshake.py); None once CONNECTED without an
@@ -231,13 +221,10 @@ class Connection:
         self.handshake: Handshake | None = Handshake(self, broker)
         #: `max_publish_rate`'s bucket (flow.py's `throttle`), set by the handshake.
         self.publish_bucket: TokenBucket | None = None
-        self.throttle_timer: Timer | None = None
         # Why the socket is not read: flow.HOLD_* bits (throttle, back-pressure); 0 = reading.
         self._reading_held = 0
         #: Packets that came while CLAIMING, handled once CONNECTED.
         self._held: list[Packet] | None = None
-        #: Back-pressure (flow.py): the saturated sessions this publisher waits for.
-        self.blocked_on: set[Session] | None = None
         self.session: Session | None = None
         self.keep_alive = 0
         #: The keepalive (keepalive.py): this client's lane, None with Keep Alive 0; its
@@ -246,25 +233,12 @@ class Connection:
         self.keepalive_deadline = 0.0
         self.keepalive_prev: Keeper | None = None
         self.keepalive_next: Keeper | None = None
-        #: The will (3.1.2.5) while connected; None once the client said DISCONNECT.
-        self.will: Message | None = None
         # Why the connection ended, for the disconnect log line.
         self.close_reason = "connection lost"
-        self.will_delay = 0
-        self.aliases: dict[int, str] | None = None
         #: Acks queued behind a store commit or an end-to-end delivery, in order
         #: (inbound.py's `send_ack` queues them, `send_ready_acks` sends them).
         self.acks: deque[PublisherAck] | None = None
         self.qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
-        # Set by the handshake from CONNECT (5.0):
-        #: the Topic Alias Maximum we allow the client;
-        self.alias_max = 0
-        #: the client's Maximum Packet Size;
-        self.peer_max_packet = MAX_PACKET_UNLIMITED
-        #: Request Problem Information [MQTT-3.1.2-29];
-        self.problem_info = True
-        #: the Session Expiry Interval CONNECT asked for [MQTT-3.14.2-2].
-        self.requested_expiry = 0
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id!r} {self.peer} {self._state.label}>"
