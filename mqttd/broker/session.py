@@ -45,7 +45,7 @@ from ..protocol.packets import PubRel
 from ..store.base import OutboundState
 from .context import SessionContext
 from .dead_letter import DropReason
-from .inflight import Inflight
+from .inflight import EMPTY, Inflight
 from .message import Message
 from .outbound import Outbound, SharedDelivery, SharedOutbound
 from .retained_feed import drop_feeds, run_feeds
@@ -129,8 +129,10 @@ class Session(Inflight):
         self.expiry_timer: Timer | None = None
         self.will_timer: Timer | None = None  # a delayed will waiting to be published
         self.pending_will: Message | None = None  # that will (5.0 Will Delay Interval)
-        self.subscriptions: dict[str, SubOptions] = {}
-        self.inflight: dict[int, Outbound] = {}
+        # Shared and empty until the first entry (inflight.py's EMPTY): 128 bytes less
+        # per idle session.
+        self.subscriptions: dict[str, SubOptions] = EMPTY
+        self.inflight: dict[int, Outbound] = EMPTY
         # Made on first use (see `queue`): an empty deque is 760 bytes, most sessions
         # never queue, and idle connections must stay small.
         self._queue: deque[Outbound] | None = None
