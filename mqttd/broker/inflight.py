@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..store.base import OutboundState, StoredOutbound
+from .rare import SessionRareFields
 
 if TYPE_CHECKING:
     from collections import deque
@@ -51,7 +52,7 @@ class _Empty(dict[Any, Any]):
 EMPTY: dict[Any, Any] = _Empty()
 
 
-class Inflight:
+class Inflight(SessionRareFields):
     """The outbound QoS 1/2 part of `Session` (see the module docstring)."""
 
     __slots__ = ("inflight", "next_packet_id", "next_seq")

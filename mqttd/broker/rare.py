@@ -1,4 +1,4 @@
-"""The rarely set fields of a `Connection`, kept in a side object made on first use.
+"""The rarely set fields of a `Connection` and a `Session`, in side objects made on first use.
 
 Theory of operation. Most clients name no will, use no topic aliases, are never
 throttled or held by back-pressure, are no bridge and use MQTT 3.1.1 (so none of 5.0's
@@ -7,6 +7,10 @@ eleven of them are 88. `RareFields`, the base class of `Connection`, keeps them 
 `ConnectionRare` made when one of them is first set to something other than its
 default, and answers the default while there is none. Each field reads and writes as
 an attribute (a property here); none is read per PUBLISH of a 3.1.1 client.
+
+`SessionRareFields` does the same for a `Session`: the timers and will of an offline
+session and the overflow flag of its queue (four slots, 32 bytes; with the queue
+limits shared, `Session.__init__`, a session is 48 bytes smaller).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ if TYPE_CHECKING:
     from .scheduler import Timer
     from .session import Session
 
-__all__ = ["ConnectionRare", "RareFields"]
+__all__ = ["ConnectionRare", "RareFields", "SessionRare", "SessionRareFields"]
 
 
 class ConnectionRare:
@@ -188,3 +192,75 @@ class RareFields:
     def will_delay(self, value: int) -> None:
         if value or self._rare is not None:
             self._side().will_delay = value
+
+
+class SessionRare:
+    """The fields of `SessionRareFields`, for one session that needs one of them."""
+
+    __slots__ = ("expiry_timer", "overflowing", "pending_will", "will_timer")
+
+    def __init__(self) -> None:
+        self.expiry_timer: Timer | None = None
+        self.will_timer: Timer | None = None
+        self.pending_will: Message | None = None
+        self.overflowing = False
+
+
+class SessionRareFields:
+    """Base of `Session` (through `Inflight`): the fields only a session that is offline,
+    holds a delayed will or overflows its queue sets, in a `SessionRare` once needed."""
+
+    __slots__ = ("_rare",)
+
+    def __init__(self) -> None:
+        self._rare: SessionRare | None = None
+
+    def _side(self) -> SessionRare:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = SessionRare()
+        return rare
+
+    @property
+    def expiry_timer(self) -> Timer | None:
+        """The end of an offline session's Session Expiry Interval."""
+        rare = self._rare
+        return None if rare is None else rare.expiry_timer
+
+    @expiry_timer.setter
+    def expiry_timer(self, value: Timer | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().expiry_timer = value
+
+    @property
+    def will_timer(self) -> Timer | None:
+        """A delayed will waiting to be published (5.0 Will Delay Interval)."""
+        rare = self._rare
+        return None if rare is None else rare.will_timer
+
+    @will_timer.setter
+    def will_timer(self, value: Timer | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().will_timer = value
+
+    @property
+    def pending_will(self) -> Message | None:
+        """That delayed will."""
+        rare = self._rare
+        return None if rare is None else rare.pending_will
+
+    @pending_will.setter
+    def pending_will(self, value: Message | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().pending_will = value
+
+    @property
+    def overflowing(self) -> bool:
+        """The queue overflowed and has not drained to half since (one log line each)."""
+        rare = self._rare
+        return False if rare is None else rare.overflowing
+
+    @overflowing.setter
+    def overflowing(self, value: bool) -> None:
+        if value or self._rare is not None:
+            self._side().overflowing = value

@@ -72,3 +72,35 @@ def test_subscribing_and_qos1_delivery_give_a_session_dicts_of_its_own(
     assert EMPTY == {}
     sub.unsubscribe("t")
     assert sub_session.subscriptions == {} and EMPTY == {}
+
+
+def test_idle_sessions_share_their_queue_limits_and_have_no_side_object(
+    harness: Harness,
+) -> None:
+    a, b = harness.connected("a"), harness.connected("b")
+    sa, sb = a.conn.session, b.conn.session
+    assert sa is not None and sb is not None
+    assert sa._rare is None and sb._rare is None
+    assert sa._queue_limits is sb._queue_limits
+    assert (sa.expiry_timer, sa.will_timer, sa.pending_will, sa.overflowing) == (
+        None,
+        None,
+        None,
+        False,
+    )
+    sa.set_queue_limits(5, 0, "drop_oldest")
+    assert sa._queue_limits == (5, 0, True) and sb._queue_limits is not sa._queue_limits
+
+
+def test_an_offline_session_keeps_its_expiry_timer_in_the_side_object(
+    harness: Harness,
+) -> None:
+    props = Properties(session_expiry_interval=60)
+    client = harness.connected("gone", level=5, clean_start=False, properties=props)
+    session = client.conn.session
+    assert session is not None and session._rare is None
+    client.lose()
+    assert session._rare is not None and session.expiry_timer is not None
+    harness.advance(60.1)
+    assert session.expiry_timer is None
+    assert "gone" not in harness.broker.sessions
