@@ -149,7 +149,6 @@ class Connection(RareFields):
 
     __slots__ = (
         "_handlers",
-        "_held",
         "_reader",
         "_reading_held",
         "_state",
@@ -223,8 +222,6 @@ class Connection(RareFields):
         self.publish_bucket: TokenBucket | None = None
         # Why the socket is not read: flow.HOLD_* bits (throttle, back-pressure); 0 = reading.
         self._reading_held = 0
-        #: Packets that came while CLAIMING, handled once CONNECTED.
-        self._held: list[Packet] | None = None
         self.session: Session | None = None
         self.keep_alive = 0
         #: The keepalive (keepalive.py): this client's lane, None with Keep Alive 0; its
@@ -281,7 +278,7 @@ class Connection(RareFields):
 
     def claimed(self) -> None:
         """The CONNACK ended CLAIMING: read again, handle what was held."""
-        held, self._held = self._held, None
+        held, self.held_packets = self.held_packets, None
         self.release_reading(HOLD_CLAIM)
         try:
             for packet in held or ():
@@ -290,9 +287,10 @@ class Connection(RareFields):
             self.fail(exc.reason_code, str(exc))
 
     def _hold(self, packet: Packet) -> None:
-        if self._held is None:
-            self._held = []
-        self._held.append(packet)
+        held = self.held_packets
+        if held is None:
+            held = self.held_packets = []
+        held.append(packet)
 
     # -- for a SUBSCRIBE that waits for the cluster (subscribe.py) ---------------------
 
@@ -307,7 +305,7 @@ class Connection(RareFields):
         if self._state is not CONNECTED:
             return
         self._handlers = _HANDLERS[CONNECTED]
-        held, self._held = self._held, None
+        held, self.held_packets = self.held_packets, None
         try:
             for packet in held or ():
                 self._handlers[type(packet)](self, packet)

@@ -3,7 +3,7 @@
 Theory of operation. Most clients name no will, use no topic aliases, are never
 throttled or held by back-pressure, are no bridge and use MQTT 3.1.1 (so none of 5.0's
 CONNECT properties apply). A slot per such field costs every idle connection 8 bytes;
-eleven of them are 88. `RareFields`, the base class of `Connection`, keeps them in one
+twelve of them are 96. `RareFields`, the base class of `Connection`, keeps them in one
 `ConnectionRare` made when one of them is first set to something other than its
 default, and answers the default while there is none. Each field reads and writes as
 an attribute (a property here); none is read per PUBLISH of a 3.1.1 client.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from .handshake import MAX_PACKET_UNLIMITED
 
 if TYPE_CHECKING:
+    from ..protocol.packets import Packet
     from .message import Message
     from .scheduler import Timer
     from .session import Session
@@ -35,6 +36,7 @@ class ConnectionRare:
         "aliases",
         "blocked_on",
         "bridge",
+        "held_packets",
         "identity",
         "peer_max_packet",
         "problem_info",
@@ -49,6 +51,7 @@ class ConnectionRare:
         self.aliases: dict[int, str] | None = None
         self.blocked_on: set[Session] | None = None
         self.bridge = False
+        self.held_packets: list[Packet] | None = None
         self.identity: str | None = None
         self.peer_max_packet = MAX_PACKET_UNLIMITED
         self.problem_info = True
@@ -115,6 +118,17 @@ class RareFields:
     def bridge(self, value: bool) -> None:
         if value or self._rare is not None:
             self._side().bridge = value
+
+    @property
+    def held_packets(self) -> list[Packet] | None:
+        """Packets that came while CLAIMING or while a SUBACK waits, handled after."""
+        rare = self._rare
+        return None if rare is None else rare.held_packets
+
+    @held_packets.setter
+    def held_packets(self, value: list[Packet] | None) -> None:
+        if value is not None or self._rare is not None:
+            self._side().held_packets = value
 
     @property
     def identity(self) -> str | None:
