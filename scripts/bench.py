@@ -698,12 +698,21 @@ def mqttd_spec(opts: MqttdOptions, persist: bool = False) -> BrokerSpec | str:
 
 
 def probe(spec: BrokerSpec) -> str | None:
-    """Start and stop the broker once; None when it came up, else why not."""
-    try:
-        with running_broker(spec, start_timeout_s=15.0):
-            return None
-    except BrokerFailed as exc:
-        return str(exc)
+    """Start and stop the broker once; None when it came up, else why not.
+
+    A port taken by someone else between `free_port` and the broker's bind is not the
+    broker's refusal (it would make `mqttd_spec` fall back to the defaults): try again.
+    """
+    why = ""
+    for _attempt in range(3):
+        try:
+            with running_broker(spec, start_timeout_s=15.0):
+                return None
+        except BrokerFailed as exc:
+            why = str(exc)
+            if "already in use" not in why:
+                break
+    return why
 
 
 # ---------------------------------------------------------------- the run

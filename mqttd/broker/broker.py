@@ -39,6 +39,7 @@ from .connection import Connection, Sink
 from .dead_letter import DeadLetters, DropReason
 from .delivery import MATCHED, NONE, RECORDED, REFUSED, aggregate, build_plan
 from .flow import FlowControl
+from .keepalive import KeepaliveLanes
 from .message import Message
 from .outbound import PublisherAck
 from .recovery import message_from_stored, restore_session, set_persistent, stored_message
@@ -78,6 +79,7 @@ class Broker:
         self.store = store
         self.clock = clock
         self.scheduler = Scheduler(clock)
+        self.keepalive = KeepaliveLanes(self.scheduler)
         self.stats = BrokerStats()
         #: Every drop point calls `dead_letters.drop(reason, ...)` (dead_letter.py).
         self.dead_letters = DeadLetters(self.stats, clock, self.scheduler, self.publish)

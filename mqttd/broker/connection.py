@@ -31,10 +31,10 @@ Any `MQTTError` raised while decoding or handling ends the connection with that
 error's reason code: a 5.0 client gets DISCONNECT (or CONNACK before the session
 starts), a 3.x client just sees the socket close (3.x has no way to say why).
 
-Every packet from the client moves the keepalive deadline (`Timer.postpone`, O(1)): a
-client silent for 1.5 x Keep Alive is disconnected [MQTT-3.1.2-24] (5.0: DISCONNECT
-0x8D first). Reading stops while the client is over `max_publish_rate` or its
-receivers are saturated (flow.py).
+Every packet from the client moves its connection to the tail of its keepalive lane
+(keepalive.py, O(1), no timer of its own): a client silent for 1.5 x Keep Alive is
+disconnected [MQTT-3.1.2-24] (5.0: DISCONNECT 0x8D first). Reading stops while the
+client is over `max_publish_rate` or its receivers are saturated (flow.py).
 
 Acknowledgements of the client's PUBLISH flows leave in the order the PUBLISH packets
 came, some after a store commit (inbound.py's `send_ack`; `send_ready_acks` here).
@@ -72,17 +72,18 @@ from ..protocol.packets import (
 from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
 from .flow import HOLD_CLAIM, HOLD_SUBACK
-from .handshake import MAX_PACKET_UNLIMITED, Handshake, refuse_protocol_version
+from .handshake import Handshake, refuse_protocol_version
 from .inbound import on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
-from .message import Message
 from .outbound import PublisherAck
+from .rare import RareFields
 from .reason_strings import reason_properties
 from .subscribe import on_subscribe, on_unsubscribe
 
 if TYPE_CHECKING:
     from ..auth.limits import TokenBucket
     from .broker import Broker
-    from .scheduler import Scheduler, Timer
+    from .keepalive import KeepaliveLane, Keeper
+    from .scheduler import Scheduler
     from .session import Session
 
 __all__ = ["TRANSITIONS", "Connection", "Sink", "State"]
@@ -137,7 +138,7 @@ class Sink(Protocol):
         ...
 
 
-class Connection:
+class Connection(RareFields):
     """One client connection: packets in, packets out (see the module docstring).
 
     Its public fields are also what handshake.py (the CONNECT), inbound.py (PUBLISH
@@ -148,44 +149,34 @@ class Connection:
 
     __slots__ = (
         "_handlers",
-        "_held",
         "_reader",
         "_reading_held",
         "_state",
         "acks",
-        "alias_max",
-        "aliases",
-        "blocked_on",
-        "bridge",
         "broker",
         "client_id",
         "close_reason",
         "connected_at",
         "handshake",
-        "identity",
         "keep_alive",
-        "keepalive_grace",
-        "keepalive_timer",
+        "keepalive_deadline",
+        "keepalive_lane",
+        "keepalive_next",
+        "keepalive_prev",
         "listener",
         "max_topic_length",
         "max_topic_levels",
         "maximum_qos",
         "peer",
-        "peer_max_packet",
-        "problem_info",
         "protocol_level",
         "publish_bucket",
         "qos1_unacked",
-        "requested_expiry",
         "retain_available",
         "session",
         "settings",
         "sink",
         "stats",
-        "throttle_timer",
         "username",
-        "will",
-        "will_delay",
     )
 
     def __init__(
@@ -196,6 +187,9 @@ class Connection:
         listener: str = "tcp",
         identity: str | None = None,
     ) -> None:
+        # The rarely set fields (the will, topic aliases, the throttle, 5.0's CONNECT
+        # properties...) are properties of RareFields (rare.py): no slot of their own.
+        self._rare = None
         self.broker = broker
         self.settings = settings = broker.settings
         self.stats = broker.stats
@@ -216,11 +210,9 @@ class Connection:
         self._state = AWAIT_CONNECT
         self._handlers = _HANDLERS[AWAIT_CONNECT]
         self.protocol_level = 4
-        #: The client is a Mosquitto-style bridge (bridge bit in CONNECT's level byte).
-        self.bridge = False
         self.client_id: str | None = None
-        #: Common Name of the verified TLS client certificate (None without one).
-        self.identity = identity
+        if identity is not None:
+            self.identity = identity
         #: The user name this client acts as once accepted (for ACLs, session ownership).
         self.username: str | None = None
         #: The CONNECT and AUTH exchange (handshake.py); None once CONNECTED without an
@@ -228,36 +220,22 @@ class Connection:
         self.handshake: Handshake | None = Handshake(self, broker)
         #: `max_publish_rate`'s bucket (flow.py's `throttle`), set by the handshake.
         self.publish_bucket: TokenBucket | None = None
-        self.throttle_timer: Timer | None = None
         # Why the socket is not read: flow.HOLD_* bits (throttle, back-pressure); 0 = reading.
         self._reading_held = 0
-        #: Packets that came while CLAIMING, handled once CONNECTED.
-        self._held: list[Packet] | None = None
-        #: Back-pressure (flow.py): the saturated sessions this publisher waits for.
-        self.blocked_on: set[Session] | None = None
         self.session: Session | None = None
         self.keep_alive = 0
-        self.keepalive_grace = 0.0
-        self.keepalive_timer: Timer | None = None
-        #: The will (3.1.2.5) while connected; None once the client said DISCONNECT.
-        self.will: Message | None = None
+        #: The keepalive (keepalive.py): this client's lane, None with Keep Alive 0; its
+        #: deadline and neighbours there, set when it joins.
+        self.keepalive_lane: KeepaliveLane | None = None
+        self.keepalive_deadline = 0.0
+        self.keepalive_prev: Keeper | None = None
+        self.keepalive_next: Keeper | None = None
         # Why the connection ended, for the disconnect log line.
         self.close_reason = "connection lost"
-        self.will_delay = 0
-        self.aliases: dict[int, str] | None = None
         #: Acks queued behind a store commit or an end-to-end delivery, in order
         #: (inbound.py's `send_ack` queues them, `send_ready_acks` sends them).
         self.acks: deque[PublisherAck] | None = None
         self.qos1_unacked = 0  # inbound QoS 1 not yet acknowledged (Receive Maximum)
-        # Set by the handshake from CONNECT (5.0):
-        #: the Topic Alias Maximum we allow the client;
-        self.alias_max = 0
-        #: the client's Maximum Packet Size;
-        self.peer_max_packet = MAX_PACKET_UNLIMITED
-        #: Request Problem Information [MQTT-3.1.2-29];
-        self.problem_info = True
-        #: the Session Expiry Interval CONNECT asked for [MQTT-3.14.2-2].
-        self.requested_expiry = 0
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id!r} {self.peer} {self._state.label}>"
@@ -300,7 +278,7 @@ class Connection:
 
     def claimed(self) -> None:
         """The CONNACK ended CLAIMING: read again, handle what was held."""
-        held, self._held = self._held, None
+        held, self.held_packets = self.held_packets, None
         self.release_reading(HOLD_CLAIM)
         try:
             for packet in held or ():
@@ -309,9 +287,10 @@ class Connection:
             self.fail(exc.reason_code, str(exc))
 
     def _hold(self, packet: Packet) -> None:
-        if self._held is None:
-            self._held = []
-        self._held.append(packet)
+        held = self.held_packets
+        if held is None:
+            held = self.held_packets = []
+        held.append(packet)
 
     # -- for a SUBSCRIBE that waits for the cluster (subscribe.py) ---------------------
 
@@ -326,7 +305,7 @@ class Connection:
         if self._state is not CONNECTED:
             return
         self._handlers = _HANDLERS[CONNECTED]
-        held, self._held = self._held, None
+        held, self.held_packets = self.held_packets, None
         try:
             for packet in held or ():
                 self._handlers[type(packet)](self, packet)
@@ -347,10 +326,7 @@ class Connection:
         stats.clients_connected += 1
         stats.clients_total += 1
         if keep_alive:
-            self.keepalive_grace = keep_alive * 1.5
-            self.keepalive_timer = self.broker.scheduler.call_later(
-                self.keepalive_grace, self._on_keepalive_expired
-            )
+            self.broker.keepalive.join(self, keep_alive)
 
     # -- input from the shell ----------------------------------------------------------
 
@@ -378,9 +354,9 @@ class Connection:
         if not packets:
             return
         stats.packets_received += len(packets)
-        timer = self.keepalive_timer
-        if timer is not None:
-            timer.postpone(self.broker.clock.now() + self.keepalive_grace)
+        lane = self.keepalive_lane
+        if lane is not None:
+            lane.touch(self, self.broker.clock.now())
         try:
             for packet in packets:
                 # The transition table: this state's handler for this packet's class.
@@ -450,9 +426,8 @@ class Connection:
         self._enter(CLOSING)
         if self.handshake is not None:
             self.handshake.cancel_timer()
-        if self.keepalive_timer is not None:
-            self.keepalive_timer.cancel()
-            self.keepalive_timer = None
+        if self.keepalive_lane is not None:
+            self.keepalive_lane.remove(self)
         if self.throttle_timer is not None:
             self.throttle_timer.cancel()
             self.throttle_timer = None
@@ -461,15 +436,13 @@ class Connection:
         self.sink.close()
         self.broker.connection_closed(self, was_connected, publish_will)
 
-    def _on_keepalive_expired(self) -> None:
-        self.keepalive_timer = None
+    def keepalive_expired(self, now: float) -> None:
+        """Nothing came for 1.5 x Keep Alive (its lane says so, keepalive.py)."""
         if self._state is not CONNECTED:
-            return
-        if self._reading_held:
+            return  # its lane drops it
+        if self._reading_held and self.keepalive_lane is not None:
             # We are not reading: the client's packets wait in our socket, unseen.
-            self.keepalive_timer = self.broker.scheduler.call_later(
-                self.keepalive_grace, self._on_keepalive_expired
-            )
+            self.keepalive_lane.touch(self, now)
             return
         self.stats.keepalive_timeouts += 1
         if logger.isEnabledFor(logging.INFO):
@@ -524,10 +497,10 @@ class Connection:
         held = self._reading_held = held & ~why
         if not held and self._state is CONNECTED:
             self.sink.resume_reading()
-            timer = self.keepalive_timer
-            if timer is not None:
+            lane = self.keepalive_lane
+            if lane is not None:
                 # What the client sent meanwhile is read only now: not its silence.
-                timer.postpone(self.broker.clock.now() + self.keepalive_grace)
+                lane.touch(self, self.broker.clock.now())
 
     # -- the other packets -------------------------------------------------------------
 

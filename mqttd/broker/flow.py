@@ -235,8 +235,9 @@ def throttle(conn: Connection, bucket: TokenBucket) -> None:
     """Count one PUBLISH of `conn` against `max_publish_rate`; over it, stop reading a while.
 
     The excess is not dropped: the socket is not read until the bucket's debt is paid,
-    so the client's TCP window fills and it slows down. The keepalive deadline moves by
-    the pause, which is ours, not the client's silence.
+    so the client's TCP window fills and it slows down. The pause is ours, not the
+    client's silence: a connection not read is not disconnected by its keepalive
+    (`Connection.keepalive_expired`), and its deadline counts again from the resume.
     """
     scheduler = conn.scheduler
     now = scheduler.clock.now()
@@ -249,8 +250,6 @@ def throttle(conn: Connection, bucket: TokenBucket) -> None:
         conn.throttle_timer = scheduler.call_later(wait, lambda: _end_throttle(conn))
     else:
         timer.postpone(now + wait)  # more packets of the same read: a longer pause
-    if conn.keepalive_timer is not None:
-        conn.keepalive_timer.postpone(now + wait + conn.keepalive_grace)
 
 
 def _end_throttle(conn: Connection) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.errors import TopicFilterInvalid
 from ..store.base import OutboundState, StoredMessage, StoredOutbound, StoredSession
+from .inflight import EMPTY
 from .message import Message
 from .session import Outbound, Session, SessionContext, SubOptions
 
@@ -91,6 +92,8 @@ def restore_session(
     session.persistent = True
     session.expiry_interval = stored.expiry_interval
     session.username = stored.owner
+    if stored.subscriptions:
+        session.subscriptions = {}  # a session of its own (inflight.py's EMPTY)
     for sub in stored.subscriptions:
         key = (
             sub.qos,
@@ -125,6 +128,8 @@ def restore_session(
         else:
             entry.packet_id = out.packet_id
             entry.state = out.state
+            if session.inflight is EMPTY:
+                session.inflight = {}
             session.inflight[out.packet_id] = entry
     session.next_seq = max_seq + 1
     if queued:

@@ -1,4 +1,4 @@
-"""One timer heap for the whole broker: keepalive, will delay, session expiry, retries.
+"""One timer heap for the whole broker: connect timeouts, will delay, session expiry, ...
 
 Theory of operation. The core is free of I/O, so it cannot own an event loop timer per
 connection. Instead every deadline lives in one `Scheduler`; the I/O layer asks
@@ -13,20 +13,21 @@ compare timers. Each pending timer owns exactly one *live* entry (the one whose 
 or rescheduling and is dropped when it reaches the top (lazy deletion). When garbage
 passes half the live entries the heap is rebuilt, so cancelled timers cannot pile up.
 
-Moving a deadline later is the hot case: a keepalive timer is re-armed by every packet
-the client sends. `Timer.postpone` only writes two fields. The heap entry stays where it
-was; when it reaches the top early, the scheduler sees the timer's deadline has moved
-and pushes it again at its current deadline instead of running it. So a connection
-costs at most one heap push per keepalive period, however many packets it sends.
+Moving a deadline later is a common case (a throttled publisher's pause grows with
+every packet of a read). `Timer.postpone` only writes two fields. The heap entry stays
+where it was; when it reaches the top early, the scheduler sees the timer's deadline
+has moved and pushes it again at its current deadline instead of running it. So a
+timer costs at most one heap push per delay, however often it is postponed.
+(Keepalives have no timer each: keepalive.py keeps one per lane of connections.)
 
 Lanes: most timers are set with one of a few fixed delays (every connection's connect
-timeout, every keepalive of the usual 60 s). Timers made by `call_later` with the same
+timeout, every retry of one kind). Timers made by `call_later` with the same
 delay come due in the order they were made, so they need no heap: they wait in a FIFO
 *lane* per delay (a deque of timers, no tuple per entry), and the scheduler looks only
 at each lane's head. That makes the connect timeout of a connection storm one append
 and one lazy pop instead of a heap push and a heap entry kept until compaction, and an
 idle connection's timers cost no heap tuples. A lane's head that was postponed goes to
-the lane's tail when its new deadline keeps the lane in order (a keepalive postponed by
+the lane's tail when its new deadline keeps the lane in order (a timer postponed by
 its own delay always does), else to the heap; `reschedule` to an earlier time moves a
 timer to the heap. Delays beyond the first `_MAX_LANES` distinct ones use the heap.
 """

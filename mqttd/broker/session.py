@@ -45,7 +45,7 @@ from ..protocol.packets import PubRel
 from ..store.base import OutboundState
 from .context import SessionContext
 from .dead_letter import DropReason
-from .inflight import Inflight
+from .inflight import EMPTY, Inflight
 from .message import Message
 from .outbound import Outbound, SharedDelivery, SharedOutbound
 from .retained_feed import drop_feeds, run_feeds
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from ..store.base import Store
     from .connection import Connection, Sink
     from .retained_feed import RetainedFeed
-    from .scheduler import Timer
     from .shared import SharedGroup
     from .stats import BrokerStats
 
@@ -68,6 +67,14 @@ logger = logging.getLogger("mqttd.session")
 
 _PUBREL_SENT = OutboundState.PUBREL_SENT
 
+_LIMITS: dict[tuple[int, int, bool], tuple[int, int, bool]] = {}
+
+
+def _queue_limits(max_messages: int, max_bytes: int, drop_oldest: bool) -> tuple[int, int, bool]:
+    """The one shared tuple of these queue limits."""
+    limits = (max_messages, max_bytes, drop_oldest)
+    return _LIMITS.setdefault(limits, limits)
+
 
 class Session(Inflight):
     """The server side of one client id's session (see the module docstring)."""
@@ -75,23 +82,18 @@ class Session(Inflight):
     __slots__ = (
         "_core",
         "_deferred",
-        "_drop_oldest",
         "_inbound_qos2",
         "_max_inflight_bytes",
-        "_max_queued",
-        "_max_queued_bytes",
-        "_overflowing",
         "_queue",
+        "_queue_limits",
         "_stats",
         "_store",
         "_upgrade_qos",
         "client_id",
         "connection",
         "expiry_interval",
-        "expiry_timer",
         "feeds",
         "max_packet_size",
-        "pending_will",
         "persistent",
         "protocol_level",
         "queued_bytes",
@@ -100,7 +102,6 @@ class Session(Inflight):
         "topic_aliases",
         "username",
         "waiting_publishers",
-        "will_timer",
         "window",
         "writable",
     )
@@ -110,12 +111,16 @@ class Session(Inflight):
         self._core = core
         self._store: Store = core.store
         self._stats: BrokerStats = core.stats
-        self._max_queued = settings.max_queued_messages
-        self._max_queued_bytes = settings.max_queued_bytes
+        self._rare = None  # rare.py's SessionRareFields: timers, delayed will, overflow
+        # (max messages, max bytes, drop oldest): one tuple shared by the sessions with
+        # the same limits, not three slots each.
+        self._queue_limits = _queue_limits(
+            settings.max_queued_messages,
+            settings.max_queued_bytes,
+            settings.queue_overflow == "drop_oldest",
+        )
         self._max_inflight_bytes = settings.max_inflight_bytes
         self._upgrade_qos = settings.upgrade_outgoing_qos
-        self._drop_oldest = settings.queue_overflow == "drop_oldest"
-        self._overflowing = False
         self._deferred = 0  # writes waiting for a store commit (see `_send`)
         self.client_id = client_id
         self.protocol_level = protocol_level
@@ -126,11 +131,10 @@ class Session(Inflight):
         self.writable = False  # a connection is attached and its transport takes bytes
         self.persistent = False  # recorded in the store, outlives its connection
         self.expiry_interval = 0  # seconds after disconnect; 0xFFFFFFFF never
-        self.expiry_timer: Timer | None = None
-        self.will_timer: Timer | None = None  # a delayed will waiting to be published
-        self.pending_will: Message | None = None  # that will (5.0 Will Delay Interval)
-        self.subscriptions: dict[str, SubOptions] = {}
-        self.inflight: dict[int, Outbound] = {}
+        # Shared and empty until the first entry (inflight.py's EMPTY): 128 bytes less
+        # per idle session.
+        self.subscriptions: dict[str, SubOptions] = EMPTY
+        self.inflight: dict[int, Outbound] = EMPTY
         # Made on first use (see `queue`): an empty deque is 760 bytes, most sessions
         # never queue, and idle connections must stay small. A list while the session
         # is offline as restored at start (`restore_queue`).
@@ -431,10 +435,9 @@ class Session(Inflight):
             queue.append(entry)
             self.queued_bytes += size
             return True
-        max_n = self._max_queued
-        max_b = self._max_queued_bytes
+        max_n, max_b, drop_oldest = self._queue_limits
         if (max_n and len(queue) >= max_n) or (max_b and self.queued_bytes + size > max_b):
-            if self._drop_oldest:
+            if drop_oldest:
                 while queue and (
                     (max_n and len(queue) >= max_n) or (max_b and self.queued_bytes + size > max_b)
                 ):
@@ -449,8 +452,8 @@ class Session(Inflight):
                 self._log_overflow()
                 return False
             self._log_overflow()
-        elif self._overflowing and len(queue) < max_n // 2:
-            self._overflowing = False
+        elif self._rare is not None and self._rare.overflowing and len(queue) < max_n // 2:
+            self._rare.overflowing = False
         queue.append(entry)
         self.queued_bytes += size
         return True
@@ -461,9 +464,7 @@ class Session(Inflight):
         A bridge's local session queues what waits for its remote broker, with the
         bridge's `max_queued_messages` and `queue_overflow` ("drop_new"/"drop_oldest").
         """
-        self._max_queued = max_messages
-        self._max_queued_bytes = max_bytes
-        self._drop_oldest = overflow == "drop_oldest"
+        self._queue_limits = _queue_limits(max_messages, max_bytes, overflow == "drop_oldest")
 
     def _drop(self, entry: Outbound) -> None:
         """Forget a queued entry evicted by the drop_oldest policy."""
@@ -473,14 +474,14 @@ class Session(Inflight):
             self._store.remove_outbound(self.client_id, entry.seq)
 
     def _log_overflow(self) -> None:
-        if not self._overflowing:
-            self._overflowing = True
+        if not self.overflowing:
+            self.overflowing = True
             logger.warning(
                 "session %r: queue full (%d messages, %d bytes), %s",
                 self.client_id,
                 len(self.queue),
                 self.queued_bytes,
-                "dropping the oldest" if self._drop_oldest else "dropping new messages",
+                "dropping the oldest" if self._queue_limits[2] else "dropping new messages",
             )
 
     def pump(self) -> None:

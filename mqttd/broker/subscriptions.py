@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from ..protocol.errors import TopicFilterInvalid
 from ..protocol.reason_codes import SUBACK_FAILURE, ReasonCode
 from ..protocol.topics import parse_shared_subscription, validate_topic_filter
+from .inflight import EMPTY
 from .retained_feed import drop_feed
 from .subscription import SubOptions, refusal
 from .topic_tree import TopicTree
@@ -146,6 +147,8 @@ class Subscriptions:
                 self._drop_plans(topic_filter)
                 if is_new and backplane is not None and topic_filter not in announced:
                     backplane.interest_added(topic_filter)
+            if session.subscriptions is EMPTY:
+                session.subscriptions = {}
             session.subscriptions[topic_filter] = options
             if session.persistent:
                 self.store.add_subscription(session.client_id, options.to_stored(topic_filter))
