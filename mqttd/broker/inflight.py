@@ -64,7 +64,7 @@ class Inflight(SessionRareFields):
     client_id: str
     _core: SessionContext
     _store: Store
-    _queue: deque[Outbound] | None
+    _queue: deque[Outbound] | list[Outbound] | None
     _max_inflight_bytes: int
     #: `Session._write_publish` (encode and write one PUBLISH; False if dropped).
     _write_publish: Callable[..., bool]

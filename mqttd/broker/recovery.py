@@ -114,6 +114,7 @@ def restore_session(
             continue
         session.subscriptions[sub.topic_filter] = options
     max_seq = 0
+    queued: list[Outbound] = []
     for out in stored.outbound:
         max_seq = max(max_seq, out.seq)
         message = messages.get(out.message_id)
@@ -122,7 +123,7 @@ def restore_session(
         entry = Outbound(message, out.qos, out.retain, out.subscription_ids)
         entry.seq = out.seq
         if out.state == OutboundState.QUEUED or out.packet_id is None:
-            session.queue.append(entry)
+            queued.append(entry)
             session.queued_bytes += len(message.payload)
         else:
             entry.packet_id = out.packet_id
@@ -131,6 +132,8 @@ def restore_session(
                 session.inflight = {}
             session.inflight[out.packet_id] = entry
     session.next_seq = max_seq + 1
+    if queued:
+        session.restore_queue(queued)
     if stored.inbound_qos2:  # an empty set is 216 bytes: the session makes it on first use
         session.inbound_qos2 = set(stored.inbound_qos2)
     will_delay: float | None = None

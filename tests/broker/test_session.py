@@ -263,6 +263,37 @@ async def test_restart_restores_retained_sessions_queues_and_inflight() -> None:
     assert back.publishes() == []
 
 
+async def test_restored_queues_are_light_lists_until_used_and_keep_their_order() -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    first = Harness(store=store, clock=clock)
+    await first.broker.start()
+    for client_id in ("a", "b"):
+        sub = first.connected(client_id, clean_start=False)
+        sub.subscribe("t", qos=1)
+        sub.subscribe(f"to/{client_id}", qos=1)
+        sub.lose()
+    pub = first.connected("pub")
+    pub.publish("t", b"1", qos=1, packet_id=1)
+    pub.publish("t", b"2", qos=1, packet_id=2)
+    await first.broker.stop()
+
+    second = Harness(store=store, clock=clock)
+    await second.broker.start()
+    sessions = second.broker.sessions
+    # A list of two entries, not a 760-byte deque (docs/benchmarks.md, start-up).
+    assert [type(sessions[c]._queue) for c in ("a", "b")] == [list, list]
+    assert sessions["a"].queue_length == 2
+    # "a" is queued to while offline: the new message goes after the restored ones.
+    second.connected("pub").publish("to/a", b"3", qos=1, packet_id=1)
+    assert type(sessions["b"]._queue) is list  # "b" is sent its list when it is back
+    for client_id, expected in (("a", [b"1", b"2", b"3"]), ("b", [b"1", b"2"])):
+        back = second.client(4)
+        assert back.connect(client_id, clean_start=False).session_present
+        assert [p.payload for p in back.publishes()] == expected
+        assert sessions[client_id].queue_length == 0
+
+
 async def test_start_loads_with_the_garbage_collector_off_and_turns_it_back_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -255,6 +255,35 @@ async def test_outbound_entries_load_in_seq_order_whatever_the_recording_order(
     assert [o.seq for o in session.outbound] == [1, 3, 5, 9, 12]
 
 
+async def test_after_load_restored_entries_are_updated_and_equal_strings_shared(
+    db_path: Path,
+) -> None:
+    # `load` rebuilds what `open` read of each session's highest seq: the restored
+    # entries must still be found for their acks (their changes written, not dropped).
+    async with opened(db_path, commit_interval=0) as store:
+        for client_id in ("a", "b"):
+            store.save_session(client_id, 4, 0xFFFFFFFF, None)
+            store.add_subscription(client_id, StoredSubscription("f/+/s", 1, False, False, 0))
+        for mid in (1, 2):
+            store.save_message(mid, _message())
+        for seq in (1, 2):
+            store.add_outbound("a", StoredOutbound(seq, seq, 1))
+        store.add_outbound("b", StoredOutbound(1, 1, 1))
+    async with opened(db_path, commit_interval=0) as store:
+        state = await store.load()
+        a, b = sorted(state.sessions, key=lambda s: s.client_id)
+        assert a.subscriptions[0].topic_filter is b.subscriptions[0].topic_filter
+        assert state.messages[1].origin is state.messages[2].origin
+        store.set_outbound_state("a", 2, 7, OutboundState.PUBLISH_SENT)
+        store.remove_outbound("b", 1)
+        store.add_outbound("a", StoredOutbound(3, 1, 1))
+    assert _rows(db_path, "SELECT client_id, seq, packet_id FROM outbound ORDER BY 1, 2") == [
+        ("a", 1, None),
+        ("a", 2, 7),
+        ("a", 3, None),
+    ]
+
+
 async def test_a_message_is_stored_once_and_goes_with_its_last_reference(db_path: Path) -> None:
     async with opened(db_path, commit_interval=0) as store:
         for client_id in ("a", "b"):
