@@ -188,7 +188,7 @@ class Connection(RareFields):
         identity: str | None = None,
     ) -> None:
         # The rarely set fields (the will, topic aliases, the throttle, 5.0's CONNECT
-        # properties...) are properties of RareFields (rare.py): no slot of their own.
+        # properties...) are `RareField`s of RareFields (rare.py): no slot of their own.
         self._rare = None
         self.broker = broker
         self.settings = settings = broker.settings

@@ -452,8 +452,8 @@ class Session(Inflight):
                 self._log_overflow()
                 return False
             self._log_overflow()
-        elif self._rare is not None and self._rare.overflowing and len(queue) < max_n // 2:
-            self._rare.overflowing = False
+        elif self._rare is not None and self.overflowing and len(queue) < max_n // 2:
+            self.overflowing = False
         queue.append(entry)
         self.queued_bytes += size
         return True

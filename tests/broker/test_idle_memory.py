@@ -104,3 +104,28 @@ def test_an_offline_session_keeps_its_expiry_timer_in_the_side_object(
     harness.advance(60.1)
     assert session.expiry_timer is None
     assert "gone" not in harness.broker.sessions
+
+
+def test_a_side_object_reads_the_fields_never_set_as_their_defaults(harness: Harness) -> None:
+    # An offline session's side object holds its expiry timer only: queueing for it
+    # reads the overflow flag, which was never set there.
+    props = Properties(session_expiry_interval=60)
+    client = harness.connected("away", level=5, clean_start=False, properties=props)
+    client.subscribe("t", qos=1)
+    session = client.conn.session
+    assert session is not None
+    client.lose()
+    assert session._rare is not None and session.overflowing is False
+    assert session.will_timer is None and session.pending_will is None
+    publisher = harness.connected("pub")
+    publisher.publish("t", b"m", qos=1, packet_id=1)
+    assert session.queue_length == 1 and session.overflowing is False
+    # The same for a connection whose side object holds a will only.
+    conn = harness.connected("w", will=Will("last", b"bye")).conn
+    assert conn._rare is not None
+    assert (conn.alias_max, conn.aliases, conn.problem_info, conn.throttle_timer) == (
+        0,
+        None,
+        True,
+        None,
+    )
