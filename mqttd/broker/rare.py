@@ -18,6 +18,7 @@ unset slot as its default, so each default is written once, in the owner's class
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, overload
 
 from .handshake import MAX_PACKET_UNLIMITED
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionRare", "RareField", "RareFields", "SessionRare", "SessionRareFields"]
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class _HasSide(Protocol):
@@ -76,6 +78,24 @@ class RareField(Generic[T]):
             setattr(obj._side(), self.name, value)
 
 
+class _Sided(Generic[S]):
+    """Base of the owners: `_rare`, the side object, made by `_side` on first need."""
+
+    __slots__ = ("_rare",)
+
+    #: The side object's class (set by each owner class).
+    _side_class: Callable[[], S]
+
+    def __init__(self) -> None:
+        self._rare: S | None = None
+
+    def _side(self) -> S:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = self._side_class()
+        return rare
+
+
 class ConnectionRare:
     """The side object of `RareFields`: one slot per field, unset until set."""
 
@@ -95,10 +115,11 @@ class ConnectionRare:
     )
 
 
-class RareFields:
+class RareFields(_Sided[ConnectionRare]):
     """Base of `Connection`: its rarely set fields, in a `ConnectionRare` once needed."""
 
-    __slots__ = ("_rare",)
+    __slots__ = ()
+    _side_class = ConnectionRare
 
     #: The Topic Alias Maximum we allow the client (5.0; 0: none).
     alias_max: RareField[int] = RareField(0)
@@ -125,15 +146,6 @@ class RareFields:
     #: The Will Delay Interval in seconds (5.0).
     will_delay: RareField[int] = RareField(0)
 
-    def __init__(self) -> None:
-        self._rare: ConnectionRare | None = None
-
-    def _side(self) -> ConnectionRare:
-        rare = self._rare
-        if rare is None:
-            rare = self._rare = ConnectionRare()
-        return rare
-
 
 class SessionRare:
     """The side object of `SessionRareFields`: one slot per field, unset until set."""
@@ -141,11 +153,12 @@ class SessionRare:
     __slots__ = ("expiry_timer", "overflowing", "pending_will", "will_timer")
 
 
-class SessionRareFields:
+class SessionRareFields(_Sided[SessionRare]):
     """Base of `Session` (through `Inflight`): the fields only a session that is offline,
     holds a delayed will or overflows its queue sets, in a `SessionRare` once needed."""
 
-    __slots__ = ("_rare",)
+    __slots__ = ()
+    _side_class = SessionRare
 
     #: The end of an offline session's Session Expiry Interval.
     expiry_timer: RareField[Timer | None] = RareField(None)
@@ -155,12 +168,3 @@ class SessionRareFields:
     pending_will: RareField[Message | None] = RareField(None)
     #: The queue is full and a warning was logged; cleared below half (session.py).
     overflowing: RareField[bool] = RareField(False)
-
-    def __init__(self) -> None:
-        self._rare: SessionRare | None = None
-
-    def _side(self) -> SessionRare:
-        rare = self._rare
-        if rare is None:
-            rare = self._rare = SessionRare()
-        return rare
