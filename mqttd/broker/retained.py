@@ -55,15 +55,15 @@ V = TypeVar("V")
 
 
 class _Node(LevelNode, Generic[V]):
-    """One topic level, named by its whole path: `level` is the topic name up to and
-    including this level ("a/b" for the second level of "a/b/c"), and the key of the
-    node in its parent's children.
+    """One topic level, named by its own level name (`level`, its key in its parent's
+    children): "456" for the third level of "fleet/7/456/state".
 
-    Why the whole path rather than the level's own name: for a node that holds a
-    message, its key, its `level` and the message's topic are then one string object,
-    not two (48 bytes less per retained message, and no string made per topic when a
-    million are loaded). `topic` is that same string while a message is retained here,
-    None otherwise; `value` is the message.
+    Only a node that holds a message keeps a whole topic: `topic` is the message's topic
+    name (the same string as its key in the tree's index) while a message is retained
+    here, None otherwise; `value` is the message. Inner nodes keep no path of their own,
+    and the tree hands the same string object to every node with the same level name
+    (`RetainedTree._share`): "state" under a million parents is one string, not a million
+    (docs/benchmarks.md, start-up, seventh round).
     """
 
     __slots__ = ("topic", "value")
@@ -74,6 +74,12 @@ class _Node(LevelNode, Generic[V]):
         self.children = None
         self.topic: str | None = None  # None: no message retained here
         self.value: V | None = None
+
+
+#: The most level names `RetainedTree` keeps to share among its nodes. Level names that
+#: repeat ("state", "0".."999") come back at once after the table is emptied; names that
+#: never repeat (a device id) would otherwise make it grow with the tree.
+_SHARED_LEVELS = 8192
 
 
 def _check_topic_name(topic: str) -> None:
@@ -110,14 +116,16 @@ class RetainedTree(Generic[V]):
     `V` is the stored message (the broker's retained record). Mutating the tree while
     iterating it is safe: a message deleted before the iteration reaches it is skipped.
 
-    Memory: a retained message costs its value, its trie node, the node's slot in its
-    parent's children and its slot in `_index` (the node's name is the topic string
-    itself, see `_Node`). The index (topic -> node) makes `get` and replacing a message
-    (every retained PUBLISH to a known topic) one lookup: without it, 2.9-4.4 us walks
-    instead of 0.16 us, for about 40 bytes per message.
+    Memory: a retained message costs its value, its topic string (held once: the
+    index's key and the node's `topic`), its trie node and the node's slot in its
+    parent's children, and its slot in `_index`; inner nodes cost a node each, with a
+    level name shared by every node of that name (see `_Node`). The index (topic ->
+    node) makes `get` and replacing a message (every retained PUBLISH to a known topic)
+    one lookup: without it, 2.9-4.4 us walks instead of 0.16 us, for about 40 bytes per
+    message.
     """
 
-    __slots__ = ("_dollar", "_index", "_pack", "_root", "_unpack")
+    __slots__ = ("_dollar", "_index", "_levels", "_pack", "_root", "_unpack")
 
     def __init__(
         self,
@@ -133,6 +141,8 @@ class RetainedTree(Generic[V]):
         self._index: dict[str, _Node[V]] = {}  # topic -> its node, while it holds a message
         # "$" topics (the broker's own, few) once more, for `count_prefix`.
         self._dollar: dict[str, _Node[V]] = {}
+        # Level name -> the string new nodes of that name get (see `_Node`), bounded.
+        self._levels: dict[str, str] = {}
 
     def __len__(self) -> int:
         """The number of retained messages."""
@@ -149,36 +159,44 @@ class RetainedTree(Generic[V]):
             if topic is not None:  # None: deleted since the iteration began
                 yield topic, self._unpack(topic, node.value)
 
-    def _path(self, topic: str, create: bool) -> list[_Node[V]] | None:
-        # The nodes from the root's child down to `topic`'s node (made when `create`),
-        # None when one is missing. Every key is a prefix of `topic` ending at a "/",
-        # and the last one is `topic` itself (the same object).
+    def _share(self, level: str) -> str:
+        # The string every new node named `level` gets (see `_Node` and `_SHARED_LEVELS`).
+        levels = self._levels
+        shared = levels.get(level)
+        if shared is None:
+            if len(levels) >= _SHARED_LEVELS:
+                levels.clear()
+            shared = levels[level] = level
+        return shared
+
+    def _add_child(self, node: _Node[V], level: str) -> _Node[V]:
+        # `node.add_child`, a new child named by the shared string.
+        child = node.child(level)
+        return child if child is not None else node.add_child(self._share(level))
+
+    def _path(self, topic: str) -> list[_Node[V]] | None:
+        # The nodes from the root's child down to `topic`'s node, None when one is missing.
         nodes: list[_Node[V]] = []
-        node = self._root
-        cut = topic.find("/")
-        while True:
-            key = topic if cut < 0 else topic[:cut]
-            child = node.add_child(key) if create else node.child(key)
-            if child is None:
+        node: _Node[V] | None = self._root
+        for level in topic.split("/"):
+            node = node.child(level)  # type: ignore[union-attr]
+            if node is None:
                 return None
-            nodes.append(child)
-            if cut < 0:
-                return nodes
-            node = child
-            cut = topic.find("/", cut + 1)
+            nodes.append(node)
+        return nodes
 
     def set(self, topic: str, value: V) -> None:
         """Retain `value` for `topic`, replacing any message retained there."""
         node = self._index.get(topic)
         if node is None:
             _check_topic_name(topic)
-            path = self._path(topic, True)
-            assert path is not None
-            node = path[-1]
-            node.topic = node.level
-            self._index[node.level] = node
+            node = self._root
+            for level in topic.split("/"):
+                node = self._add_child(node, level)
+            node.topic = topic
+            self._index[topic] = node
             if topic[:1] == "$":
-                self._dollar[node.level] = node
+                self._dollar[topic] = node
         node.value = self._pack(value)  # type: ignore[assignment]
 
     def load(self, entries: Iterable[tuple[str, object]]) -> None:
@@ -187,61 +205,78 @@ class RetainedTree(Generic[V]):
 
         Topics stored together usually share most of their path ("fleet/7/1/state",
         "fleet/7/2/state"): the nodes of the previous topic's parent path are kept, and
-        a topic walks only from the deepest of them that is a prefix of its own path,
-        so most topics cost one or two child lookups instead of a walk from the root.
+        a topic walks only from the deepest of them its own parent path shares, so most
+        topics cost one or two child lookups instead of a walk from the root.
         """
         root = self._root
         index = self._index
+        shared = self._levels
+        share = self._share
         node_class = type(root)
-        path: list[_Node[V]] = []  # the previous topic's parent path, from the root's child
-        # Inlined (no call per message, 1,000,000 at start): the topic check, and the
-        # leaf's `add_child` when its parent has no child yet (a new inner node).
+        parent_key: str | None = None  # the previous topic's parent path ("fleet/7/1")
+        parent_levels: list[str] = []  # its levels
+        path: list[_Node[V]] = []  # their nodes, from the root's child
+        # Inlined (no call per message, 1,000,000 at start): the topic check, the common
+        # walks (a sibling of the previous parent, children in a dict or none yet) and
+        # the sharing of level names found in `shared`.
         for topic, value in entries:
             if not topic or "+" in topic or "#" in topic:
                 _check_topic_name(topic)  # raises
             cut = topic.rfind("/")
             if cut < 0:
-                node = root.add_child(topic)
+                parent = root
+                name = topic
             else:
-                parent_key = topic[:cut]
-                if not path or path[-1].level != parent_key:
-                    # Keep the deepest node of the previous path that is an ancestor.
-                    i = len(path)
-                    while i:
-                        level = path[i - 1].level
-                        n = len(level)
-                        if parent_key.startswith(level) and (
-                            len(parent_key) == n or parent_key[n] == "/"
-                        ):
-                            break
-                        i -= 1
-                    del path[i:]
-                    parent = path[-1] if path else root
-                    at = parent_key.find("/", len(parent.level) + 1 if path else 0)
-                    while not path or path[-1].level != parent_key:
-                        key = parent_key if at < 0 else parent_key[:at]
+                key = topic[:cut]
+                if key != parent_key:
+                    up = key.rfind("/")
+                    level = key[up + 1 :]
+                    if (
+                        up >= 0
+                        and parent_key is not None
+                        and parent_key.rfind("/") == up
+                        and key.startswith(parent_key[:up])
+                    ):
+                        # A sibling of the previous parent ("fleet/7/1" -> "fleet/7/2").
+                        parent_levels[-1] = level
+                        del path[-1]
+                        parent = path[-1]
                         children = parent.children
-                        if type(children) is dict:  # `add_child` inlined: one per topic here
-                            found = children.get(key)
+                        if type(children) is dict:
+                            found = children.get(level)
                             if found is None:
-                                found = children[key] = node_class(key)
+                                level = shared.get(level) or share(level)
+                                found = children[level] = node_class(level)
                             parent = found
                         else:
-                            parent = parent.add_child(key)
+                            parent = self._add_child(parent, level)
                         path.append(parent)
-                        if at < 0:
-                            break
-                        at = parent_key.find("/", at + 1)
+                    else:
+                        levels = key.split("/")
+                        # Keep the nodes of the levels the previous parent path shares.
+                        same = 0
+                        for a, b in zip(levels, parent_levels, strict=False):
+                            if a != b:
+                                break
+                            same += 1
+                        del path[same:]
+                        parent = path[-1] if path else root
+                        for level in levels[same:]:
+                            parent = self._add_child(parent, level)
+                            path.append(parent)
+                        parent_levels = levels
+                    parent_key = key
                 parent = path[-1]
-                if parent.children is None:
-                    node = parent.children = node_class(topic)
-                else:
-                    node = parent.add_child(topic)
+                name = topic[cut + 1 :]
+            if parent.children is None:
+                node = parent.children = node_class(shared.get(name) or share(name))
+            else:
+                node = self._add_child(parent, name)
             if node.topic is None:
-                node.topic = node.level
-                index[node.level] = node
+                node.topic = topic
+                index[topic] = node
                 if topic[:1] == "$":
-                    self._dollar[node.level] = node
+                    self._dollar[topic] = node
             node.value = value  # type: ignore[assignment]
 
     def get(self, topic: str) -> V | None:
@@ -256,7 +291,7 @@ class RetainedTree(Generic[V]):
         """
         if self._index.pop(topic, None) is None:
             return False
-        path = self._path(topic, False)
+        path = self._path(topic)
         assert path is not None  # every indexed topic has its path in the trie
         node = path[-1]
         node.topic = None
@@ -305,23 +340,19 @@ class RetainedTree(Generic[V]):
             return
         kids = children if isinstance(children, dict) else {children.level: children}
         first = depth == 0  # wildcards in the first level skip "$" topics [MQTT-4.7.2-1]
-        # Sibling keys share their parent's path: sorting them sorts their last levels.
-        skip = 0 if first else len(node.level) + 1
         if rest[0] in ("#", "+"):
             names: list[str] = sorted(n for n in kids if not (first and n[:1] == "$"))
         else:
-            key = rest[0] if first else node.level + "/" + rest[0]
-            if key not in kids:
+            if rest[0] not in kids:
                 return
-            names = [key]
+            names = [rest[0]]
         next_at = at if rest[0] == "#" else at + 1
         for name in names:
             child_bound: list[str] | None = None
             if bound is not None and depth < len(bound):
-                level = name[skip:]
-                if level < bound[depth]:
+                if name < bound[depth]:
                     continue
-                if level == bound[depth]:
+                if name == bound[depth]:
                     child_bound = bound
             yield from self._walk(kids[name], levels, next_at, depth + 1, child_bound)
 
@@ -363,7 +394,7 @@ class RetainedTree(Generic[V]):
                         alive.extend(node.child_nodes())
             else:
                 for node in nodes:
-                    child = node.child(level if i == 0 else node.level + "/" + level)
+                    child = node.child(level)
                     if child is not None:
                         alive.append(child)
             if not alive:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mqttd.broker.retained import RetainedTree
+from mqttd.broker.retained import RetainedTree, _Node
 from mqttd.protocol.errors import TopicFilterInvalid, TopicNameInvalid
 
 
@@ -76,11 +76,11 @@ def test_delete_prunes_empty_branches_but_keeps_holders() -> None:
     assert tree.get("a/b") == "a/b"
     root_a = tree._root.child("a")
     assert root_a is not None
-    holder = root_a.child("a/b")  # nodes are keyed by their whole path
+    holder = root_a.child("b")  # nodes are keyed by their own level name
     assert holder is not None and holder.children is None  # "c/d" pruned below it
-    assert holder.topic is holder.level  # the key is the topic string itself
+    assert holder.topic == "a/b" and holder.level == "b"
     assert tree.delete("a/b")
-    assert root_a.children is root_a.child("a/x")  # one child left: held inline again
+    assert root_a.children is root_a.child("x")  # one child left: held inline again
     assert tree.delete("a/x")
     assert tree._root.children is None
     # Deleting an inner node that holds no message changes nothing.
@@ -258,3 +258,60 @@ def test_bulk_load_builds_the_same_tree_as_set() -> None:
             assert by_load.get(topic) == by_set.get(topic)
             assert by_load.delete(topic)
         assert by_load._root.children is None
+
+
+def _nodes(tree: RetainedTree[object]) -> list[_Node[object]]:
+    stack = list(tree._root.child_nodes())
+    seen: list[_Node[object]] = []
+    while stack:
+        node = stack.pop()
+        seen.append(node)
+        stack.extend(node.child_nodes())
+    return seen
+
+
+@pytest.mark.parametrize("how", ["set", "load"])
+def test_inner_nodes_keep_no_path_and_share_their_level_names(how: str) -> None:
+    # Inner nodes are keyed by their own level name, not their whole path, and a level
+    # name repeated under many parents is one string: what a million retained messages
+    # on "fleet/<k>/<m>/state" keep (docs/benchmarks.md, start-up, seventh round).
+    # Each topic is a string of its own, as rows from a store or packets bring them.
+    topics = [
+        "".join(["fleet/", str(k), "/", str(m), "/state"]) for k in range(3) for m in range(40, 50)
+    ]
+    topics.append("fleet/1")  # a message on an inner node
+    tree: RetainedTree[object] = RetainedTree()
+    if how == "set":
+        for topic in topics:
+            tree.set(topic, topic)
+    else:
+        tree.load((topic, topic) for topic in topics)
+    nodes = _nodes(tree)
+    by_level: dict[str, set[int]] = {}
+    for node in nodes:
+        assert "/" not in node.level  # no whole path on any node
+        by_level.setdefault(node.level, set()).add(id(node.level))
+        if node.topic is None:
+            assert node.value is None  # inner: no topic, no message
+        else:
+            assert node.topic.endswith(node.level) and tree.get(node.topic) == node.topic
+    # "state" under 30 parents and "45" under 3 are one string each.
+    assert all(len(ids) == 1 for ids in by_level.values())
+    assert len(nodes) == 1 + 3 + 30 + 30
+    assert sorted(t for t, _ in tree.match("fleet/+/45/#")) == [
+        f"fleet/{k}/45/state" for k in range(3)
+    ]
+    assert [t for t, _ in tree.iter_sorted("fleet/#", after="fleet/1/49/state")] == [
+        f"fleet/2/{m}/state" for m in range(40, 50)
+    ]
+
+
+def test_shared_level_names_stay_bounded() -> None:
+    # Level names that never repeat (device ids) do not make the sharing table grow.
+    from mqttd.broker import retained as module
+
+    tree: RetainedTree[int] = RetainedTree()
+    tree.load((f"dev/{i}/state", i) for i in range(module._SHARED_LEVELS + 100))
+    assert len(tree._levels) <= module._SHARED_LEVELS
+    assert tree.get(f"dev/{module._SHARED_LEVELS + 99}/state") == module._SHARED_LEVELS + 99
+    assert len(tree.match("dev/+/state")) == module._SHARED_LEVELS + 100
