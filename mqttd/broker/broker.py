@@ -50,6 +50,7 @@ from .settings import BrokerSettings
 from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
 from .subscriptions import Subscriptions
+from .topic_tree import Places
 from .wills import Wills
 
 __all__ = ["Broker"]
@@ -183,13 +184,23 @@ class Broker:
             messages[mid] = message
         ended: list[Session] = []
         options: dict[tuple[int, bool, bool, int, int | None], SubOptions] = {}
+        # Where each filter ends in the subscription tree: one walk per distinct filter
+        # (nothing is unsubscribed until the sessions are all in).
+        places: Places[Session, SubOptions] = {}
+        restore_subscription = self.subscriptions.restore
+
+        def subscribe(session: Session, topic_filter: str, options: SubOptions) -> None:
+            restore_subscription(session, topic_filter, options, places)
+
         # Each record is let go once its session is made, so the two never all coexist.
         stored_sessions = state.sessions
         state.sessions = []
         stored_sessions.reverse()
         while stored_sessions:
             stored_session = stored_sessions.pop()
-            session, will_delay = self.restore(stored_session, messages, now, wall, options)
+            session, will_delay = self.restore(
+                stored_session, messages, now, wall, options, subscribe
+            )
             if will_delay is not None and self.clustered:
                 # The cluster's wills bucket has it: the survivors, or this node once
                 # started, publish it from there, once (cluster/nodes.py).
@@ -242,11 +253,20 @@ class Broker:
         now: float,
         wall: float,
         options: dict[tuple[int, bool, bool, int, int | None], SubOptions] | None = None,
+        subscribe: Callable[[Session, str, SubOptions], object] | None = None,
     ) -> tuple[Session, float | None]:
         """A persistent session from its record (recovery.py), put in the registry with
-        its subscriptions in the trees; and the delay left of its pending will."""
+        its subscriptions in the trees; and the delay left of its pending will.
+        `options` and `subscribe` (default `Subscriptions.restore`) are shared by the
+        sessions restored together at start."""
         session, will_delay = restore_session(
-            self, stored, messages, now, wall, self.subscriptions.restore, options
+            self,
+            stored,
+            messages,
+            now,
+            wall,
+            self.subscriptions.restore if subscribe is None else subscribe,
+            options,
         )
         self._sessions[session.client_id] = session
         return session, will_delay
