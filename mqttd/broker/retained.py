@@ -475,7 +475,9 @@ class RetainedMessages:
         as the head (flags and publisher id, the same for a publisher's every message,
         kept in `heads`) and the payload.
         """
-        if all(len(row) == 2 for row in rows):
+        # A chunk is packed rows only or whole rows only (`Store.retained_rows`): its
+        # first row tells which (no generator over a million rows at start).
+        if not rows or len(rows[0]) == 2:
             return cast(list[tuple[str, RetainedRecord]], rows)
         return self._from_whole_rows(cast("list[WholeRetainedRow]", rows), now, wall, heads)
 
