@@ -269,6 +269,11 @@ class RetainedTree(Generic[V]):
         parent_key: str | None = None  # the previous topic's parent path ("fleet/7/1")
         parent_levels: list[str] = []  # its levels
         path: list[_Node] = []  # their nodes, from the root's child
+        # The parent path's own parent path ("fleet/7") and where it ends (its length),
+        # -2 when it has none: a topic whose parent path is that plus one level is a
+        # sibling's, one lookup from path[-2].
+        grand = ""
+        grand_end = -2
         # Inlined (no call per message, 1,000,000 at start): the topic check, the common
         # walks (a sibling of the previous parent, children in a dict or none yet) and
         # a message's leaf below a node that has no child yet.
@@ -282,17 +287,11 @@ class RetainedTree(Generic[V]):
                 key = topic[:cut]
                 if key != parent_key:
                     up = key.rfind("/")
-                    if (
-                        up >= 0
-                        and parent_key is not None
-                        and parent_key.rfind("/") == up
-                        and key.startswith(parent_key[:up])
-                    ):
+                    if up == grand_end and key.startswith(grand):
                         # A sibling of the previous parent ("fleet/7/1" -> "fleet/7/2").
                         level = key[up + 1 :]
                         parent_levels[-1] = level
-                        del path[-1]
-                        parent = path[-1]
+                        parent = path[-2]
                         children = parent.children
                         if isinstance(children, dict):
                             found = children.get(level)
@@ -303,7 +302,7 @@ class RetainedTree(Generic[V]):
                                 found = step(parent, level)
                         else:
                             found = step(parent, level)
-                        path.append(found)
+                        path[-1] = found
                     else:
                         levels = key.split("/")
                         # Keep the nodes of the levels the previous parent path shares.
@@ -318,6 +317,7 @@ class RetainedTree(Generic[V]):
                             parent = step(parent, level)
                             path.append(parent)
                         parent_levels = levels
+                        grand, grand_end = (key[:up], up) if up >= 0 else ("", -2)
                     parent_key = key
                 parent = path[-1]
             if parent.children is None:
