@@ -189,8 +189,10 @@ class TopicTree(Generic[K, V]):
             node.subs, is_new = _subs_put(node.subs, (key, value))
         if is_new:
             self._count += 1
-        # A replaced value (new options) changes cached results too.
-        self._invalidate(topic_filter)
+        # A replaced value (new options) changes cached results too (none is cached
+        # while the sessions are restored at start-up).
+        if self._cache:
+            self._invalidate(topic_filter)
         return is_new
 
     def unsubscribe(self, topic_filter: str, key: K) -> bool:
