@@ -269,27 +269,25 @@ class RetainedTree(Generic[V]):
         parent_key: str | None = None  # the previous topic's parent path ("fleet/7/1")
         parent_levels: list[str] = []  # its levels
         path: list[_Node] = []  # their nodes, from the root's child
-        # The parent path's own parent path ("fleet/7") and where it ends (its length),
-        # -2 when it has none: a topic whose parent path is that plus one level is a
-        # sibling's, one lookup from path[-2].
-        grand = ""
-        grand_end = -2
+        # The parent path's own parent path ("fleet/7"), None when it has none: a topic
+        # whose parent path is that plus one level is a sibling's, one lookup from
+        # path[-2].
+        grand: str | None = None
         # Inlined (no call per message, 1,000,000 at start): the topic check, the common
         # walks (a sibling of the previous parent, children in a dict or none yet) and
-        # a message's leaf below a node that has no child yet.
+        # a message's leaf below a node that has no child yet. `rpartition` rather than
+        # `rfind` and a slice: one call with one argument is a third of the cost.
         for topic, value in entries:
             if not topic or "+" in topic or "#" in topic:
                 _check_topic_name(topic)  # raises
-            cut = topic.rfind("/")
-            if cut < 0:
+            key, slash, name = topic.rpartition("/")
+            if not slash:
                 parent = root
             else:
-                key = topic[:cut]
                 if key != parent_key:
-                    up = key.rfind("/")
-                    if up == grand_end and key.startswith(grand):
+                    up_key, up, level = key.rpartition("/")
+                    if up and up_key == grand:
                         # A sibling of the previous parent ("fleet/7/1" -> "fleet/7/2").
-                        level = key[up + 1 :]
                         parent_levels[-1] = level
                         parent = path[-2]
                         children = parent.children
@@ -317,15 +315,15 @@ class RetainedTree(Generic[V]):
                             parent = step(parent, level)
                             path.append(parent)
                         parent_levels = levels
-                        grand, grand_end = (key[:up], up) if up >= 0 else ("", -2)
+                        grand = up_key if up else None
                     parent_key = key
                 parent = path[-1]
             if parent.children is None:
                 parent.children = topic  # the message's leaf: its topic, no node
             else:
-                self._hold(parent, topic[cut + 1 :], topic)
+                self._hold(parent, name, topic)
             index[topic] = value
-            if topic[:1] == "$":
+            if topic[0] == "$":
                 self._dollar.add(topic)
 
     def get(self, topic: str) -> V | None:
