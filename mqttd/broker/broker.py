@@ -50,7 +50,6 @@ from .settings import BrokerSettings
 from .shared import SharedSubscriptions, undelivered_shared
 from .stats import BrokerStats
 from .subscriptions import Subscriptions
-from .topic_tree import Places
 from .wills import Wills
 
 __all__ = ["Broker"]
@@ -184,23 +183,14 @@ class Broker:
             messages[mid] = message
         ended: list[Session] = []
         options: dict[tuple[int, bool, bool, int, int | None], SubOptions] = {}
-        # Where each filter ends in the subscription tree: one walk per distinct filter
-        # (nothing is unsubscribed until the sessions are all in; emptied after them).
-        places: Places[Session, SubOptions] = {}
-        restore_subscription = self.subscriptions.restore
-
-        def subscribe(session: Session, topic_filter: str, options: SubOptions) -> None:
-            restore_subscription(session, topic_filter, options, places)
-
+        place = self.subscriptions.restoring()  # one tree walk per distinct filter
         # Each record is let go once its session is made, so the two never all coexist.
         stored_sessions = state.sessions
         state.sessions = []
         stored_sessions.reverse()
         while stored_sessions:
             stored_session = stored_sessions.pop()
-            session, will_delay = self.restore(
-                stored_session, messages, now, wall, options, subscribe
-            )
+            session, will_delay = self.restore(stored_session, messages, now, wall, options, place)
             if will_delay is not None and self.clustered:
                 # The cluster's wills bucket has it: the survivors, or this node once
                 # started, publish it from there, once (cluster/nodes.py).
@@ -227,8 +217,7 @@ class Broker:
                     remaining,
                     lambda s=session: self._expire_session(s),  # type: ignore[misc]
                 )
-        del state, messages
-        places.clear()  # one entry per distinct filter (101,000 in the bench): not kept
+        del state, messages, place  # its memo: one entry per distinct filter
         # Retained messages a chunk at a time, straight from the store's rows into the
         # tree: a million of them is a real case (docs/benchmarks.md, start-up).
         heads: dict[tuple[str | None, int, int], bytes] = {}  # see `from_rows`
@@ -257,18 +246,10 @@ class Broker:
         subscribe: Callable[[Session, str, SubOptions], object] | None = None,
     ) -> tuple[Session, float | None]:
         """A persistent session from its record (recovery.py), put in the registry with
-        its subscriptions in the trees; and the delay left of its pending will.
-        `options` and `subscribe` (default `Subscriptions.restore`) are shared by the
-        sessions restored together at start."""
-        session, will_delay = restore_session(
-            self,
-            stored,
-            messages,
-            now,
-            wall,
-            self.subscriptions.restore if subscribe is None else subscribe,
-            options,
-        )
+        its subscriptions in the trees (`subscribe`, default `Subscriptions.restore`);
+        and the delay left of its pending will."""
+        subscribe = subscribe or self.subscriptions.restore
+        session, will_delay = restore_session(self, stored, messages, now, wall, subscribe, options)
         self._sessions[session.client_id] = session
         return session, will_delay
 

@@ -21,7 +21,7 @@ every plan for a wildcard filter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..protocol.errors import TopicFilterInvalid
@@ -196,6 +196,18 @@ class Subscriptions:
             and self.backplane is not None
         ):
             self.backplane.interest_added(topic_filter)
+
+    def restoring(self) -> Callable[[Session, str, SubOptions], None]:
+        """`restore` for many sessions at once (start-up), with one `places` memo: each
+        distinct filter walks the subscription tree once. Valid while nothing is
+        unsubscribed; let it go after."""
+        places: Places[Session, SubOptions] = {}
+        restore = self.restore
+
+        def subscribe(session: Session, topic_filter: str, options: SubOptions) -> None:
+            restore(session, topic_filter, options, places)
+
+        return subscribe
 
     def remove(self, session: Session, topic_filter: str) -> None:
         """Take the session's subscription on `topic_filter` out of the trees."""
