@@ -10,8 +10,10 @@ data set: N retained messages (64-byte payloads on fleet/<i // 1000>/<i % 1000>/
 each from its own publisher) and M persistent sessions (MQTT 3.1.1 clean session 0,
 disconnected, two QoS 1 subscriptions and one queued QoS 1 message each), then
 starts `python -m mqttd --db FILE` as the project's CLI does, --rounds times, and reports
-per round the seconds from the process start to the `mqttd ready` log line and the
-process's peak RSS (VmHWM from /proc, read at the ready line), and their medians. The
+per round the seconds from the process start to the `mqttd ready` log line, the
+process's peak RSS (VmHWM from /proc, read at the ready line, in MiB and in decimal MB)
+and the CPU seconds it used until then (all its threads: on a shared machine the time
+to ready moves with the other work, the CPU seconds much less), and their medians. The
 database is copied to a fresh file for every round, so each start reads the same state
 (a start rewrites the sessions' disconnect times).
 
@@ -53,8 +55,15 @@ def peak_rss_kb(pid: int) -> int:
     return -1
 
 
-def start_once(db: Path, timeout: float) -> tuple[float, int, str]:
-    """Start mqttd on `db`; (seconds to ready, peak RSS kB, the 'loaded' log line)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_once(db: Path, timeout: float) -> tuple[float, int, float, str]:
+    """Start mqttd on `db`; (seconds to ready, peak RSS kB, CPU seconds, the 'loaded'
+    log line)."""
     config = db.with_suffix(".toml")
     config.write_text('[log]\nlevel = "info"\n')
     started = time.perf_counter()
@@ -74,7 +83,7 @@ def start_once(db: Path, timeout: float) -> tuple[float, int, str]:
                 loaded = line.strip()
             if READY in line:
                 took = time.perf_counter() - started
-                return took, peak_rss_kb(proc.pid), loaded
+                return took, peak_rss_kb(proc.pid), cpu_seconds(proc.pid), loaded
             if time.perf_counter() > deadline:
                 break
         raise RuntimeError(f"mqttd did not get ready (exit code {proc.poll()})")
@@ -110,20 +119,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         times: list[float] = []
         peaks: list[int] = []
+        cpus: list[float] = []
         for i in range(args.rounds):
             db = Path(tmp) / "run.db"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
             shutil.copyfile(source, db)
-            took, peak, loaded = start_once(db, args.timeout)
+            took, peak, cpu, loaded = start_once(db, args.timeout)
             times.append(took)
             peaks.append(peak)
-            print(f"round {i + 1}: ready in {took:.2f} s, peak RSS {peak / 1024:,.0f} MiB")
+            cpus.append(cpu)
+            print(
+                f"round {i + 1}: ready in {took:.2f} s, peak RSS {peak / 1024:,.0f} MiB "
+                f"({peak * 1024 / 1e6:,.0f} MB), CPU {cpu:.2f} s"
+            )
             if loaded:
                 print(f"  {loaded}")
+        peak = statistics.median(peaks)
         print(
-            f"median: ready in {statistics.median(times):.2f} s, peak RSS "
-            f"{statistics.median(peaks) / 1024:,.0f} MiB; load average {os.getloadavg()[0]:.2f}"
+            f"median: ready in {statistics.median(times):.2f} s, peak RSS {peak / 1024:,.0f} MiB "
+            f"({peak * 1024 / 1e6:,.0f} MB), CPU {statistics.median(cpus):.2f} s; load average "
+            f"{os.getloadavg()[0]:.2f}"
         )
     return 0
 

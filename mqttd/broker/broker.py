@@ -183,13 +183,14 @@ class Broker:
             messages[mid] = message
         ended: list[Session] = []
         options: dict[tuple[int, bool, bool, int, int | None], SubOptions] = {}
+        place = self.subscriptions.restoring()  # one tree walk per distinct filter
         # Each record is let go once its session is made, so the two never all coexist.
         stored_sessions = state.sessions
         state.sessions = []
         stored_sessions.reverse()
         while stored_sessions:
             stored_session = stored_sessions.pop()
-            session, will_delay = self.restore(stored_session, messages, now, wall, options)
+            session, will_delay = self.restore(stored_session, messages, now, wall, options, place)
             if will_delay is not None and self.clustered:
                 # The cluster's wills bucket has it: the survivors, or this node once
                 # started, publish it from there, once (cluster/nodes.py).
@@ -216,7 +217,7 @@ class Broker:
                     remaining,
                     lambda s=session: self._expire_session(s),  # type: ignore[misc]
                 )
-        del state, messages
+        del state, messages, place  # its memo: one entry per distinct filter
         # Retained messages a chunk at a time, straight from the store's rows into the
         # tree: a million of them is a real case (docs/benchmarks.md, start-up).
         heads: dict[tuple[str | None, int, int], bytes] = {}  # see `from_rows`
@@ -242,12 +243,13 @@ class Broker:
         now: float,
         wall: float,
         options: dict[tuple[int, bool, bool, int, int | None], SubOptions] | None = None,
+        subscribe: Callable[[Session, str, SubOptions], object] | None = None,
     ) -> tuple[Session, float | None]:
         """A persistent session from its record (recovery.py), put in the registry with
-        its subscriptions in the trees; and the delay left of its pending will."""
-        session, will_delay = restore_session(
-            self, stored, messages, now, wall, self.subscriptions.restore, options
-        )
+        its subscriptions in the trees (`subscribe`, default `Subscriptions.restore`);
+        and the delay left of its pending will."""
+        subscribe = subscribe or self.subscriptions.restore
+        session, will_delay = restore_session(self, stored, messages, now, wall, subscribe, options)
         self._sessions[session.client_id] = session
         return session, will_delay
 

@@ -7,8 +7,9 @@ whole subtree), so the cost follows the number of messages that match, not the n
 retained.
 
 Memory is what a million retained messages are about (docs/benchmarks.md, start-up):
-a node keeps its message's topic and value in two slots, and only one dict (topic name
--> node, see `RetainedTree`) indexes them, with no tuple per message. `iter_match`
+one dict (topic name -> message, see `RetainedTree`) holds the messages, with no tuple
+per message, and the trie holds each topic string once more only as a reference, with
+no node of its own for a message's last level (see `_Node`). `iter_match`
 hands matches out one at a time, so a subscription to "#" streams them as its client
 drains instead of listing them all.
 The broker's tree keeps each message as a compact record (one `bytes` object,
@@ -28,7 +29,7 @@ rows into the tree's records.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
 from ..protocol.errors import TopicNameInvalid
 from .message import Message
@@ -37,7 +38,6 @@ from .retained_feed import RetainedFeed, add_feed
 from .retained_record import RetainedRecord, message_of, pack, pack_fields
 from .settings import DropReason
 from .topic_tree import split_topic_filter
-from .trie import LevelNode
 
 if TYPE_CHECKING:
     from ..auth.hooks import Authorise
@@ -54,26 +54,82 @@ __all__ = ["RetainedMessages", "RetainedTree"]
 V = TypeVar("V")
 
 
-class _Node(LevelNode, Generic[V]):
-    """One topic level, named by its whole path: `level` is the topic name up to and
-    including this level ("a/b" for the second level of "a/b/c"), and the key of the
-    node in its parent's children.
+class _Node:
+    """One inner topic level: its own level name (`level`, its key in its parent's
+    children, "456" for the third level of "fleet/7/456/state"), its children, and
+    `topic`, the topic name, while a message is retained at this level too (None
+    otherwise).
 
-    Why the whole path rather than the level's own name: for a node that holds a
-    message, its key, its `level` and the message's topic are then one string object,
-    not two (48 bytes less per retained message, and no string made per topic when a
-    million are loaded). `topic` is that same string while a message is retained here,
-    None otherwise; `value` is the message.
+    A message's level with nothing below it (most of them: "fleet/7/456/state") has no
+    node at all: its parent's children hold the topic string itself, the same object
+    as the message's key in the tree's index, which holds the message. Inner nodes keep
+    no path of their own, and the tree hands one string object to every node of the
+    same level name (`RetainedTree._share`): "456" under a thousand parents is one
+    string, not a thousand (docs/benchmarks.md, start-up, seventh round).
+
+    Children are kept as in trie.py: none, the one child itself, or a dict from level
+    name to child once there are two.
     """
 
-    __slots__ = ("topic", "value")
+    __slots__ = ("children", "level", "topic")
 
     def __init__(self, level: str) -> None:
-        # Not super().__init__: a million of these are made at start-up.
         self.level = level
-        self.children = None
-        self.topic: str | None = None  # None: no message retained here
-        self.value: V | None = None
+        self.children: _Children = None
+        self.topic: str | None = None  # None: no message retained at this level
+
+
+#: A child in the trie: an inner node, or the topic name of a message below nothing.
+_Child: TypeAlias = "_Node | str"
+_Children: TypeAlias = "dict[str, _Node | str] | _Node | str | None"
+
+#: The most level names `RetainedTree` keeps to share among its nodes. Level names that
+#: repeat ("state", "0".."999") come back at once after the table is emptied; names that
+#: never repeat (a device id) would otherwise make it grow with the tree.
+_SHARED_LEVELS = 8192
+
+_MISSING: Any = object()  # not retained (a value may be anything, None included)
+
+
+def _level_of(child: _Child) -> str:
+    # A message's leaf is named by its topic's last level.
+    if isinstance(child, str):
+        return child[child.rfind("/") + 1 :]
+    return child.level
+
+
+def _child(node: _Node, level: str) -> _Child | None:
+    children = node.children
+    if children is None:
+        return None
+    if isinstance(children, dict):
+        return children.get(level)
+    if isinstance(children, str):
+        # The last level of a message's topic, without slicing it out.
+        n = len(level)
+        matches = children.endswith(level) and (len(children) == n or children[-n - 1] == "/")
+        return children if matches else None
+    return children if children.level == level else None
+
+
+def _child_list(node: _Node) -> list[_Child]:
+    children = node.children
+    if children is None:
+        return []
+    if isinstance(children, dict):
+        return list(children.values())
+    return [children]
+
+
+def _drop(node: _Node, level: str) -> None:
+    # Forget the child named `level`; a dict left with one child collapses.
+    children = node.children
+    if isinstance(children, dict):
+        del children[level]
+        if len(children) == 1:
+            (node.children,) = children.values()
+    else:
+        node.children = None
 
 
 def _check_topic_name(topic: str) -> None:
@@ -90,49 +146,37 @@ def _keep(value: Any) -> Any:
     return value
 
 
-def _walk_all(nodes: list[_Node[V]], unpack: Callable[[str, Any], V]) -> Iterator[tuple[str, V]]:
-    # Depth first over `nodes` and everything below them. Children are taken as a list
-    # when their parent is visited, so a change of the tree meanwhile is safe: a node
-    # emptied before it is reached is skipped (its topic is None).
-    stack = nodes[::-1]
-    while stack:
-        node = stack.pop()
-        topic = node.topic
-        if topic is not None:
-            yield topic, unpack(topic, node.value)
-        if node.children is not None:
-            stack.extend(node.child_nodes())
-
-
 class RetainedTree(Generic[V]):
     """Retained messages by exact topic name, matched against subscription filters.
 
     `V` is the stored message (the broker's retained record). Mutating the tree while
     iterating it is safe: a message deleted before the iteration reaches it is skipped.
 
-    Memory: a retained message costs its value, its trie node, the node's slot in its
-    parent's children and its slot in `_index` (the node's name is the topic string
-    itself, see `_Node`). The index (topic -> node) makes `get` and replacing a message
-    (every retained PUBLISH to a known topic) one lookup: without it, 2.9-4.4 us walks
-    instead of 0.16 us, for about 40 bytes per message.
+    Memory: a retained message costs its value, its topic string and its slot in
+    `_index` (topic -> value), and the topic string's slot in its parent's children
+    (see `_Node`); inner nodes cost a node each, named by a shared string. The index
+    makes `get` and replacing a message (every retained PUBLISH to a known topic) one
+    lookup: without it, 2.9-4.4 us walks instead of 0.16 us.
     """
 
-    __slots__ = ("_dollar", "_index", "_pack", "_root", "_unpack")
+    __slots__ = ("_dollar", "_index", "_levels", "_pack", "_root", "_unpack")
 
     def __init__(
         self,
         pack: Callable[[V], object] | None = None,
         unpack: Callable[[str, Any], V] | None = None,
     ) -> None:
-        """`pack` turns a value into what a node keeps, `unpack(topic, kept)` makes the
-        value handed out again (the broker's retained messages: `retained_record`);
+        """`pack` turns a value into what the tree keeps, `unpack(topic, kept)` makes
+        the value handed out again (the broker's retained messages: `retained_record`);
         without them the value itself is kept."""
         self._pack: Callable[[V], object] = pack if pack is not None else _keep
         self._unpack: Callable[[str, Any], V] = unpack if unpack is not None else _same
-        self._root: _Node[V] = _Node("")
-        self._index: dict[str, _Node[V]] = {}  # topic -> its node, while it holds a message
-        # "$" topics (the broker's own, few) once more, for `count_prefix`.
-        self._dollar: dict[str, _Node[V]] = {}
+        self._root = _Node("")
+        self._index: dict[str, object] = {}  # topic -> the kept value
+        # "$" topics (the broker's own, few) once more, for `count_prefix` and "#".
+        self._dollar: set[str] = set()
+        # Level name -> the string new nodes of that name get (see `_Node`), bounded.
+        self._levels: dict[str, str] = {}
 
     def __len__(self) -> int:
         """The number of retained messages."""
@@ -144,42 +188,69 @@ class RetainedTree(Generic[V]):
 
     def __iter__(self) -> Iterator[tuple[str, V]]:
         """Every (topic, value), in no particular order (persistence, expiry sweeps)."""
-        for node in list(self._index.values()):
-            topic = node.topic
-            if topic is not None:  # None: deleted since the iteration began
-                yield topic, self._unpack(topic, node.value)
+        index = self._index
+        for topic in list(index):
+            value = index.get(topic, _MISSING)
+            if value is not _MISSING:  # else deleted since the iteration began
+                yield topic, self._unpack(topic, value)
 
-    def _path(self, topic: str, create: bool) -> list[_Node[V]] | None:
-        # The nodes from the root's child down to `topic`'s node (made when `create`),
-        # None when one is missing. Every key is a prefix of `topic` ending at a "/",
-        # and the last one is `topic` itself (the same object).
-        nodes: list[_Node[V]] = []
-        node = self._root
-        cut = topic.find("/")
-        while True:
-            key = topic if cut < 0 else topic[:cut]
-            child = node.add_child(key) if create else node.child(key)
-            if child is None:
-                return None
-            nodes.append(child)
-            if cut < 0:
-                return nodes
-            node = child
-            cut = topic.find("/", cut + 1)
+    def _share(self, level: str) -> str:
+        # The string every new node named `level` gets (see `_Node` and `_SHARED_LEVELS`).
+        levels = self._levels
+        shared = levels.get(level)
+        if shared is None:
+            if len(levels) >= _SHARED_LEVELS:
+                levels.clear()
+            shared = levels[level] = level
+        return shared
+
+    def _put(self, node: _Node, level: str, child: _Child) -> None:
+        # Set (or replace) the child named `level`.
+        children = node.children
+        if children is None:
+            node.children = child
+        elif isinstance(children, dict):
+            children[level] = child
+        else:
+            old = _level_of(children)
+            if old == level:
+                node.children = child
+            else:
+                node.children = {self._share(old): children, level: child}
+
+    def _step(self, node: _Node, level: str) -> _Node:
+        # The inner node named `level` below `node`: made if missing; a message's leaf
+        # (a topic string) that gets levels below it becomes a node holding its topic.
+        child = _child(node, level)
+        if isinstance(child, _Node):
+            return child
+        grown = _Node(self._share(level))
+        grown.topic = child
+        self._put(node, grown.level, grown)
+        return grown
+
+    def _hold(self, node: _Node, level: str, topic: str) -> None:
+        # Mark `topic`, whose last level is `level`, as holding a message below `node`.
+        child = _child(node, level)
+        if child is None:
+            self._put(node, self._share(level), topic)
+        elif isinstance(child, _Node) and child.topic is None:
+            child.topic = topic
+        # else: the topic's own leaf, there already, or a node holding it
 
     def set(self, topic: str, value: V) -> None:
         """Retain `value` for `topic`, replacing any message retained there."""
-        node = self._index.get(topic)
-        if node is None:
+        index = self._index
+        if topic not in index:
             _check_topic_name(topic)
-            path = self._path(topic, True)
-            assert path is not None
-            node = path[-1]
-            node.topic = node.level
-            self._index[node.level] = node
+            levels = topic.split("/")
+            node = self._root
+            for level in levels[:-1]:
+                node = self._step(node, level)
+            self._hold(node, levels[-1], topic)
             if topic[:1] == "$":
-                self._dollar[node.level] = node
-        node.value = self._pack(value)  # type: ignore[assignment]
+                self._dollar.add(topic)
+        index[topic] = self._pack(value)
 
     def load(self, entries: Iterable[tuple[str, object]]) -> None:
         """`set` for many messages at once (start-up): the same result, faster. The
@@ -187,89 +258,135 @@ class RetainedTree(Generic[V]):
 
         Topics stored together usually share most of their path ("fleet/7/1/state",
         "fleet/7/2/state"): the nodes of the previous topic's parent path are kept, and
-        a topic walks only from the deepest of them that is a prefix of its own path,
-        so most topics cost one or two child lookups instead of a walk from the root.
+        a topic walks only from the deepest of them its own parent path shares, so most
+        topics cost one or two child lookups instead of a walk from the root.
         """
         root = self._root
         index = self._index
-        node_class = type(root)
-        path: list[_Node[V]] = []  # the previous topic's parent path, from the root's child
-        # Inlined (no call per message, 1,000,000 at start): the topic check, and the
-        # leaf's `add_child` when its parent has no child yet (a new inner node).
+        shared = self._levels
+        share = self._share
+        step = self._step
+        parent_key: str | None = None  # the previous topic's parent path ("fleet/7/1")
+        parent_levels: list[str] = []  # its levels
+        path: list[_Node] = []  # their nodes, from the root's child
+        # The parent path's own parent path ("fleet/7"), None when it has none: a topic
+        # whose parent path is that plus one level is a sibling's, one lookup from
+        # path[-2].
+        grand: str | None = None
+        # Inlined (no call per message, 1,000,000 at start): the topic check, the common
+        # walks (a sibling of the previous parent, children in a dict or none yet) and
+        # a message's leaf below a node that has no child yet. `rpartition` rather than
+        # `rfind` and a slice: one call with one argument is a third of the cost.
         for topic, value in entries:
             if not topic or "+" in topic or "#" in topic:
                 _check_topic_name(topic)  # raises
-            cut = topic.rfind("/")
-            if cut < 0:
-                node = root.add_child(topic)
+            key, slash, name = topic.rpartition("/")
+            if not slash:
+                parent = root
             else:
-                parent_key = topic[:cut]
-                if not path or path[-1].level != parent_key:
-                    # Keep the deepest node of the previous path that is an ancestor.
-                    i = len(path)
-                    while i:
-                        level = path[i - 1].level
-                        n = len(level)
-                        if parent_key.startswith(level) and (
-                            len(parent_key) == n or parent_key[n] == "/"
-                        ):
-                            break
-                        i -= 1
-                    del path[i:]
-                    parent = path[-1] if path else root
-                    at = parent_key.find("/", len(parent.level) + 1 if path else 0)
-                    while not path or path[-1].level != parent_key:
-                        key = parent_key if at < 0 else parent_key[:at]
+                if key != parent_key:
+                    up_key, up, level = key.rpartition("/")
+                    if up and up_key == grand:
+                        # A sibling of the previous parent ("fleet/7/1" -> "fleet/7/2").
+                        parent_levels[-1] = level
+                        parent = path[-2]
                         children = parent.children
-                        if type(children) is dict:  # `add_child` inlined: one per topic here
-                            found = children.get(key)
+                        if isinstance(children, dict):
+                            found = children.get(level)
                             if found is None:
-                                found = children[key] = node_class(key)
-                            parent = found
+                                level = shared.get(level) or share(level)
+                                found = children[level] = _Node(level)
+                            elif not isinstance(found, _Node):
+                                found = step(parent, level)
                         else:
-                            parent = parent.add_child(key)
-                        path.append(parent)
-                        if at < 0:
-                            break
-                        at = parent_key.find("/", at + 1)
+                            found = step(parent, level)
+                        path[-1] = found
+                    else:
+                        levels = key.split("/")
+                        # Keep the nodes of the levels the previous parent path shares.
+                        same = 0
+                        for a, b in zip(levels, parent_levels, strict=False):
+                            if a != b:
+                                break
+                            same += 1
+                        del path[same:]
+                        parent = path[-1] if path else root
+                        for level in levels[same:]:
+                            parent = step(parent, level)
+                            path.append(parent)
+                        parent_levels = levels
+                        grand = up_key if up else None
+                    parent_key = key
                 parent = path[-1]
-                if parent.children is None:
-                    node = parent.children = node_class(topic)
-                else:
-                    node = parent.add_child(topic)
-            if node.topic is None:
-                node.topic = node.level
-                index[node.level] = node
-                if topic[:1] == "$":
-                    self._dollar[node.level] = node
-            node.value = value  # type: ignore[assignment]
+            if parent.children is None:
+                parent.children = topic  # the message's leaf: its topic, no node
+            else:
+                self._hold(parent, name, topic)
+            index[topic] = value
+            if topic[0] == "$":
+                self._dollar.add(topic)
 
     def get(self, topic: str) -> V | None:
         """The message retained for exactly `topic`, or None."""
-        node = self._index.get(topic)
-        return None if node is None else self._unpack(topic, node.value)
+        value = self._index.get(topic, _MISSING)
+        return None if value is _MISSING else self._unpack(topic, value)
 
     def delete(self, topic: str) -> bool:
         """Forget the message retained for `topic`; True if there was one.
 
         Emptied nodes are pruned so the tree does not keep dead branches.
         """
-        if self._index.pop(topic, None) is None:
+        if self._index.pop(topic, _MISSING) is _MISSING:
             return False
-        path = self._path(topic, False)
-        assert path is not None  # every indexed topic has its path in the trie
-        node = path[-1]
-        node.topic = None
-        node.value = None
-        if topic[:1] == "$":
-            self._dollar.pop(topic, None)
-        parents = [self._root, *path[:-1]]
-        for parent in reversed(parents):
-            if node.topic is not None or node.children is not None:
-                break
-            parent.remove_child(node.level)
-            node = parent
-        return True
+        self._dollar.discard(topic)
+        levels = topic.split("/")
+        path = [self._root]  # path[i]: the parent of levels[i]
+        for level in levels[:-1]:
+            path.append(_child(path[-1], level))  # type: ignore[arg-type]
+        i = len(levels) - 1
+        held = _child(path[i], levels[i])
+        if type(held) is _Node:
+            held.topic = None
+            if held.children is not None:
+                return True  # the levels below stay
+        while True:
+            parent = path[i]
+            _drop(parent, levels[i])
+            if i == 0 or parent.topic is not None or parent.children is not None:
+                return True
+            i -= 1
+
+    def _walk_all(self, nodes: list[_Child]) -> Iterator[tuple[str, V]]:
+        # Everything in and below `nodes`, depth first (a node's messages' leaves as it
+        # is visited, without a trip through the stack). Children are taken as a list
+        # when their parent is visited, so a change of the tree meanwhile is safe: a
+        # message deleted before it is reached is skipped (it left the index).
+        get = self._index.get
+        unpack = self._unpack
+        stack = nodes[::-1]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, str):
+                value = get(node, _MISSING)
+                if value is not _MISSING:
+                    yield node, unpack(node, value)
+                continue
+            topic = node.topic
+            if topic is not None:
+                value = get(topic, _MISSING)
+                if value is not _MISSING:
+                    yield topic, unpack(topic, value)
+            children = node.children
+            if isinstance(children, dict):
+                for child in list(children.values()):
+                    if isinstance(child, str):
+                        value = get(child, _MISSING)
+                        if value is not _MISSING:
+                            yield child, unpack(child, value)
+                    else:
+                        stack.append(child)
+            elif children is not None:
+                stack.append(children)
 
     def iter_sorted(self, topic_filter: str, after: str | None = None) -> Iterator[tuple[str, V]]:
         """The (topic, value) matching `topic_filter`, in topic order, after topic `after`.
@@ -284,7 +401,7 @@ class RetainedTree(Generic[V]):
 
     def _walk(
         self,
-        node: _Node[V],
+        node: _Child,
         levels: list[str],
         at: int,
         depth: int,
@@ -295,33 +412,36 @@ class RetainedTree(Generic[V]):
         # after it is wanted), None once past it. The node's own message is wanted only
         # past the cursor: on its path it is the cursor or a prefix of it, both before.
         rest = levels[at:]
+        if type(node) is str:
+            topic: str | None = node
+            children: _Children = None
+        else:
+            topic = node.topic  # type: ignore[union-attr]
+            children = node.children  # type: ignore[union-attr]
         if not rest or rest[0] == "#":
-            if node.topic is not None and bound is None:
-                yield node.topic, self._unpack(node.topic, node.value)  # "a/#" matches "a" too
+            if topic is not None and bound is None:
+                value = self._index.get(topic, _MISSING)
+                if value is not _MISSING:
+                    yield topic, self._unpack(topic, value)  # "a/#" matches "a" too
             if not rest:
                 return
-        children = node.children
         if children is None:
             return
-        kids = children if isinstance(children, dict) else {children.level: children}
+        kids = children if isinstance(children, dict) else {_level_of(children): children}
         first = depth == 0  # wildcards in the first level skip "$" topics [MQTT-4.7.2-1]
-        # Sibling keys share their parent's path: sorting them sorts their last levels.
-        skip = 0 if first else len(node.level) + 1
         if rest[0] in ("#", "+"):
             names: list[str] = sorted(n for n in kids if not (first and n[:1] == "$"))
         else:
-            key = rest[0] if first else node.level + "/" + rest[0]
-            if key not in kids:
+            if rest[0] not in kids:
                 return
-            names = [key]
+            names = [rest[0]]
         next_at = at if rest[0] == "#" else at + 1
         for name in names:
             child_bound: list[str] | None = None
             if bound is not None and depth < len(bound):
-                level = name[skip:]
-                if level < bound[depth]:
+                if name < bound[depth]:
                     continue
-                if level == bound[depth]:
+                if name == bound[depth]:
                     child_bound = bound
             yield from self._walk(kids[name], levels, next_at, depth + 1, child_bound)
 
@@ -331,7 +451,7 @@ class RetainedTree(Generic[V]):
             # Every topic but the "$" ones, from the index rather than a walk.
             dollar = self._dollar
             unpack = self._unpack
-            return [(t, unpack(t, n.value)) for t, n in self._index.items() if t not in dollar]
+            return [(t, unpack(t, v)) for t, v in self._index.items() if t not in dollar]
         return list(self.iter_match(topic_filter))
 
     def iter_match(self, topic_filter: str) -> Iterator[tuple[str, V]]:
@@ -343,36 +463,65 @@ class RetainedTree(Generic[V]):
         `_walk_all`).
         """
         levels = split_topic_filter(topic_filter)
-        nodes = [self._root]
+        if "+" not in topic_filter and "#" not in topic_filter:
+            # A topic name (most SUBSCRIBEs of a fleet): one lookup, no walk.
+            value = self._index.get(topic_filter, _MISSING)
+            if value is not _MISSING:
+                yield topic_filter, self._unpack(topic_filter, value)
+            return
+        nodes: list[_Child] = [self._root]
+        # The child lookups inlined: a SUBSCRIBE's retained messages come from here.
         for i, level in enumerate(levels):
-            # Wildcards in the first level skip "$" topics [MQTT-4.7.2-1].
-            skip_dollar = i == 0
             if level == "#":
                 # "#" is last; it matches the parent level and everything below it
                 # [MQTT-4.7.1-2] (the root has no message: topics are never empty).
-                if skip_dollar:
-                    nodes = [c for c in self._root.child_nodes() if c.level[:1] != "$"]
-                yield from _walk_all(nodes, self._unpack)
+                # Wildcards in the first level skip "$" topics [MQTT-4.7.2-1].
+                if i == 0:
+                    nodes = [c for c in _child_list(self._root) if _level_of(c)[:1] != "$"]
+                yield from self._walk_all(nodes)
                 return
-            alive: list[_Node[V]] = []
+            alive: list[_Child] = []
             if level == "+":
                 for node in nodes:
-                    if skip_dollar:
-                        alive.extend(c for c in node.child_nodes() if c.level[:1] != "$")
-                    else:
-                        alive.extend(node.child_nodes())
+                    if isinstance(node, str):
+                        continue  # a message's leaf: nothing below it
+                    if i == 0:
+                        alive.extend(c for c in _child_list(node) if _level_of(c)[:1] != "$")
+                        continue
+                    children = node.children
+                    if isinstance(children, dict):
+                        alive.extend(children.values())
+                    elif children is not None:
+                        alive.append(children)
             else:
+                n = len(level)
                 for node in nodes:
-                    child = node.child(level if i == 0 else node.level + "/" + level)
-                    if child is not None:
-                        alive.append(child)
+                    if isinstance(node, str):
+                        continue
+                    children = node.children
+                    if isinstance(children, dict):
+                        child = children.get(level)
+                        if child is not None:
+                            alive.append(child)
+                    elif isinstance(children, str):
+                        # A message's leaf: its topic's last level, not sliced out.
+                        if children.endswith(level) and (
+                            len(children) == n or children[-n - 1] == "/"
+                        ):
+                            alive.append(children)
+                    elif children is not None and children.level == level:
+                        alive.append(children)
             if not alive:
                 return
             nodes = alive
+        index = self._index
+        unpack = self._unpack
         for node in nodes:
-            topic = node.topic
+            topic = node if isinstance(node, str) else node.topic
             if topic is not None:
-                yield topic, self._unpack(topic, node.value)
+                value = index.get(topic, _MISSING)
+                if value is not _MISSING:
+                    yield topic, unpack(topic, value)
 
 
 class RetainedMessages:
@@ -444,7 +593,9 @@ class RetainedMessages:
         as the head (flags and publisher id, the same for a publisher's every message,
         kept in `heads`) and the payload.
         """
-        if all(len(row) == 2 for row in rows):
+        # A chunk is packed rows only or whole rows only (`Store.retained_rows`): its
+        # first row tells which (no generator over a million rows at start).
+        if not rows or len(rows[0]) == 2:
             return cast(list[tuple[str, RetainedRecord]], rows)
         return self._from_whole_rows(cast("list[WholeRetainedRow]", rows), now, wall, heads)
 

@@ -21,7 +21,7 @@ every plan for a wildcard filter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..protocol.errors import TopicFilterInvalid
@@ -30,7 +30,7 @@ from ..protocol.topics import parse_shared_subscription, validate_topic_filter
 from .inflight import EMPTY
 from .retained_feed import drop_feed
 from .subscription import SubOptions, refusal
-from .topic_tree import TopicTree
+from .topic_tree import Places, TopicTree
 
 if TYPE_CHECKING:
     from ..auth.hooks import Authorise
@@ -178,14 +178,36 @@ class Subscriptions:
             codes.append(ReasonCode.SUCCESS)
         return codes
 
-    def restore(self, session: Session, topic_filter: str, options: SubOptions) -> None:
+    def restore(
+        self,
+        session: Session,
+        topic_filter: str,
+        options: SubOptions,
+        places: Places[Session, SubOptions] | None = None,
+    ) -> None:
         """Put a restored session's subscription into the trees (recovery.py); the store
-        has it already. A plan it alters is rebuilt by `publish`'s identity check."""
+        has it already. A plan it alters is rebuilt by `publish`'s identity check.
+        `places`: `TopicTree.subscribe`'s memo, for many sessions restored at once."""
         share, inner = parse_shared_subscription(topic_filter)
         if share is not None:
             self._shared.subscribe(session, share, inner, options)
-        elif self.tree.subscribe(topic_filter, session, options) and self.backplane is not None:
+        elif (
+            self.tree.subscribe(topic_filter, session, options, places)
+            and self.backplane is not None
+        ):
             self.backplane.interest_added(topic_filter)
+
+    def restoring(self) -> Callable[[Session, str, SubOptions], None]:
+        """`restore` for many sessions at once (start-up), with one `places` memo: each
+        distinct filter walks the subscription tree once. Valid while nothing is
+        unsubscribed; let it go after."""
+        places: Places[Session, SubOptions] = {}
+        restore = self.restore
+
+        def subscribe(session: Session, topic_filter: str, options: SubOptions) -> None:
+            restore(session, topic_filter, options, places)
+
+        return subscribe
 
     def remove(self, session: Session, topic_filter: str) -> None:
         """Take the session's subscription on `topic_filter` out of the trees."""

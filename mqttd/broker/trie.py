@@ -1,9 +1,11 @@
-"""The topic-level node shared by the subscription tree and the retained tree.
+"""The topic-level node of the subscription tree (topic_tree.py).
 
-Both are tries over topic levels. Most nodes of a big tree sit on the private tail of
-one topic ("devices/<id>/cmd") and have a single child, so a node holds a single child
-itself and switches to a dict only from the second one: a one-entry dict would cost
-about 200 bytes of the 500 or so such a node would otherwise take.
+A trie over topic levels. Most nodes of a big tree sit on the private tail of one topic
+("devices/<id>/cmd") and have a single child, so a node holds a single child itself and
+switches to a dict only from the second one: a one-entry dict would cost about 200
+bytes of the 500 or so such a node would otherwise take. The retained tree
+(retained.py) keeps its children the same way with a node of its own, whose messages'
+last levels need no node at all.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mqttd.broker.retained import RetainedTree
+from mqttd.broker.retained import RetainedTree, _child, _child_list, _Node
 from mqttd.protocol.errors import TopicFilterInvalid, TopicNameInvalid
 
 
@@ -74,13 +74,13 @@ def test_delete_prunes_empty_branches_but_keeps_holders() -> None:
     tree = retained("a/b/c/d", "a/b", "a/x")
     assert tree.delete("a/b/c/d")
     assert tree.get("a/b") == "a/b"
-    root_a = tree._root.child("a")
-    assert root_a is not None
-    holder = root_a.child("a/b")  # nodes are keyed by their whole path
-    assert holder is not None and holder.children is None  # "c/d" pruned below it
-    assert holder.topic is holder.level  # the key is the topic string itself
+    root_a = _child(tree._root, "a")
+    assert isinstance(root_a, _Node)
+    holder = _child(root_a, "b")  # nodes are keyed by their own level name
+    assert isinstance(holder, _Node) and holder.children is None  # "c/d" pruned below it
+    assert holder.topic == "a/b" and holder.level == "b"
     assert tree.delete("a/b")
-    assert root_a.children is root_a.child("a/x")  # one child left: held inline again
+    assert root_a.children == "a/x"  # one child left, a message's leaf: held inline
     assert tree.delete("a/x")
     assert tree._root.children is None
     # Deleting an inner node that holds no message changes nothing.
@@ -258,3 +258,81 @@ def test_bulk_load_builds_the_same_tree_as_set() -> None:
             assert by_load.get(topic) == by_set.get(topic)
             assert by_load.delete(topic)
         assert by_load._root.children is None
+
+
+def _nodes(tree: RetainedTree[object]) -> list[_Node | str]:
+    stack = list(_child_list(tree._root))
+    seen: list[_Node | str] = []
+    while stack:
+        node = stack.pop()
+        seen.append(node)
+        if isinstance(node, _Node):
+            stack.extend(_child_list(node))
+    return seen
+
+
+@pytest.mark.parametrize("how", ["set", "load"])
+def test_inner_nodes_keep_no_path_and_share_their_level_names(how: str) -> None:
+    # Inner nodes are keyed by their own level name, not their whole path, and a level
+    # name repeated under many parents is one string; a message's last level has no
+    # node, only its topic string (the index's key): what a million retained messages
+    # on "fleet/<k>/<m>/state" keep (docs/benchmarks.md, start-up, seventh round).
+    # Each topic is a string of its own, as rows from a store or packets bring them.
+    topics = [
+        "".join(["fleet/", str(k), "/", str(m), "/state"]) for k in range(3) for m in range(40, 50)
+    ]
+    topics.append("fleet/1")  # a message on an inner node
+    tree: RetainedTree[object] = RetainedTree()
+    if how == "set":
+        for topic in topics:
+            tree.set(topic, topic.upper())
+    else:
+        tree.load((topic, topic.upper()) for topic in topics)
+    nodes = _nodes(tree)
+    leaves = [n for n in nodes if isinstance(n, str)]
+    inner = [n for n in nodes if isinstance(n, _Node)]
+    assert sorted(leaves) == sorted(topics[:-1])
+    index_keys = {id(t) for t in tree._index}
+    assert all(id(leaf) in index_keys for leaf in leaves)  # the index's own strings
+    by_level: dict[str, set[int]] = {}
+    for node in inner:
+        assert "/" not in node.level  # no whole path on any node
+        by_level.setdefault(node.level, set()).add(id(node.level))
+        assert node.topic is None or (node.topic == "fleet/1" and node.level == "1")
+    # "45" under 3 parents is one string, as is every other level name.
+    assert all(len(ids) == 1 for ids in by_level.values())
+    assert len(inner) == 1 + 3 + 30
+    assert tree.get("fleet/1") == "FLEET/1"
+    assert sorted(t for t, _ in tree.match("fleet/+/45/#")) == [
+        f"fleet/{k}/45/state" for k in range(3)
+    ]
+    assert [t for t, _ in tree.iter_sorted("fleet/#", after="fleet/1/49/state")] == [
+        f"fleet/2/{m}/state" for m in range(40, 50)
+    ]
+    assert tree.delete("fleet/1") and tree.get("fleet/1/45/state") == "FLEET/1/45/STATE"
+    for topic in topics[:-1]:
+        assert tree.delete(topic)
+    assert tree._root.children is None and len(tree) == 0
+
+
+def test_a_leaf_that_gets_levels_below_it_becomes_a_node() -> None:
+    tree = retained("a/b")
+    assert _child(_child(tree._root, "a"), "b") == "a/b"  # type: ignore[arg-type]
+    tree.set("a/b/c", "a/b/c")
+    grown = _child(_child(tree._root, "a"), "b")  # type: ignore[arg-type]
+    assert isinstance(grown, _Node) and grown.topic == "a/b" and grown.children == "a/b/c"
+    assert matched(tree, "a/#") == ["a/b", "a/b/c"]
+    assert matched(tree, "a/b") == ["a/b"] and matched(tree, "a/+/+") == ["a/b/c"]
+    tree.load([("x", "x"), ("x/y", "x/y")])  # the same in a load
+    assert matched(tree, "x/#") == ["x", "x/y"]
+
+
+def test_shared_level_names_stay_bounded() -> None:
+    # Level names that never repeat (device ids) do not make the sharing table grow.
+    from mqttd.broker import retained as module
+
+    tree: RetainedTree[int] = RetainedTree()
+    tree.load((f"dev/{i}/state", i) for i in range(module._SHARED_LEVELS + 100))
+    assert len(tree._levels) <= module._SHARED_LEVELS
+    assert tree.get(f"dev/{module._SHARED_LEVELS + 99}/state") == module._SHARED_LEVELS + 99
+    assert len(tree.match("dev/+/state")) == module._SHARED_LEVELS + 100

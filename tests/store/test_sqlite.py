@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from support.files import read_only
+from support.files import damage_index, read_only
 
 from mqttd.broker.clock import FakeClock
 from mqttd.protocol import Properties, PubAck
@@ -696,6 +696,54 @@ async def test_a_damaged_database_fails_the_integrity_check(db_path: Path) -> No
         f.write(os.urandom(min(4096 * 8, size - 4096 * 3)))
     message = await _refusal(db_path)
     assert "damaged" in message
+
+
+async def test_the_integrity_check_beside_the_load_refuses_before_anything_is_written(
+    db_path: Path,
+) -> None:
+    # A file that opens and reads fine but fails `PRAGMA quick_check` (a damaged index
+    # the load does not use): `open` only starts the check, `load` and `retained_rows`
+    # give its verdict before they return, and nothing recorded meanwhile is written.
+    async with opened(db_path) as store:
+        for i in range(300):
+            store.save_retained(_message(f"topic/{i:05}", b"x" * 50, retain=True))
+    damage_index(db_path)
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        store.save_session("written-never", 4, 60, None)  # a table the damage spares
+        with pytest.raises(DatabaseUnusable) as info:
+            await store.load()
+        assert "integrity check failed" in str(info.value) and str(db_path) in str(info.value)
+        with pytest.raises(DatabaseUnusable):
+            async for _ in store.retained_rows():
+                pass
+        with pytest.raises(DatabaseUnusable):
+            await store.flush()
+    finally:
+        await store.close()
+    con = sqlite3.connect(db_path)
+    try:
+        assert con.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
+    finally:
+        con.close()
+
+
+async def test_a_sound_file_loads_while_its_check_runs_beside(db_path: Path) -> None:
+    # The check's own connection and thread leave the store's working as before.
+    async with opened(db_path) as store:
+        store.save_retained(_message("a/b", retain=True))
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert store._check is not None  # started by open, not awaited by it
+        store.save_retained(_message("a/c", retain=True))
+        state = await store.load()
+        assert store._check is None
+        assert sorted(m.topic for m in state.retained) == ["a/b", "a/c"]
+    finally:
+        await store.close()
+    assert sorted(m.topic for m in (await _reload(db_path)).retained) == ["a/b", "a/c"]
 
 
 async def test_a_database_of_a_newer_mqttd_is_refused_naming_both_versions(

@@ -43,7 +43,7 @@ from mqtt_raw import (
     gen_subscribe,
 )
 from paho.mqtt.enums import MQTTProtocolVersion
-from support.files import read_only
+from support.files import damage_index, read_only
 
 if TYPE_CHECKING:
     from conftest import MqttdFactory, MqttdProcess
@@ -462,6 +462,27 @@ def test_a_corrupt_file_refuses_to_start(tmp_path: Path) -> None:
     line = _refused(db, tmp_path / "run")
     assert "damaged or is not a SQLite database" in line
     assert db.read_bytes().startswith(b"\x00garbage")  # left as it was, for inspection
+
+
+def test_a_file_failing_the_integrity_check_refuses_to_start(tmp_path: Path) -> None:
+    # It opens and loads (the damaged index is not read at start), so the refusal comes
+    # from the `quick_check` that runs beside the load: still before any listener.
+    from mqttd.store import StoredMessage
+    from mqttd.store.sqlite import SqliteStore
+
+    db = tmp_path / "mqttd.db"
+
+    async def fill() -> None:
+        store = SqliteStore(db)
+        await store.open()
+        for i in range(300):
+            store.save_retained(StoredMessage(f"site/{i}", b"x" * 50, 1, True))
+        await store.close()
+
+    asyncio.run(fill())
+    damage_index(db)
+    line = _refused(db, tmp_path / "run")
+    assert "integrity check failed" in line and "damaged" in line
 
 
 def test_a_database_from_a_newer_mqttd_refuses_to_start(
