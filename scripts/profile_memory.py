@@ -14,7 +14,8 @@ buffers are not in RSS at all). Python's own allocator keeps freed blocks in its
 so RSS per connection is a little above the traced bytes per connection.
 
 `--bare` serves a protocol that only answers CONNECT instead of the broker: what the event
-loop's transport costs by itself, the floor under any broker written on it. `--bare-epoll` serves the same protocol
+loop's transport costs by itself, the floor under any broker written on it.
+`--bare-epoll` serves the same protocol
 with one `select.epoll` of ours registered in the loop once and a non-blocking socket
 per connection in it (the shape of mqttd/net/epoll_tcp.py): what a connection costs
 without a transport. `--no-trace`
