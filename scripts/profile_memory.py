@@ -15,10 +15,9 @@ so RSS per connection is a little above the traced bytes per connection.
 
 `--bare` serves a protocol that only answers CONNECT instead of the broker: what the event
 loop's transport costs by itself, the floor under any broker written on it.
-`--bare-epoll` serves the same protocol
-with one `select.epoll` of ours registered in the loop once and a non-blocking socket
-per connection in it (the shape of mqttd/net/epoll_tcp.py): what a connection costs
-without a transport. `--no-trace`
+`--bare-epoll` serves the same protocol with one `select.epoll` of ours registered in
+the loop once and a non-blocking socket per connection in it (the shape of
+mqttd/net/epoll_tcp.py): what a connection costs without a transport. `--no-trace`
 measures RSS without tracemalloc (whose own bookkeeping inflates RSS).
 """
 
@@ -142,9 +141,7 @@ class _BareEpollServer:
         self._epoll.close()
 
 
-async def measure(
-    n: int, top: int, group: str, frames: int, bare: str, trace: bool
-) -> None:
+async def measure(n: int, top: int, group: str, frames: int, bare: str, trace: bool) -> None:
     """Start a broker, let loadgen open and hold `n` connections, compare snapshots."""
     binary = build_loadgen()
     app: App | _BareServer | _BareEpollServer
