@@ -210,9 +210,7 @@ def main() -> int:
     p.add_argument("--group", choices=("lineno", "filename", "traceback"), default="lineno")
     p.add_argument("--frames", type=int, default=1, help="traceback depth (default 1)")
     p.add_argument("--bare", action="store_true", help="a do-nothing protocol, not the broker")
-    p.add_argument(
-        "--bare-epoll", action="store_true", help="the same on one epoll, no transports"
-    )
+    p.add_argument("--bare-epoll", action="store_true", help="the same on one epoll, no transports")
     p.add_argument("--no-trace", action="store_true", help="RSS only, without tracemalloc")
     args = p.parse_args()
     tune_gc()
