@@ -23,7 +23,7 @@ it, with `net/tcp.py`'s behaviour:
   reported at every poll otherwise).
 - Closing lingers as in tcp.py: with a last packet still on its way the write side is
   shut down after its last byte, what the client still sends is read and discarded until
-  its EOF or `LINGER` seconds, then the socket closes; with nothing to say it closes at
+  its EOF or `tcp.LINGER` seconds, then the socket closes; with nothing to say it closes at
   once. A client that has not read our last bytes when the linger ends loses them.
 - `connection_lost` reaches the Connection from the loop (`call_soon`), never from inside
   the call that closed the socket, as with transports.
@@ -44,10 +44,10 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
+from . import tcp
 from .tcp import (
     BACKLOG,
     HIGH_WATER,
-    LINGER,
     LOW_WATER,
     BrokerConnection,
     ConnectionFactory,
@@ -220,7 +220,7 @@ class EpollSocket:
         else:
             self._state |= _SHUT_PENDING
         self._watch()  # read (and discard) until the client's EOF, paused or not
-        self._serving.loop.call_later(LINGER, self._linger_over)
+        self._serving.loop.call_later(tcp.LINGER, self._linger_over)  # one knob for both
 
     def abort(self) -> None:
         """Drop the socket now, unsent bytes included."""

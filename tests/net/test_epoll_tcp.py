@@ -17,7 +17,7 @@ import struct
 import pytest
 from support.fake_net import FakeBroker, FakeConnection, Run, port_of, read_until_eof
 
-from mqttd.net import epoll_tcp
+from mqttd.net import epoll_tcp, tcp
 from mqttd.net.epoll_tcp import EpollServer, EpollSocket, serve_epoll_tcp
 from mqttd.net.tcp import HIGH_WATER, ListenerConnections, Sink
 
@@ -181,7 +181,7 @@ def test_close_sends_what_was_written_then_eof_and_lingers(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The client keeps its side open: the socket closes when the linger ends (shortened).
-    monkeypatch.setattr(epoll_tcp, "LINGER", 0.2)
+    monkeypatch.setattr(tcp, "LINGER", 0.2)
 
     def refuse(conn: FakeConnection, data: bytes) -> None:
         conn.sink.write(b"\x20\x02")
@@ -208,7 +208,7 @@ def test_close_sends_what_was_written_then_eof_and_lingers(
 
 
 def test_lingering_ends_at_the_clients_eof(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(epoll_tcp, "LINGER", 30.0)  # must not be what ends it
+    monkeypatch.setattr(tcp, "LINGER", 30.0)  # must not be what ends it
 
     async def scenario() -> None:
         broker = FakeBroker()
