@@ -134,8 +134,8 @@ class _Serving:
 class EpollSocket:
     """One accepted plain-TCP socket: the Connection's `Sink`, and its reader.
 
-    Five slots (docs/benchmarks.md): the fd, the Connection, the listener's shared part,
-    the state bits, and the two write buffers (both None while idle).
+    Six slots, 80 bytes (docs/benchmarks.md): the fd, the Connection, the listener's
+    shared part, the state bits, and the two write buffers (both None while idle).
     """
 
     __slots__ = ("_buffer", "_conn", "_fd", "_serving", "_state", "_unsent")
