@@ -4,6 +4,7 @@
     python scripts/profile_memory.py                 # 3,000 idle connections, top 25 lines
     python scripts/profile_memory.py -n 10000 --top 40 --group filename
     python scripts/profile_memory.py -n 19000 --bare --no-trace  # uvloop's own floor
+    python scripts/profile_memory.py -n 19000 --bare-epoll --no-trace  # one epoll's floor
 
 The broker runs in this process (uvloop, the `mqttd` command's GC settings, persistence
 off); loadgen (built as scripts/bench.py builds it) opens the connections and holds them.
@@ -13,7 +14,10 @@ buffers are not in RSS at all). Python's own allocator keeps freed blocks in its
 so RSS per connection is a little above the traced bytes per connection.
 
 `--bare` serves a protocol that only answers CONNECT instead of the broker: what the event
-loop's transport costs by itself, the floor under any broker written on it. `--no-trace`
+loop's transport costs by itself, the floor under any broker written on it.
+`--bare-epoll` serves the same protocol with one `select.epoll` of ours registered in
+the loop once and a non-blocking socket per connection in it (the shape of
+mqttd/net/epoll_tcp.py): what a connection costs without a transport. `--no-trace`
 measures RSS without tracemalloc (whose own bookkeeping inflates RSS).
 """
 
@@ -22,6 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import select
+import socket
 import subprocess
 import sys
 import tracemalloc
@@ -76,12 +83,72 @@ class _BareServer:
             self._server.close()
 
 
-async def measure(n: int, top: int, group: str, frames: int, bare: bool, trace: bool) -> None:
+class _BareEpollServer:
+    """`--bare-epoll`: a listening socket and one epoll in the loop; per connection only
+    its fd (an int) in a dict and in the epoll. Answers CONNECT with CONNACK."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._listener = socket.socket()
+        self._epoll = select.epoll()
+        self._open: dict[int, None] = {}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ls = self._listener
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1024)
+        ls.setblocking(False)
+        self.port = ls.getsockname()[1]
+        loop.add_reader(ls.fileno(), self._accept)
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    def _accept(self) -> None:
+        accept = self._listener._accept  # type: ignore[attr-defined]
+        while True:
+            try:
+                fd, _ = accept()
+            except BlockingIOError:
+                return
+            os.set_blocking(fd, False)
+            self._open[fd] = None
+            self._epoll.register(fd, select.EPOLLIN)
+
+    def _ready(self) -> None:
+        for fd, _ in self._epoll.poll(0):
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self._epoll.unregister(fd)
+                del self._open[fd]
+                os.close(fd)
+            elif data[:1] == b"\x10":
+                os.write(fd, b"\x20\x02\x00\x00")
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._listener.fileno())
+        loop.remove_reader(self._epoll.fileno())
+        self._listener.close()
+        for fd in self._open:
+            os.close(fd)
+        self._epoll.close()
+
+
+async def measure(n: int, top: int, group: str, frames: int, bare: str, trace: bool) -> None:
     """Start a broker, let loadgen open and hold `n` connections, compare snapshots."""
     binary = build_loadgen()
-    app: App | _BareServer
-    if bare:
+    app: App | _BareServer | _BareEpollServer
+    if bare == "uvloop":
         app = _BareServer()
+    elif bare == "epoll":
+        app = _BareEpollServer()
     else:
         config = ephemeral_config()
         config.log.level = "warning"
@@ -116,7 +183,7 @@ async def measure(n: int, top: int, group: str, frames: int, bare: bool, trace: 
         print(err.decode().strip())
     finally:
         await app.stop()
-    what = "bare uvloop protocol" if bare else "broker"
+    what = f"bare {bare} protocol" if bare else "broker"
     if before is None or after is None:
         print(f"\n{n} connections ({what}): RSS +{(rss1 - rss0) * 1024 / n:,.0f} B/conn")
         return
@@ -143,10 +210,12 @@ def main() -> int:
     p.add_argument("--group", choices=("lineno", "filename", "traceback"), default="lineno")
     p.add_argument("--frames", type=int, default=1, help="traceback depth (default 1)")
     p.add_argument("--bare", action="store_true", help="a do-nothing protocol, not the broker")
+    p.add_argument("--bare-epoll", action="store_true", help="the same on one epoll, no transports")
     p.add_argument("--no-trace", action="store_true", help="RSS only, without tracemalloc")
     args = p.parse_args()
     tune_gc()
-    run = measure(args.n, args.top, args.group, args.frames, args.bare, not args.no_trace)
+    bare = "epoll" if args.bare_epoll else "uvloop" if args.bare else ""
+    run = measure(args.n, args.top, args.group, args.frames, bare, not args.no_trace)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux

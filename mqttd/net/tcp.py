@@ -173,30 +173,44 @@ class TcpSink:
         self._stop_lingering()
 
 
+class Abortable(Protocol):
+    """An open socket as its listener sees it: something to drop at the end of a shutdown."""
+
+    def abort(self) -> None: ...
+
+
 class ListenerConnections:
-    """The open sockets of one listener: enforces `max_connections`, aborts at shutdown."""
+    """The open sockets of one listener: enforces `max_connections`, aborts at shutdown.
+
+    Each socket is kept under a key: the `TcpSink` itself here, its fd for the epoll
+    listener (net/epoll_tcp.py), which looks sockets up by fd in this same dict.
+    """
 
     __slots__ = ("_drained", "_open", "max_connections")
 
     def __init__(self, max_connections: int = 0) -> None:
         self.max_connections = max_connections  # 0 = unlimited
-        # A dict used as a set: smaller per entry than a set (docs/benchmarks.md).
-        self._open: dict[TcpSink, None] = {}
+        self._open: dict[object, Abortable] = {}
         self._drained: asyncio.Event | None = None
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def admit(self, sink: TcpSink) -> bool:
-        """Count a new socket in, unless the listener is full."""
+    @property
+    def sockets(self) -> dict[object, Abortable]:
+        """The open sockets by key (the dict itself, for the epoll listener's lookups)."""
+        return self._open
+
+    def admit(self, sink: Abortable, key: object = None) -> bool:
+        """Count a new socket in (under `key`, else itself), unless the listener is full."""
         if self.max_connections and len(self._open) >= self.max_connections:
             return False
-        self._open[sink] = None
+        self._open[sink if key is None else key] = sink
         return True
 
-    def remove(self, sink: TcpSink) -> None:
-        """Count a closed socket out."""
-        self._open.pop(sink, None)
+    def remove(self, key: object) -> None:
+        """Count a closed socket out (by the key it was admitted under)."""
+        self._open.pop(key, None)
         if not self._open and self._drained is not None:
             self._drained.set()
 
@@ -213,7 +227,7 @@ class ListenerConnections:
 
     def abort_all(self) -> None:
         """Drop every socket still open (the end of a shutdown that waited long enough)."""
-        for sink in list(self._open):
+        for sink in list(self._open.values()):
             sink.abort()
 
 

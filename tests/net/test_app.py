@@ -21,7 +21,8 @@ from mqttd import __version__
 from mqttd import app as app_module
 from mqttd.app import App, StartupError, ephemeral_config, running
 from mqttd.config import ConfigError, ListenerConfig, TLSConfig, config_from_dict
-from mqttd.net import tcp
+from mqttd.net import epoll_tcp, tcp
+from mqttd.net.epoll_tcp import EpollServer
 
 # MQTT 3.1.1 CONNECT (clean session, keep alive 60, empty client id) and its CONNACK.
 CONNECT_311 = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
@@ -101,6 +102,29 @@ async def test_ready_lines_come_after_every_listener(caplog: pytest.LogCaptureFi
             f"mqttd {__version__} listening on mqtt://127.0.0.1:{second}",
             "mqttd ready",
         ]
+
+
+async def test_plain_tcp_is_served_by_the_epoll_listener() -> None:
+    async with running() as app:
+        _, writer = await mqtt_connect(app.host, app.port)
+        listener = app._listeners[0]
+        assert isinstance(listener, app_module._TcpListener)
+        assert isinstance(listener.server, EpollServer) == epoll_tcp.AVAILABLE
+        assert len(listener.connections) == 1
+        writer.close()
+
+
+async def test_without_epoll_plain_tcp_falls_back_to_transports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(epoll_tcp, "AVAILABLE", False)  # as on a system without epoll
+    async with running() as app:
+        _, writer = await mqtt_connect(app.host, app.port)
+        listener = app._listeners[0]
+        assert isinstance(listener, app_module._TcpListener)
+        assert isinstance(listener.server, asyncio.Server)
+        assert len(listener.connections) == 1
+        writer.close()
 
 
 async def test_stop_tells_mqtt5_clients_and_closes_every_socket(
