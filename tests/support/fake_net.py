@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from mqttd.net.tcp import Sink
 
-__all__ = ["FakeBroker", "FakeConnection", "Run", "port_of", "read_until_eof"]
+__all__ = ["FakeBroker", "FakeConnection", "Run", "port_of", "read_until_eof", "until"]
 
 
 class _Server(Protocol):
@@ -75,3 +75,12 @@ async def read_until_eof(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
     except ConnectionResetError:
         return b""
+
+
+async def until(check: Callable[[], object], what: str, tries: int = 200) -> None:
+    """Wait (briefly, polling) until `check()` is true."""
+    for _ in range(tries):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
