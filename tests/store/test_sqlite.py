@@ -172,7 +172,9 @@ async def test_retained_rows_come_packed_byte_for_byte_and_whole_when_they_must(
     ]
 
 
-async def test_a_database_in_utf16_hands_retained_rows_whole(db_path: Path) -> None:
+async def test_a_database_in_utf16_hands_the_same_packed_records(db_path: Path) -> None:
+    # The record is a blob written by `pack_retained`: its origin is UTF-8 whatever the
+    # file's text encoding.
     db_path.parent.mkdir(parents=True)
     con = sqlite3.connect(db_path)
     con.execute("PRAGMA encoding = 'UTF-16le'")
@@ -181,10 +183,13 @@ async def test_a_database_in_utf16_hands_retained_rows_whole(db_path: Path) -> N
     con.commit()
     con.close()
     async with opened(db_path) as store:
-        store.save_retained(StoredMessage("a/b", b"\x00p", 1, True, None, None, "pub"))
+        store.save_retained(StoredMessage("a/b", b"\x00p", 1, True, None, None, "pübé"))
         await store.flush()
         rows = [row async for chunk in store.retained_rows() for row in chunk]
-    assert rows == [("a/b", b"\x00p", 1, 1, None, None, "pub")]
+    assert rows == [("a/b", pack_retained(1, True, "pübé", b"\x00p"))]
+    assert [(m.topic, m.payload, m.origin) for m in (await _reload(db_path)).retained] == [
+        ("a/b", b"\x00p", "pübé")
+    ]
 
 
 async def test_session_with_all_its_contents_round_trips(db_path: Path) -> None:
@@ -990,7 +995,7 @@ async def test_transactions_without_aiosqlite_execute_go_statement_by_statement(
         store.save_retained(_message("r", retain=True))
         await store.flush()
         assert store.transactions == 1
-        insert = ("INSERT INTO retained (topic, payload, qos, retain) VALUES (?, ?, 0, 0)",)
+        insert = ("INSERT INTO retained (topic, record) VALUES (?, ?)",)
         with pytest.raises(sqlite3.OperationalError):
             await store._transaction([(*insert, ("gone", b"x"), False), ("NOT SQL", (), False)])
         assert not db.in_transaction  # rolled back, "gone" with it
