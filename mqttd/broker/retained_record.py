@@ -8,10 +8,10 @@ properties and without an expiry is kept instead as ONE `bytes` object, the stor
 packed record (`mqttd.store.base.pack_retained`, whose comment gives the layout): the
 SQLite store keeps every retained message as this record and reads it back as it is, so
 a million of them cost no Python object per column and no concatenation in Python. A
-`Message` is made from it only when the message is read (a delivery, the admin API). A message with properties or an expiry
-(rare, and not worth a format) is kept as a `Message` of its own, unchanged;
-`message_of` hands out a copy of it, so the record kept in the tree never carries a
-delivery's encoding or store id.
+`Message` is made from it only when the message is read (a delivery, the admin API). A
+message with properties or an expiry (rare, and not worth a format) is kept as a
+`Message` of its own, unchanged; `message_of` hands out a copy of it, so the record
+kept in the tree never carries a delivery's encoding or store id.
 """
 
 from __future__ import annotations
