@@ -521,17 +521,21 @@ class _Batch:
             # saved but not yet referenced (the batch closed between the two calls) is.
             if live.get(mid) or not saved.refs
         ]
-        retained_upserts = [
-            (
-                t,
-                m.expiry_at,
-                _encode_properties(m.properties),
-                pack(m.qos, m.retain, m.origin, m.payload),
+        retained_upserts: list[tuple[Any, ...]] = []
+        retained_deletes: list[tuple[Any, ...]] = []
+        for t, m in self.retained.items():
+            if m is None:
+                retained_deletes.append((t,))
+                continue
+            p = m.properties
+            retained_upserts.append(
+                (
+                    t,
+                    m.expiry_at,
+                    None if p is None else _encode_properties(p),
+                    pack(m.qos, m.retain, m.origin, m.payload),
+                )
             )
-            for t, m in self.retained.items()
-            if m is not None
-        ]
-        retained_deletes = [(t,) for t, m in self.retained.items() if m is None]
         plan: list[tuple[str, Sequence[Any], bool]] = []
         if wipes:
             plan.extend((sql, wipes, True) for sql in _WIPE_SESSION)
