@@ -254,8 +254,8 @@ def _pack_v1(qos: int, retain: int, origin: str | None, payload: bytes) -> bytes
 async def _migrate_to_v2(db: aiosqlite.Connection) -> None:
     """Version 2: the retained table holds each message's packed record."""
     # Packed by the writer's own function, not by SQL (char() and ||): the same bytes by
-    # construction, in a file of any text encoding. One rewrite of the table: about 3 s
-    # for a million messages, once (the eighth round's figures).
+    # construction, in a file of any text encoding. One rewrite of the table, once: 4 s
+    # for a million messages with the check before it (docs/benchmarks.md, eighth round).
     await db.create_function("mqttd_pack_retained", 4, _pack_v1, deterministic=True)
     await db.execute("ALTER TABLE retained RENAME TO retained_v1")
     await db.execute(_RETAINED_V2)
