@@ -46,6 +46,7 @@ from bench import build_loadgen  # noqa: E402
 from mqttd.broker.broker import Broker  # noqa: E402
 from mqttd.broker.clock import MonotonicClock  # noqa: E402
 from mqttd.broker.settings import BrokerSettings  # noqa: E402
+from mqttd.store.base import pack_retained  # noqa: E402
 from mqttd.store.sqlite import SqliteStore  # noqa: E402
 
 LISTENING_RE = re.compile(r"listening on mqtt://([\d.]+):(\d+)")
@@ -72,9 +73,11 @@ def fill(path: Path, retained: int, sessions: int) -> None:
     now = time.time()
     with con:
         con.executemany(
-            "INSERT INTO retained (topic, payload, qos, retain, properties, expiry_at, origin)"
-            " VALUES (?, ?, 1, 1, NULL, NULL, ?)",
-            ((f"fleet/{i // 1000}/{i % 1000}/state", payload, f"dev-{i}") for i in range(retained)),
+            "INSERT INTO retained (topic, record) VALUES (?, ?)",
+            (
+                (f"fleet/{i // 1000}/{i % 1000}/state", pack_retained(1, True, f"dev-{i}", payload))
+                for i in range(retained)
+            ),
         )
         con.executemany(
             "INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at)"

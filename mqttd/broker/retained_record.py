@@ -6,12 +6,12 @@ message costs its object (120 bytes), its payload's `bytes` (33 bytes of header)
 its publisher's id as a string of its own (49 bytes of header): a message without
 properties and without an expiry is kept instead as ONE `bytes` object, the store's
 packed record (`mqttd.store.base.pack_retained`, whose comment gives the layout): the
-SQLite store has SQLite make it at start-up, so a million of them cost no Python object
-per column and no concatenation in Python. A `Message` is made from it only when the
-message is read (a delivery, the admin API). A message with properties or an expiry
-(rare, and not worth a format) is kept as a `Message` of its own, unchanged;
-`message_of` hands out a copy of it, so the record kept in the tree never carries a
-delivery's encoding or store id.
+SQLite store keeps every retained message as this record and reads it back as it is, so
+a million of them cost no Python object per column and no concatenation in Python. A
+`Message` is made from it only when the message is read (a delivery, the admin API). A
+message with properties or an expiry (rare, and not worth a format) is kept as a
+`Message` of its own, unchanged; `message_of` hands out a copy of it, so the record
+kept in the tree never carries a delivery's encoding or store id.
 """
 
 from __future__ import annotations

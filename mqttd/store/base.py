@@ -52,6 +52,7 @@ __all__ = [
     "StoredWill",
     "WholeRetainedRow",
     "pack_retained",
+    "unpack_retained",
 ]
 
 
@@ -80,7 +81,8 @@ class StoredMessage:
 #: of them is a real case: no object per row). A message without properties and without
 #: an expiry comes PACKED, as (topic, record): `record` is `pack_retained`'s bytes, the
 #: form the broker keeps it in (broker/retained_record.py), made by the store (the SQLite
-#: store has SQLite build it, no Python object per column). Any other comes WHOLE: topic,
+#: store keeps every retained message as this record and reads it as it is, no Python
+#: object per column). Any other comes WHOLE: topic,
 #: payload, qos, retain (0/1), properties, expiry_at (wall clock, None = never), origin.
 #: A chunk of `retained_rows` holds rows of one kind only.
 PackedRetainedRow = tuple[str, bytes]
@@ -92,6 +94,7 @@ RetainedRow = PackedRetainedRow | WholeRetainedRow
 #     byte 0     flags: bits 0-1 QoS, bit 2 retain, bit 3 an origin (publisher id) follows
 #     bytes 1-3  the origin's length in UTF-8, in three 7-bit groups, high group first
 #                (0 without one); 7-bit groups so that SQLite's char() can make them
+#                (the start did with schema version 1's files)
 #     ...        the origin in UTF-8, then the payload
 RETAINED_ORIGIN = 8
 RETAINED_RETAIN = 4
@@ -107,6 +110,18 @@ def pack_retained(qos: int, retain: bool, origin: str | None, payload: bytes) ->
     # Client ids are at most 65,535 bytes of UTF-8 (MQTT strings' length prefix).
     flags = qos | (RETAINED_RETAIN if retain else 0) | RETAINED_ORIGIN
     return bytes((flags, n >> 14, (n >> 7) & 127, n & 127)) + raw + payload
+
+
+def unpack_retained(record: bytes) -> tuple[bytes, int, bool, str | None]:
+    """(payload, qos, retain, origin) of a record `pack_retained` made."""
+    flags = record[0]
+    if flags & RETAINED_ORIGIN:
+        end = RETAINED_HEAD + ((record[1] << 14) | (record[2] << 7) | record[3])
+        origin: str | None = record[RETAINED_HEAD:end].decode()
+    else:
+        end = RETAINED_HEAD
+        origin = None
+    return record[end:], flags & 3, bool(flags & RETAINED_RETAIN), origin
 
 
 @dataclass(slots=True)

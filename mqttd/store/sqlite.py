@@ -87,6 +87,8 @@ from .base import (
     StoredState,
     StoredSubscription,
     StoredWill,
+    pack_retained,
+    unpack_retained,
 )
 from .stats import StoreStats
 
@@ -232,9 +234,44 @@ async def _migrate_to_v1(db: aiosqlite.Connection) -> None:
     await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+# Version 2 keeps a retained message as its broker's record (`base.pack_retained`: flags,
+# origin and payload in one blob), so the start reads the record as it is instead of
+# having SQLite build it per row (docs/benchmarks.md, start-up, eighth round). The
+# record is the only copy of the payload; properties and expiry stay columns of their
+# own (a message with either comes whole to the broker). The small columns come before
+# the record: the start's WHERE on them then never reads a large record's overflow pages.
+_RETAINED_V2: Final = """CREATE TABLE retained (
+        topic TEXT PRIMARY KEY NOT NULL,
+        expiry_at REAL,
+        properties BLOB,
+        record BLOB NOT NULL)"""
+
+
+def _pack_v1(qos: int, retain: int, origin: str | None, payload: bytes) -> bytes:
+    return pack_retained(qos, retain != 0, origin, payload)
+
+
+async def _migrate_to_v2(db: aiosqlite.Connection) -> None:
+    """Version 2: the retained table holds each message's packed record."""
+    # Packed by the writer's own function, not by SQL (char() and ||): the same bytes by
+    # construction, in a file of any text encoding. One rewrite of the table, once: 4 s
+    # for a million messages with the check before it (docs/benchmarks.md, eighth round).
+    await db.create_function("mqttd_pack_retained", 4, _pack_v1, deterministic=True)
+    await db.execute("ALTER TABLE retained RENAME TO retained_v1")
+    await db.execute(_RETAINED_V2)
+    await db.execute(
+        "INSERT INTO retained (topic, expiry_at, properties, record) SELECT topic, expiry_at,"
+        " properties, mqttd_pack_retained(qos, retain, origin, payload) FROM retained_v1"
+    )
+    await db.execute("DROP TABLE retained_v1")
+
+
 #: MIGRATIONS[n] takes a database from schema version n to n + 1, inside one
 #: transaction. Append only: a released migration never changes.
-MIGRATIONS: Final[Sequence[Callable[[aiosqlite.Connection], Awaitable[None]]]] = (_migrate_to_v1,)
+MIGRATIONS: Final[Sequence[Callable[[aiosqlite.Connection], Awaitable[None]]]] = (
+    _migrate_to_v1,
+    _migrate_to_v2,
+)
 
 #: The schema version this mqttd writes (``PRAGMA user_version``).
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -299,11 +336,10 @@ class _Multi:
 # client's rows without the CASTs, which matters for a session with a long queue).
 _KEYS_IN = " IN (SELECT CAST(column1 AS TEXT), CAST(column2 AS INTEGER) FROM (VALUES "
 _M_UPSERT_RETAINED = _Multi(
-    "INSERT INTO retained (topic, payload, qos, retain, properties, expiry_at, origin) VALUES ",
-    7,
-    " ON CONFLICT (topic) DO UPDATE SET payload = excluded.payload, qos = excluded.qos,"
-    " retain = excluded.retain, properties = excluded.properties,"
-    " expiry_at = excluded.expiry_at, origin = excluded.origin",
+    "INSERT INTO retained (topic, expiry_at, properties, record) VALUES ",
+    4,
+    " ON CONFLICT (topic) DO UPDATE SET expiry_at = excluded.expiry_at,"
+    " properties = excluded.properties, record = excluded.record",
 )
 _M_DELETE_RETAINED = _Multi("DELETE FROM retained WHERE topic IN (", 1, ")")  # IN ((?), (?))
 _M_INSERT_MESSAGE = _Multi(
@@ -422,7 +458,8 @@ class _Batch:
     #: The interval passed while no one urgent waited: due when someone urgent comes.
     deferred: bool = False
     opened_at: float = 0.0
-    retained: dict[str, _MessageRow | None] = field(default_factory=dict)
+    # Topic -> message (packed when the batch is written: once per topic and batch) or None.
+    retained: dict[str, StoredMessage | None] = field(default_factory=dict)
     messages: dict[int, _SavedMessage] = field(default_factory=dict)
     clients: dict[str, _ClientChanges] = field(default_factory=dict)
     extra: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
@@ -442,6 +479,7 @@ class _Batch:
         will_upserts: list[tuple[Any, ...]] = []
         will_deletes: list[tuple[Any, ...]] = []
         live: dict[int, int] = {}  # message id saved in this batch -> surviving references
+        pack = pack_retained
         releases = bool(self.extra)  # may an outbound row stop referring to a message?
         messages = self.messages
         for client_id, c in self.clients.items():
@@ -483,8 +521,21 @@ class _Batch:
             # saved but not yet referenced (the batch closed between the two calls) is.
             if live.get(mid) or not saved.refs
         ]
-        retained_upserts = [row for row in self.retained.values() if row is not None]
-        retained_deletes = [(t,) for t, row in self.retained.items() if row is None]
+        retained_upserts: list[tuple[Any, ...]] = []
+        retained_deletes: list[tuple[Any, ...]] = []
+        for t, m in self.retained.items():
+            if m is None:
+                retained_deletes.append((t,))
+                continue
+            p = m.properties
+            retained_upserts.append(
+                (
+                    t,
+                    m.expiry_at,
+                    None if p is None else _encode_properties(p),
+                    pack(m.qos, m.retain, m.origin, m.payload),
+                )
+            )
         plan: list[tuple[str, Sequence[Any], bool]] = []
         if wipes:
             plan.extend((sql, wipes, True) for sql in _WIPE_SESSION)
@@ -543,6 +594,23 @@ def _message_row(message: StoredMessage) -> _MessageRow:
     )
 
 
+def _whole_retained(
+    topic: str, record: bytes, properties: bytes | None, expiry_at: float | None
+) -> tuple[str, bytes, int, int, Properties | None, float | None, str | None]:
+    """A retained row of the table as a whole row (`base.WholeRetainedRow`)."""
+    payload, qos, retain, origin = unpack_retained(record)
+    return topic, payload, qos, int(retain), _decode_properties(properties), expiry_at, origin
+
+
+def _retained_message(
+    topic: str, record: bytes, properties: bytes | None, expiry_at: float | None
+) -> StoredMessage:
+    payload, qos, retain, origin = unpack_retained(record)
+    return StoredMessage(
+        topic, payload, qos, retain, _decode_properties(properties), expiry_at, origin
+    )
+
+
 def _message(row: Sequence[Any]) -> StoredMessage:
     """A StoredMessage from (topic, payload, qos, retain, properties, expiry_at, origin)."""
     topic, payload, qos, retain, props, expiry_at, origin = row
@@ -567,20 +635,15 @@ def _error_code(exc: BaseException) -> int | None:
 # -- the store --------------------------------------------------------------------------------
 
 
-# Retained messages without properties and expiry, as (topic, record): SQLite makes
-# `base.pack_retained`'s record itself. char() makes the flags and the origin's length
-# in 7-bit groups (one byte each in UTF-8); `||` joins them, the origin and the payload
-# byte for byte (text and blobs alike, embedded NULs included), and the whole is cast
-# back to a blob. Byte-for-byte the same as pack_retained: tests/store/test_sqlite.py.
-_ORIGIN_BYTES = "length(CAST(coalesce(origin, '') AS BLOB))"
+# Retained messages without properties and expiry come as (topic, record), the record as
+# stored (schema version 2); the others whole, unpacked from theirs.
 _PACKED_RETAINED = (
-    "SELECT topic, CAST(char("
-    f"(qos & 3) | ((retain != 0) << 2) | ((origin IS NOT NULL) << 3), "
-    f"{_ORIGIN_BYTES} >> 14, ({_ORIGIN_BYTES} >> 7) & 127, {_ORIGIN_BYTES} & 127"
-    ") || coalesce(origin, '') || payload AS BLOB) FROM retained"
-    " WHERE properties IS NULL AND expiry_at IS NULL"
+    "SELECT topic, record FROM retained WHERE properties IS NULL AND expiry_at IS NULL"
 )
-_NOT_PACKED = " WHERE properties IS NOT NULL OR expiry_at IS NOT NULL"
+_WHOLE_RETAINED = (
+    "SELECT topic, record, properties, expiry_at FROM retained"
+    " WHERE properties IS NOT NULL OR expiry_at IS NOT NULL"
+)
 
 
 class SqliteStore:
@@ -953,8 +1016,8 @@ class SqliteStore:
 
     async def retained_rows(self, chunk: int = 20_000) -> AsyncIterator[list[RetainedRow]]:
         """The committed retained messages, `chunk` rows at a time: first the packed
-        rows (no properties, no expiry: `_PACKED_RETAINED` has SQLite make the broker's
-        record), then the whole ones (`RetainedRow`).
+        rows (no properties, no expiry: the record as the table keeps it), then the
+        whole ones (`RetainedRow`).
 
         One cursor at a time, read on aiosqlite's thread a chunk at a time: a million
         retained messages never sit in memory twice (as rows and as the broker's
@@ -964,28 +1027,13 @@ class SqliteStore:
         """
         db = self._require_open()
         await self.flush()
-        decode = _decode_properties
         try:
-            async with db.execute("PRAGMA encoding") as cursor:
-                encoding = await cursor.fetchone()
-            # The record's origin and payload are the text's bytes: UTF-8 only (the
-            # default, and what `open` creates); another encoding gets whole rows.
-            packed = encoding is not None and encoding[0] == "UTF-8"
-            if packed:
-                async with db.execute(_PACKED_RETAINED) as cursor:
-                    while rows := await cursor.fetchmany(chunk):
-                        yield cast(list[RetainedRow], rows)
-            async with db.execute(
-                "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
-                + (_NOT_PACKED if packed else "")
-            ) as cursor:
+            async with db.execute(_PACKED_RETAINED) as cursor:
                 while rows := await cursor.fetchmany(chunk):
-                    # Tuples (no row factory); rows with properties get them decoded.
-                    plain = cast(list[Any], rows)
-                    yield [
-                        row if row[4] is None else (*row[:4], decode(row[4]), *row[5:])
-                        for row in plain
-                    ]
+                    yield cast(list[RetainedRow], rows)
+            async with db.execute(_WHOLE_RETAINED) as cursor:
+                while rows := await cursor.fetchmany(chunk):
+                    yield [_whole_retained(*row) for row in rows]
             await self._checked()  # what was read counts only from a sound file
         except DatabaseUnusable:
             raise
@@ -996,20 +1044,15 @@ class SqliteStore:
         db = self._require_open()
         await self.flush()
         state = StoredState()
-        retained = (
-            []
-            if not with_retained
-            else await db.execute_fetchall(
-                "SELECT topic, payload, qos, retain, properties, expiry_at, origin FROM retained"
-            )
-        )
+        if with_retained:
+            state.retained = [
+                _retained_message(*row)
+                for row in await db.execute_fetchall(
+                    "SELECT topic, record, properties, expiry_at FROM retained"
+                )
+            ]
         # Inlined (no call per row): a million retained messages is a real case.
         decode = _decode_properties
-        state.retained = [
-            StoredMessage(t, p, q, r == 1, None if pr is None else decode(pr), e, o)
-            for t, p, q, r, pr, e, o in retained
-        ]
-        del retained
         # Equal strings the rows bring once per row (publisher ids of queued messages,
         # subscription filters many sessions share) are made one object: 100,000
         # sessions save about 11 MiB (docs/benchmarks.md, start-up, sixth round).
@@ -1325,7 +1368,7 @@ class SqliteStore:
     def save_retained(self, message: StoredMessage) -> None:
         """Record `message` as the retained message of its topic."""
         batch = self._batch()
-        batch.retained[message.topic] = _message_row(message)
+        batch.retained[message.topic] = message
         self._changed(batch)
 
     def delete_retained(self, topic: str) -> None:

@@ -172,7 +172,9 @@ async def test_retained_rows_come_packed_byte_for_byte_and_whole_when_they_must(
     ]
 
 
-async def test_a_database_in_utf16_hands_retained_rows_whole(db_path: Path) -> None:
+async def test_a_database_in_utf16_hands_the_same_packed_records(db_path: Path) -> None:
+    # The record is a blob written by `pack_retained`: its origin is UTF-8 whatever the
+    # file's text encoding.
     db_path.parent.mkdir(parents=True)
     con = sqlite3.connect(db_path)
     con.execute("PRAGMA encoding = 'UTF-16le'")
@@ -181,10 +183,13 @@ async def test_a_database_in_utf16_hands_retained_rows_whole(db_path: Path) -> N
     con.commit()
     con.close()
     async with opened(db_path) as store:
-        store.save_retained(StoredMessage("a/b", b"\x00p", 1, True, None, None, "pub"))
+        store.save_retained(StoredMessage("a/b", b"\x00p", 1, True, None, None, "pübé"))
         await store.flush()
         rows = [row async for chunk in store.retained_rows() for row in chunk]
-    assert rows == [("a/b", b"\x00p", 1, 1, None, None, "pub")]
+    assert rows == [("a/b", pack_retained(1, True, "pübé", b"\x00p"))]
+    assert [(m.topic, m.payload, m.origin) for m in (await _reload(db_path)).retained] == [
+        ("a/b", b"\x00p", "pübé")
+    ]
 
 
 async def test_session_with_all_its_contents_round_trips(db_path: Path) -> None:
@@ -769,6 +774,121 @@ async def test_another_applications_database_is_refused(db_path: Path) -> None:
     assert "not mqttd's" in await _refusal(db_path)
 
 
+# How mqttd read a version 1 file's packed rows (SQLite made the record): a migrated
+# file must load the same bytes.
+_V1_ORIGIN_BYTES = "length(CAST(coalesce(origin, '') AS BLOB))"
+_V1_PACKED = (
+    "SELECT topic, CAST(char("
+    "(qos & 3) | ((retain != 0) << 2) | ((origin IS NOT NULL) << 3), "
+    f"{_V1_ORIGIN_BYTES} >> 14, ({_V1_ORIGIN_BYTES} >> 7) & 127, {_V1_ORIGIN_BYTES} & 127"
+    ") || coalesce(origin, '') || payload AS BLOB) FROM retained"
+    " WHERE properties IS NULL AND expiry_at IS NULL"
+)
+
+
+def _version_1_file(path: Path, encoding: str = "UTF-8") -> list[StoredMessage]:
+    """A file as mqttd wrote it at schema version 1, with retained rows of every shape
+    (and a session); the retained messages it holds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    messages = [
+        StoredMessage(f"t/{i}", payload, qos, retain, None, None, origin)
+        for i, (origin, payload, qos, retain) in enumerate(_PACKED_CASES)
+    ]
+    messages += [
+        StoredMessage("w/props", bytes(range(255, -1, -1)), 1, True, PROPS, None, "o"),
+        StoredMessage("w/expiry", b"\x00\x00", 0, False, None, 99.5, None),
+        StoredMessage("w/both", b"\xc3\x28", 2, True, PROPS, 12.25, "é" * 64),
+    ]
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA encoding = '{encoding}'")
+    for statement in sqlite_module._SCHEMA_V1:
+        con.execute(statement)
+    con.execute(f"PRAGMA application_id = {sqlite_module.APPLICATION_ID}")
+    con.execute("PRAGMA user_version = 1")
+    con.executemany(
+        "INSERT INTO retained (topic, payload, qos, retain, properties, expiry_at, origin)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                m.topic,
+                m.payload,
+                m.qos,
+                int(m.retain),
+                sqlite_module._encode_properties(m.properties),
+                m.expiry_at,
+                m.origin,
+            )
+            for m in messages
+        ],
+    )
+    con.execute(
+        "INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at)"
+        " VALUES ('c', 4, 60, 1.5)"
+    )
+    con.execute("INSERT INTO subscriptions VALUES ('c', 'a/#', 1, 0, 0, 0, NULL)")
+    con.commit()
+    con.close()
+    return messages
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16le"])
+async def test_a_version_1_file_is_migrated_to_records_that_load_the_same(
+    db_path: Path, encoding: str
+) -> None:
+    messages = _version_1_file(db_path, encoding)
+    before = {row[0]: row[1] for row in _rows(db_path, _V1_PACKED)} if encoding == "UTF-8" else None
+    async with opened(db_path) as store:
+        chunks = [rows async for rows in store.retained_rows(chunk=4)]
+        state = await store.load()
+    assert _rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    columns = [row[1] for row in _rows(db_path, "PRAGMA table_info(retained)")]
+    assert columns == ["topic", "expiry_at", "properties", "record"]
+    assert _rows(db_path, "SELECT name FROM sqlite_master WHERE name LIKE 'retained_v1%'") == []
+    rows = [row for rows in chunks for row in rows]
+    packed = {row[0]: row[1] for row in rows if len(row) == 2}
+    expected = {m.topic: pack_retained(m.qos, m.retain, m.origin, m.payload) for m in messages[:-3]}
+    assert packed == expected
+    if before is not None:
+        assert packed == before  # what version 1's start made of the same rows
+    whole = sorted((row for row in rows if len(row) == 7), key=lambda row: row[0])
+    assert whole == sorted(
+        (m.topic, m.payload, m.qos, int(m.retain), m.properties, m.expiry_at, m.origin)
+        for m in messages[-3:]
+    )
+    key = lambda m: m.topic  # noqa: E731
+    assert sorted(state.retained, key=key) == sorted(messages, key=key)
+    assert [(s.client_id, [f.topic_filter for f in s.subscriptions]) for s in state.sessions] == [
+        ("c", ["a/#"])
+    ]
+    # And it goes on: replaced, deleted and added messages after the migration.
+    async with opened(db_path) as store:
+        store.save_retained(StoredMessage("t/0", b"new", 1, True, None, None, "p"))
+        store.delete_retained("w/props")
+        store.save_retained(StoredMessage("n", b"\x00", 0, True, None, 5.0, None))
+    reloaded = {m.topic: m for m in (await _reload(db_path)).retained}
+    assert len(reloaded) == len(messages)
+    assert reloaded["t/0"] == StoredMessage("t/0", b"new", 1, True, None, None, "p")
+    assert reloaded["n"] == StoredMessage("n", b"\x00", 0, True, None, 5.0, None)
+    assert "w/props" not in reloaded
+
+
+async def test_a_failed_migration_leaves_the_version_1_file_as_it_was(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _version_1_file(db_path)
+    before = _rows(db_path, "SELECT * FROM retained ORDER BY topic")
+
+    def broken(qos: int, retain: int, origin: str | None, payload: bytes) -> bytes:
+        raise ValueError("no")
+
+    monkeypatch.setattr(sqlite_module, "_pack_v1", broken)
+    with pytest.raises(DatabaseUnusable):
+        async with opened(db_path):
+            pass
+    assert _rows(db_path, "PRAGMA user_version") == [(1,)]
+    assert _rows(db_path, "SELECT * FROM retained ORDER BY topic") == before
+
+
 async def test_migrations_run_forward_from_the_version_on_file(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -990,7 +1110,7 @@ async def test_transactions_without_aiosqlite_execute_go_statement_by_statement(
         store.save_retained(_message("r", retain=True))
         await store.flush()
         assert store.transactions == 1
-        insert = ("INSERT INTO retained (topic, payload, qos, retain) VALUES (?, ?, 0, 0)",)
+        insert = ("INSERT INTO retained (topic, record) VALUES (?, ?)",)
         with pytest.raises(sqlite3.OperationalError):
             await store._transaction([(*insert, ("gone", b"x"), False), ("NOT SQL", (), False)])
         assert not db.in_transaction  # rolled back, "gone" with it
