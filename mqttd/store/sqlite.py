@@ -356,33 +356,12 @@ _UPDATE = 1
 _DELETE = 2
 
 
-class _Outbound:
-    """The pending change of one outbound row."""
-
-    __slots__ = ("fresh", "kind", "message_id", "packet_id", "qos", "retain", "state", "sub_ids")
-
-    def __init__(
-        self,
-        kind: int,
-        fresh: bool = False,
-        message_id: int = 0,
-        qos: int = 0,
-        retain: int = 0,
-        sub_ids: str | None = None,
-        packet_id: int | None = None,
-        state: int = 0,
-    ) -> None:
-        self.kind = kind
-        self.fresh = fresh  # no row with this key existed before this batch
-        self.message_id = message_id
-        self.qos = qos
-        self.retain = retain
-        self.sub_ids = sub_ids
-        self.packet_id = packet_id
-        self.state = state
-
-
-_REMOVED = _Outbound(_DELETE)
+# The pending change of one outbound row: (kind, fresh, message id, qos, retain,
+# subscription ids text, packet id, state); `fresh`: no row with this key existed before
+# this batch. A tuple, not an object: one is made for every QoS 1/2 message a persistent
+# session gets, and a tuple costs a fraction of an __init__ with eight arguments.
+_OutboundChange = tuple[int, bool, int, int, int, "str | None", "int | None", int]
+_REMOVED: _OutboundChange = (_DELETE, False, 0, 0, 0, None, None, 0)
 _UNSET: Any = object()  # a will that this batch did not touch
 
 
@@ -396,7 +375,7 @@ class _ClientChanges:
     subscriptions: dict[str, tuple[int, int, int, int, int | None] | None] = field(
         default_factory=dict
     )
-    outbound: dict[int, _Outbound] = field(default_factory=dict)
+    outbound: dict[int, _OutboundChange] = field(default_factory=dict)
     inbound: dict[int, bool] = field(default_factory=dict)  # packet id -> add (True) / remove
     will: Any = _UNSET  # a will row, None (delete) or _UNSET
 
@@ -450,18 +429,16 @@ class _Batch:
             if c.session is not None:
                 sessions.append((client_id, *c.session))
             for seq, o in c.outbound.items():
-                kind = o.kind
+                kind = o[0]
                 if kind == _INSERT:
-                    mid = o.message_id
+                    mid = o[2]
                     if mid in messages:
                         live[mid] = live.get(mid, 0) + 1
-                    if not o.fresh:
+                    if not o[1]:
                         releases = True  # may replace a row referring to another message
-                    out_upserts.append(
-                        (client_id, seq, mid, o.qos, o.retain, o.sub_ids, o.packet_id, o.state)
-                    )
+                    out_upserts.append((client_id, seq, *o[2:]))
                 elif kind == _UPDATE:
-                    out_updates.append((client_id, seq, o.packet_id, o.state))
+                    out_updates.append((client_id, seq, o[6], o[7]))
                 else:
                     out_deletes.append((client_id, seq))
             for topic_filter, sub in c.subscriptions.items():
@@ -1416,7 +1393,7 @@ class SqliteStore:
             changes = clients[client_id] = _ClientChanges()
         mid = outbound.message_id
         sub_ids = outbound.subscription_ids
-        changes.outbound[seq] = _Outbound(
+        changes.outbound[seq] = (
             _INSERT,
             fresh,
             mid,
@@ -1447,13 +1424,13 @@ class SqliteStore:
         changes = clients.get(client_id)
         if changes is None:
             changes = clients[client_id] = _ClientChanges()
-        o = changes.outbound.get(seq)
+        outbound = changes.outbound
+        o = outbound.get(seq)
         if o is None:
-            changes.outbound[seq] = _Outbound(_UPDATE, packet_id=packet_id, state=int(state))
+            outbound[seq] = (_UPDATE, False, 0, 0, 0, None, packet_id, int(state))
         else:
-            if o.kind != _DELETE:
-                o.packet_id = packet_id
-                o.state = int(state)
+            if o[0] != _DELETE:
+                outbound[seq] = (*o[:6], packet_id, int(state))
             return  # folded into a change this batch has already counted
         batch.changes += 1
         if batch.changes >= self.commit_batch:
@@ -1470,14 +1447,14 @@ class SqliteStore:
             changes = clients[client_id] = _ClientChanges()
         outbound = changes.outbound
         o = outbound.get(seq)
-        if o is not None and o.kind == _INSERT and o.fresh:
+        if o is not None and o[0] == _INSERT and o[1]:
             del outbound[seq]  # added and removed within the batch: no row at all
             # `commit_batch` bounds the rows a transaction writes: this one is gone. So
             # while the writer is busy, a batch that mostly folds stays open and goes
             # on folding (the fewer rows, the cheaper the commit) instead of closing
             # after a fixed number of calls.
             batch.changes -= 1
-            saved = batch.messages.get(o.message_id)
+            saved = batch.messages.get(o[2])
             if saved is not None:
                 saved.live = live = saved.live - 1
                 if not live:
