@@ -88,6 +88,12 @@ class Broker:
         #: The PUBACK of the QoS 1 PUBLISH being routed (inbound.py), which deliveries to
         #: persistent sessions may hold (`outbound.PublisherAck`); None otherwise.
         self.pending_ack: PublisherAck | None = None
+        #: The connection whose packets are being handled (`Connection._handle`), and the
+        #: acks of it that wait for a commit: registered with the store once per read,
+        #: not once per PUBLISH (inbound.py's `send_ack`, `register_commit_wait`).
+        self.reading: Connection | None = None
+        self.commit_wait: list[PublisherAck] | None = None
+        self.commit_wait_patient = True
         self._authenticate: Authenticate = authenticate or allow_all
         #: The ACL hook (`mqttd.security`); None = everything is allowed, and the hot
         #: path pays one None check. May be replaced at run time (a reload).
