@@ -380,13 +380,14 @@ class _ClientChanges:
     will: Any = _UNSET  # a will row, None (delete) or _UNSET
 
 
-@dataclass(slots=True)
-class _SavedMessage:
-    # Turned into a row only if it is written: most messages of a persistent session's
-    # QoS 1 traffic are acknowledged within the batch and never are.
-    message: StoredMessage
-    refs: int = 0  # outbound entries of the same batch that referred to it
-    live: int = 0  # those of them not folded away (added and removed in the batch)
+# A message saved in a batch: [message, refs, live]. `refs`: the outbound entries of the
+# same batch that referred to it; `live`: those of them not folded away (added and
+# removed in the batch). Turned into a row only if it is written: most messages of a
+# persistent session's QoS 1 traffic are acknowledged within the batch and never are.
+# A list, not an object: one is made per message, and a list costs a fraction of an
+# __init__.
+_SavedMessage = list[Any]
+_MESSAGE, _REFS, _LIVE = 0, 1, 2
 
 
 @dataclass(eq=False, slots=True)
@@ -454,11 +455,11 @@ class _Batch:
             elif will is not _UNSET:
                 will_upserts.append((client_id, *will))
         message_rows = [
-            (mid, *_message_row(saved.message))
+            (mid, *_message_row(saved[_MESSAGE]))
             for mid, saved in messages.items()
             # Not written when every reference to it was folded away in this batch. One
             # saved but not yet referenced (the batch closed between the two calls) is.
-            if live.get(mid) or not saved.refs
+            if live.get(mid) or not saved[_REFS]
         ]
         retained_upserts = [row for row in self.retained.values() if row is not None]
         retained_deletes = [(t,) for t, row in self.retained.items() if row is None]
@@ -1372,7 +1373,7 @@ class SqliteStore:
     def save_message(self, message_id: int, message: StoredMessage) -> None:
         """Record a message that outbound entries will refer to."""
         batch = self._open_batch or self._batch()
-        batch.messages[message_id] = _SavedMessage(message)
+        batch.messages[message_id] = [message, 0, 0]
         batch.changes += 1
         if batch.changes >= self.commit_batch:
             self._close_open_batch()
@@ -1398,16 +1399,17 @@ class SqliteStore:
             fresh,
             mid,
             outbound.qos,
-            int(outbound.retain),
+            # bool and IntEnum as they are: sqlite3 binds int subclasses as integers.
+            outbound.retain,
             _sub_ids_text(sub_ids) if sub_ids else None,
             outbound.packet_id,
-            int(outbound.state),
+            outbound.state,
         )
         saved = batch.messages.get(mid)
         if saved is not None:
-            saved.refs += 1
-            saved.live = live = saved.live + 1
-            if live == 1 and saved.refs > 1:
+            saved[_REFS] = refs = saved[_REFS] + 1
+            saved[_LIVE] = live = saved[_LIVE] + 1
+            if live == 1 and refs > 1:
                 batch.changes += 1  # its row is needed again (see remove_outbound)
         batch.changes += 1
         if batch.changes >= self.commit_batch:
@@ -1456,7 +1458,7 @@ class SqliteStore:
             batch.changes -= 1
             saved = batch.messages.get(o[2])
             if saved is not None:
-                saved.live = live = saved.live - 1
+                saved[_LIVE] = live = saved[_LIVE] - 1
                 if not live:
                     batch.changes -= 1  # its last reference folded: no message row either
             return
