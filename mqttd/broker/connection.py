@@ -364,11 +364,11 @@ class Connection(RareFields):
         lane = self.keepalive_lane
         if lane is not None:
             lane.touch(self, self.broker.clock.now())
-        broker = self.broker
+        wait = self.broker.commit_wait
         # Saved and put back: a handler may feed another connection (in-process).
-        reading, wait, patient = broker.reading, broker.commit_wait, broker.commit_wait_patient
-        broker.reading = self
-        broker.commit_wait = None
+        reading, acks, patient = wait.reading, wait.acks, wait.patient
+        wait.reading = self
+        wait.acks = None
         try:
             for packet in packets:
                 # The transition table: this state's handler for this packet's class.
@@ -379,10 +379,9 @@ class Connection(RareFields):
             logger.exception("internal error on %r", self)
             self.fail(ReasonCode.UNSPECIFIED_ERROR, "internal error")
         finally:
-            if broker.commit_wait is not None:
+            if wait.acks is not None:
                 register_commit_wait(self)
-            broker.reading, broker.commit_wait = reading, wait
-            broker.commit_wait_patient = patient
+            wait.reading, wait.acks, wait.patient = reading, acks, patient
 
     def connection_lost(self) -> None:
         """The socket is gone (EOF, reset, or our own close). Publishes the will if any."""

@@ -408,18 +408,19 @@ def send_ack(
             # Patient when its receivers' PUBACKs may release it first: the store
             # then lets the batch fill and fold (store/sqlite.py, after_commit).
             patient = pending is not None and ack.holders > 0 and not ack.blocked
-            broker = conn.broker
-            if broker.reading is conn:
+            wait = conn.broker.commit_wait
+            if wait.reading is conn:
                 # One registration for the acks of this read (`register_commit_wait`).
-                wait = broker.commit_wait
-                if wait is None:
-                    wait = broker.commit_wait = []
-                    broker.commit_wait_patient = patient
-                elif not patient:
-                    broker.commit_wait_patient = False
-                wait.append(ack)
+                waiting = wait.acks
+                if waiting is None:
+                    wait.acks = [ack]
+                    wait.patient = patient
+                else:
+                    waiting.append(ack)
+                    if not patient:
+                        wait.patient = False
             else:
-                broker.store.after_commit(ack.committed, patient)
+                conn.broker.store.after_commit(ack.committed, patient)
         else:
             ack.ready = True  # nothing to wait for but the acks before it
     else:
@@ -438,11 +439,11 @@ def register_commit_wait(conn: Connection) -> None:
     per PUBLISH: a fifth of the store's bookkeeping on the event loop under durable
     QoS 1 was the registering and calling of those (docs/benchmarks.md, eighth round).
     """
-    broker = conn.broker
-    acks = broker.commit_wait
-    broker.commit_wait = None
+    wait = conn.broker.commit_wait
+    acks = wait.acks
+    wait.acks = None
     if acks:
-        broker.store.after_commit(lambda: _acks_committed(conn, acks), broker.commit_wait_patient)
+        conn.broker.store.after_commit(lambda: _acks_committed(conn, acks), wait.patient)
 
 
 def _acks_committed(conn: Connection, acks: list[PublisherAck]) -> None:
