@@ -224,7 +224,7 @@ SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
 def persisted(sc: Scenario) -> bool:
     """A scenario of mqttd with SQLite persistence (persist-q1: the durable variant)."""
-    return "mqttd-persist" in sc.variants
+    return "mqttd-persist" in (sc.variants or ())
 
 
 def profile_scenarios() -> list[str]:
