@@ -222,6 +222,17 @@ SCENARIOS: tuple[Scenario, ...] = (
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
 
+def persisted(sc: Scenario) -> bool:
+    """A scenario of mqttd with SQLite persistence (persist-q1: the durable variant)."""
+    return "mqttd-persist" in (sc.variants or ())
+
+
+def profile_scenarios() -> list[str]:
+    """The scenarios one broker can run alone (profile_ab.py, profile_broker.py): those
+    without variants, and persist-q1 as its durable variant."""
+    return [s.name for s in SCENARIOS if not s.variants or persisted(s)]
+
+
 # ---------------------------------------------------------------- small helpers
 
 

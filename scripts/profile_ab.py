@@ -25,9 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # scripts/bench.py, the harness this reuses
 
 
-def spec_for(name: str, tree: Path | None, opts: bench.MqttdOptions) -> bench.BrokerSpec:
-    """mqttd from `tree` (PYTHONPATH wins over the editable install), or the work tree."""
-    base = bench.mqttd_command(opts, False, True)
+def spec_for(
+    name: str, tree: Path | None, opts: bench.MqttdOptions, persist: bool = False
+) -> bench.BrokerSpec:
+    """mqttd from `tree` (PYTHONPATH wins over the editable install), or the work tree;
+    `persist`: with SQLite persistence on (`--db`), as bench.py's mqttd-persist."""
+    base = bench.mqttd_command(opts, persist, True)
 
     def command(port: int, tmp: Path) -> list[str]:
         argv = base(port, tmp)
@@ -46,19 +49,25 @@ KEYS: dict[str, tuple[str, ...]] = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("scenario", choices=[s.name for s in bench.SCENARIOS if not s.variants])
+    p.add_argument("scenario", choices=bench.profile_scenarios())
     p.add_argument("--a", type=Path, required=True, help="directory holding the A mqttd/")
     p.add_argument("--b", type=Path, default=None, help="directory holding the B mqttd/")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("-m", "--messages", type=int, default=0, help="loadgen -m (default 20%%)")
     p.add_argument("--extra", default="", help="more loadgen arguments, space separated")
+    p.add_argument(
+        "--persist",
+        action="store_true",
+        help="SQLite persistence on for both (implied by persist-q1)",
+    )
     args = p.parse_args(argv)
 
     bench.raise_nofile_limit()
     binary = bench.build_loadgen()
     opts = bench.MqttdOptions.detect(bench.mqttd_python(None))
-    specs = {"A": spec_for("A", args.a, opts), "B": spec_for("B", args.b, opts)}
     sc = bench.SCENARIO_BY_NAME[args.scenario]
+    persist = args.persist or bench.persisted(sc)
+    specs = {"A": spec_for("A", args.a, opts, persist), "B": spec_for("B", args.b, opts, persist)}
     load_args = [*sc.args, *args.extra.split()]
     if sc.messages:
         load_args += ["-m", str(args.messages or sc.messages // 5)]
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             lost = bench.num(result, "lost")
             print(f"round {rnd} {name}: {' '.join(row)} lost={bench.fmt(lost)}", flush=True)
     med: Callable[[list[float]], float | None] = bench.median
-    print(f"\nmedians over {args.rounds} rounds ({args.scenario}, {' '.join(load_args)}):")
+    what = f"{args.scenario}{', SQLite' if persist else ''}, {' '.join(load_args)}"
+    print(f"\nmedians over {args.rounds} rounds ({what}):")
     for k in keys:
         a, b = med(got["A"][k]), med(got["B"][k])
         ratio = f"B/A {b / a:.3f}" if a and b else ""

@@ -62,13 +62,22 @@ def fold(raw: Path) -> tuple[collections.Counter[str], collections.Counter[str],
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("scenario", choices=[s.name for s in bench.SCENARIOS if not s.variants])
+    p.add_argument("scenario", choices=bench.profile_scenarios())
     p.add_argument("-m", "--messages", type=int, default=0, help="loadgen -m (default: 20%%)")
     p.add_argument("--top", type=int, default=30, help="rows per table (default 30)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--py-spy", type=Path, default=DEFAULT_PY_SPY)
     p.add_argument("--extra", default="", help="more loadgen arguments, space separated")
     p.add_argument("--raw", type=Path, default=None, help="keep py-spy's collapsed stacks here")
+    p.add_argument(
+        "--persist", action="store_true", help="SQLite persistence on (implied by persist-q1)"
+    )
+    p.add_argument(
+        "--gil",
+        action="store_true",
+        help="only samples of the thread holding the GIL (what a thread takes from the loop)",
+    )
+    p.add_argument("--lines", action="store_true", help="per line, not per function")
     p.add_argument(
         "--tree", type=Path, default=None, help="profile the mqttd/ package in this directory"
     )
@@ -79,15 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.raise_nofile_limit()
     binary = bench.build_loadgen()
     opts = bench.MqttdOptions.detect(bench.mqttd_python(None))
-    command = bench.mqttd_command(opts, False, True)
+    sc = bench.SCENARIO_BY_NAME[args.scenario]
+    persist = args.persist or bench.persisted(sc)
+    command = bench.mqttd_command(opts, persist, True)
     if args.tree is not None:
         tree, plain = args.tree, command
 
         def command(port: int, tmp: Path) -> list[str]:
             return ["env", f"PYTHONPATH={tree}", *plain(port, tmp)]
 
-    spec = bench.BrokerSpec("mqttd", command)
-    sc = bench.SCENARIO_BY_NAME[args.scenario]
+    spec = bench.BrokerSpec("mqttd-persist" if persist else "mqttd", command)
     load_args = [*sc.args, *args.extra.split()]
     messages = args.messages or sc.messages // 5
     if sc.messages:
@@ -104,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         spy = subprocess.Popen(
             [
                 *(str(args.py_spy), "record", "--pid", str(pid), "--format", "raw"),
-                *("-o", str(raw), "--rate", str(args.rate), "--function", "--nonblocking"),
+                *("-o", str(raw), "--rate", str(args.rate), "--nonblocking"),
+                *(() if args.lines else ("--function",)),
+                *(("--gil",) if args.gil else ()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -123,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             args.raw.write_bytes(raw.read_bytes())
 
     busy = max(1, total)
-    print(f"# {args.scenario}: loadgen {' '.join(load_args)}")
+    print(f"# {args.scenario}{' (SQLite)' if persist else ''}: loadgen {' '.join(load_args)}")
     keys = ("msgs_per_s", "conns_per_s", "bytes_per_conn", "p99_us", "broker_cpu_s", "lost")
     print("# RESULT " + " ".join(f"{k}={result[k]}" for k in keys if k in result))
     print(f"# busy samples: {total} (py-spy leaves out samples of the loop waiting in epoll)")

@@ -41,7 +41,7 @@ from .delivery import MATCHED, NONE, RECORDED, REFUSED, aggregate, build_plan
 from .flow import FlowControl
 from .keepalive import KeepaliveLanes
 from .message import Message
-from .outbound import PublisherAck
+from .outbound import CommitWait, PublisherAck
 from .recovery import message_from_stored, restore_session, set_persistent, stored_message
 from .retained import RetainedMessages, RetainedTree
 from .scheduler import Scheduler
@@ -88,6 +88,7 @@ class Broker:
         #: The PUBACK of the QoS 1 PUBLISH being routed (inbound.py), which deliveries to
         #: persistent sessions may hold (`outbound.PublisherAck`); None otherwise.
         self.pending_ack: PublisherAck | None = None
+        self.commit_wait = CommitWait()  # the acks of a read that wait for a commit
         self._authenticate: Authenticate = authenticate or allow_all
         #: The ACL hook (`mqttd.security`); None = everything is allowed, and the hot
         #: path pays one None check. May be replaced at run time (a reload).

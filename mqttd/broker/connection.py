@@ -73,7 +73,14 @@ from ..protocol.reader import PacketReader
 from ..protocol.reason_codes import ReasonCode
 from .flow import HOLD_CLAIM, HOLD_SUBACK
 from .handshake import Handshake, refuse_protocol_version
-from .inbound import on_puback, on_pubcomp, on_publish, on_pubrec, on_pubrel
+from .inbound import (
+    on_puback,
+    on_pubcomp,
+    on_publish,
+    on_pubrec,
+    on_pubrel,
+    register_commit_wait,
+)
 from .outbound import PublisherAck
 from .rare import RareFields
 from .reason_strings import reason_properties
@@ -357,6 +364,11 @@ class Connection(RareFields):
         lane = self.keepalive_lane
         if lane is not None:
             lane.touch(self, self.broker.clock.now())
+        wait = self.broker.commit_wait
+        # Saved and put back: a handler may feed another connection (in-process).
+        reading, acks, patient = wait.reading, wait.acks, wait.patient
+        wait.reading = self
+        wait.acks = None
         try:
             for packet in packets:
                 # The transition table: this state's handler for this packet's class.
@@ -366,6 +378,10 @@ class Connection(RareFields):
         except Exception:
             logger.exception("internal error on %r", self)
             self.fail(ReasonCode.UNSPECIFIED_ERROR, "internal error")
+        finally:
+            if wait.acks is not None:
+                register_commit_wait(self)
+            wait.reading, wait.acks, wait.patient = reading, acks, patient
 
     def connection_lost(self) -> None:
         """The socket is gone (EOF, reset, or our own close). Publishes the will if any."""

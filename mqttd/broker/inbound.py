@@ -407,12 +407,48 @@ def send_ack(
         if recorded:
             # Patient when its receivers' PUBACKs may release it first: the store
             # then lets the batch fill and fold (store/sqlite.py, after_commit).
-            conn.broker.store.after_commit(
-                ack.committed, pending is not None and ack.holders > 0 and not ack.blocked
-            )
+            patient = pending is not None and ack.holders > 0 and not ack.blocked
+            wait = conn.broker.commit_wait
+            if wait.reading is conn:
+                # One registration for the acks of this read (`register_commit_wait`).
+                waiting = wait.acks
+                if waiting is None:
+                    wait.acks = [ack]
+                    wait.patient = patient
+                else:
+                    waiting.append(ack)
+                    if not patient:
+                        wait.patient = False
+            else:
+                conn.broker.store.after_commit(ack.committed, patient)
         else:
             ack.ready = True  # nothing to wait for but the acks before it
     else:
         if counted_qos1:
             conn.qos1_unacked -= 1
         conn.write(data)
+
+
+def register_commit_wait(conn: Connection) -> None:
+    """After a read of `conn`: let its acks that wait for a commit (`send_ack`) go once
+    the store committed what was recorded up to now, with one `after_commit` for all.
+
+    Registered after the last of them was recorded, so the commit it waits for holds
+    each one's changes (a batch that closed during the read, at `commit_batch`, makes
+    its acks wait for the next commit instead). One callback per read instead of one
+    per PUBLISH: a fifth of the store's bookkeeping on the event loop under durable
+    QoS 1 was the registering and calling of those (docs/benchmarks.md, eighth round).
+    """
+    wait = conn.broker.commit_wait
+    acks = wait.acks
+    wait.acks = None
+    if acks:
+        conn.broker.store.after_commit(lambda: _acks_committed(conn, acks), wait.patient)
+
+
+def _acks_committed(conn: Connection, acks: list[PublisherAck]) -> None:
+    # `PublisherAck.committed` for each, and the connection's ready acks sent once.
+    # Those a receiver's PUBACK made ready first (the early PUBACK) are gone already.
+    for ack in acks:
+        ack.ready = True
+    conn.send_ready_acks()

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 from ..store.base import OutboundState
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .message import Message
     from .session import Session
     from .shared import SharedGroup
 
-__all__ = ["Outbound", "PublisherAck", "SharedDelivery", "SharedOutbound"]
+__all__ = ["CommitWait", "Outbound", "PublisherAck", "SharedDelivery", "SharedOutbound"]
 
 _QUEUED = OutboundState.QUEUED
 
@@ -103,6 +104,20 @@ class PublisherAck:
         if not holders and not self.blocked and not self.ready:
             self.ready = True
             self.on_ready()
+
+
+class CommitWait:
+    """The connection whose packets are being handled (`Connection._handle`) and its
+    acks that wait for a commit (`acks`, `patient` if all of them are): registered
+    with the store once per read, not once per PUBLISH (inbound.py's `send_ack` and
+    `register_commit_wait`). One per broker."""
+
+    __slots__ = ("acks", "patient", "reading")
+
+    def __init__(self) -> None:
+        self.reading: Connection | None = None
+        self.acks: list[PublisherAck] | None = None
+        self.patient = True
 
 
 class SharedDelivery:

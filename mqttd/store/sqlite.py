@@ -392,33 +392,12 @@ _UPDATE = 1
 _DELETE = 2
 
 
-class _Outbound:
-    """The pending change of one outbound row."""
-
-    __slots__ = ("fresh", "kind", "message_id", "packet_id", "qos", "retain", "state", "sub_ids")
-
-    def __init__(
-        self,
-        kind: int,
-        fresh: bool = False,
-        message_id: int = 0,
-        qos: int = 0,
-        retain: int = 0,
-        sub_ids: str | None = None,
-        packet_id: int | None = None,
-        state: int = 0,
-    ) -> None:
-        self.kind = kind
-        self.fresh = fresh  # no row with this key existed before this batch
-        self.message_id = message_id
-        self.qos = qos
-        self.retain = retain
-        self.sub_ids = sub_ids
-        self.packet_id = packet_id
-        self.state = state
-
-
-_REMOVED = _Outbound(_DELETE)
+# The pending change of one outbound row: (kind, fresh, message id, qos, retain,
+# subscription ids text, packet id, state); `fresh`: no row with this key existed before
+# this batch. A tuple, not an object: one is made for every QoS 1/2 message a persistent
+# session gets, and a tuple costs a fraction of an __init__ with eight arguments.
+_OutboundChange = tuple[int, bool, int, int, int, "str | None", "int | None", int]
+_REMOVED: _OutboundChange = (_DELETE, False, 0, 0, 0, None, None, 0)
 _UNSET: Any = object()  # a will that this batch did not touch
 
 
@@ -432,18 +411,19 @@ class _ClientChanges:
     subscriptions: dict[str, tuple[int, int, int, int, int | None] | None] = field(
         default_factory=dict
     )
-    outbound: dict[int, _Outbound] = field(default_factory=dict)
+    outbound: dict[int, _OutboundChange] = field(default_factory=dict)
     inbound: dict[int, bool] = field(default_factory=dict)  # packet id -> add (True) / remove
     will: Any = _UNSET  # a will row, None (delete) or _UNSET
 
 
-@dataclass(slots=True)
-class _SavedMessage:
-    # Turned into a row only if it is written: most messages of a persistent session's
-    # QoS 1 traffic are acknowledged within the batch and never are.
-    message: StoredMessage
-    refs: int = 0  # outbound entries of the same batch that referred to it
-    live: int = 0  # those of them not folded away (added and removed in the batch)
+# A message saved in a batch: [message, refs, live]. `refs`: the outbound entries of the
+# same batch that referred to it; `live`: those of them not folded away (added and
+# removed in the batch). Turned into a row only if it is written: most messages of a
+# persistent session's QoS 1 traffic are acknowledged within the batch and never are.
+# A list, not an object: one is made per message, and a list costs a fraction of an
+# __init__.
+_SavedMessage = list[Any]
+_MESSAGE, _REFS, _LIVE = 0, 1, 2
 
 
 @dataclass(eq=False, slots=True)
@@ -488,18 +468,16 @@ class _Batch:
             if c.session is not None:
                 sessions.append((client_id, *c.session))
             for seq, o in c.outbound.items():
-                kind = o.kind
+                kind = o[0]
                 if kind == _INSERT:
-                    mid = o.message_id
+                    mid = o[2]
                     if mid in messages:
                         live[mid] = live.get(mid, 0) + 1
-                    if not o.fresh:
+                    if not o[1]:
                         releases = True  # may replace a row referring to another message
-                    out_upserts.append(
-                        (client_id, seq, mid, o.qos, o.retain, o.sub_ids, o.packet_id, o.state)
-                    )
+                    out_upserts.append((client_id, seq, *o[2:]))
                 elif kind == _UPDATE:
-                    out_updates.append((client_id, seq, o.packet_id, o.state))
+                    out_updates.append((client_id, seq, o[6], o[7]))
                 else:
                     out_deletes.append((client_id, seq))
             for topic_filter, sub in c.subscriptions.items():
@@ -515,11 +493,11 @@ class _Batch:
             elif will is not _UNSET:
                 will_upserts.append((client_id, *will))
         message_rows = [
-            (mid, *_message_row(saved.message))
+            (mid, *_message_row(saved[_MESSAGE]))
             for mid, saved in messages.items()
             # Not written when every reference to it was folded away in this batch. One
             # saved but not yet referenced (the batch closed between the two calls) is.
-            if live.get(mid) or not saved.refs
+            if live.get(mid) or not saved[_REFS]
         ]
         retained_upserts: list[tuple[Any, ...]] = []
         retained_deletes: list[tuple[Any, ...]] = []
@@ -1438,7 +1416,7 @@ class SqliteStore:
     def save_message(self, message_id: int, message: StoredMessage) -> None:
         """Record a message that outbound entries will refer to."""
         batch = self._open_batch or self._batch()
-        batch.messages[message_id] = _SavedMessage(message)
+        batch.messages[message_id] = [message, 0, 0]
         batch.changes += 1
         if batch.changes >= self.commit_batch:
             self._close_open_batch()
@@ -1459,21 +1437,22 @@ class SqliteStore:
             changes = clients[client_id] = _ClientChanges()
         mid = outbound.message_id
         sub_ids = outbound.subscription_ids
-        changes.outbound[seq] = _Outbound(
+        changes.outbound[seq] = (
             _INSERT,
             fresh,
             mid,
             outbound.qos,
-            int(outbound.retain),
+            # bool and IntEnum as they are: sqlite3 binds int subclasses as integers.
+            outbound.retain,
             _sub_ids_text(sub_ids) if sub_ids else None,
             outbound.packet_id,
-            int(outbound.state),
+            outbound.state,
         )
         saved = batch.messages.get(mid)
         if saved is not None:
-            saved.refs += 1
-            saved.live = live = saved.live + 1
-            if live == 1 and saved.refs > 1:
+            saved[_REFS] = refs = saved[_REFS] + 1
+            saved[_LIVE] = live = saved[_LIVE] + 1
+            if live == 1 and refs > 1:
                 batch.changes += 1  # its row is needed again (see remove_outbound)
         batch.changes += 1
         if batch.changes >= self.commit_batch:
@@ -1490,13 +1469,13 @@ class SqliteStore:
         changes = clients.get(client_id)
         if changes is None:
             changes = clients[client_id] = _ClientChanges()
-        o = changes.outbound.get(seq)
+        outbound = changes.outbound
+        o = outbound.get(seq)
         if o is None:
-            changes.outbound[seq] = _Outbound(_UPDATE, packet_id=packet_id, state=int(state))
+            outbound[seq] = (_UPDATE, False, 0, 0, 0, None, packet_id, int(state))
         else:
-            if o.kind != _DELETE:
-                o.packet_id = packet_id
-                o.state = int(state)
+            if o[0] != _DELETE:
+                outbound[seq] = (*o[:6], packet_id, int(state))
             return  # folded into a change this batch has already counted
         batch.changes += 1
         if batch.changes >= self.commit_batch:
@@ -1513,16 +1492,16 @@ class SqliteStore:
             changes = clients[client_id] = _ClientChanges()
         outbound = changes.outbound
         o = outbound.get(seq)
-        if o is not None and o.kind == _INSERT and o.fresh:
+        if o is not None and o[0] == _INSERT and o[1]:
             del outbound[seq]  # added and removed within the batch: no row at all
             # `commit_batch` bounds the rows a transaction writes: this one is gone. So
             # while the writer is busy, a batch that mostly folds stays open and goes
             # on folding (the fewer rows, the cheaper the commit) instead of closing
             # after a fixed number of calls.
             batch.changes -= 1
-            saved = batch.messages.get(o.message_id)
+            saved = batch.messages.get(o[2])
             if saved is not None:
-                saved.live = live = saved.live - 1
+                saved[_LIVE] = live = saved[_LIVE] - 1
                 if not live:
                     batch.changes -= 1  # its last reference folded: no message row either
             return

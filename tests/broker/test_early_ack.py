@@ -140,3 +140,37 @@ def test_a_clean_receiver_does_not_hold_the_puback() -> None:
     pub.publish("t", qos=1, packet_id=1)
     assert pub.packets() == [PubAck(1)]  # nothing recorded: at once, as before
     assert store.waiting == []
+
+
+def test_the_acks_of_one_read_wait_on_one_after_commit() -> None:
+    # register_commit_wait: one registration for a read's acks, after the last of
+    # them was recorded, not one per PUBLISH.
+    store = DeferredStore()
+    harness = Harness(store=store)
+    _persistent_subscriber(harness, "sub")
+    pub = harness.connected("pub")
+    pub.send(*(Publish("t", b"x", 1, False, False, pid) for pid in (1, 2, 3)))
+    assert pub.packets() == []
+    assert store.patient == [True]
+    pub.publish("t", qos=1, packet_id=4)  # another read: another registration
+    assert store.patient == [True, True]
+    store.commit()
+    assert pub.packets() == [PubAck(1), PubAck(2), PubAck(3), PubAck(4)]
+    assert pub.conn.qos1_unacked == 0
+
+
+def test_one_urgent_ack_makes_the_reads_registration_urgent() -> None:
+    store = DeferredStore()
+    harness = Harness(store=store)
+    sub = _persistent_subscriber(harness, "sub")
+    pub = harness.connected("pub")
+    pub.send(
+        Publish("t", b"x", 1, False, False, 1),
+        Publish("t", b"x", 1, True, False, 2),  # retained: only the commit releases it
+    )
+    assert store.patient == [False]
+    for publish in sub.publishes():
+        sub.ack(publish)
+    assert pub.packets() == [PubAck(1)]  # released early; 2 waits for the commit
+    store.commit()
+    assert pub.packets() == [PubAck(2)]
