@@ -170,7 +170,9 @@ def test_a_node_cut_off_from_nats_closes_its_clients_and_the_cluster_publishes_t
 def test_nats_restarting_under_load_loses_nothing_acknowledged_on_either_node(
     nats_server: NatsServer, cluster_node: NodeFactory, paho_factory: PahoFactory
 ) -> None:
-    a, b = cluster_node("a"), cluster_node("b")
+    # A node_timeout the restart cannot outlast on a loaded machine (see
+    # test_shared_failover.py): the fence has its own test above.
+    a, b = cluster_node("a", node_timeout=30.0), cluster_node("b", node_timeout=30.0)
     local = paho_factory(a.port, "local", protocol=V5)
     local.subscribe("load/#", 2)
     remote = paho_factory(b.port, "remote", protocol=V5)
