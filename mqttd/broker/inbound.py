@@ -164,14 +164,16 @@ def on_publish(conn: Connection, packet: Publish) -> None:
         return
     if qos == 1 and not retain and not broker.clustered:
         # The PUBACK may go before the commit once every persistent receiver has
-        # acknowledged the message (outbound.PublisherAck); a retained one stays in
-        # the store, so its PUBACK waits for the commit. Not in a cluster: receivers
-        # on other nodes are not counted here, so the PUBACK waits for JetStream.
-        pending = broker.pending_ack = PublisherAck(conn.send_ready_acks)
+        # acknowledged the message (outbound.PublisherAck, made by the first delivery
+        # that holds it: `Session._hold`); a retained one stays in the store, so its
+        # PUBACK waits for the commit. Not in a cluster: receivers on other nodes are
+        # not counted here, so the PUBACK waits for JetStream.
+        broker.acking = conn
         try:
             flags = broker.publish(message, session)
         finally:
-            broker.pending_ack = None
+            pending = broker.pending_ack
+            broker.acking = broker.pending_ack = None
     else:
         pending = None
         flags = broker.publish(message, session)
@@ -183,6 +185,11 @@ def on_publish(conn: Connection, packet: Publish) -> None:
     recorded = (flags & RECORDED) != 0
     code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
     if qos == 1:
+        if not recorded and not code and not conn.acks:
+            # Nothing to wait for (no persistent receiver recorded it, no ack queued
+            # before it): `send_ack`'s short PUBACK, written at once.
+            conn.write(((PUBACK << 24) | 0x20000 | packet_id).to_bytes(4))
+            return
         conn.qos1_unacked += 1
         send_ack(conn, PUBACK, packet_id, code, recorded, True, pending)
         return

@@ -47,7 +47,7 @@ from .context import SessionContext
 from .dead_letter import DropReason
 from .inflight import EMPTY, Inflight
 from .message import Message
-from .outbound import Outbound, SharedDelivery, SharedOutbound
+from .outbound import Outbound, PublisherAck, SharedDelivery, SharedOutbound
 from .retained_feed import drop_feeds, run_feeds
 from .subscription import SubOptions
 from .topic_alias import TopicAliases
@@ -314,15 +314,22 @@ class Session(Inflight):
         waits for the commit anyway; a shared subscription's entry may move to
         another member, and an offline session will not acknowledge soon, so those
         leave the publisher's PUBACK to the commit."""
-        ack = self._core.pending_ack
-        if ack is not None:
-            # Offline, the PUBACK is far off: no hold, and no reference from a queued
-            # entry to the publisher's connection.
-            if entry.qos == 1 and type(entry) is Outbound and self.connection is not None:
-                entry.ack = ack
-                ack.holders += 1
-            else:
-                ack.blocked = True
+        core = self._core
+        ack = core.pending_ack
+        if ack is None:
+            publisher = core.acking
+            if publisher is None:
+                return  # no QoS 1 PUBLISH from a client (or retained): the commit decides
+            # Made here, by the first delivery that holds it, not per PUBLISH: a message
+            # for clean sessions only has its PUBACK written at once (inbound.py).
+            ack = core.pending_ack = PublisherAck(publisher.send_ready_acks)
+        # Offline, the PUBACK is far off: no hold, and no reference from a queued
+        # entry to the publisher's connection.
+        if entry.qos == 1 and type(entry) is Outbound and self.connection is not None:
+            entry.ack = ack
+            ack.holders += 1
+        else:
+            ack.blocked = True
 
     def _write_publish(
         self,
