@@ -326,11 +326,14 @@ def on_puback(conn: Connection, packet: PubAck) -> None:
     assert session is not None
     packet_id = packet.packet_id
     # `_check_ack_type` inlined for PUBACK (one call less per QoS 1 delivery, measured
-    # on fan-out QoS 1): an id in flight at QoS 2 is a protocol error (4.3).
+    # on fan-out QoS 1): an id in flight at QoS 2 is a protocol error (4.3). The one
+    # lookup of the id: `Session.puback` is handed the entry.
     entry = session.inflight.get(packet_id)
-    if entry is not None and entry.qos != 1:
+    if entry is None:
+        return  # a late or resent PUBACK (after a reconnect): nothing to do
+    if entry.qos != 1:
         raise ProtocolError(f"PUBACK for QoS {entry.qos} packet id {packet_id} in flight")
-    session.puback(packet_id)
+    session.puback(packet_id, entry)
 
 
 def on_pubrec(conn: Connection, packet: PubRec) -> None:
