@@ -16,9 +16,6 @@ it, with `net/tcp.py`'s behaviour:
   puts the socket on its listener's dirty list, and one `loop.call_soon` per listener
   and iteration sends every dirty socket's bytes with one `send` each. What the kernel
   does not take waits in the socket's own buffer, and only then is EPOLLOUT asked for.
-  Writes made while the listener serves its ready sockets (a PUBACK, a delivery to a
-  subscriber of the same listener) go out when that batch of reads ends, not one loop
-  turn later: the batch already coalesces them, and the turn cost latency (issue 19).
 - Back-pressure: when that buffer passes `HIGH_WATER` the Connection is told it is not
   writable (`writable_changed(False)`), below `LOW_WATER` again that it is.
 - `pause_reading`/`resume_reading` take EPOLLIN out and back in (a socket wanting neither
@@ -93,17 +90,7 @@ _RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class _Serving:
     """What every socket of one listener shares (one object, not a slot per socket)."""
 
-    __slots__ = (
-        "broker",
-        "connections",
-        "dirty",
-        "epoll",
-        "fds",
-        "loop",
-        "name",
-        "on_empty",
-        "serving_reads",
-    )
+    __slots__ = ("broker", "connections", "dirty", "epoll", "fds", "loop", "name", "on_empty")
 
     def __init__(
         self,
@@ -121,8 +108,6 @@ class _Serving:
         self.fds = cast("dict[object, EpollSocket]", connections.sockets)
         # Sockets written to in this iteration; one call_soon flushes them all.
         self.dirty: list[EpollSocket] = []
-        # True inside `ready`: its end flushes the dirty sockets, no call_soon needed.
-        self.serving_reads = False
         # Called when the last socket is gone (the server waits for it once closed).
         self.on_empty: Callable[[], None] | None = None
 
@@ -134,23 +119,16 @@ class _Serving:
             sock.flush()
 
     def ready(self) -> None:
-        """The epoll's fd is readable: serve every socket it reports ready, then send
-        what that wrote."""
+        """The epoll's fd is readable: serve every socket it reports ready."""
         fds = self.fds
-        self.serving_reads = True
-        try:
-            for fd, events in self.epoll.poll(0):
-                sock = fds.get(fd)
-                if sock is None:
-                    continue  # closed earlier in this batch
-                if events & _WRITE_EVENTS and sock._unsent is not None:
-                    sock._send_unsent()
-                if events & _READ_EVENTS:
-                    sock._read()
-        finally:
-            self.serving_reads = False
-            if self.dirty:
-                self.flush_dirty()
+        for fd, events in self.epoll.poll(0):
+            sock = fds.get(fd)
+            if sock is None:
+                continue  # closed earlier in this batch
+            if events & _WRITE_EVENTS and sock._unsent is not None:
+                sock._send_unsent()
+            if events & _READ_EVENTS:
+                sock._read()
 
 
 class EpollSocket:
@@ -194,7 +172,7 @@ class EpollSocket:
             serving = self._serving
             dirty = serving.dirty
             dirty.append(self)
-            if len(dirty) == 1 and not serving.serving_reads:
+            if len(dirty) == 1:
                 serving.loop.call_soon(serving.flush_dirty)
         else:
             buffer.append(data)

@@ -71,53 +71,6 @@ def test_bytes_flow_both_ways_and_replies_are_coalesced(run: Run) -> None:
     run(scenario())
 
 
-def test_replies_go_out_when_the_batch_of_reads_ends_not_a_loop_turn_later(
-    run: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pending_after_ready: list[int] = []  # bytes still queued when each `ready` returned
-    ready = epoll_tcp._Serving.ready
-
-    def watched(serving: epoll_tcp._Serving) -> None:
-        ready(serving)
-        queued = sum(len(b"".join(sock._buffer or ())) for sock in serving.fds.values())
-        pending_after_ready.append(queued + len(serving.dirty))
-
-    monkeypatch.setattr(epoll_tcp._Serving, "ready", watched)
-
-    def answer(conn: FakeConnection, data: bytes) -> None:
-        conn.sink.write(b"ack:" + data)
-
-    async def scenario() -> None:
-        broker = FakeBroker(answer)
-        server = await serve_epoll_tcp(broker, "127.0.0.1", 0, name="plain")
-        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
-        await broker.arrived.get()
-        for n in range(3):
-            writer.write(b"%d" % n)
-            assert await reader.readexactly(5) == b"ack:%d" % n
-        assert pending_after_ready and not any(pending_after_ready)
-        writer.close()
-        await stop(server)
-
-    run(scenario())
-
-
-def test_a_write_from_outside_the_reads_is_flushed_by_the_loop(run: Run) -> None:
-    async def scenario() -> None:
-        broker = FakeBroker(lambda conn, data: None)
-        server = await serve_epoll_tcp(broker, "127.0.0.1", 0, name="plain")
-        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
-        conn = await broker.arrived.get()
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.01, conn.sink.write, b"later,")  # a timer, as a keepalive is
-        loop.call_later(0.01, conn.sink.write, b"coalesced")
-        assert await reader.readexactly(len(b"later,coalesced")) == b"later,coalesced"
-        writer.close()
-        await stop(server)
-
-    run(scenario())
-
-
 def test_accepted_sockets_have_nodelay_and_are_non_blocking(run: Run) -> None:
     async def scenario() -> None:
         broker = FakeBroker()
