@@ -416,16 +416,6 @@ class _ClientChanges:
     will: Any = _UNSET  # a will row, None (delete) or _UNSET
 
 
-# A message saved in a batch: [message, refs, live]. `refs`: the outbound entries of the
-# same batch that referred to it; `live`: those of them not folded away (added and
-# removed in the batch). Turned into a row only if it is written: most messages of a
-# persistent session's QoS 1 traffic are acknowledged within the batch and never are.
-# A list, not an object: one is made per message, and a list costs a fraction of an
-# __init__.
-_SavedMessage = list[Any]
-_MESSAGE, _REFS, _LIVE = 0, 1, 2
-
-
 @dataclass(eq=False, slots=True)
 class _Batch:
     """The changes of one transaction, and the callbacks waiting for its COMMIT."""
@@ -440,7 +430,16 @@ class _Batch:
     opened_at: float = 0.0
     # Topic -> message (packed when the batch is written: once per topic and batch) or None.
     retained: dict[str, StoredMessage | None] = field(default_factory=dict)
-    messages: dict[int, _SavedMessage] = field(default_factory=dict)
+    # The messages saved in this batch, by id. Turned into rows only if written: most
+    # messages of a persistent session's QoS 1 traffic are acknowledged within the batch
+    # and never are. Their bookkeeping is counts in a dict of ints, not an object or a
+    # list per message: nothing the garbage collector tracks is made per message, so
+    # fewer generation-0 collections run on the hot path (ninth round).
+    messages: dict[int, StoredMessage] = field(default_factory=dict)
+    #: Message id (saved in this batch, then referred to by an outbound entry of it) ->
+    #: its references not folded away (added and removed in the batch). An id absent
+    #: here was never referred to in the batch (a message id is saved once).
+    live: dict[int, int] = field(default_factory=dict)
     clients: dict[str, _ClientChanges] = field(default_factory=dict)
     extra: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
@@ -492,12 +491,13 @@ class _Batch:
                 will_deletes.append((client_id,))
             elif will is not _UNSET:
                 will_upserts.append((client_id, *will))
+        referred = self.live
         message_rows = [
-            (mid, *_message_row(saved[_MESSAGE]))
-            for mid, saved in messages.items()
+            (mid, *_message_row(message))
+            for mid, message in messages.items()
             # Not written when every reference to it was folded away in this batch. One
             # saved but not yet referenced (the batch closed between the two calls) is.
-            if live.get(mid) or not saved[_REFS]
+            if live.get(mid) or mid not in referred
         ]
         retained_upserts: list[tuple[Any, ...]] = []
         retained_deletes: list[tuple[Any, ...]] = []
@@ -1416,7 +1416,7 @@ class SqliteStore:
     def save_message(self, message_id: int, message: StoredMessage) -> None:
         """Record a message that outbound entries will refer to."""
         batch = self._open_batch or self._batch()
-        batch.messages[message_id] = [message, 0, 0]
+        batch.messages[message_id] = message
         batch.changes += 1
         if batch.changes >= self.commit_batch:
             self._close_open_batch()
@@ -1448,12 +1448,15 @@ class SqliteStore:
             outbound.packet_id,
             outbound.state,
         )
-        saved = batch.messages.get(mid)
-        if saved is not None:
-            saved[_REFS] = refs = saved[_REFS] + 1
-            saved[_LIVE] = live = saved[_LIVE] + 1
-            if live == 1 and refs > 1:
-                batch.changes += 1  # its row is needed again (see remove_outbound)
+        if mid in batch.messages:
+            live = batch.live
+            n = live.get(mid)
+            if n is None:
+                live[mid] = 1
+            else:
+                live[mid] = n + 1
+                if not n:
+                    batch.changes += 1  # its row is needed again (see remove_outbound)
         batch.changes += 1
         if batch.changes >= self.commit_batch:
             self._close_open_batch()
@@ -1499,10 +1502,12 @@ class SqliteStore:
             # on folding (the fewer rows, the cheaper the commit) instead of closing
             # after a fixed number of calls.
             batch.changes -= 1
-            saved = batch.messages.get(o[2])
-            if saved is not None:
-                saved[_LIVE] = live = saved[_LIVE] - 1
-                if not live:
+            live = batch.live
+            mid = o[2]
+            n = live.get(mid)
+            if n is not None:  # a message saved in this batch
+                live[mid] = n - 1
+                if n == 1:
                     batch.changes -= 1  # its last reference folded: no message row either
             return
         if o is not None:

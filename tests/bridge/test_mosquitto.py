@@ -11,6 +11,7 @@ Every process is started on a free port and killed at teardown.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from pathlib import Path
@@ -240,6 +241,18 @@ class Stream:
                 continue
             self.received.append(int(message.payload))
 
+    def drain(self, subscriber: PahoClient) -> None:
+        """Take every message a closed `subscriber` still holds. Paho acknowledges a QoS 1
+        message as it queues it, so those that came after `collect` stopped are the
+        remote's to forget, not to send again: leaving them behind loses them (as
+        "message 1000" once was, after `collect(until=1000)`)."""
+        while True:
+            try:
+                message = subscriber.messages.get_nowait()
+            except queue.Empty:
+                return
+            self.received.append(int(message.payload))
+
     def check(self) -> None:
         """None lost; at least once, in order: each message first arrives in sequence."""
         missing = sorted(set(range(STREAM)) - set(self.received))
@@ -271,6 +284,7 @@ def test_qos1_stream_survives_the_remote_restarting_mid_stream(
     remote.stop()  # mid-stream: the bridge has messages in flight
     stream.collect(subscriber, until=STREAM, timeout=0.5)  # what was already on its way
     subscriber.close()
+    stream.drain(subscriber)
     time.sleep(1.0)
     remote.start()
     subscriber = paho_factory(remote.port, "stream-sub", clean=False)
@@ -303,6 +317,7 @@ def test_qos1_stream_survives_a_remote_mqttd_killed_with_sigkill(
     stream.collect(subscriber, until=STREAM // 3)
     remote.kill()  # SIGKILL mid-stream: no goodbye, no flush
     subscriber.close()
+    stream.drain(subscriber)  # received (and acknowledged) before the kill
     time.sleep(1.0)
     remote = mqttd_factory(config=remote_config)
     subscriber = paho_factory(port, "stream-sub", clean=False)

@@ -1117,3 +1117,85 @@ async def test_transactions_without_aiosqlite_execute_go_statement_by_statement(
     state = await _reload(db_path)
     assert [m.topic for m in state.retained] == ["r"]
     assert [o.seq for o in state.sessions[0].outbound] == [1]
+
+
+# The reference counting of messages saved in a batch (`_Batch.live`): a message row is
+# written only if some reference to it survives the batch, or if it was saved and not
+# yet referred to; `batch.changes` counts the row again when a reference comes back.
+
+
+async def test_a_message_acknowledged_within_its_batch_is_not_written(db_path: Path) -> None:
+    async with opened(db_path, commit_interval=10.0) as store:
+        for client_id in ("a", "b"):
+            store.save_session(client_id, 4, 10, None)
+        await store.flush()
+        store.save_message(1, _message())
+        store.add_outbound("a", StoredOutbound(1, 1, 1))
+        store.add_outbound("b", StoredOutbound(1, 1, 1))
+        store.remove_outbound("a", 1)
+        store.remove_outbound("b", 1)
+        batch = store._open_batch
+        assert batch is not None and batch.changes == 0  # nothing left to write
+        await store.flush()
+    assert _rows(db_path, "SELECT count(*) FROM messages") == [(0,)]
+    assert _rows(db_path, "SELECT count(*) FROM outbound") == [(0,)]
+
+
+async def test_a_message_one_reference_of_the_batch_still_holds_is_written(
+    db_path: Path,
+) -> None:
+    async with opened(db_path, commit_interval=10.0) as store:
+        for client_id in ("a", "b"):
+            store.save_session(client_id, 4, 10, None)
+        await store.flush()
+        store.save_message(1, _message(payload=b"kept"))
+        store.add_outbound("a", StoredOutbound(1, 1, 1))
+        store.add_outbound("b", StoredOutbound(1, 1, 1))
+        store.remove_outbound("a", 1)
+        batch = store._open_batch
+        # The message and b's entry: a's entry folded away, the message did not.
+        assert batch is not None and batch.changes == 2
+        await store.flush()
+    state = await _reload(db_path)
+    assert [(s.client_id, [o.seq for o in s.outbound]) for s in state.sessions] == [
+        ("a", []),
+        ("b", [1]),
+    ]
+    assert [m.payload for m in state.messages.values()] == [b"kept"]
+
+
+async def test_a_message_referred_to_again_after_its_references_folded_is_written(
+    db_path: Path,
+) -> None:
+    async with opened(db_path, commit_interval=10.0) as store:
+        store.save_session("c", 4, 10, None)
+        await store.flush()
+        store.save_message(1, _message(payload=b"again"))
+        store.add_outbound("c", StoredOutbound(1, 1, 1))
+        store.remove_outbound("c", 1)  # its last reference folds: no row needed...
+        batch = store._open_batch
+        assert batch is not None and batch.changes == 0
+        store.add_outbound("c", StoredOutbound(2, 1, 1))  # ... until one comes back
+        assert batch.changes == 2  # the entry and the message row again
+        await store.flush()
+    state = await _reload(db_path)
+    assert [o.seq for o in state.sessions[0].outbound] == [2]
+    assert [m.payload for m in state.messages.values()] == [b"again"]
+
+
+async def test_a_message_saved_before_its_batch_closed_is_written_unreferenced(
+    db_path: Path,
+) -> None:
+    async with opened(db_path, commit_interval=10.0) as store:
+        store.save_session("c", 4, 10, None)
+        await store.flush()
+        store.save_message(1, _message(payload=b"early"))
+        await store.flush()  # the batch closed between save_message and add_outbound
+        assert _rows(db_path, "SELECT id FROM messages") == [(1,)]
+        store.add_outbound("c", StoredOutbound(1, 1, 1))
+        store.remove_outbound("c", 1)
+        await store.flush()
+    # Its reference folded in the next batch, which did not save it: the row stays
+    # until a load drops it as unreferenced.
+    assert _rows(db_path, "SELECT count(*) FROM outbound") == [(0,)]
+    assert _rows(db_path, "SELECT id FROM messages") == [(1,)]
