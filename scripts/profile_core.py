@@ -37,6 +37,12 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+# This tree's mqttd, not the one the venv has installed (editable: maybe another
+# worktree's), unless PYTHONPATH names one (`--ab` runs each tree that way).
+sys.path.insert(
+    len(sys.path) if "PYTHONPATH" in os.environ else 0, str(Path(__file__).resolve().parents[1])
+)
+
 from mqttd.broker.broker import Broker
 from mqttd.broker.clock import MonotonicClock
 from mqttd.broker.connection import Connection
@@ -56,6 +62,7 @@ from mqttd.protocol import (
 )
 from mqttd.store.memory import MemoryStore
 
+ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = bytes(64)
 LEVEL = 4
 
@@ -257,8 +264,7 @@ def measure(names: list[str], repeat: int) -> dict[str, float]:
 def run_tree(tree: Path | None, names: list[str], repeat: int) -> dict[str, float]:
     """measure() in a child process importing mqttd from `tree` (None: this tree)."""
     env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    env["PYTHONPATH"] = str(tree if tree is not None else ROOT)
     proc = subprocess.run(
         [sys.executable, __file__, "--json", "--repeat", str(repeat), *names],
         capture_output=True,

@@ -85,8 +85,9 @@ class Broker:
         self.dead_letters = DeadLetters(self.stats, clock, self.scheduler, self.publish)
         #: Back-pressure: pauses publishers of saturated sessions (flow.py).
         self.flow = FlowControl(settings, self.scheduler, self.stats)
-        #: The PUBACK of the QoS 1 PUBLISH being routed (inbound.py), which deliveries to
-        #: persistent sessions may hold (`outbound.PublisherAck`); None otherwise.
+        #: The client whose QoS 1 PUBLISH is being routed (inbound.py) and its PUBACK, made
+        #: by the first delivery to a persistent session that holds it (`Session._hold`).
+        self.acking: Connection | None = None
         self.pending_ack: PublisherAck | None = None
         self.commit_wait = CommitWait()  # the acks of a read that wait for a commit
         self._authenticate: Authenticate = authenticate or allow_all

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ..store.base import Store, StoredMessage
     from .clock import Clock
+    from .connection import Connection
     from .dead_letter import DeadLetters
     from .flow import FlowControl
     from .message import Message
@@ -33,8 +34,11 @@ class SessionContext(Protocol):
     clock: Clock
     flow: FlowControl
     dead_letters: DeadLetters
-    #: While a client's QoS 1 PUBLISH is routed: its PUBACK, which the deliveries to
-    #: persistent sessions may hold (`outbound.PublisherAck`); None otherwise.
+    #: While a client's QoS 1 PUBLISH is routed: that client's connection (else None)
+    #: and its PUBACK, which the deliveries to persistent sessions may hold
+    #: (`outbound.PublisherAck`), made by the first of them (`Session._hold`): a
+    #: message no persistent session holds makes none.
+    acking: Connection | None
     pending_ack: PublisherAck | None
 
     def next_message_id(self) -> int:

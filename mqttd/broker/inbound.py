@@ -164,14 +164,16 @@ def on_publish(conn: Connection, packet: Publish) -> None:
         return
     if qos == 1 and not retain and not broker.clustered:
         # The PUBACK may go before the commit once every persistent receiver has
-        # acknowledged the message (outbound.PublisherAck); a retained one stays in
-        # the store, so its PUBACK waits for the commit. Not in a cluster: receivers
-        # on other nodes are not counted here, so the PUBACK waits for JetStream.
-        pending = broker.pending_ack = PublisherAck(conn.send_ready_acks)
+        # acknowledged the message (outbound.PublisherAck, made by the first delivery
+        # that holds it: `Session._hold`); a retained one stays in the store, so its
+        # PUBACK waits for the commit. Not in a cluster: receivers on other nodes are
+        # not counted here, so the PUBACK waits for JetStream.
+        broker.acking = conn
         try:
             flags = broker.publish(message, session)
         finally:
-            broker.pending_ack = None
+            pending = broker.pending_ack
+            broker.acking = broker.pending_ack = None
     else:
         pending = None
         flags = broker.publish(message, session)
@@ -183,6 +185,11 @@ def on_publish(conn: Connection, packet: Publish) -> None:
     recorded = (flags & RECORDED) != 0
     code = 0 if flags & MATCHED or not v5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
     if qos == 1:
+        if not recorded and not code and not conn.acks:
+            # Nothing to wait for (no persistent receiver recorded it, no ack queued
+            # before it): `send_ack`'s short PUBACK, written at once.
+            conn.write(((PUBACK << 24) | 0x20000 | packet_id).to_bytes(4))
+            return
         conn.qos1_unacked += 1
         send_ack(conn, PUBACK, packet_id, code, recorded, True, pending)
         return
@@ -319,11 +326,14 @@ def on_puback(conn: Connection, packet: PubAck) -> None:
     assert session is not None
     packet_id = packet.packet_id
     # `_check_ack_type` inlined for PUBACK (one call less per QoS 1 delivery, measured
-    # on fan-out QoS 1): an id in flight at QoS 2 is a protocol error (4.3).
+    # on fan-out QoS 1): an id in flight at QoS 2 is a protocol error (4.3). The one
+    # lookup of the id: `Session.puback` is handed the entry.
     entry = session.inflight.get(packet_id)
-    if entry is not None and entry.qos != 1:
+    if entry is None:
+        return  # a late or resent PUBACK (after a reconnect): nothing to do
+    if entry.qos != 1:
         raise ProtocolError(f"PUBACK for QoS {entry.qos} packet id {packet_id} in flight")
-    session.puback(packet_id)
+    session.puback(packet_id, entry)
 
 
 def on_pubrec(conn: Connection, packet: PubRec) -> None:

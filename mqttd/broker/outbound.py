@@ -107,7 +107,7 @@ class PublisherAck:
 
 
 class CommitWait:
-    """The connection whose packets are being handled (`Connection._handle`) and its
+    """The connection whose packets are being handled (`Connection.data_received`) and its
     acks that wait for a commit (`acks`, `patient` if all of them are): registered
     with the store once per read, not once per PUBLISH (inbound.py's `send_ack` and
     `register_commit_wait`). One per broker."""

@@ -47,7 +47,7 @@ from .context import SessionContext
 from .dead_letter import DropReason
 from .inflight import EMPTY, Inflight
 from .message import Message
-from .outbound import Outbound, SharedDelivery, SharedOutbound
+from .outbound import Outbound, PublisherAck, SharedDelivery, SharedOutbound
 from .retained_feed import drop_feeds, run_feeds
 from .subscription import SubOptions
 from .topic_alias import TopicAliases
@@ -65,6 +65,7 @@ __all__ = ["Outbound", "Session", "SessionContext", "SharedOutbound", "SubOption
 
 logger = logging.getLogger("mqttd.session")
 
+_PUBLISH_SENT = OutboundState.PUBLISH_SENT
 _PUBREL_SENT = OutboundState.PUBREL_SENT
 
 _LIMITS: dict[tuple[int, int, bool], tuple[int, int, bool]] = {}
@@ -283,23 +284,37 @@ class Session(Inflight):
 
     def _deliver_entry(self, entry: Outbound) -> bool:
         """Send a QoS 1/2 entry now or queue it; True if it was recorded in the store."""
+        inflight = self.inflight
         if (
             self.writable
             and not self._queue
-            and len(self.inflight) < self.window
+            and len(inflight) < self.window
             and (not self._max_inflight_bytes or self._bytes_room())
         ):
-            if self.persistent:
-                # Recorded as sent under its packet id: one change, not an add and an update.
-                pid = self._free_packet_id()
-                self.record(entry, pid)
-                if self._start(entry, pid):
-                    self._hold(entry)
-                # Recorded even when the send was dropped: the removal is recorded too,
-                # and the ack must still follow it.
-                return True
-            self._start(entry)
-            return False
+            if not self.persistent:
+                # `_start` inlined without its store part: a clean session records
+                # nothing, so its delivery is a packet id, the write, the entry.
+                pid = self.next_packet_id
+                if pid in inflight:  # else it is free [MQTT-2.2.1-3]
+                    pid = self._free_packet_id()
+                if self._write_publish(
+                    entry.message, entry.qos, entry.retain, entry.sub_ids, packet_id=pid
+                ):
+                    self.next_packet_id = pid % 65_535 + 1
+                    entry.packet_id = pid
+                    entry.state = _PUBLISH_SENT
+                    if inflight is EMPTY:  # the first QoS 1/2 message of the session
+                        inflight = self.inflight = {}
+                    inflight[pid] = entry
+                return False
+            # Recorded as sent under its packet id: one change, not an add and an update.
+            pid = self._free_packet_id()
+            self.record(entry, pid)
+            if self._start(entry, pid):
+                self._hold(entry)
+            # Recorded even when the send was dropped: the removal is recorded too,
+            # and the ack must still follow it.
+            return True
         if not self._enqueue(entry):
             return False
         if self.persistent:
@@ -314,15 +329,22 @@ class Session(Inflight):
         waits for the commit anyway; a shared subscription's entry may move to
         another member, and an offline session will not acknowledge soon, so those
         leave the publisher's PUBACK to the commit."""
-        ack = self._core.pending_ack
-        if ack is not None:
-            # Offline, the PUBACK is far off: no hold, and no reference from a queued
-            # entry to the publisher's connection.
-            if entry.qos == 1 and type(entry) is Outbound and self.connection is not None:
-                entry.ack = ack
-                ack.holders += 1
-            else:
-                ack.blocked = True
+        core = self._core
+        ack = core.pending_ack
+        if ack is None:
+            publisher = core.acking
+            if publisher is None:
+                return  # no QoS 1 PUBLISH from a client (or retained): the commit decides
+            # Made here, by the first delivery that holds it, not per PUBLISH: a message
+            # for clean sessions only has its PUBACK written at once (inbound.py).
+            ack = core.pending_ack = PublisherAck(publisher.send_ready_acks)
+        # Offline, the PUBACK is far off: no hold, and no reference from a queued
+        # entry to the publisher's connection.
+        if entry.qos == 1 and type(entry) is Outbound and self.connection is not None:
+            entry.ack = ack
+            ack.holders += 1
+        else:
+            ack.blocked = True
 
     def _write_publish(
         self,

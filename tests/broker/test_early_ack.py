@@ -3,9 +3,14 @@ persistent receiver acknowledged it, whichever comes first (outbound.PublisherAc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 from support.core import Client, DeferredStore, Harness, settings
 
+from mqttd.broker.outbound import PublisherAck
 from mqttd.protocol import PubAck, Publish
+from mqttd.protocol.reason_codes import ReasonCode
 
 
 def _persistent_subscriber(harness: Harness, client_id: str, topic: str = "t") -> Client:
@@ -174,3 +179,110 @@ def test_one_urgent_ack_makes_the_reads_registration_urgent() -> None:
     assert pub.packets() == [PubAck(1)]  # released early; 2 waits for the commit
     store.commit()
     assert pub.packets() == [PubAck(2)]
+
+
+# -- no PublisherAck unless a persistent delivery holds the PUBACK (issue 19) ----------
+
+
+def _count_publisher_acks(monkeypatch: pytest.MonkeyPatch) -> list[PublisherAck]:
+    """Every PublisherAck made from now on, in order."""
+    made: list[PublisherAck] = []
+    init = PublisherAck.__init__
+
+    def counting(self: PublisherAck, on_ready: Callable[[], None]) -> None:
+        init(self, on_ready)
+        made.append(self)
+
+    monkeypatch.setattr(PublisherAck, "__init__", counting)
+    return made
+
+
+def test_with_clean_receivers_only_the_puback_is_written_in_the_same_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = DeferredStore()
+    harness = Harness(store=store)
+    subs = [harness.connected(f"sub{i}") for i in range(2)]
+    for sub in subs:
+        sub.subscribe("t", qos=1)
+    pub = harness.connected("pub")
+    made = _count_publisher_acks(monkeypatch)
+    pub.send(*(Publish("t", b"x", 1, False, False, pid) for pid in (1, 2, 3)))
+    # No commit, no receiver's PUBACK: the publisher has its acks already.
+    assert pub.packets() == [PubAck(1), PubAck(2), PubAck(3)]
+    assert made == []  # nothing could hold them: no PublisherAck per message
+    assert pub.conn.acks is None
+    assert pub.conn.qos1_unacked == 0
+    assert store.waiting == []
+    assert harness.broker.acking is None and harness.broker.pending_ack is None
+    for sub in subs:
+        assert len(sub.publishes()) == 3
+
+
+def test_with_no_subscriber_a_v5_puback_says_so_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    harness = Harness(store=DeferredStore())
+    pub = harness.connected("pub", level=5)
+    made = _count_publisher_acks(monkeypatch)
+    pub.publish("nobody", qos=1, packet_id=7)
+    [ack] = pub.packets()
+    assert isinstance(ack, PubAck)
+    assert (ack.packet_id, ack.reason_code) == (7, ReasonCode.NO_MATCHING_SUBSCRIBERS)
+    assert made == []
+    assert pub.conn.qos1_unacked == 0
+
+
+def test_a_persistent_receiver_at_qos0_records_nothing_so_holds_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = DeferredStore()
+    harness = Harness(store=store)
+    sub = harness.connected("sub", clean_start=False)
+    sub.subscribe("t", qos=0)
+    store.commit()
+    pub = harness.connected("pub")
+    made = _count_publisher_acks(monkeypatch)
+    pub.publish("t", qos=1, packet_id=1)
+    assert pub.packets() == [PubAck(1)]
+    assert made == []
+
+
+def test_a_persistent_receiver_beside_a_clean_one_still_holds_the_puback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The clean receiver is matched first; the persistent one makes the PublisherAck.
+    store = DeferredStore()
+    harness = Harness(store=store)
+    clean = harness.connected("clean")
+    clean.subscribe("t", qos=1)
+    durable = _persistent_subscriber(harness, "durable")
+    store.commit()
+    pub = harness.connected("pub")
+    made = _count_publisher_acks(monkeypatch)
+    pub.publish("t", qos=1, packet_id=1)
+    clean.ack(_delivered(clean))
+    assert pub.packets() == []  # recorded for "durable": neither commit nor its PUBACK yet
+    assert len(made) == 1 and made[0].holders == 1
+    assert len(store.waiting) == 1
+    store.commit()
+    assert pub.packets() == [PubAck(1)]  # the commit made it durable
+    durable.ack(_delivered(durable))
+    assert pub.packets() == []  # sent once
+    assert pub.conn.qos1_unacked == 0
+
+
+def test_a_puback_needing_nothing_still_waits_behind_a_held_one() -> None:
+    # The PUBACK written at once (clean receiver) must not overtake one held for a
+    # persistent receiver in the same read [MQTT-4.6.0-2].
+    store = DeferredStore()
+    harness = Harness(store=store)
+    _persistent_subscriber(harness, "durable", "td")
+    clean = harness.connected("clean")
+    clean.subscribe("tc", qos=1)
+    store.commit()
+    pub = harness.connected("pub")
+    pub.send(Publish("td", b"x", 1, False, False, 1), Publish("tc", b"x", 1, False, False, 2))
+    assert pub.packets() == []
+    assert pub.conn.qos1_unacked == 2
+    store.commit()
+    assert pub.packets() == [PubAck(1), PubAck(2)]
+    assert pub.conn.qos1_unacked == 0

@@ -16,6 +16,8 @@ from mqttd.protocol import (
     PubRel,
     ReasonCode,
 )
+from mqttd.store.base import OutboundState, StoredOutbound
+from mqttd.store.memory import MemoryStore
 
 # -- inbound (client -> broker) ------------------------------------------------------------
 
@@ -135,6 +137,52 @@ def test_outbound_qos1_ids_are_unique_while_inflight_and_freed_by_puback(
     for p in got:
         sub.ack(p)
     assert session.inflight == {}
+
+
+class _OutboundRecords(MemoryStore):
+    """A memory store that counts the changes to outbound messages it is told of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes = 0
+
+    def add_outbound(self, client_id: str, outbound: StoredOutbound) -> None:
+        self.changes += 1
+        super().add_outbound(client_id, outbound)
+
+    def set_outbound_state(
+        self, client_id: str, seq: int, packet_id: int | None, state: OutboundState
+    ) -> None:
+        self.changes += 1
+        super().set_outbound_state(client_id, seq, packet_id, state)
+
+    def remove_outbound(self, client_id: str, seq: int) -> None:
+        self.changes += 1
+        super().remove_outbound(client_id, seq)
+
+
+def test_a_clean_sessions_deliveries_go_in_flight_without_the_store() -> None:
+    # Session._deliver_entry's clean-session path (issue 19): packet id, write, entry.
+    store = _OutboundRecords()
+    harness = Harness(store=store)
+    sub = harness.connected("sub")
+    sub.subscribe("q1", qos=1)
+    sub.subscribe("q2", qos=2)
+    pub = harness.connected("pub")
+    pub.publish("q1", b"1", qos=1, packet_id=1)
+    pub.publish("q2", b"2", qos=2, packet_id=2)
+    got = sub.publishes()
+    assert [(p.qos, p.packet_id) for p in got] == [(1, 1), (2, 2)]
+    session = harness.broker.sessions["sub"]
+    assert [(pid, e.packet_id, e.state) for pid, e in session.inflight.items()] == [
+        (1, 1, OutboundState.PUBLISH_SENT),
+        (2, 2, OutboundState.PUBLISH_SENT),
+    ]
+    assert session.next_packet_id == 3
+    sub.ack(got[0])
+    sub.ack(got[1])
+    assert session.inflight == {}
+    assert store.changes == 0
 
 
 def test_packet_id_allocation_skips_ids_still_inflight(harness: Harness) -> None:
