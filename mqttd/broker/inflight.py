@@ -101,7 +101,8 @@ class Inflight(SessionRareFields):
 
     def _start(self, entry: Outbound, pid: int = 0) -> bool:
         """Send a QoS 1/2 entry with a fresh packet id (`pid`: already chosen and
-        recorded by `record`); False if it had to be dropped."""
+        recorded by `record`); False if it had to be dropped. A change here goes to
+        the copy in `Session._deliver_entry` too (a clean session's send, inline)."""
         inflight = self.inflight
         if not pid:
             pid = self.next_packet_id

@@ -293,7 +293,9 @@ class Session(Inflight):
         ):
             if not self.persistent:
                 # `_start` inlined without its store part: a clean session records
-                # nothing, so its delivery is a packet id, the write, the entry.
+                # nothing, so its delivery is a packet id, the write, the entry. Kept
+                # inline on purpose, a near-copy of `_start`'s send: the call cost 6-7 %
+                # of a fan-out QoS 1 delivery (`profile_core.py fan-out-q1`, 2.01 -> 2.16 us).
                 pid = self.next_packet_id
                 if pid in inflight:  # else it is free [MQTT-2.2.1-3]
                     pid = self._free_packet_id()
