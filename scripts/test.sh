@@ -34,8 +34,8 @@ fi
 VENV_EXTRA=test . scripts/venv.sh
 
 echo "== ruff"
-ruff check mqttd tests scripts
-ruff format --check mqttd tests scripts
+ruff check mqttd tests scripts setup.py
+ruff format --check mqttd tests scripts setup.py
 echo "== mypy --strict"
 mypy
 echo "== pytest"

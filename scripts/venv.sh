@@ -11,8 +11,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 want="${VENV_EXTRA:-}"
 stamp="$VENV/.installed${want:+-$want}"
-# Reinstall only when pyproject.toml changed since the last install.
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+# Reinstall only when what the install builds changed since the last one: pyproject.toml,
+# setup.py, or the codec's source (setup.py compiles mqttd/protocol in place).
+if [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pyproject.toml" "$ROOT/setup.py" \
+        "$ROOT/mqttd/protocol" \( -name '*.py' -o -name '*.toml' \) -newer "$stamp" -print -quit)" ]; then
     "$VENV/bin/python" -m pip install -q -e "$ROOT${want:+[$want]}"
     touch "$stamp"
 fi

@@ -505,6 +505,26 @@ def node_with_mqtt_js() -> tuple[str, Path]:
     return node, TEST_DEPS
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test a compiled codec older than its source (setup.py compiles it in place).
+
+    Python imports the compiled module in preference to the .py beside it, so after an
+    edit of mqttd/protocol the tests would silently run the code from before the edit.
+    """
+    stale = [
+        str(source.relative_to(ROOT))
+        for compiled in (ROOT / "mqttd").rglob("*.so")
+        if (source := compiled.with_name(compiled.name.partition(".")[0] + ".py")).exists()
+        and source.stat().st_mtime > compiled.stat().st_mtime
+    ]
+    if stale:
+        raise pytest.UsageError(
+            f"{', '.join(sorted(stale))} changed after the codec was compiled, so the tests"
+            " would run the old code: rebuild it with `bash scripts/test.sh` (which reinstalls"
+            " when the codec changed) or `.venv/bin/pip install -e .`"
+        )
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Kill any broker a crashed or interrupted fixture left behind."""
     with _LIVE_LOCK:
