@@ -9,11 +9,10 @@ skipped where the codec runs interpreted (nothing to compare with).
 
 from __future__ import annotations
 
-import functools
 import importlib
 import shutil
 import sys
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -36,16 +35,22 @@ pytestmark = pytest.mark.skipif(
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 Outcome = tuple[object, ...]
+NAME = "mqttd_protocol_source"
 
 
-@functools.cache
-def interpreted() -> ModuleType:
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """mqttd/protocol's .py files as the package `mqttd_protocol_source`, interpreted."""
+    root = tmp_path_factory.mktemp("codec")
     source = Path(mqttd.protocol.__path__[0])
-    root = Path(tempfile.mkdtemp(prefix="mqttd-codec-"))
-    shutil.copytree(source, root / "mqttd_protocol_source", ignore=shutil.ignore_patterns("*.so"))
+    shutil.copytree(source, root / NAME, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     sys.path.insert(0, str(root))
-    return importlib.import_module("mqttd_protocol_source")
+    try:
+        yield importlib.import_module(NAME)
+    finally:
+        sys.path.remove(str(root))
+        for module in [m for m in sys.modules if m == NAME or m.startswith(NAME + ".")]:
+            del sys.modules[module]
 
 
 def outcome(codec: ModuleType, data: bytes, level: int | None) -> Outcome:
@@ -58,31 +63,30 @@ def outcome(codec: ModuleType, data: bytes, level: int | None) -> Outcome:
     return ("packets", [repr(p) for p in decoded], reader.protocol_level)
 
 
-def test_the_comparison_is_with_interpreted_code() -> None:
-    assert interpreted().reader.__file__.endswith(".py")
+def test_the_comparison_is_with_interpreted_code(interpreted: ModuleType) -> None:
+    assert interpreted.reader.__file__.endswith(".py")
     assert not compiled_reader.__file__.endswith(".py")
 
 
 @SETTINGS
 @given(data=st.binary(max_size=200), level=st.sampled_from([None, 3, 4, 5]))
-def test_random_bytes_decode_alike(data: bytes, level: int | None) -> None:
-    assert outcome(mqttd.protocol, data, level) == outcome(interpreted(), data, level)
+def test_random_bytes_decode_alike(interpreted: ModuleType, data: bytes, level: int | None) -> None:
+    assert outcome(mqttd.protocol, data, level) == outcome(interpreted, data, level)
 
 
 @SETTINGS
 @given(case=mutated_packets())
-def test_mutated_packets_decode_alike(case: tuple[bytes, int]) -> None:
+def test_mutated_packets_decode_alike(interpreted: ModuleType, case: tuple[bytes, int]) -> None:
     data, level = case
-    assert outcome(mqttd.protocol, data, level) == outcome(interpreted(), data, level)
+    assert outcome(mqttd.protocol, data, level) == outcome(interpreted, data, level)
 
 
 @SETTINGS
 @given(data=st.data(), level=st.sampled_from([3, 4, 5]))
-def test_packets_encode_alike(data: st.DataObject, level: int) -> None:
+def test_packets_encode_alike(interpreted: ModuleType, data: st.DataObject, level: int) -> None:
     """A packet encodes to the same bytes, and those decode to the same packet."""
     packet: Packet = data.draw(packets(level))
     wire = encode(packet, level)
-    source = interpreted()
-    decoded = source.decode_packet(wire, level)
+    decoded = interpreted.decode_packet(wire, level)
     assert repr(decoded) == repr(packet)
-    assert source.encode(decoded, level) == wire
+    assert interpreted.encode(decoded, level) == wire
